@@ -1,0 +1,1 @@
+"""The `rft` command-line client."""

@@ -1,0 +1,382 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATUS_UNSPECIFIED: _ClassVar[JobStatus]
+    JOB_STATUS_VALIDATING_FILES: _ClassVar[JobStatus]
+    JOB_STATUS_QUEUED: _ClassVar[JobStatus]
+    JOB_STATUS_RUNNING: _ClassVar[JobStatus]
+    JOB_STATUS_PAUSED: _ClassVar[JobStatus]
+    JOB_STATUS_SUCCEEDED: _ClassVar[JobStatus]
+    JOB_STATUS_FAILED: _ClassVar[JobStatus]
+    JOB_STATUS_CANCELLED: _ClassVar[JobStatus]
+
+class RlAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RL_ALGORITHM_UNSPECIFIED: _ClassVar[RlAlgorithm]
+    RL_ALGORITHM_GRPO: _ClassVar[RlAlgorithm]
+    RL_ALGORITHM_DR_GRPO: _ClassVar[RlAlgorithm]
+    RL_ALGORITHM_RLOO: _ClassVar[RlAlgorithm]
+    RL_ALGORITHM_PPO: _ClassVar[RlAlgorithm]
+
+class KlEstimator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KL_ESTIMATOR_UNSPECIFIED: _ClassVar[KlEstimator]
+    KL_ESTIMATOR_K1: _ClassVar[KlEstimator]
+    KL_ESTIMATOR_K3: _ClassVar[KlEstimator]
+
+class JobEventLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_EVENT_LEVEL_UNSPECIFIED: _ClassVar[JobEventLevel]
+    JOB_EVENT_LEVEL_INFO: _ClassVar[JobEventLevel]
+    JOB_EVENT_LEVEL_WARNING: _ClassVar[JobEventLevel]
+    JOB_EVENT_LEVEL_ERROR: _ClassVar[JobEventLevel]
+JOB_STATUS_UNSPECIFIED: JobStatus
+JOB_STATUS_VALIDATING_FILES: JobStatus
+JOB_STATUS_QUEUED: JobStatus
+JOB_STATUS_RUNNING: JobStatus
+JOB_STATUS_PAUSED: JobStatus
+JOB_STATUS_SUCCEEDED: JobStatus
+JOB_STATUS_FAILED: JobStatus
+JOB_STATUS_CANCELLED: JobStatus
+RL_ALGORITHM_UNSPECIFIED: RlAlgorithm
+RL_ALGORITHM_GRPO: RlAlgorithm
+RL_ALGORITHM_DR_GRPO: RlAlgorithm
+RL_ALGORITHM_RLOO: RlAlgorithm
+RL_ALGORITHM_PPO: RlAlgorithm
+KL_ESTIMATOR_UNSPECIFIED: KlEstimator
+KL_ESTIMATOR_K1: KlEstimator
+KL_ESTIMATOR_K3: KlEstimator
+JOB_EVENT_LEVEL_UNSPECIFIED: JobEventLevel
+JOB_EVENT_LEVEL_INFO: JobEventLevel
+JOB_EVENT_LEVEL_WARNING: JobEventLevel
+JOB_EVENT_LEVEL_ERROR: JobEventLevel
+
+class GraderConfig(_message.Message):
+    __slots__ = ("spec", "grader_id", "service_address", "tenant")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    GRADER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    spec: _struct_pb2.Struct
+    grader_id: str
+    service_address: str
+    tenant: str
+    def __init__(self, spec: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grader_id: _Optional[str] = ..., service_address: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class SupervisedHyperparameters(_message.Message):
+    __slots__ = ("n_epochs", "batch_size", "learning_rate_multiplier")
+    N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    def __init__(self, n_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate_multiplier: _Optional[float] = ...) -> None: ...
+
+class SupervisedMethod(_message.Message):
+    __slots__ = ("answer_field", "hyperparameters")
+    ANSWER_FIELD_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    answer_field: str
+    hyperparameters: SupervisedHyperparameters
+    def __init__(self, answer_field: _Optional[str] = ..., hyperparameters: _Optional[_Union[SupervisedHyperparameters, _Mapping]] = ...) -> None: ...
+
+class ReinforcementHyperparameters(_message.Message):
+    __slots__ = ("n_epochs", "batch_size", "learning_rate_multiplier", "compute_multiplier", "eval_interval", "eval_samples", "group_size", "kl_coef", "clip_range", "max_new_tokens", "temperature", "sft_warmup_epochs", "sft_answer_field", "algorithm", "kl_estimator", "max_staleness", "lora_rank", "max_grader_error_fraction")
+    N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    EVAL_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    EVAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KL_COEF_FIELD_NUMBER: _ClassVar[int]
+    CLIP_RANGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    SFT_WARMUP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    SFT_ANSWER_FIELD_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    KL_ESTIMATOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    MAX_GRADER_ERROR_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    compute_multiplier: float
+    eval_interval: int
+    eval_samples: int
+    group_size: int
+    kl_coef: float
+    clip_range: float
+    max_new_tokens: int
+    temperature: float
+    sft_warmup_epochs: int
+    sft_answer_field: str
+    algorithm: RlAlgorithm
+    kl_estimator: KlEstimator
+    max_staleness: int
+    lora_rank: int
+    max_grader_error_fraction: float
+    def __init__(self, n_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate_multiplier: _Optional[float] = ..., compute_multiplier: _Optional[float] = ..., eval_interval: _Optional[int] = ..., eval_samples: _Optional[int] = ..., group_size: _Optional[int] = ..., kl_coef: _Optional[float] = ..., clip_range: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sft_warmup_epochs: _Optional[int] = ..., sft_answer_field: _Optional[str] = ..., algorithm: _Optional[_Union[RlAlgorithm, str]] = ..., kl_estimator: _Optional[_Union[KlEstimator, str]] = ..., max_staleness: _Optional[int] = ..., lora_rank: _Optional[int] = ..., max_grader_error_fraction: _Optional[float] = ...) -> None: ...
+
+class ReinforcementMethod(_message.Message):
+    __slots__ = ("grader", "hyperparameters")
+    GRADER_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    grader: GraderConfig
+    hyperparameters: ReinforcementHyperparameters
+    def __init__(self, grader: _Optional[_Union[GraderConfig, _Mapping]] = ..., hyperparameters: _Optional[_Union[ReinforcementHyperparameters, _Mapping]] = ...) -> None: ...
+
+class Method(_message.Message):
+    __slots__ = ("supervised", "reinforcement")
+    SUPERVISED_FIELD_NUMBER: _ClassVar[int]
+    REINFORCEMENT_FIELD_NUMBER: _ClassVar[int]
+    supervised: SupervisedMethod
+    reinforcement: ReinforcementMethod
+    def __init__(self, supervised: _Optional[_Union[SupervisedMethod, _Mapping]] = ..., reinforcement: _Optional[_Union[ReinforcementMethod, _Mapping]] = ...) -> None: ...
+
+class JobError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "model", "training_file", "validation_file", "method", "status", "seed", "suffix", "create_time", "finish_time", "error", "fine_tuned_model", "trained_steps", "total_steps", "base_metrics", "final_metrics")
+    class BaseMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class FinalMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FILE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FILE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FINE_TUNED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    BASE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_METRICS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    model: str
+    training_file: str
+    validation_file: str
+    method: Method
+    status: JobStatus
+    seed: int
+    suffix: str
+    create_time: _timestamp_pb2.Timestamp
+    finish_time: _timestamp_pb2.Timestamp
+    error: JobError
+    fine_tuned_model: str
+    trained_steps: int
+    total_steps: int
+    base_metrics: _containers.ScalarMap[str, float]
+    final_metrics: _containers.ScalarMap[str, float]
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., fine_tuned_model: _Optional[str] = ..., trained_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., base_metrics: _Optional[_Mapping[str, float]] = ..., final_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class CreateJobRequest(_message.Message):
+    __slots__ = ("model", "training_file", "validation_file", "method", "seed", "suffix")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FILE_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FILE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    training_file: str
+    validation_file: str
+    method: Method
+    seed: int
+    suffix: str
+    def __init__(self, model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
+
+class CreateJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class PauseJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class PauseJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ResumeJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ResumeJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id", "replay")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    replay: bool
+    def __init__(self, job_id: _Optional[str] = ..., replay: _Optional[bool] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("seq", "time", "level", "message")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    time: _timestamp_pb2.Timestamp
+    level: JobEventLevel
+    message: str
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[_Union[JobEventLevel, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class MetricsPoint(_message.Message):
+    __slots__ = ("step", "time", "values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    time: _timestamp_pb2.Timestamp
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, step: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class WatchJobResponse(_message.Message):
+    __slots__ = ("event", "metrics", "job")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    event: JobEvent
+    metrics: MetricsPoint
+    job: Job
+    def __init__(self, event: _Optional[_Union[JobEvent, _Mapping]] = ..., metrics: _Optional[_Union[MetricsPoint, _Mapping]] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class Checkpoint(_message.Message):
+    __slots__ = ("id", "job_id", "step", "create_time", "path", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    job_id: str
+    step: int
+    create_time: _timestamp_pb2.Timestamp
+    path: str
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, id: _Optional[str] = ..., job_id: _Optional[str] = ..., step: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., path: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ListCheckpointsRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListCheckpointsResponse(_message.Message):
+    __slots__ = ("checkpoints", "next_page_token")
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[Checkpoint]
+    next_page_token: str
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

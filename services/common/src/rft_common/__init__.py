@@ -1,0 +1,1 @@
+"""Shared library of the RFT services: server runtime, config, logging, metrics, clients."""

@@ -1,0 +1,176 @@
+"""Cross-cutting concerns of every RPC, as grpc.aio server interceptors.
+
+`ObservingInterceptor` gives each call a request id (from `x-request-id` metadata or a
+new one) and records Prometheus metrics labelled by service, method and status code.
+`TokenAuthInterceptor` requires a bearer token on every RPC except health checks and
+reflection, which probes and tools call without credentials.
+
+Streaming responses are timed by wrapping the response iterator, because the handler
+returns before the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Gauge, Histogram
+
+from rft_common.logs import REQUEST_ID
+
+log = logging.getLogger(__name__)
+
+RPC_REQUESTS = Counter(
+    "rft_rpc_requests_total",
+    "RPCs handled, by service, method and gRPC status code.",
+    ["service", "method", "code"],
+)
+RPC_DURATION = Histogram(
+    "rft_rpc_duration_seconds",
+    "RPC handling time from the first request byte to the final status.",
+    ["service", "method", "code"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+RPC_IN_FLIGHT = Gauge("rft_rpc_in_flight", "RPCs being handled now.", ["service", "method"])
+
+UNAUTHENTICATED_METHODS_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """'/pkg.Service/Method' -> ('pkg.Service', 'Method')."""
+    _, service, method = full_method.split("/", 2) if full_method.count("/") >= 2 else ("", "", full_method)
+    return service, method
+
+
+def _final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):
+        for candidate in grpc.StatusCode:
+            if candidate.value[0] == code:
+                return candidate
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    around: Callable[[Callable[[], Any], grpc.aio.ServicerContext], Awaitable[Any]],
+    around_stream: Callable[[Callable[[], Any], grpc.aio.ServicerContext], Any],
+) -> grpc.RpcMethodHandler:
+    """Return `handler` with its behaviour wrapped by `around` (unary responses) or
+    `around_stream` (streaming responses). Both receive a thunk that starts the
+    original behaviour, so a wrapper may also decide not to run it."""
+    # grpc.aio decides how to drive a behaviour by inspecting it, so the wrappers must be
+    # real coroutine functions / async generator functions, not lambdas.
+    if handler.unary_unary or handler.stream_unary:
+        unary_behavior = handler.unary_unary or handler.stream_unary
+
+        async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await around(lambda: unary_behavior(request, context), context)
+
+        field = "unary_unary" if handler.unary_unary else "stream_unary"
+        return handler._replace(**{field: unary_response})
+
+    stream_behavior = handler.unary_stream or handler.stream_stream
+
+    async def stream_response(request: Any, context: grpc.aio.ServicerContext):
+        async for item in around_stream(lambda: stream_behavior(request, context), context):
+            yield item
+
+    field = "unary_stream" if handler.unary_stream else "stream_stream"
+    return handler._replace(**{field: stream_response})
+
+
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Request ids and per-RPC Prometheus metrics."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        service, method = split_method(handler_call_details.method)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        request_id = metadata.get("x-request-id") or uuid.uuid4().hex[:16]
+
+        def begin() -> float:
+            REQUEST_ID.set(request_id)
+            RPC_IN_FLIGHT.labels(service, method).inc()
+            return time.perf_counter()
+
+        def end(started: float, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
+            code = _final_code(context, error)
+            RPC_IN_FLIGHT.labels(service, method).dec()
+            RPC_REQUESTS.labels(service, method, code.name).inc()
+            RPC_DURATION.labels(service, method, code.name).observe(time.perf_counter() - started)
+            if code == grpc.StatusCode.UNKNOWN and error is not None and not isinstance(error, grpc.aio.AbortError):
+                log.error("unhandled error in %s/%s", service, method, exc_info=error)
+
+        async def around(call: Callable[[], Any], context: grpc.aio.ServicerContext) -> Any:
+            started = begin()
+            error: BaseException | None = None
+            try:
+                result = call()
+                return await result if inspect.isawaitable(result) else result
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                end(started, context, error)
+
+        async def around_stream(call: Callable[[], Any], context: grpc.aio.ServicerContext):
+            started = begin()
+            error: BaseException | None = None
+            try:
+                result = call()
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:  # a handler that writes with context.write() and returns
+                    await result
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                end(started, context, error)
+
+        return _wrap_handler(handler, around, around_stream)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects RPCs without `authorization: Bearer <token>` (health and reflection exempt)."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        if method.startswith(UNAUTHENTICATED_METHODS_PREFIXES):
+            return await continuation(handler_call_details)
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        supplied = str(metadata.get("authorization", "")).encode()
+        if hmac.compare_digest(supplied, self._expected):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        async def deny(_call: Callable[[], Any], context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        async def deny_stream(_call: Callable[[], Any], context: grpc.aio.ServicerContext):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            yield  # pragma: no cover - makes this an async generator
+
+        return _wrap_handler(handler, deny, deny_stream)

@@ -1,0 +1,1 @@
+"""RFT learner service."""

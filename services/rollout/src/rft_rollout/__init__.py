@@ -1,0 +1,1 @@
+"""RFT rollout service."""
