@@ -19,3 +19,19 @@ class LearnerConfig(ServerConfig):
     """Largest dataset file accepted by UploadFile, in bytes."""
     max_line_bytes: int = pydantic.Field(1024 * 1024, ge=1)
     """Largest single JSONL line (one example), in bytes."""
+    rollout_addresses: str = "127.0.0.1:50051"
+    """Rollout replicas: 'host:port,host:port' or 'dns:///headless-service:port' (every address it resolves to)."""
+    grader_address: str = "127.0.0.1:50052"
+    """Default grader service (host:port); a job may name another rft.grader.v1 service."""
+    rollout_token_file: str = ""
+    """File with the bearer token for the rollout service, if it requires one."""
+    grader_token_file: str = ""
+    """File with the bearer token for the grader service, if it requires one."""
+    tls_ca_file: str = ""
+    """CA bundle to verify the rollout and grader services' TLS certificates; empty = plaintext."""
+    checkpoint_interval: int = pydantic.Field(10, ge=1)
+    """Optimizer steps between checkpoints (a job also checkpoints on pause and at the end)."""
+    remote_patience_seconds: float = pydantic.Field(600.0, gt=0)
+    """How long a job keeps retrying an unavailable rollout or grader before it fails."""
+    torch_threads: int = pydantic.Field(0, ge=0)
+    """CPU threads for the trainer's torch ops; 0 = torch's default."""

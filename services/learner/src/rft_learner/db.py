@@ -1,6 +1,5 @@
-"""The learner's SQLite database: files now; jobs, events, metrics and checkpoints
-join it as the trainer lands. Every write is a transaction, so a crash never leaves
-half a record."""
+"""The learner's SQLite database: files, jobs, job events and metrics, checkpoints.
+Every write is a transaction, so a crash never leaves half a record."""
 
 from __future__ import annotations
 
@@ -22,6 +21,47 @@ CREATE TABLE IF NOT EXISTS files (
     created_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_by_time ON files (created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT PRIMARY KEY,
+    request          BLOB NOT NULL,     -- the CreateJobRequest, serialized
+    status           INTEGER NOT NULL,  -- rft.learner.v1.JobStatus
+    seed             INTEGER NOT NULL,
+    created_at       REAL NOT NULL,
+    finished_at      REAL,
+    error_code       TEXT NOT NULL DEFAULT '',
+    error_message    TEXT NOT NULL DEFAULT '',
+    fine_tuned_model TEXT NOT NULL DEFAULT '',
+    trained_steps    INTEGER NOT NULL DEFAULT 0,
+    total_steps      INTEGER NOT NULL DEFAULT 0,
+    base_metrics     TEXT NOT NULL DEFAULT '{}',
+    final_metrics    TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    seq     INTEGER NOT NULL,
+    time    REAL NOT NULL,
+    level   INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS job_metrics (
+    job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    seq     INTEGER NOT NULL,
+    step    INTEGER NOT NULL,
+    time    REAL NOT NULL,
+    metrics TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id      TEXT PRIMARY KEY,
+    job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    step    INTEGER NOT NULL,
+    time    REAL NOT NULL,
+    path    TEXT NOT NULL,
+    metrics TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS checkpoints_by_job ON checkpoints (job_id, step DESC);
 """
 
 

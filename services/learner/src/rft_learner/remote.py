@@ -1,0 +1,354 @@
+"""Clients of the rollout replicas and the grader service, as the trainer sees them.
+
+Transient failures (a replica or the grader restarting) are retried with backoff for
+up to `patience_seconds`; a rollout replica that comes back with fresh weights is
+detected by its policy version and receives the current weights again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import socket
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+from rft.common.v1 import common_pb2
+from rft.grader.v1 import grader_pb2, grader_pb2_grpc
+from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
+from rft_common.client import aio_channel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+CHUNK_BYTES = 4 << 20
+MAX_MESSAGE_BYTES = 256 << 20
+
+NUMPY_DTYPES = {
+    "float32": rollout_pb2.TENSOR_DTYPE_FLOAT32,
+    "float16": rollout_pb2.TENSOR_DTYPE_FLOAT16,
+    "float64": rollout_pb2.TENSOR_DTYPE_FLOAT64,
+    "int64": rollout_pb2.TENSOR_DTYPE_INT64,
+    "int32": rollout_pb2.TENSOR_DTYPE_INT32,
+    "uint8": rollout_pb2.TENSOR_DTYPE_UINT8,
+}
+
+
+class RemoteError(Exception):
+    """A remote service failed in a way retries did not fix."""
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]], what: str, patience_seconds: float, on_retry: Callable[[str], None] | None = None
+) -> T:
+    """Run `call`, retrying transient gRPC failures with exponential backoff."""
+    deadline = time.monotonic() + patience_seconds
+    delay = 0.5
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in TRANSIENT or time.monotonic() + delay > deadline:
+                raise RemoteError(f"{what} failed: {exc.code().name}: {exc.details()}") from exc
+            message = f"{what}: {exc.code().name}, retrying in {delay:.1f}s"
+            log.warning(message)
+            if on_retry:
+                on_retry(message)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def resolve_addresses(spec: str) -> list[str]:
+    """Replica addresses from 'host:port,host:port' or 'dns:///name:port' (every A record)."""
+    addresses: list[str] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part.startswith("dns:///"):
+            host, port = part[len("dns:///") :].rsplit(":", 1)
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            addresses.extend(sorted({f"{info[4][0]}:{port}" for info in infos}))
+        else:
+            addresses.append(part)
+    if not addresses:
+        raise ValueError(f"no rollout addresses in {spec!r}")
+    return addresses
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedArray:
+    """A tensor as a C-contiguous numpy array (what goes over the wire)."""
+
+    name: str
+    array: np.ndarray
+
+
+def weight_update_requests(version: int, tensors: Sequence[NamedArray]) -> Iterator[rollout_pb2.UpdateWeightsRequest]:
+    """Header (manifest with CRC-32 checksums) then chunks, in manifest order."""
+    specs = []
+    for tensor in tensors:
+        data = memoryview(np.ascontiguousarray(tensor.array)).cast("B")
+        specs.append(
+            rollout_pb2.TensorSpec(
+                name=tensor.name,
+                dtype=NUMPY_DTYPES[str(tensor.array.dtype)],
+                shape=list(tensor.array.shape),
+                size_bytes=data.nbytes,
+                checksum=f"{zlib.crc32(data) & 0xFFFFFFFF:08x}",
+            )
+        )
+    manifest = rollout_pb2.WeightsManifest(tensors=specs, checksum_algorithm=rollout_pb2.CHECKSUM_ALGORITHM_CRC32)
+    yield rollout_pb2.UpdateWeightsRequest(header=rollout_pb2.WeightsHeader(version=version, manifest=manifest))
+    for index, tensor in enumerate(tensors):
+        data = memoryview(np.ascontiguousarray(tensor.array)).cast("B")
+        for offset in range(0, max(data.nbytes, 1), CHUNK_BYTES):
+            yield rollout_pb2.UpdateWeightsRequest(
+                chunk=rollout_pb2.WeightsChunk(
+                    tensor_index=index, offset=offset, data=bytes(data[offset : offset + CHUNK_BYTES])
+                )
+            )
+
+
+@dataclasses.dataclass
+class GeneratedSample:
+    prompt_index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: int
+    policy_version: int
+
+
+@dataclasses.dataclass
+class GeneratedPrompt:
+    prompt_token_ids: list[int]
+    samples: list[GeneratedSample]
+
+
+class RolloutPool:
+    """All rollout replicas of a job: prompts are split across them, weights go to all."""
+
+    def __init__(self, addresses: list[str], token: str = "", tls_ca_file: str = "", patience_seconds: float = 600):
+        self.addresses = addresses
+        self.patience_seconds = patience_seconds
+        self._channels = [
+            aio_channel(a, token=token, tls_ca_file=tls_ca_file, max_message_bytes=MAX_MESSAGE_BYTES) for a in addresses
+        ]
+        self._stubs = [rollout_pb2_grpc.RolloutServiceStub(c) for c in self._channels]
+        self.version = 0
+        self._weights_source: Callable[[], Sequence[NamedArray]] | None = None
+        self.on_retry: Callable[[str], None] | None = None
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._channels))
+
+    async def model_info(self) -> list[rollout_pb2.GetModelInfoResponse]:
+        async def one(stub):
+            return await retry_transient(
+                lambda: stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30),
+                "rollout GetModelInfo",
+                self.patience_seconds,
+                self.on_retry,
+            )
+
+        return list(await asyncio.gather(*(one(s) for s in self._stubs)))
+
+    def set_weights_source(self, source: Callable[[], Sequence[NamedArray]]) -> None:
+        """Where to read the current weights from when a replica needs them again."""
+        self._weights_source = source
+
+    async def push_weights(self) -> float:
+        """Send the current weights to every replica as a new version; returns seconds."""
+        assert self._weights_source is not None
+        started = time.perf_counter()
+        tensors = self._weights_source()
+        infos = await self.model_info()
+        self.version = max([self.version, *(i.policy_version for i in infos)]) + 1
+        await asyncio.gather(*(self._push_one(i, tensors) for i in range(len(self._stubs))))
+        return time.perf_counter() - started
+
+    async def _push_one(self, index: int, tensors: Sequence[NamedArray]) -> None:
+        stub = self._stubs[index]
+
+        async def call():
+            return await stub.UpdateWeights(weight_update_requests(self.version, tensors), timeout=600)
+
+        await retry_transient(
+            call, f"rollout {self.addresses[index]} UpdateWeights", self.patience_seconds, self.on_retry
+        )
+
+    async def generate(
+        self,
+        prompts: Sequence[list[dict[str, Any]]],
+        sampling: rollout_pb2.SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[GeneratedPrompt]:
+        """Samples for every prompt (chat messages), all from `self.version`.
+
+        Prompts are spread over the replicas. A replica that answers with another
+        version (it restarted and lost our weights) gets the weights again and the
+        prompts are re-sent.
+        """
+        shards: list[list[int]] = [[] for _ in self._stubs]
+        for index in range(len(prompts)):
+            shards[index % len(self._stubs)].append(index)
+        results: list[GeneratedPrompt | None] = [None] * len(prompts)
+
+        async def run_shard(replica: int, indices: list[int]) -> None:
+            if not indices:
+                return
+
+            # One request per prompt so each can carry its own seed; the engine batches them.
+            async def one(index: int) -> None:
+                params = rollout_pb2.SamplingParams()
+                params.CopyFrom(sampling)
+                if seeds is not None:
+                    params.seed = seeds[index]
+                request = rollout_pb2.GenerateRequest(
+                    prompts=[rollout_pb2.Prompt(chat=rollout_pb2.ChatPrompt(messages=_messages(prompts[index])))],
+                    sampling=params,
+                )
+                for _attempt in range(3):
+                    response = await retry_transient(
+                        lambda: self._stubs[replica].Generate(request, timeout=600),
+                        f"rollout {self.addresses[replica]} Generate",
+                        self.patience_seconds,
+                        self.on_retry,
+                    )
+                    result = response.results[0]
+                    versions = {s.policy_version for s in result.samples}
+                    aborted = any(s.finish_reason == rollout_pb2.FINISH_REASON_ABORT for s in result.samples)
+                    if versions == {self.version} and not aborted:
+                        results[index] = GeneratedPrompt(
+                            list(result.prompt_token_ids),
+                            [
+                                GeneratedSample(
+                                    index,
+                                    s.text,
+                                    list(s.token_ids),
+                                    list(s.logprobs),
+                                    s.finish_reason,
+                                    s.policy_version,
+                                )
+                                for s in result.samples
+                            ],
+                        )
+                        return
+                    if self.on_retry:
+                        self.on_retry(
+                            f"rollout {self.addresses[replica]} served version {sorted(versions)} "
+                            f"(expected {self.version}); re-sending weights"
+                        )
+                    await self._push_one(replica, self._weights_source())
+                raise RemoteError(f"rollout {self.addresses[replica]} keeps serving the wrong policy version")
+
+            await asyncio.gather(*(one(i) for i in indices))
+
+        await asyncio.gather(*(run_shard(r, idx) for r, idx in enumerate(shards)))
+        return results  # type: ignore[return-value]
+
+
+def _messages(messages: list[dict[str, Any]]) -> list[common_pb2.ChatMessage]:
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):  # OpenAI text parts
+            content = "".join(part.get("text", "") for part in content)
+        out.append(common_pb2.ChatMessage(role=message["role"], content=content))
+    return out
+
+
+def sample_output(text: str) -> grader_pb2.SampleOutput:
+    """The grader's view of a sample: its text and, when the text is a JSON object, that object."""
+    output = grader_pb2.SampleOutput(output_text=text)
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            parsed = json.loads(stripped)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            output.output_json.update(parsed)
+    return output
+
+
+def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+class GraderClient:
+    """Grades (sample text, item) pairs with one grader through an rft.grader.v1 service."""
+
+    BATCH = 512
+
+    def __init__(
+        self,
+        address: str,
+        tenant: str,
+        spec: dict[str, Any] | None = None,
+        grader_id: str = "",
+        token: str = "",
+        tls_ca_file: str = "",
+        patience_seconds: float = 300,
+    ) -> None:
+        self.address = address
+        self.tenant = tenant
+        self.spec = spec
+        self.grader_id = grader_id
+        self.patience_seconds = patience_seconds
+        self._channel = aio_channel(address, token=token, tls_ca_file=tls_ca_file, max_message_bytes=MAX_MESSAGE_BYTES)
+        self._stub = grader_pb2_grpc.GraderServiceStub(self._channel)
+        self.on_retry: Callable[[str], None] | None = None
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def _request(self, pairs: Iterable[tuple[str, dict[str, Any]]]) -> grader_pb2.GradeRequest:
+        request = grader_pb2.GradeRequest(tenant=self.tenant)
+        if self.spec is not None:
+            request.spec.update(self.spec)
+        else:
+            request.grader_id = self.grader_id
+        for text, item in pairs:
+            request.items.append(grader_pb2.GradeItem(sample=sample_output(text), item=to_struct(item)))
+        return request
+
+    async def validate(self) -> list[str]:
+        """Problems with the spec ([] when valid); a registered id is checked by fetching it."""
+        if self.spec is None:
+            await self._stub.GetGrader(
+                grader_pb2.GetGraderRequest(tenant=self.tenant, grader_id=self.grader_id), timeout=30
+            )
+            return []
+        request = grader_pb2.ValidateGraderRequest(tenant=self.tenant, spec=to_struct(self.spec))
+        response = await self._stub.ValidateGrader(request, timeout=30)
+        return [f"{issue.field}: {issue.message}" if issue.field else issue.message for issue in response.issues]
+
+    async def grade(self, pairs: Sequence[tuple[str, dict[str, Any]]]) -> list[grader_pb2.GradeResult]:
+        batches = [pairs[i : i + self.BATCH] for i in range(0, len(pairs), self.BATCH)]
+
+        async def one(batch):
+            request = self._request(batch)
+            response = await retry_transient(
+                lambda: self._stub.Grade(request, timeout=600), "grader Grade", self.patience_seconds, self.on_retry
+            )
+            if len(response.results) != len(batch):
+                raise RemoteError(f"grader returned {len(response.results)} results for {len(batch)} items")
+            return list(response.results)
+
+        out: list[grader_pb2.GradeResult] = []
+        for results in await asyncio.gather(*(one(b) for b in batches)):
+            out.extend(results)
+        return out
+
+
+def result_to_dict(result: grader_pb2.GradeResult) -> dict[str, Any]:
+    return json_format.MessageToDict(result, preserving_proto_field_name=True)

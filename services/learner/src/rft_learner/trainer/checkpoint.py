@@ -1,0 +1,62 @@
+"""Checkpoints: the model as a Hugging Face directory plus the full trainer state
+(optimizer, value head, RNG states, data cursor, step), written atomically."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_model_dir(model, tokenizer, directory: pathlib.Path) -> None:
+    """A Hugging Face model directory (safetensors + config + tokenizer) vLLM can serve."""
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def save_checkpoint(root: pathlib.Path, step: int, model, tokenizer, trainer_state: dict[str, Any]) -> pathlib.Path:
+    """Write checkpoint `step` under `root`; a crash midway leaves no partial checkpoint."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix=f".step-{step:06d}-", dir=root))
+    try:
+        save_model_dir(model, tokenizer, scratch / "model")
+        torch.save({**trainer_state, "rng": rng_state(), "step": step}, scratch / TRAINER_STATE)
+        with open(scratch / TRAINER_STATE, "rb") as handle:
+            os.fsync(handle.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(scratch, final)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return final
+
+
+def load_trainer_state(checkpoint_dir: pathlib.Path) -> dict[str, Any]:
+    return torch.load(checkpoint_dir / TRAINER_STATE, weights_only=False)
+
+
+def latest_checkpoint(root: pathlib.Path) -> pathlib.Path | None:
+    if not root.exists():
+        return None
+    done = sorted(p for p in root.iterdir() if p.name.startswith("step-") and (p / TRAINER_STATE).exists())
+    return done[-1] if done else None

@@ -1,0 +1,112 @@
+"""The policy model: loading a Hugging Face directory, batching sequences, token logprobs."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from rft_learner.remote import NamedArray
+from rft_learner.rl import entropy_from_logits, token_logprobs
+
+
+def load_model(model_dir: str | pathlib.Path) -> PreTrainedModel:
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32)
+    model.config.use_cache = False
+    return model
+
+
+def load_tokenizer(model_dir: str | pathlib.Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def named_arrays(model: torch.nn.Module) -> list[NamedArray]:
+    """Every state-dict entry (tied ones included) as numpy arrays, for the rollout."""
+    return [NamedArray(name, t.detach().to("cpu").contiguous().numpy()) for name, t in model.state_dict().items()]
+
+
+class ValueHead(torch.nn.Module):
+    """Scalar value per position from the policy's last hidden state (PPO, as in ReFT)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.proj.weight)
+        torch.nn.init.zeros_(self.proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.proj(hidden).squeeze(-1)
+
+
+@dataclasses.dataclass
+class SequenceBatch:
+    """Prompt + completion sequences, right-padded.
+
+    Position t of the [B, L-1] tensors is the prediction of token t+1: `action_mask`
+    marks completion tokens, `old_logprobs` holds the sampling policy's logprobs there.
+    """
+
+    input_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor  # [B, L]
+    action_mask: torch.Tensor  # [B, L-1] float
+    old_logprobs: torch.Tensor  # [B, L-1]
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def build_sequence_batch(
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    completion_logprobs: Sequence[Sequence[float]] | None,
+    pad_id: int,
+) -> SequenceBatch:
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
+    width = max(lengths)
+    batch = len(lengths)
+    input_ids = np.full((batch, width), pad_id, dtype=np.int64)
+    attention = np.zeros((batch, width), dtype=np.int64)
+    action = np.zeros((batch, width - 1), dtype=np.float32)
+    old = np.zeros((batch, width - 1), dtype=np.float32)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        p, c = len(prompt), len(completion)
+        input_ids[row, :p] = prompt
+        input_ids[row, p : p + c] = completion
+        attention[row, : p + c] = 1
+        action[row, p - 1 : p + c - 1] = 1.0
+        if completion_logprobs is not None:
+            old[row, p - 1 : p + c - 1] = completion_logprobs[row]
+    return SequenceBatch(
+        torch.from_numpy(input_ids), torch.from_numpy(attention), torch.from_numpy(action), torch.from_numpy(old)
+    )
+
+
+@dataclasses.dataclass
+class ForwardOutput:
+    logprobs: torch.Tensor  # [B, L-1] logprob of token t+1
+    entropy: torch.Tensor  # [B, L-1]
+    values: torch.Tensor | None  # [B, L-1] value of the state before token t+1
+
+
+def forward(
+    model: torch.nn.Module, batch: SequenceBatch, value_head: ValueHead | None = None, with_entropy: bool = True
+) -> ForwardOutput:
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        output_hidden_states=value_head is not None,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1].float()
+    logprobs = token_logprobs(logits, batch.input_ids[:, 1:])
+    entropy = entropy_from_logits(logits.detach()) if with_entropy else torch.zeros_like(logprobs)
+    values = value_head(out.hidden_states[-1][:, :-1]) if value_head is not None else None
+    return ForwardOutput(logprobs, entropy, values)
