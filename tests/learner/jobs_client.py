@@ -1,0 +1,89 @@
+"""Small synchronous helpers to drive the learner's API from tests."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import grpc
+from google.protobuf import struct_pb2
+from rft.learner.v1 import files_pb2, files_pb2_grpc, fine_tuning_pb2_grpc
+from rft.learner.v1 import fine_tuning_pb2 as ft
+
+
+def write_jsonl(path: pathlib.Path, rows: list[dict]) -> pathlib.Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def upload(channel: grpc.Channel, path: pathlib.Path) -> files_pb2.File:
+    stub = files_pb2_grpc.FilesServiceStub(channel)
+    data = path.read_bytes()
+
+    def requests():
+        yield files_pb2.UploadFileRequest(header=files_pb2.UploadFileHeader(filename=path.name, purpose=1))
+        for i in range(0, len(data), 4096):
+            yield files_pb2.UploadFileRequest(chunk=data[i : i + 4096])
+
+    return stub.UploadFile(requests(), timeout=60).file
+
+
+def struct(value: dict) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+def reinforcement_request(
+    model: str, train_id: str, valid_id: str, spec: dict, seed: int = 7, **hyper
+) -> ft.CreateJobRequest:
+    return ft.CreateJobRequest(
+        model=model,
+        training_file=train_id,
+        validation_file=valid_id,
+        seed=seed,
+        method=ft.Method(
+            reinforcement=ft.ReinforcementMethod(
+                grader=ft.GraderConfig(spec=struct(spec)),
+                hyperparameters=ft.ReinforcementHyperparameters(**hyper),
+            )
+        ),
+    )
+
+
+def jobs_stub(channel: grpc.Channel) -> fine_tuning_pb2_grpc.FineTuningServiceStub:
+    return fine_tuning_pb2_grpc.FineTuningServiceStub(channel)
+
+
+def wait_for(channel: grpc.Channel, job_id: str, statuses: set[int], timeout: float = 600) -> ft.Job:
+    stub = jobs_stub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            job = stub.GetJob(ft.GetJobRequest(job_id=job_id), timeout=10).job
+        except grpc.RpcError:
+            time.sleep(0.5)
+            continue
+        if job.status in statuses:
+            return job
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id} did not reach {statuses}; last status {job.status}: {job.error}")
+
+
+def metrics_by_step(channel: grpc.Channel, job_id: str) -> dict[int, dict[str, float]]:
+    """Every metrics point of a job (replayed through WatchJob), merged per step."""
+    out: dict[int, dict[str, float]] = {}
+    for update in jobs_stub(channel).WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=60):
+        if update.HasField("metrics"):
+            out.setdefault(update.metrics.step, {}).update(update.metrics.values)
+    return out
+
+
+def learner_args(data_dir: pathlib.Path, rollout=None, grader=None, checkpoint_interval: int = 2) -> list[str]:
+    args = ["--data-dir", str(data_dir), "--checkpoint-interval", str(checkpoint_interval), "--torch-threads", "1"]
+    if rollout is not None:
+        args += ["--rollout-addresses", rollout.address]
+    if grader is not None:
+        args += ["--grader-address", grader.address]
+    return args
