@@ -37,7 +37,9 @@ def dns_names(names: list[str], namespace: str) -> list[str]:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _write(path: pathlib.Path, data: bytes, mode: int) -> None:
@@ -61,9 +63,7 @@ def make_secrets(out_dir: pathlib.Path, namespace: str = "rft", days: int = 365,
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     _write(out_dir / "ca.crt", ca.public_bytes(serialization.Encoding.PEM), 0o644)
