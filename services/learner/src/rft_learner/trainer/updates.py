@@ -23,6 +23,7 @@ from rft_learner.rl import (
     value_loss,
     whiten,
 )
+from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.policy import SequenceBatch, ValueHead, build_sequence_batch, forward
 
 PPO_GAMMA = 1.0
@@ -82,8 +83,17 @@ def rl_step(
     params: ReinforcementParams,
     pad_id: int,
     value_head: ValueHead | None = None,
+    data_parallel: DataParallel | None = None,
 ) -> dict[str, float]:
-    """One policy-gradient step on a batch of graded groups."""
+    """One policy-gradient step on a batch of graded groups.
+
+    Under data parallelism each rank trains on its share of the groups and gradients
+    are averaged (see trainer.distributed); group-relative advantages stay exact
+    because a group never spans ranks. PPO's advantage whitening uses per-rank
+    statistics.
+    """
+    if data_parallel is not None:
+        groups = data_parallel.shard(groups)
     prompts, completions, logprobs, rewards = [], [], [], []
     advantages = group_relative_advantages(groups, params.algorithm) if params.algorithm != "ppo" else None
     flat = 0
@@ -99,6 +109,8 @@ def rl_step(
                     kept_advantages.append(advantages[flat])
             flat += 1
     if not completions:
+        if data_parallel is not None:
+            raise ValueError("every rank needs at least one graded sample")
         return {"skipped_steps": 1.0}
     batch = build_sequence_batch(prompts, completions, logprobs, pad_id)
     scores = torch.tensor(rewards, dtype=torch.float32)
@@ -130,9 +142,15 @@ def rl_step(
         loss, metrics = policy_loss(out.logprobs, batch.old_logprobs, adv, mask, loss_config(params), ref_logprobs)
         metrics["advantage_abs_mean"] = float(adv.abs().mean())
 
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    optimizer.zero_grad(set_to_none=True)
+    if data_parallel is not None:
+        aggregation = loss_config(params).aggregation
+        units = float(mask.sum()) if aggregation == "token_mean" else float(batch.size)
+        (loss * data_parallel.loss_scale(units)).backward()
+        data_parallel.average_gradients(trainable)
+    else:
+        loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
     optimizer.step()
 

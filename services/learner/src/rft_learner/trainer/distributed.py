@@ -1,0 +1,62 @@
+"""Data parallelism for the update step under torch.distributed (torchrun; gloo on CPU,
+nccl on GPU).
+
+Each rank takes every world-th group of the batch, computes its loss, and the
+gradients are averaged across ranks before the optimizer step. Losses are rescaled so
+that the averaged gradient equals the gradient of the loss over the whole batch: for a
+token mean, rank r's loss is multiplied by world * n_r / N (n_r its tokens, N all
+tokens), so that (1/world) * sum_r grad(world * n_r / N * L_r) = grad(sum_r n_r L_r / N).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel group."""
+
+    rank: int
+    world: int
+
+    @classmethod
+    def from_environment(cls, backend: str = "gloo") -> DataParallel | None:
+        """Join the group torchrun describes (RANK / WORLD_SIZE), or None when not under torchrun."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return None
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend)
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        if len(items) < self.world:
+            raise ValueError(f"a batch of {len(items)} groups cannot be split over {self.world} ranks")
+        return list(items[self.rank :: self.world])
+
+    def loss_scale(self, local_units: float) -> float:
+        """world * local / total, for the unit the loss is averaged over (tokens or sequences)."""
+        total = torch.tensor([float(local_units)], dtype=torch.float64)
+        dist.all_reduce(total)
+        return self.world * float(local_units) / max(float(total.item()), 1e-12)
+
+    def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        for parameter in parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= self.world
+
+    def broadcast_parameters(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """Start every rank from rank 0's weights."""
+        for parameter in parameters:
+            dist.broadcast(parameter.data, src=0)

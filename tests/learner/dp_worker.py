@@ -1,0 +1,44 @@
+"""Runs two RL update steps on a fixed batch, alone or as one rank under torchrun, and
+saves the resulting weights (rank 0). test_data_parallel.py compares the two."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from rft_learner.hparams import ReinforcementParams
+from rft_learner.trainer.distributed import DataParallel
+from rft_learner.trainer.policy import load_model, load_tokenizer
+from rft_learner.trainer.updates import Group, rl_step
+
+
+def fixed_groups(vocab: int) -> list[Group]:
+    generator = torch.Generator().manual_seed(1)
+    groups = []
+    for g in range(4):
+        prompt = torch.randint(3, vocab, (5 + g,), generator=generator).tolist()
+        completions = [torch.randint(3, vocab, (2 + (g + s) % 4,), generator=generator).tolist() for s in range(3)]
+        logprobs = [[-3.0 - 0.1 * i for i in range(len(c))] for c in completions]
+        rewards = [float((g + s) % 2) for s in range(3)]
+        groups.append(Group(prompt, completions, logprobs, rewards))
+    return groups
+
+
+def main(model_dir: str, out: str) -> None:
+    torch.manual_seed(0)
+    data_parallel = DataParallel.from_environment("gloo")
+    model, reference = load_model(model_dir), load_model(model_dir)
+    reference.requires_grad_(False)
+    tokenizer = load_tokenizer(model_dir)
+    # Plain SGD: the comparison is about gradients; Adam would amplify float noise on ~0 gradients.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    params = ReinforcementParams(algorithm="grpo", group_size=3, kl_coef=0.05)
+    groups = fixed_groups(model.config.vocab_size)
+    for _ in range(2):
+        rl_step(model, reference, optimizer, groups, params, tokenizer.pad_token_id, None, data_parallel)
+    if data_parallel is None or data_parallel.rank == 0:
+        torch.save(model.state_dict(), out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
