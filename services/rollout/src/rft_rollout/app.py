@@ -1,23 +1,70 @@
-"""Wires the rollout engine and servicer into the shared gRPC server."""
+"""Wires the vLLM engine, the core and the servicer into the shared gRPC server.
+
+The gRPC server starts first so that health checks answer (NOT_SERVING) during the
+engine's start-up; health turns SERVING once the engine is loaded and warmed up.
+"""
 
 from __future__ import annotations
 
-from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
+import asyncio
+import logging
+import pathlib
+
+from rft.rollout.v1 import rollout_pb2_grpc
 from rft_common.server import GrpcServer
 
+from rft_rollout import metrics
 from rft_rollout.config import RolloutConfig
+from rft_rollout.core import RolloutCore, Settings, default_staging_dir
+from rft_rollout.domain import Limits
+from rft_rollout.engine import open_vllm_engine
+from rft_rollout.model_spec import describe_model
+from rft_rollout.servicer import SERVICE_NAME, RolloutServicer
 
-SERVICE_NAME = rollout_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name
+log = logging.getLogger(__name__)
+
+
+def settings_from(config: RolloutConfig) -> Settings:
+    return Settings(
+        model=config.model,
+        limits=Limits(config.max_prompts, config.max_n, config.max_tokens, config.max_prompt_tokens),
+        default_max_tokens=config.default_max_tokens,
+        weights_dir=config.weights_dir,
+        staging_dir=pathlib.Path(config.staging_dir) if config.staging_dir else default_staging_dir(),
+    )
 
 
 async def serve(config: RolloutConfig) -> None:
+    servicer = RolloutServicer()
     async with GrpcServer(config, "rollout") as server:
-        # The engine lands with the rollout issue; until then every RPC is UNIMPLEMENTED
-        # and health stays NOT_SERVING.
-        server.add_service(
-            rollout_pb2_grpc.add_RolloutServiceServicer_to_server,
-            rollout_pb2_grpc.RolloutServiceServicer(),
-            SERVICE_NAME,
-        )
+        server.add_service(rollout_pb2_grpc.add_RolloutServiceServicer_to_server, servicer, SERVICE_NAME)
         await server.start()
-        await server.wait_for_termination()
+        starting = asyncio.create_task(_run_engine(config, servicer, server))
+        stopping = asyncio.create_task(server.wait_for_termination())
+        done, _ = await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting in done:
+            starting.result()  # the engine exited on its own: raise why
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+
+
+async def _run_engine(config: RolloutConfig, servicer: RolloutServicer, server: GrpcServer) -> None:
+    """Start the engine, serve until cancelled, then shut the engine down."""
+    async with open_vllm_engine(config) as engine:
+        model = await asyncio.to_thread(describe_model, config.model, engine.facts.dtype)
+
+        async def stop_serving(reason: str) -> None:
+            await server.set_serving(False, reason)
+
+        core = RolloutCore(engine, model, settings_from(config), on_broken=stop_serving)
+        metrics.QUEUE_DEPTH.set_function(engine.num_unfinished_requests)
+        try:
+            seconds = await engine.warm_up(config.warmup_requests)
+            log.info("engine ready", extra={"model": config.model, "warmup_seconds": round(seconds, 2)})
+            servicer.core = core
+            await server.set_serving(True)
+            await asyncio.Event().wait()  # until cancelled by shutdown
+        finally:
+            servicer.core = None
+            metrics.QUEUE_DEPTH.set_function(lambda: 0)
+            core.close()

@@ -1,6 +1,11 @@
-"""Rollout service configuration (flags and RFT_ROLLOUT_* environment variables)."""
+"""Rollout service configuration (flags and RFT_ROLLOUT_* environment variables).
+
+Importable without torch or vLLM: the entry point parses this before importing them.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import pydantic
 from rft_common.server import ServerConfig
@@ -14,4 +19,48 @@ class RolloutConfig(ServerConfig):
     metrics_port: int = pydantic.Field(9101, ge=0, le=65535)
     """Port of the Prometheus /metrics HTTP endpoint; 0 disables it."""
     model: str = ""
-    """Hugging Face model directory to serve."""
+    """Hugging Face model directory to serve (config.json, safetensors weights, tokenizer)."""
+
+    # Engine.
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    """Dtype the engine computes in; "auto" takes the model config's. Weight updates must send this dtype."""
+    max_model_len: int = pydantic.Field(0, ge=0)
+    """Longest sequence (prompt + completion) in tokens; 0 takes the model's max_position_embeddings."""
+    gpu_memory_utilization: float = pydantic.Field(0.3, gt=0, le=1)
+    """Fraction of accelerator memory vLLM may use; on CPU the fraction of RAM it reserves."""
+    kv_cache_gib: float = pydantic.Field(1.0, ge=0)
+    """CPU only: KV-cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE); 0 lets vLLM decide."""
+    max_num_seqs: int = pydantic.Field(256, ge=1)
+    """Most sequences the engine batches in one step (continuous batching width)."""
+    enforce_eager: bool = True
+    """Run the model eagerly (no torch.compile / CUDA graphs): fast start-up, the CPU default."""
+    seed: int = 0
+    """Engine seed for requests that give none."""
+    warmup_requests: int = pydantic.Field(64, ge=0)
+    """Concurrent requests generated before health turns SERVING (the first batches are slow)."""
+
+    # Request limits (a request beyond one gets INVALID_ARGUMENT naming it).
+    max_prompts: int = pydantic.Field(512, ge=1)
+    """Most prompts in one Generate / StreamGenerate request."""
+    max_n: int = pydantic.Field(64, ge=1)
+    """Most samples per prompt."""
+    max_tokens: int = pydantic.Field(4096, ge=1)
+    """Largest max_tokens a request may ask for."""
+    default_max_tokens: int = pydantic.Field(256, ge=1)
+    """max_tokens of a request that leaves it 0."""
+    max_prompt_tokens: int = pydantic.Field(4096, ge=1)
+    """Longest prompt in tokens (after chat templating)."""
+
+    # Weight updates.
+    weights_dir: str = ""
+    """Directory (shared volume) that UpdateWeights' safetensors_path must lie in; empty refuses file updates."""
+    staging_dir: str = ""
+    """Where streamed weights are assembled before they are applied; empty: /dev/shm when present, else the temp dir."""
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> RolloutConfig:
+        if not self.model:
+            raise ValueError("model is required: a Hugging Face model directory (--model or RFT_ROLLOUT_MODEL)")
+        if self.default_max_tokens > self.max_tokens:
+            raise ValueError(f"default_max_tokens {self.default_max_tokens} is above max_tokens {self.max_tokens}")
+        return self

@@ -1,0 +1,408 @@
+"""The rollout core: request checks, prompt rendering, sample fan-out, policy versions
+and weight updates. Plain Python over the `Engine` interface; no protobuf.
+
+Every sample is one engine request (n samples of a prompt are n requests with seeds
+seed, seed+1, ... as vLLM's own n>1 does), so a stream can yield each sample as it
+finishes and a cancelled call aborts exactly its unfinished requests.
+
+Weight updates are received and checked completely (staged as a safetensors file)
+before the engine is touched; then, under one lock, the engine aborts in-flight
+requests, loads the file and labels later tokens with the new version. A sample's
+policy version is the engine's label of its tokens, so it is exact by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import math
+import pathlib
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from rft_rollout import metrics
+from rft_rollout.domain import (
+    GenerateResult,
+    InvalidRequest,
+    Limits,
+    ModelInfo,
+    NotReady,
+    PromptInput,
+    PromptResult,
+    Sample,
+    SampleRequest,
+    Sampling,
+    TensorSpec,
+    UpdateResult,
+    WeightsRejected,
+)
+from rft_rollout.engine import Engine, WeightsNotApplied, shapes_by_name
+from rft_rollout.model_spec import ModelDescription
+from rft_rollout.weights import (
+    ChecksumAlgorithm,
+    StreamStaging,
+    check_checksums_format,
+    check_tensor_set,
+    read_safetensors_specs,
+    resolve_weights_path,
+)
+
+log = logging.getLogger(__name__)
+
+Chunk = tuple[int, int, bytes]  # (tensor_index, offset, data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    model: str
+    limits: Limits
+    default_max_tokens: int
+    weights_dir: str
+    staging_dir: pathlib.Path
+
+
+def default_staging_dir() -> pathlib.Path:
+    """/dev/shm (memory) when present, else the temp dir."""
+    shm = pathlib.Path("/dev/shm")
+    base = shm if shm.is_dir() else pathlib.Path(tempfile.gettempdir())
+    return base / "rft-rollout"
+
+
+@dataclasses.dataclass
+class _Plan:
+    prompts: list[list[int]]
+    requests: list[list[SampleRequest]]  # [prompt][sample]
+
+
+class RolloutCore:
+    def __init__(
+        self,
+        engine: Engine,
+        model: ModelDescription,
+        settings: Settings,
+        on_broken: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.model = model
+        self.settings = settings
+        self.version = 0
+        self._expected = {spec.name: spec for spec in model.tensors}
+        self._update_lock = asyncio.Lock()
+        # One thread: tokenizers are not safe to share across threads.
+        self._tokenizer_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+        self._broken = ""
+        self._on_broken = on_broken
+        metrics.POLICY_VERSION.set(0)
+
+    def close(self) -> None:
+        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+
+    # -- checks ----------------------------------------------------------------------
+
+    def _check_serving(self) -> None:
+        if self._broken:
+            raise NotReady(f"the service stopped serving: {self._broken}")
+
+    def _resolve_sampling(self, sampling: Sampling) -> tuple[int, dict]:
+        limits = self.settings.limits
+        n = sampling.n or 1
+        if n < 0:
+            raise InvalidRequest(f"sampling.n: {sampling.n} is negative")
+        if n > limits.max_n:
+            raise InvalidRequest(f"sampling.n: {n} is above the limit max_n={limits.max_n}")
+        max_tokens = sampling.max_tokens or self.settings.default_max_tokens
+        if max_tokens < 0:
+            raise InvalidRequest(f"sampling.max_tokens: {sampling.max_tokens} is negative")
+        if max_tokens > limits.max_tokens:
+            raise InvalidRequest(f"sampling.max_tokens: {max_tokens} is above the limit max_tokens={limits.max_tokens}")
+        temperature = 1.0 if sampling.temperature is None else sampling.temperature
+        if not math.isfinite(temperature) or temperature < 0:
+            raise InvalidRequest(f"sampling.temperature: {temperature} must be a finite number >= 0")
+        top_p = 1.0 if sampling.top_p is None else sampling.top_p
+        if not (0 < top_p <= 1):
+            raise InvalidRequest(f"sampling.top_p: {top_p} must be in (0, 1]")
+        top_k = -1 if sampling.top_k is None else sampling.top_k
+        if top_k != -1 and top_k < 1:
+            raise InvalidRequest(f"sampling.top_k: {top_k} must be -1 (no cut-off) or >= 1")
+        if any(not stop for stop in sampling.stop):
+            raise InvalidRequest("sampling.stop: stop strings must not be empty")
+        vocab = self.engine.facts.vocab_size
+        for index, token in enumerate(sampling.stop_token_ids):
+            if not 0 <= token < vocab:
+                raise InvalidRequest(
+                    f"sampling.stop_token_ids[{index}]: {token} is not a token id (vocab_size {vocab})"
+                )
+        common = dict(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_tokens=max_tokens,
+            stop=tuple(sampling.stop),
+            stop_token_ids=tuple(sampling.stop_token_ids),
+        )
+        return n, common
+
+    def _check_prompt(self, index: int, ids: Sequence[int]) -> None:
+        limits = self.settings.limits
+        if not ids:
+            raise InvalidRequest(f"prompts[{index}]: the prompt is empty")
+        if len(ids) > limits.max_prompt_tokens:
+            raise InvalidRequest(
+                f"prompts[{index}]: {len(ids)} tokens is above the limit max_prompt_tokens={limits.max_prompt_tokens}"
+            )
+        max_model_len = self.engine.facts.max_model_len
+        if len(ids) >= max_model_len:
+            raise InvalidRequest(
+                f"prompts[{index}]: {len(ids)} tokens leave no room to generate within max_model_len={max_model_len}"
+            )
+
+    def _render(self, prompts: Sequence[PromptInput]) -> list[list[int]]:
+        """Token ids of every prompt (blocking: runs on the tokenizer thread)."""
+        vocab = self.engine.facts.vocab_size
+        rendered = []
+        for index, prompt in enumerate(prompts):
+            given = [prompt.chat is not None, prompt.token_ids is not None, prompt.text is not None]
+            if sum(given) != 1:
+                raise InvalidRequest(f"prompts[{index}]: exactly one of chat, token_ids or text is required")
+            if prompt.token_ids is not None:
+                ids = list(prompt.token_ids)
+                bad = next((i for i, token in enumerate(ids) if not 0 <= token < vocab), None)
+                if bad is not None:
+                    raise InvalidRequest(
+                        f"prompts[{index}].token_ids[{bad}]: {ids[bad]} is not a token id (vocab_size {vocab})"
+                    )
+            else:
+                if prompt.chat is not None:
+                    if not prompt.chat:
+                        raise InvalidRequest(f"prompts[{index}].chat.messages: at least one message is required")
+                    for m, message in enumerate(prompt.chat):
+                        if not message.role:
+                            raise InvalidRequest(f"prompts[{index}].chat.messages[{m}].role: must not be empty")
+                try:
+                    ids = self.engine.render_prompt(prompt)
+                except InvalidRequest as exc:
+                    raise InvalidRequest(f"prompts[{index}].{exc}") from None
+            self._check_prompt(index, ids)
+            rendered.append(ids)
+        return rendered
+
+    async def _plan(self, prompts: Sequence[PromptInput], sampling: Sampling) -> _Plan:
+        self._check_serving()
+        limits = self.settings.limits
+        if not prompts:
+            raise InvalidRequest("prompts: at least one prompt is required")
+        if len(prompts) > limits.max_prompts:
+            raise InvalidRequest(f"prompts: {len(prompts)} prompts is above the limit max_prompts={limits.max_prompts}")
+        n, common = self._resolve_sampling(sampling)
+        loop = asyncio.get_running_loop()
+        rendered = await loop.run_in_executor(self._tokenizer_thread, self._render, prompts)
+        requests = [
+            [
+                SampleRequest(
+                    prompt_token_ids=ids,
+                    seed=None if sampling.seed is None else sampling.seed + sample_index,
+                    **common,
+                )
+                for sample_index in range(n)
+            ]
+            for ids in rendered
+        ]
+        metrics.PROMPT_TOKENS.inc(sum(len(ids) for ids in rendered))
+        return _Plan(rendered, requests)
+
+    # -- generation ------------------------------------------------------------------
+
+    async def _sample(self, request_id: str, prompt_index: int, sample_index: int, request: SampleRequest) -> Sample:
+        started_version = self.version
+        result = await self.engine.generate(f"{request_id}-{prompt_index}-{sample_index}", request)
+        metrics.GENERATED_TOKENS.inc(len(result.token_ids))
+        if result.time_to_first_token is not None:
+            metrics.TIME_TO_FIRST_TOKEN.observe(result.time_to_first_token)
+        # A sample with no token (aborted before its first step) reports the version
+        # that was serving when it was submitted.
+        version = int(result.weight_version) if result.weight_version is not None else started_version
+        return Sample(
+            prompt_index=prompt_index,
+            sample_index=sample_index,
+            text=result.text,
+            token_ids=result.token_ids,
+            logprobs=result.logprobs,
+            finish_reason=result.finish_reason,
+            policy_version=version,
+        )
+
+    def _start(self, plan: _Plan, request_id: str) -> list[asyncio.Task[Sample]]:
+        request_id = request_id or uuid.uuid4().hex[:16]
+        # Engine request ids must be unique even when clients reuse theirs.
+        unique = f"{request_id}-{uuid.uuid4().hex[:8]}"
+        return [
+            asyncio.create_task(self._sample(unique, p, s, request))
+            for p, prompt_requests in enumerate(plan.requests)
+            for s, request in enumerate(prompt_requests)
+        ]
+
+    async def generate(self, prompts: Sequence[PromptInput], sampling: Sampling, request_id: str) -> GenerateResult:
+        """All samples of a batch; cancelling the call aborts them."""
+        metrics.REQUESTS.labels("Generate").inc()
+        started = time.perf_counter()
+        plan = await self._plan(prompts, sampling)
+        tasks = self._start(plan, request_id)
+        async with _cancel_on_exit(tasks):
+            samples = await asyncio.gather(*tasks)
+        results = [PromptResult(index, ids, []) for index, ids in enumerate(plan.prompts)]
+        for sample in samples:
+            results[sample.prompt_index].samples.append(sample)
+        metrics.GENERATION_SECONDS.observe(time.perf_counter() - started)
+        return GenerateResult(
+            results=results,
+            prompt_tokens=sum(len(ids) for ids in plan.prompts),
+            completion_tokens=sum(len(sample.token_ids) for sample in samples),
+        )
+
+    async def stream_generate(
+        self, prompts: Sequence[PromptInput], sampling: Sampling, request_id: str
+    ) -> AsyncIterator[tuple[Sample, list[int]]]:
+        """(sample, its prompt's token ids) as each sample finishes. Closing the
+        iterator early (a cancelled call) aborts the unfinished samples."""
+        metrics.REQUESTS.labels("StreamGenerate").inc()
+        started = time.perf_counter()
+        plan = await self._plan(prompts, sampling)
+        tasks = self._start(plan, request_id)
+        async with _cancel_on_exit(tasks):
+            for next_done in asyncio.as_completed(tasks):
+                sample = await next_done
+                yield sample, plan.prompts[sample.prompt_index]
+        metrics.GENERATION_SECONDS.observe(time.perf_counter() - started)
+
+    # -- weight updates --------------------------------------------------------------
+
+    async def update_from_stream(
+        self, version: int, specs: Sequence[TensorSpec], algorithm: ChecksumAlgorithm, chunks: AsyncIterator[Chunk]
+    ) -> UpdateResult:
+        """Receive every chunk into a staged file, check it, then apply it."""
+        metrics.REQUESTS.labels("UpdateWeights").inc()
+        started = time.perf_counter()
+        with _count_failure():
+            self._check_serving()
+            self._check_version(version)
+            check_tensor_set(specs, self._expected, "header.manifest.tensors")
+            check_checksums_format(specs, algorithm, "header.manifest.tensors")
+            path = self.settings.staging_dir / f"update-v{version}-{uuid.uuid4().hex[:8]}.safetensors"
+            staging = await asyncio.to_thread(StreamStaging, path, specs, algorithm)
+            try:
+                async for tensor_index, offset, data in chunks:
+                    await asyncio.to_thread(staging.write, tensor_index, offset, data)
+                await asyncio.to_thread(staging.finish)
+                received = time.perf_counter() - started
+                result = await self._apply(version, str(path), len(specs), staging.total_bytes, received)
+            finally:
+                staging.discard()
+        metrics.WEIGHT_UPDATE_SECONDS.labels("stream").observe(time.perf_counter() - started)
+        return result
+
+    async def update_from_file(self, version: int, path: str, chunks: AsyncIterator[Chunk]) -> UpdateResult:
+        """Check a safetensors file inside the weights directory, then apply it."""
+        metrics.REQUESTS.labels("UpdateWeights").inc()
+        started = time.perf_counter()
+        with _count_failure():
+            self._check_serving()
+            self._check_version(version)
+            async for _ in chunks:
+                raise InvalidRequest("chunk: no chunks may follow a header with safetensors_path")
+            real_path = resolve_weights_path(path, self.settings.weights_dir)
+            specs = await asyncio.to_thread(read_safetensors_specs, real_path)
+            check_tensor_set(specs, self._expected, "header.safetensors_path")
+            received = time.perf_counter() - started
+            total = sum(spec.size_bytes for spec in specs)
+            result = await self._apply(version, str(real_path), len(specs), total, received)
+        metrics.WEIGHT_UPDATE_SECONDS.labels("file").observe(time.perf_counter() - started)
+        return result
+
+    def _check_version(self, version: int) -> None:
+        if version <= self.version:
+            raise InvalidRequest(f"header.version: {version} is not above the current version {self.version}")
+
+    async def _apply(self, version: int, path: str, count: int, total: int, received: float) -> UpdateResult:
+        async with self._update_lock:
+            self._check_serving()
+            self._check_version(version)  # another update may have landed meanwhile
+            previous = self.version
+            started = time.perf_counter()
+            try:
+                aborted = await self.engine.swap_weights(path, shapes_by_name(self.model.tensors), str(version))
+            except WeightsNotApplied as exc:
+                raise WeightsRejected(
+                    f"the engine refused the weights (version {previous} keeps serving): {exc}"
+                ) from None
+            except Exception as exc:
+                # The engine failed while copying weights: they may be half applied, so
+                # this replica must not serve samples under either version.
+                reason = f"applying weights version {version} failed in the engine: {exc}"
+                log.exception("weight update failed; the service stops serving")
+                self._broken = reason
+                if self._on_broken is not None:
+                    await self._on_broken(reason)
+                raise WeightsRejected(reason + "; the service stopped serving and must be restarted") from exc
+            applied = time.perf_counter() - started
+            self.version = version
+        metrics.POLICY_VERSION.set(version)
+        metrics.WEIGHT_UPDATE_BYTES.inc(total)
+        log.info(
+            "weights updated",
+            extra={"version": version, "previous_version": previous, "bytes": total, "apply_seconds": applied},
+        )
+        return UpdateResult(version, previous, count, total, received, applied, aborted)
+
+    # -- model info ------------------------------------------------------------------
+
+    def model_info(self) -> ModelInfo:
+        facts = self.engine.facts
+        return ModelInfo(
+            model=self.settings.model,
+            architecture=self.model.architecture,
+            num_parameters=self.model.num_parameters,
+            vocab_size=self.model.vocab_size,
+            max_model_len=facts.max_model_len,
+            dtype=facts.dtype,
+            policy_version=self.version,
+            tensors=self.model.tensors,
+            limits=self.settings.limits,
+            engine=facts.name,
+            eos_token_id=facts.eos_token_id,
+        )
+
+
+@contextlib.asynccontextmanager
+async def _cancel_on_exit(tasks: list[asyncio.Task]):
+    """Cancel (and so abort in the engine) whatever is unfinished when the block exits."""
+    try:
+        yield
+    finally:
+        pending = [task for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in tasks:  # retrieve exceptions so asyncio does not log them as lost
+            if task.done() and not task.cancelled():
+                task.exception()
+
+
+@contextlib.contextmanager
+def _count_failure():
+    try:
+        yield
+    except InvalidRequest:
+        metrics.WEIGHT_UPDATE_FAILURES.labels("invalid").inc()
+        raise
+    except WeightsRejected:
+        metrics.WEIGHT_UPDATE_FAILURES.labels("engine").inc()
+        raise
+    except NotReady:
+        metrics.WEIGHT_UPDATE_FAILURES.labels("not_ready").inc()
+        raise

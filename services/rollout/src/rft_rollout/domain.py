@@ -1,0 +1,158 @@
+"""Plain domain types of the rollout service and the errors its core raises.
+
+The servicer turns protobuf into these and back; the core and the engine never see
+protobuf. Each error class maps to one gRPC status code (in the servicer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class RolloutError(Exception):
+    """Base of the errors the core reports to clients."""
+
+
+class InvalidRequest(RolloutError):
+    """The request breaks the contract or a configured limit (INVALID_ARGUMENT).
+    The message names the field or limit and what was expected."""
+
+
+class NotReady(RolloutError):
+    """The engine is not ready to serve, or stopped serving (UNAVAILABLE)."""
+
+
+class WeightsRejected(RolloutError):
+    """The engine refused weights that passed validation (FAILED_PRECONDITION)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptInput:
+    """One prompt as the client gave it: exactly one of the three is set."""
+
+    chat: tuple[ChatMessage, ...] | None = None
+    token_ids: tuple[int, ...] | None = None
+    text: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of a request, with the contract's defaults not yet applied
+    (None / 0 mean "unset")."""
+
+    n: int = 0
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRequest:
+    """One engine request: one sample of one prompt, with every default resolved."""
+
+    prompt_token_ids: list[int]
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    stop: tuple[str, ...]
+    stop_token_ids: tuple[int, ...]
+    seed: int | None
+
+
+@dataclasses.dataclass
+class EngineSample:
+    """What the engine produced for one SampleRequest."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason
+    # Weight version label of every token (None when no token was produced).
+    weight_version: str | None
+    # Seconds from submission to the first token (None when no token was produced).
+    time_to_first_token: float | None
+
+
+@dataclasses.dataclass
+class Sample:
+    prompt_index: int
+    sample_index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason
+    policy_version: int
+
+
+@dataclasses.dataclass
+class PromptResult:
+    prompt_index: int
+    prompt_token_ids: list[int]
+    samples: list[Sample]
+
+
+@dataclasses.dataclass
+class GenerateResult:
+    results: list[PromptResult]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor. `dtype` is a torch dtype name ("float32"); `checksum` is
+    empty when none was sent."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    size_bytes: int
+    checksum: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_prompts: int
+    max_n: int
+    max_tokens: int
+    max_prompt_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    model: str
+    architecture: str
+    num_parameters: int
+    vocab_size: int
+    max_model_len: int
+    dtype: str
+    policy_version: int
+    tensors: tuple[TensorSpec, ...]
+    limits: Limits
+    engine: str
+    eos_token_id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateResult:
+    version: int
+    previous_version: int
+    tensor_count: int
+    total_bytes: int
+    receive_seconds: float
+    apply_seconds: float
+    aborted_requests: int

@@ -1,0 +1,246 @@
+"""The inference engine behind a small interface, and its vLLM implementation.
+
+`Engine` is all the core needs: render prompts to token ids, generate one sample,
+count unfinished requests, and swap weights between engine steps. `open_vllm_engine`
+starts vLLM's AsyncLLM (continuous batching across concurrent RPCs), warms it up and
+shuts it down; nothing else in the service imports vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from rft_rollout.config import RolloutConfig
+from rft_rollout.domain import EngineSample, InvalidRequest, NotReady, PromptInput, SampleRequest
+
+log = logging.getLogger(__name__)
+
+WORKER_EXTENSION = "rft_rollout.worker_extension.WeightReloadExtension"
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineFacts:
+    """What the engine reports about itself once started."""
+
+    name: str
+    dtype: str
+    max_model_len: int
+    eos_token_id: int
+    vocab_size: int
+
+
+class WeightsNotApplied(Exception):
+    """The engine checked the weights and refused them before changing anything."""
+
+
+class Engine(Protocol):
+    facts: EngineFacts
+
+    def render_prompt(self, prompt: PromptInput) -> list[int]:
+        """Token ids of a chat or text prompt (blocking; token-id prompts are not passed)."""
+
+    async def generate(self, request_id: str, request: SampleRequest) -> EngineSample:
+        """One sample; cancelling the call aborts the engine request."""
+
+    def num_unfinished_requests(self) -> int:
+        """Engine requests waiting or running."""
+
+    async def swap_weights(self, path: str, expected_shapes: dict[str, list[int]], version_label: str) -> int:
+        """Abort in-flight requests, load the safetensors file at `path`, label later
+        tokens `version_label`, resume; return the number of aborted requests.
+        WeightsNotApplied if the engine refused the file with the old weights intact."""
+
+
+class VllmEngine:
+    """vLLM AsyncLLM with FINAL_ONLY outputs (streamed per-token outputs cost ~40% of
+    throughput), sampled-token logprobs (raw: before temperature / top-p / top-k) and
+    per-token weight-version labels."""
+
+    def __init__(self, llm, name: str) -> None:
+        self._llm = llm
+        model_config = llm.model_config
+        self._tokenizer = llm.get_tokenizer()
+        eos = self._tokenizer.eos_token_id
+        self.facts = EngineFacts(
+            name=name,
+            dtype=str(model_config.dtype).removeprefix("torch."),
+            max_model_len=int(model_config.max_model_len),
+            eos_token_id=int(eos) if eos is not None else -1,
+            vocab_size=int(model_config.get_vocab_size()),
+        )
+
+    # -- prompts ---------------------------------------------------------------------
+
+    def render_prompt(self, prompt: PromptInput) -> list[int]:
+        if prompt.chat is not None:
+            messages = [{"role": message.role, "content": message.content} for message in prompt.chat]
+            try:
+                text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except ValueError as exc:  # transformers: no chat template
+                raise InvalidRequest(
+                    f"chat: the model cannot render chat prompts ({exc}); send text or token_ids"
+                ) from None
+            # The template already wrote the special tokens it wants.
+            return list(self._tokenizer.encode(text, add_special_tokens=False))
+        assert prompt.text is not None
+        return list(self._tokenizer.encode(prompt.text))
+
+    # -- generation ------------------------------------------------------------------
+
+    def _sampling_params(self, request: SampleRequest):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            n=1,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            max_tokens=request.max_tokens,
+            stop=list(request.stop) or None,
+            stop_token_ids=list(request.stop_token_ids) or None,
+            seed=request.seed,
+            logprobs=0,  # the sampled token's logprob only
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+    async def generate(self, request_id: str, request: SampleRequest) -> EngineSample:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        params = self._sampling_params(request)
+        final = None
+        try:
+            async for output in self._llm.generate({"prompt_token_ids": request.prompt_token_ids}, params, request_id):
+                final = output
+        except EngineDeadError as exc:
+            raise NotReady(f"the inference engine died: {exc}") from exc
+        assert final is not None and final.finished
+        completion = final.outputs[0]
+        token_ids = list(completion.token_ids)
+        logprobs: list[float] = []
+        if completion.logprobs:
+            logprobs = [
+                float(entry[token].logprob) for entry, token in zip(completion.logprobs, token_ids, strict=True)
+            ]
+        finish = completion.finish_reason
+        if finish not in ("stop", "length", "abort"):
+            raise RuntimeError(f"engine finished request {request_id} with reason {finish!r}")
+        version: str | None = None
+        spans = completion.weight_versions or []
+        if spans:
+            version = spans[0].version
+            if len(spans) > 1:
+                # Cannot happen with abort-on-update; if it ever did, keep only the tokens
+                # of the first version so that a sample never mixes two policies.
+                log.error("sample %s spans weight versions %s; truncated to the first", request_id, spans)
+                end = spans[0].end
+                token_ids, logprobs, finish = token_ids[:end], logprobs[:end], "abort"
+        metrics = final.metrics
+        ttft = getattr(metrics, "first_token_latency", 0.0) if metrics is not None else 0.0
+        return EngineSample(
+            text=completion.text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=finish,
+            weight_version=version,
+            time_to_first_token=ttft if token_ids and ttft > 0 else None,
+        )
+
+    def num_unfinished_requests(self) -> int:
+        return int(self._llm.get_num_unfinished_requests())
+
+    # -- weights ---------------------------------------------------------------------
+
+    async def swap_weights(self, path: str, expected_shapes: dict[str, list[int]], version_label: str) -> int:
+        aborted = self.num_unfinished_requests()
+        # "abort" ends every in-flight request now (they report the old version);
+        # requests that arrive while paused wait and run on the new weights.
+        await self._llm.pause_generation(mode="abort", clear_cache=True)
+        try:
+            results = await self._llm.collective_rpc("rft_reload_weights", args=(path, expected_shapes))
+            refused = [result["error"] for result in results if not result["applied"]]
+            if refused:
+                raise WeightsNotApplied(refused[0])
+            # KV blocks cached from prompts under the old weights must not be reused.
+            await self._llm.reset_prefix_cache()
+            await self._llm.update_weight_version(version_label)
+        finally:
+            await self._llm.resume_generation()
+        return aborted
+
+    async def label_weights(self, version_label: str) -> None:
+        await self._llm.update_weight_version(version_label)
+
+    # -- warm-up ---------------------------------------------------------------------
+
+    async def warm_up(self, requests: int, max_tokens: int = 16) -> float:
+        """Generate `requests` concurrent samples from random prompts of varied lengths
+        so the first real batches do not pay for kernel set-up; returns seconds."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        if requests <= 0:
+            return 0.0
+        started = time.perf_counter()
+        rng = random.Random(0)
+        longest = max(2, min(64, self.facts.max_model_len - max_tokens - 1))
+        params = SamplingParams(
+            max_tokens=max_tokens, ignore_eos=True, logprobs=0, output_kind=RequestOutputKind.FINAL_ONLY
+        )
+
+        async def one(index: int) -> None:
+            ids = [rng.randrange(self.facts.vocab_size) for _ in range(rng.randint(1, longest))]
+            async for _ in self._llm.generate({"prompt_token_ids": ids}, params, f"warmup-{index}"):
+                pass
+
+        # Two rounds: the first batch after start-up is much slower than later ones.
+        for round_index in range(2):
+            await asyncio.gather(*(one(round_index * requests + i) for i in range(requests)))
+        return time.perf_counter() - started
+
+
+def _engine_args(config: RolloutConfig):
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs(
+        model=config.model,
+        dtype=config.dtype,
+        max_model_len=config.max_model_len or None,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_num_seqs=config.max_num_seqs,
+        enforce_eager=config.enforce_eager,
+        seed=config.seed,
+        worker_extension_cls=WORKER_EXTENSION,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_vllm_engine(config: RolloutConfig) -> AsyncIterator[VllmEngine]:
+    """Start vLLM on `config.model` (blocking start-up runs in a thread so health
+    checks keep answering), label the loaded weights version 0, and shut it down on exit."""
+    if config.kv_cache_gib > 0:
+        # Read by vLLM's CPU backend when its engine process starts.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{config.kv_cache_gib:g}"
+    import vllm
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    args = _engine_args(config)
+    llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+    try:
+        engine = VllmEngine(llm, f"vllm {vllm.__version__}")
+        await engine.label_weights("0")
+        yield engine
+    finally:
+        llm.shutdown()
+
+
+def shapes_by_name(specs: Sequence) -> dict[str, list[int]]:
+    return {spec.name: list(spec.shape) for spec in specs}

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the rollout service (the dashboards use exactly these names).
+
+Per-RPC counts and latencies (rft_rpc_*) come from the shared interceptor.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+REQUESTS = Counter("rft_rollout_requests_total", "Generation and update requests received, by RPC.", ["rpc"])
+GENERATED_TOKENS = Counter("rft_rollout_generated_tokens_total", "Completion tokens generated (all samples).")
+PROMPT_TOKENS = Counter("rft_rollout_prompt_tokens_total", "Prompt tokens submitted (each prompt counted once).")
+QUEUE_DEPTH = Gauge("rft_rollout_queue_depth", "Engine requests waiting or running (one per sample).")
+TIME_TO_FIRST_TOKEN = Histogram(
+    "rft_rollout_time_to_first_token_seconds",
+    "Seconds from submitting a sample to the engine to its first token.",
+    buckets=_LATENCY_BUCKETS,
+)
+GENERATION_SECONDS = Histogram(
+    "rft_rollout_generation_seconds",
+    "Seconds a Generate / StreamGenerate request took, from receipt to its last sample.",
+    buckets=_LATENCY_BUCKETS,
+)
+POLICY_VERSION = Gauge("rft_rollout_policy_version", "Policy version being served (0: the weights loaded at start).")
+WEIGHT_UPDATE_SECONDS = Histogram(
+    "rft_rollout_weight_update_seconds",
+    "Seconds of an applied weight update, from its first message to serving the new version.",
+    ["transport"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+WEIGHT_UPDATE_BYTES = Counter("rft_rollout_weight_update_bytes_total", "Tensor bytes of applied weight updates.")
+WEIGHT_UPDATE_FAILURES = Counter(
+    "rft_rollout_weight_update_failures_total",
+    "Weight updates refused or failed, by reason (invalid: bad request; engine: the engine failed).",
+    ["reason"],
+)

@@ -1,0 +1,236 @@
+"""rft.rollout.v1.RolloutService over gRPC: protobuf <-> domain types, and domain
+errors -> status codes in one place (`_status_for`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
+
+from rft_rollout.core import Chunk, RolloutCore
+from rft_rollout.domain import (
+    ChatMessage,
+    InvalidRequest,
+    ModelInfo,
+    NotReady,
+    PromptInput,
+    RolloutError,
+    Sample,
+    Sampling,
+    TensorSpec,
+    UpdateResult,
+    WeightsRejected,
+)
+from rft_rollout.weights import ChecksumAlgorithm
+
+SERVICE_NAME = rollout_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name
+
+FINISH_REASONS = {
+    "stop": rollout_pb2.FINISH_REASON_STOP,
+    "length": rollout_pb2.FINISH_REASON_LENGTH,
+    "abort": rollout_pb2.FINISH_REASON_ABORT,
+}
+DTYPE_TO_PROTO = {
+    "float32": rollout_pb2.TENSOR_DTYPE_FLOAT32,
+    "float16": rollout_pb2.TENSOR_DTYPE_FLOAT16,
+    "bfloat16": rollout_pb2.TENSOR_DTYPE_BFLOAT16,
+    "float64": rollout_pb2.TENSOR_DTYPE_FLOAT64,
+    "int64": rollout_pb2.TENSOR_DTYPE_INT64,
+    "int32": rollout_pb2.TENSOR_DTYPE_INT32,
+    "uint8": rollout_pb2.TENSOR_DTYPE_UINT8,
+}
+DTYPE_FROM_PROTO = {value: name for name, value in DTYPE_TO_PROTO.items()}
+CHECKSUMS: dict[int, ChecksumAlgorithm] = {
+    rollout_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED: "none",
+    rollout_pb2.CHECKSUM_ALGORITHM_CRC32: "crc32",
+    rollout_pb2.CHECKSUM_ALGORITHM_SHA256: "sha256",
+}
+
+
+def _status_for(error: RolloutError) -> grpc.StatusCode:
+    if isinstance(error, InvalidRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, NotReady):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, WeightsRejected):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    return grpc.StatusCode.INTERNAL
+
+
+@contextlib.asynccontextmanager
+async def _errors_to_status(context: grpc.aio.ServicerContext):
+    try:
+        yield
+    except RolloutError as error:
+        await context.abort(_status_for(error), str(error))
+
+
+# -- protobuf -> domain --------------------------------------------------------------
+
+
+def prompt_from_proto(prompt: rollout_pb2.Prompt) -> PromptInput:
+    kind = prompt.WhichOneof("input")
+    if kind == "chat":
+        return PromptInput(chat=tuple(ChatMessage(m.role, m.content) for m in prompt.chat.messages))
+    if kind == "token_ids":
+        return PromptInput(token_ids=tuple(prompt.token_ids.ids))
+    if kind == "text":
+        return PromptInput(text=prompt.text)
+    return PromptInput()
+
+
+def sampling_from_proto(params: rollout_pb2.SamplingParams) -> Sampling:
+    return Sampling(
+        n=params.n,
+        temperature=params.temperature if params.HasField("temperature") else None,
+        top_p=params.top_p if params.HasField("top_p") else None,
+        top_k=params.top_k if params.HasField("top_k") else None,
+        max_tokens=params.max_tokens,
+        stop=tuple(params.stop),
+        stop_token_ids=tuple(params.stop_token_ids),
+        seed=params.seed if params.HasField("seed") else None,
+    )
+
+
+def tensor_spec_from_proto(spec: rollout_pb2.TensorSpec) -> TensorSpec:
+    dtype = DTYPE_FROM_PROTO.get(spec.dtype, rollout_pb2.TensorDtype.Name(spec.dtype).removeprefix("TENSOR_DTYPE_"))
+    return TensorSpec(spec.name, dtype, tuple(spec.shape), spec.size_bytes, spec.checksum)
+
+
+async def _chunks(requests: AsyncIterator[rollout_pb2.UpdateWeightsRequest]) -> AsyncIterator[Chunk]:
+    async for request in requests:
+        if request.WhichOneof("message") != "chunk":
+            raise InvalidRequest("header: only the first message of an update may be a header; the rest are chunks")
+        yield request.chunk.tensor_index, request.chunk.offset, request.chunk.data
+
+
+# -- domain -> protobuf --------------------------------------------------------------
+
+
+def sample_to_proto(sample: Sample) -> rollout_pb2.Sample:
+    return rollout_pb2.Sample(
+        prompt_index=sample.prompt_index,
+        sample_index=sample.sample_index,
+        text=sample.text,
+        token_ids=sample.token_ids,
+        logprobs=sample.logprobs,
+        finish_reason=FINISH_REASONS[sample.finish_reason],
+        policy_version=sample.policy_version,
+    )
+
+
+def tensor_spec_to_proto(spec: TensorSpec) -> rollout_pb2.TensorSpec:
+    return rollout_pb2.TensorSpec(
+        name=spec.name, dtype=DTYPE_TO_PROTO[spec.dtype], shape=spec.shape, size_bytes=spec.size_bytes
+    )
+
+
+def update_to_proto(result: UpdateResult) -> rollout_pb2.UpdateWeightsResponse:
+    return rollout_pb2.UpdateWeightsResponse(
+        version=result.version,
+        previous_version=result.previous_version,
+        tensor_count=result.tensor_count,
+        total_bytes=result.total_bytes,
+        receive_seconds=result.receive_seconds,
+        apply_seconds=result.apply_seconds,
+        aborted_requests=result.aborted_requests,
+    )
+
+
+def model_info_to_proto(info: ModelInfo) -> rollout_pb2.GetModelInfoResponse:
+    limits = info.limits
+    return rollout_pb2.GetModelInfoResponse(
+        model=info.model,
+        architecture=info.architecture,
+        num_parameters=info.num_parameters,
+        vocab_size=info.vocab_size,
+        max_model_len=info.max_model_len,
+        dtype=info.dtype,
+        policy_version=info.policy_version,
+        tensors=[tensor_spec_to_proto(spec) for spec in info.tensors],
+        limits=rollout_pb2.RequestLimits(
+            max_prompts=limits.max_prompts,
+            max_n=limits.max_n,
+            max_tokens=limits.max_tokens,
+            max_prompt_tokens=limits.max_prompt_tokens,
+        ),
+        engine=info.engine,
+        eos_token_id=info.eos_token_id,
+    )
+
+
+class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
+    """Thin: every method converts, calls the core, converts back. `core` is None
+    until the engine is ready, and every RPC is UNAVAILABLE until then."""
+
+    def __init__(self) -> None:
+        self.core: RolloutCore | None = None
+
+    def _core(self) -> RolloutCore:
+        if self.core is None:
+            raise NotReady("the inference engine is starting; retry when health reports SERVING")
+        return self.core
+
+    async def Generate(self, request, context):
+        async with _errors_to_status(context):
+            result = await self._core().generate(
+                [prompt_from_proto(p) for p in request.prompts],
+                sampling_from_proto(request.sampling),
+                request.request_id,
+            )
+            return rollout_pb2.GenerateResponse(
+                results=[
+                    rollout_pb2.PromptResult(
+                        prompt_index=r.prompt_index,
+                        prompt_token_ids=r.prompt_token_ids,
+                        samples=[sample_to_proto(s) for s in r.samples],
+                    )
+                    for r in result.results
+                ],
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+            )
+
+    async def StreamGenerate(self, request, context):
+        async with _errors_to_status(context):
+            samples = self._core().stream_generate(
+                [prompt_from_proto(p) for p in request.prompts],
+                sampling_from_proto(request.sampling),
+                request.request_id,
+            )
+            try:
+                async for sample, prompt_ids in samples:
+                    yield rollout_pb2.StreamGenerateResponse(
+                        sample=sample_to_proto(sample), prompt_token_ids=prompt_ids
+                    )
+            finally:
+                await samples.aclose()  # aborts unfinished samples when the client went away
+
+    async def UpdateWeights(self, request_iterator, context):
+        async with _errors_to_status(context):
+            core = self._core()
+            requests = request_iterator.__aiter__()
+            first = await anext(requests, None)
+            if first is None or first.WhichOneof("message") != "header":
+                raise InvalidRequest("header: the first message of an update must be a header")
+            header = first.header
+            source = header.WhichOneof("source")
+            if source == "manifest":
+                algorithm = CHECKSUMS.get(header.manifest.checksum_algorithm)
+                if algorithm is None:
+                    raise InvalidRequest(
+                        f"header.manifest.checksum_algorithm: unknown value {header.manifest.checksum_algorithm}"
+                    )
+                specs = [tensor_spec_from_proto(spec) for spec in header.manifest.tensors]
+                result = await core.update_from_stream(header.version, specs, algorithm, _chunks(requests))
+            elif source == "safetensors_path":
+                result = await core.update_from_file(header.version, header.safetensors_path, _chunks(requests))
+            else:
+                raise InvalidRequest("header: one of manifest or safetensors_path is required")
+            return update_to_proto(result)
+
+    async def GetModelInfo(self, request, context):
+        async with _errors_to_status(context):
+            return model_info_to_proto(self._core().model_info())

@@ -1,0 +1,280 @@
+"""Receiving and checking weight updates before anything touches the engine.
+
+Both transports end as one safetensors file that the engine worker loads:
+
+- stream: `StreamStaging` lays the manifest out as a safetensors file (in /dev/shm by
+  default, so it never hits a disk) and writes each chunk at its place, checking order,
+  sizes and checksums as bytes arrive;
+- file: `resolve_weights_path` keeps the path inside the configured weights directory
+  and `read_safetensors_specs` reads the file's header.
+
+`check_tensor_set` compares what a client sends with the model's own state dict: an
+unknown name, a duplicate, a missing tensor (a tied lm_head.weight included) or a wrong
+dtype, shape or size is an `InvalidRequest` naming the tensor. Pure Python, no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import mmap
+import os
+import pathlib
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from rft_rollout.domain import InvalidRequest, TensorSpec
+
+ChecksumAlgorithm = Literal["none", "crc32", "sha256"]
+
+# torch dtype name -> (safetensors dtype code, bytes per element)
+DTYPES: dict[str, tuple[str, int]] = {
+    "float32": ("F32", 4),
+    "float16": ("F16", 2),
+    "bfloat16": ("BF16", 2),
+    "float64": ("F64", 8),
+    "int64": ("I64", 8),
+    "int32": ("I32", 4),
+    "uint8": ("U8", 1),
+}
+SAFETENSORS_DTYPES = {code: name for name, (code, _) in DTYPES.items()}
+_CHECKSUM_PATTERNS = {"crc32": re.compile(r"[0-9a-f]{8}"), "sha256": re.compile(r"[0-9a-f]{64}")}
+# How many problems one error message lists before it says "and N more".
+_MAX_LISTED_PROBLEMS = 5
+
+
+def expected_size(dtype: str, shape: Sequence[int]) -> int:
+    return DTYPES[dtype][1] * math.prod(shape)
+
+
+def _raise_problems(problems: list[str]) -> None:
+    if not problems:
+        return
+    listed = "; ".join(problems[:_MAX_LISTED_PROBLEMS])
+    more = len(problems) - _MAX_LISTED_PROBLEMS
+    raise InvalidRequest(listed + (f"; and {more} more problem(s)" if more > 0 else ""))
+
+
+def check_tensor_set(sent: Sequence[TensorSpec], expected: Mapping[str, TensorSpec], where: str) -> None:
+    """Raise InvalidRequest unless `sent` is exactly the model's state dict: every
+    expected name once, with the expected dtype and shape, and a consistent size."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, spec in enumerate(sent):
+        label = f"{where}[{index}] ({spec.name!r})"
+        model_spec = expected.get(spec.name)
+        if model_spec is None:
+            problems.append(f"{label}: unknown tensor name; the model has no such state-dict key")
+            continue
+        if spec.name in seen:
+            problems.append(f"{label}: duplicate tensor name")
+            continue
+        seen.add(spec.name)
+        if spec.dtype != model_spec.dtype:
+            problems.append(f"{label}: dtype {spec.dtype} does not match the model's {model_spec.dtype}")
+        if tuple(spec.shape) != model_spec.shape:
+            problems.append(f"{label}: shape {list(spec.shape)} does not match the model's {list(model_spec.shape)}")
+        elif spec.dtype in DTYPES and spec.size_bytes != expected_size(spec.dtype, spec.shape):
+            problems.append(
+                f"{label}: size_bytes {spec.size_bytes} does not match dtype and shape "
+                f"({expected_size(spec.dtype, spec.shape)} bytes)"
+            )
+    missing = [name for name in expected if name not in seen]
+    if missing:
+        shown = ", ".join(missing[:_MAX_LISTED_PROBLEMS]) + (", ..." if len(missing) > _MAX_LISTED_PROBLEMS else "")
+        problems.append(
+            f"{where}: {len(missing)} tensor(s) of the model are missing: {shown} "
+            "(a full update sends every state-dict key, tied ones such as lm_head.weight included)"
+        )
+    _raise_problems(problems)
+
+
+def check_checksums_format(specs: Sequence[TensorSpec], algorithm: ChecksumAlgorithm, where: str) -> None:
+    """Every checksum is well formed for `algorithm`; with no algorithm none is set."""
+    problems = []
+    for index, spec in enumerate(specs):
+        label = f"{where}[{index}] ({spec.name!r}).checksum"
+        if algorithm == "none":
+            if spec.checksum:
+                problems.append(f"{label}: set, but checksum_algorithm is unspecified")
+        elif not _CHECKSUM_PATTERNS[algorithm].fullmatch(spec.checksum):
+            digits = 8 if algorithm == "crc32" else 64
+            problems.append(f"{label}: expected {digits} lowercase hex digits of {algorithm}, got {spec.checksum!r}")
+    _raise_problems(problems)
+
+
+def _safetensors_header(specs: Sequence[TensorSpec]) -> tuple[bytes, list[int]]:
+    """The header of a safetensors file holding `specs` in order, and each tensor's
+    offset in the data section."""
+    entries: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offsets = []
+    position = 0
+    for spec in specs:
+        offsets.append(position)
+        entries[spec.name] = {
+            "dtype": DTYPES[spec.dtype][0],
+            "shape": list(spec.shape),
+            "data_offsets": [position, position + spec.size_bytes],
+        }
+        position += spec.size_bytes
+    header = json.dumps(entries, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data section starts 8-byte aligned
+    return len(header).to_bytes(8, "little") + header, offsets
+
+
+class _Digest:
+    def __init__(self, algorithm: ChecksumAlgorithm) -> None:
+        self.algorithm = algorithm
+        self._crc = 0
+        self._sha = hashlib.sha256() if algorithm == "sha256" else None
+
+    def update(self, data: bytes) -> None:
+        if self.algorithm == "crc32":
+            self._crc = zlib.crc32(data, self._crc)
+        elif self._sha is not None:
+            self._sha.update(data)
+
+    def hexdigest(self) -> str:
+        if self.algorithm == "crc32":
+            return f"{self._crc & 0xFFFFFFFF:08x}"
+        return self._sha.hexdigest() if self._sha is not None else ""
+
+
+class StreamStaging:
+    """A safetensors file being filled from a chunk stream.
+
+    Chunks must come tensor by tensor in manifest order, each tensor's slices in
+    order. `write` is blocking (copy + checksum): call it off the event loop. The file
+    is removed by `discard`.
+    """
+
+    def __init__(self, path: pathlib.Path, specs: Sequence[TensorSpec], algorithm: ChecksumAlgorithm) -> None:
+        self.path = path
+        self.specs = list(specs)
+        self.algorithm = algorithm
+        header, offsets = _safetensors_header(self.specs)
+        self._data_start = len(header)
+        self._offsets = offsets
+        self.total_bytes = sum(spec.size_bytes for spec in self.specs)
+        self._received = [0] * len(self.specs)
+        self._digests = [_Digest(algorithm) for _ in self.specs]
+        self._current = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "w+b")  # noqa: SIM115 - closed in finish/discard
+        try:
+            self._file.truncate(self._data_start + self.total_bytes)
+            self._file.write(header)
+            self._file.flush()
+            self._map = mmap.mmap(self._file.fileno(), self._data_start + self.total_bytes)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _label(self, index: int) -> str:
+        return f"tensor {index} ({self.specs[index].name!r})"
+
+    def write(self, tensor_index: int, offset: int, data: bytes) -> None:
+        """Place one slice; InvalidRequest when it is out of order or overruns."""
+        if not 0 <= tensor_index < len(self.specs):
+            raise InvalidRequest(
+                f"chunk.tensor_index: {tensor_index} is out of range (the manifest has {len(self.specs)} tensors)"
+            )
+        if tensor_index < self._current:
+            raise InvalidRequest(
+                f"chunk.tensor_index: {self._label(tensor_index)} arrived after {self._label(self._current)}; "
+                "tensors must be sent in manifest order"
+            )
+        while self._current < tensor_index:
+            self._require_complete(self._current, f"before {self._label(tensor_index)} started")
+            self._current += 1
+        size = self.specs[tensor_index].size_bytes
+        received = self._received[tensor_index]
+        if offset != received:
+            raise InvalidRequest(
+                f"chunk.offset: {offset} for {self._label(tensor_index)}, expected {received}; "
+                "slices of a tensor must arrive in order"
+            )
+        if offset + len(data) > size:
+            raise InvalidRequest(
+                f"chunk.data: {offset + len(data)} bytes for {self._label(tensor_index)} overrun its size_bytes {size}"
+            )
+        start = self._data_start + self._offsets[tensor_index] + offset
+        self._map[start : start + len(data)] = data
+        self._digests[tensor_index].update(data)
+        self._received[tensor_index] = offset + len(data)
+
+    def _require_complete(self, index: int, when: str) -> None:
+        if self._received[index] != self.specs[index].size_bytes:
+            raise InvalidRequest(
+                f"{self._label(index)}: {self._received[index]} of {self.specs[index].size_bytes} bytes received {when}"
+            )
+
+    def finish(self) -> None:
+        """Check that every tensor is complete and matches its checksum; flush."""
+        for index in range(len(self.specs)):
+            self._require_complete(index, "when the stream ended")
+        problems = []
+        if self.algorithm != "none":
+            for index, spec in enumerate(self.specs):
+                actual = self._digests[index].hexdigest()
+                if actual != spec.checksum:
+                    problems.append(
+                        f"{self._label(index)}: {self.algorithm} checksum mismatch "
+                        f"(manifest {spec.checksum}, data {actual})"
+                    )
+        _raise_problems(problems)
+        self._map.flush()
+        self._close()
+
+    def _close(self) -> None:
+        if getattr(self, "_map", None) is not None:
+            self._map.close()
+            self._map = None
+        if not self._file.closed:
+            self._file.close()
+
+    def discard(self) -> None:
+        """Close and delete the file."""
+        self._close()
+        self.path.unlink(missing_ok=True)
+
+
+def resolve_weights_path(path: str, weights_dir: str) -> pathlib.Path:
+    """The real path of a client-given safetensors file, which must be a regular
+    file inside `weights_dir` (symlinks resolved), or InvalidRequest."""
+    if not weights_dir:
+        raise InvalidRequest(
+            "header.safetensors_path: file updates are disabled on this server (start it with --weights-dir)"
+        )
+    root = pathlib.Path(os.path.realpath(weights_dir))
+    given = pathlib.Path(path)
+    real = pathlib.Path(os.path.realpath(given if given.is_absolute() else root / given))
+    if os.path.commonpath([real, root]) != str(root):
+        raise InvalidRequest(f"header.safetensors_path: {path!r} is outside the weights directory {str(root)!r}")
+    if not real.is_file():
+        raise InvalidRequest(f"header.safetensors_path: {path!r} is not a readable file")
+    return real
+
+
+def read_safetensors_specs(path: pathlib.Path) -> list[TensorSpec]:
+    """Name, dtype, shape and size of every tensor in a safetensors file (header only;
+    the library checks that the offsets fit the file)."""
+    from safetensors import SafetensorError, safe_open
+
+    specs = []
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            for name in handle.keys():
+                tensor = handle.get_slice(name)
+                code = tensor.get_dtype()
+                shape = tuple(tensor.get_shape())
+                if code not in SAFETENSORS_DTYPES:
+                    raise InvalidRequest(f"header.safetensors_path: tensor {name!r} has unsupported dtype {code}")
+                dtype = SAFETENSORS_DTYPES[code]
+                specs.append(TensorSpec(name, dtype, shape, expected_size(dtype, shape)))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidRequest(f"header.safetensors_path: not a readable safetensors file: {exc}") from None
+    return specs
