@@ -172,10 +172,13 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict], dict]]]] = [
             (
                 "Grader load",
                 "none",
-                "Grades per second by type, batch size of the last Grade call, sandbox workers per tenant.",
+                "Grades per second by type, mean samples per Grade call, sandbox workers per tenant.",
                 [
                     q(f"sum by (type) (rate(rft_grader_grades_total[{RATE}]))", "grades/s {{type}}"),
-                    q("avg(rft_grader_batch_size)", "batch size"),
+                    q(
+                        f"sum(rate(rft_grader_batch_size_sum[{RATE}])) / sum(rate(rft_grader_batch_size_count[{RATE}]))",
+                        "mean batch size",
+                    ),
                     q("sum by (tenant) (rft_grader_sandbox_workers)", "workers {{tenant}}"),
                 ],
                 {},

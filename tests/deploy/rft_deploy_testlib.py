@@ -53,7 +53,9 @@ KNOWN_METRICS = {
     "rft_learner_grader_errors_total",
     "rft_learner_jobs",
 }
-HISTOGRAMS = {name for name in KNOWN_METRICS if name.endswith("_seconds") and "timestamp" not in name}
+HISTOGRAMS = {name for name in KNOWN_METRICS if name.endswith("_seconds") and "timestamp" not in name} | {
+    "rft_grader_batch_size"
+}
 
 
 def tool(name: str) -> str:
