@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pydantic
+from rft_common.config import Config
 from rft_common.server import ServerConfig
 
+try:
+    from rft_grader.sandbox import SandboxSettings
+except ModuleNotFoundError as exc:  # the sandbox package ships separately; without it python is disabled
+    if exc.name != "rft_grader.sandbox":
+        raise
 
-class GraderConfig(ServerConfig):
+    class SandboxSettings(Config):
+        """No sandbox settings: the sandbox package is not installed."""
+
+
+class GraderConfig(SandboxSettings, ServerConfig):
     """rft-grader: scores model samples with OpenAI-compatible grader specs."""
 
     port: int = pydantic.Field(50052, ge=0, le=65535)
@@ -14,6 +26,32 @@ class GraderConfig(ServerConfig):
     metrics_port: int = pydantic.Field(9102, ge=0, le=65535)
     """Port of the Prometheus /metrics HTTP endpoint; 0 disables it."""
     data_dir: str = "./data/grader"
-    """Directory of the grader registry database."""
+    """Directory of the grader registry database (and the unpacked WordNet used by METEOR)."""
     max_batch_items: int = pydantic.Field(4096, ge=1)
-    """Most (sample, item) pairs accepted in one Grade call."""
+    """Most (sample, item) pairs accepted in one Grade call; more is INVALID_ARGUMENT."""
+    max_text_chars: int = pydantic.Field(1_000_000, ge=1)
+    """Longest sample output_text graded; a longer one is a per-sample INVALID_INPUT error."""
+    cpu_workers: int = pydantic.Field(2, ge=1, le=64)
+    """Worker processes for library graders (text_similarity, math_equivalence, json_check)."""
+    cpu_sample_timeout_seconds: float = pydantic.Field(10.0, gt=0)
+    """Wall-clock limit for one sample in a worker process; past it the worker is killed (TIMEOUT)."""
+    cpu_worker_memory_bytes: int = pydantic.Field(4 * 1024**3, ge=256 * 1024**2)
+    """Address-space limit of each worker process (RESOURCE_LIMIT when exceeded)."""
+    model_base_url: str = ""
+    """OpenAI-compatible endpoint for score_model / label_model, e.g. http://vllm:8000/v1; empty disables them."""
+    model_api_key: str = ""
+    """Bearer token sent to model_base_url."""
+    model_api_key_file: str = ""
+    """File holding the model endpoint's token (e.g. a mounted Secret); overrides model_api_key."""
+    model_timeout_seconds: float = pydantic.Field(60.0, gt=0)
+    """Timeout of one chat-completion call (a MODEL_CALL error past it)."""
+    model_max_concurrency: int = pydantic.Field(16, ge=1)
+    """Most chat-completion calls in flight at once."""
+    allow_spec_base_url: bool = False
+    """Let specs name their own model endpoint (`base_url`); off by default: it makes the server call any URL."""
+
+    def resolved_model_api_key(self) -> str:
+        """The model endpoint's token, read from model_api_key_file when set."""
+        if self.model_api_key_file:
+            return pathlib.Path(self.model_api_key_file).read_text().strip()
+        return self.model_api_key

@@ -1,17 +1,184 @@
-"""gRPC face of the grader: translates protobuf to the core and back."""
+"""gRPC face of the grader: translates protobuf to the core and back.
+
+Domain errors become status codes in one place (`_STATUS`, applied by `_rpc`).
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import grpc
+from google.protobuf import struct_pb2
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
+
+from rft_grader.core import GraderCore, tenant_of
+from rft_grader.domain import (
+    AlreadyExists,
+    Disabled,
+    ErrorKind,
+    GraderError,
+    InvalidRequest,
+    InvalidSpec,
+    NotFound,
+    Outcome,
+    Pair,
+    Sample,
+)
+from rft_grader.registry import GraderRecord
 
 SERVICE_NAME = grader_pb2.DESCRIPTOR.services_by_name["GraderService"].full_name
 
+_STATUS: dict[type[GraderError], grpc.StatusCode] = {
+    InvalidSpec: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    Disabled: grpc.StatusCode.FAILED_PRECONDITION,
+}
+_ERROR_KIND = {kind: grader_pb2.GradeErrorKind.Value(f"GRADE_ERROR_KIND_{kind.name}") for kind in ErrorKind}
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+def _rpc(
+    method: Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]],
+) -> Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
+    @functools.wraps(method)
+    async def handler(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except GraderError as exc:
+            await context.abort(_STATUS[type(exc)], str(exc))
+
+    return handler
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        # Struct stores every number as a double; give graders back the JSONL's integers.
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value(v) for v in value.list_value.values]
+    return None
+
+
+def struct_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain Python (faster than json_format for the Grade hot path)."""
+    return {key: _value(value) for key, value in struct.fields.items()}
+
+
+def _pairs(items: Any) -> list[Pair]:
+    return [
+        Pair(
+            Sample(
+                item.sample.output_text,
+                struct_dict(item.sample.output_json) if item.sample.HasField("output_json") else None,
+            ),
+            struct_dict(item.item),
+        )
+        for item in items
+    ]
+
+
+def _result(outcome: Outcome) -> grader_pb2.GradeResult:
+    if outcome.error is not None:
+        return grader_pb2.GradeResult(
+            sub_scores=outcome.sub_scores,
+            error=grader_pb2.GradeError(kind=_ERROR_KIND[outcome.error.kind], message=outcome.error.message),
+        )
+    return grader_pb2.GradeResult(
+        score=outcome.score, sub_scores=outcome.sub_scores, metrics=outcome.metrics, passed=outcome.passed
+    )
+
+
+def _grader(record: GraderRecord) -> grader_pb2.Grader:
+    message = grader_pb2.Grader(id=record.id, tenant=record.tenant, name=record.name, type=record.type)
+    message.spec.update(record.spec)
+    message.create_time.FromDatetime(record.create_time)
+    return message
+
 
 class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
-    """RPCs not implemented yet answer UNIMPLEMENTED (the generated base's behaviour)."""
+    def __init__(self, core: GraderCore) -> None:
+        self.core = core
 
+    @_rpc
+    async def Grade(
+        self, request: grader_pb2.GradeRequest, context: grpc.aio.ServicerContext
+    ) -> grader_pb2.GradeResponse:
+        tenant = tenant_of(request.tenant)
+        which = request.WhichOneof("grader")
+        spec = struct_dict(request.spec) if which == "spec" else None
+        grader_id = request.grader_id if which == "grader_id" else ""
+        report = await self.core.grade(tenant, _pairs(request.items), spec=spec, grader_id=grader_id)
+        return grader_pb2.GradeResponse(
+            results=[_result(outcome) for outcome in report.outcomes],
+            grader_type=report.grader_type,
+            grade_seconds=report.seconds,
+        )
+
+    @_rpc
+    async def ValidateGrader(
+        self, request: grader_pb2.ValidateGraderRequest, context: grpc.aio.ServicerContext
+    ) -> grader_pb2.ValidateGraderResponse:
+        tenant_of(request.tenant)
+        kind, issues = self.core.validate(struct_dict(request.spec))
+        return grader_pb2.ValidateGraderResponse(
+            valid=not issues,
+            issues=[grader_pb2.ValidationIssue(field=i.field, message=i.message) for i in issues],
+            grader_type=kind,
+        )
+
+    @_rpc
+    async def RegisterGrader(
+        self, request: grader_pb2.RegisterGraderRequest, context: grpc.aio.ServicerContext
+    ) -> grader_pb2.RegisterGraderResponse:
+        record = await self.core.register(tenant_of(request.tenant), request.name, struct_dict(request.spec))
+        return grader_pb2.RegisterGraderResponse(grader=_grader(record))
+
+    @_rpc
+    async def GetGrader(
+        self, request: grader_pb2.GetGraderRequest, context: grpc.aio.ServicerContext
+    ) -> grader_pb2.GetGraderResponse:
+        record = await self.core.get(tenant_of(request.tenant), request.grader_id)
+        return grader_pb2.GetGraderResponse(grader=_grader(record))
+
+    @_rpc
+    async def ListGraders(
+        self, request: grader_pb2.ListGradersRequest, context: grpc.aio.ServicerContext
+    ) -> grader_pb2.ListGradersResponse:
+        page = await self.core.list(tenant_of(request.tenant), request.page_size, request.page_token)
+        return grader_pb2.ListGradersResponse(
+            graders=[_grader(record) for record in page.graders], next_page_token=page.next_page_token
+        )
+
+    @_rpc
+    async def DeleteGrader(
+        self, request: grader_pb2.DeleteGraderRequest, context: grpc.aio.ServicerContext
+    ) -> grader_pb2.DeleteGraderResponse:
+        await self.core.delete(tenant_of(request.tenant), request.grader_id)
+        return grader_pb2.DeleteGraderResponse()
+
+    @_rpc
     async def ListGraderTypes(
         self, request: grader_pb2.ListGraderTypesRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.ListGraderTypesResponse:
-        return grader_pb2.ListGraderTypesResponse()
+        return grader_pb2.ListGraderTypesResponse(
+            types=[
+                grader_pb2.GraderType(
+                    name=t.name, description=t.description, openai_compatible=t.openai_compatible, enabled=t.enabled
+                )
+                for t in self.core.grader_types()
+            ]
+        )

@@ -1,0 +1,150 @@
+"""score_model and label_model: ask a chat model, per sample.
+
+Both render the templated `input` messages and POST them to an OpenAI-compatible
+chat-completions endpoint (the server's --model-base-url, or the spec's `base_url`
+when the server allows it), with `sampling_params` mapped to the request fields.
+
+score_model reads the reply as a number: a JSON object {"result": x} (or {"score": x}),
+possibly in a ```json block, or a bare number. No number, NaN, inf or a value outside
+`range` is an INVALID_SCORE error; `passed` is score >= pass_threshold (or the top of
+the range when unset).
+
+label_model reads the reply as one of `labels`: {"label": "..."} or the bare label
+(quotes and a final period ignored; case-insensitive when unambiguous). score is 1.0
+when the label is in `passing_labels`, else 0.0; metric label_index is the label's
+position in `labels`. A reply that names no label is INVALID_SCORE.
+
+A failed call (connection, HTTP status, timeout) is a MODEL_CALL error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from rft_grader.domain import ErrorKind, Outcome, Pair
+from rft_grader.graders.base import Grader, Runtime
+from rft_grader.model_client import ModelCallError
+from rft_grader.spec import LabelModelSpec, SamplingParams, ScoreModelSpec
+from rft_grader.templates import Template, TemplateError
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_OBJECT = re.compile(r"\{.*\}", re.S)
+_QUOTES = "\"'`"
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def parse_score(reply: str) -> float | None:
+    """The score in a model's reply, or None when it has none."""
+    text = reply.strip()
+    candidates = [text, *_FENCE.findall(text)]
+    if found := _OBJECT.search(text):
+        candidates.append(found.group(0))
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            for key in ("result", "score"):
+                if (number := _number(value.get(key))) is not None:
+                    return number
+        elif (number := _number(value)) is not None:
+            return number
+    return None
+
+
+def parse_label(reply: str, labels: list[str]) -> str | None:
+    """The label a model's reply names, or None."""
+    text = reply.strip()
+    candidate = text
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        value = None
+    if isinstance(value, dict) and isinstance(value.get("label"), str):
+        candidate = value["label"]
+    elif isinstance(value, str):
+        candidate = value
+    candidate = candidate.strip().strip(_QUOTES).rstrip(".").strip()
+    if candidate in labels:
+        return candidate
+    folded = [label for label in labels if label.casefold() == candidate.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def request_params(params: SamplingParams | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    fields = {
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "seed": params.seed,
+        "max_completion_tokens": params.max_completions_tokens,
+        "reasoning_effort": params.reasoning_effort,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+class _ModelGrader(Grader):
+    spec: ScoreModelSpec | LabelModelSpec
+
+    def __init__(self, spec: ScoreModelSpec | LabelModelSpec, runtime: Runtime) -> None:
+        super().__init__(spec, runtime)
+        self.messages = [(message.role, Template(message.text)) for message in spec.input]
+        self.params = request_params(spec.sampling_params)
+
+    async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
+        try:
+            base_url = self.runtime.models.endpoint(self.spec.base_url)
+        except ModelCallError as exc:
+            return [Outcome.failed(ErrorKind.MODEL_CALL, str(exc)) for _ in pairs]
+        return list(await asyncio.gather(*(self._one(base_url, pair) for pair in pairs)))
+
+    async def _one(self, base_url: str, pair: Pair) -> Outcome:
+        try:
+            messages = [{"role": role, "content": t.render(pair.sample, pair.item)} for role, t in self.messages]
+        except TemplateError as exc:
+            return Outcome.failed(ErrorKind.TEMPLATE, str(exc))
+        try:
+            reply = await self.runtime.models.chat(base_url, self.spec.model, messages, self.params)
+        except ModelCallError as exc:
+            return Outcome.failed(ErrorKind.MODEL_CALL, str(exc))
+        return self.read(reply)
+
+    def read(self, reply: str) -> Outcome:
+        raise NotImplementedError
+
+
+class ScoreModelGrader(_ModelGrader):
+    spec: ScoreModelSpec
+
+    def read(self, reply: str) -> Outcome:
+        score = parse_score(reply)
+        if score is None:
+            return Outcome.failed(
+                ErrorKind.INVALID_SCORE,
+                f'the model\'s reply has no score (expected a number or {{"result": <number>}}): {reply[:200]!r}',
+            )
+        return Outcome(score=score, passed=self.passed(score))
+
+
+class LabelModelGrader(_ModelGrader):
+    spec: LabelModelSpec
+
+    def read(self, reply: str) -> Outcome:
+        label = parse_label(reply, self.spec.labels)
+        if label is None:
+            return Outcome.failed(
+                ErrorKind.INVALID_SCORE,
+                f"the model's reply names none of the labels {self.spec.labels}: {reply[:200]!r}",
+            )
+        ok = label in self.spec.passing_labels
+        return Outcome(
+            score=1.0 if ok else 0.0, passed=ok, metrics={"label_index": float(self.spec.labels.index(label))}
+        )

@@ -1,0 +1,56 @@
+"""multi: named sub-graders combined by `calculate_output`.
+
+Every sub-grader grades the whole batch (concurrently); per sample, the output is the
+expression over their scores. A sample on which any sub-grader failed gets that
+error (message prefixed with "graders.<name>: "): a combined score built on a
+missing part would be a silent wrong reward. sub_scores holds each sub-grader's
+score; metrics holds theirs as "<name>.<metric>".
+
+`passed`: output >= pass_threshold when set (our extension), else every sub-grader passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from rft_grader.domain import ErrorKind, GradeError, Outcome, Pair
+from rft_grader.expression import Expression, ExpressionError
+from rft_grader.graders.base import Grader, Runtime
+from rft_grader.spec import AnySpec, MultiSpec
+
+
+class MultiGrader(Grader):
+    spec: MultiSpec
+
+    def __init__(self, spec: MultiSpec, runtime: Runtime, build: Callable[[AnySpec, Runtime], Grader]) -> None:
+        super().__init__(spec, runtime)
+        self.graders = {name: build(sub, runtime) for name, sub in spec.graders.items()}
+        self.expression = Expression(spec.calculate_output, set(spec.graders))
+
+    async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
+        names = list(self.graders)
+        columns = await asyncio.gather(*(self.graders[name].grade(tenant, pairs) for name in names))
+        outcomes = []
+        for row in zip(*columns, strict=True):
+            parts = dict(zip(names, row, strict=True))
+            sub_scores = {name: part.score for name, part in parts.items() if part.error is None}
+            failed = next(((name, part.error) for name, part in parts.items() if part.error is not None), None)
+            if failed is not None:
+                name, error = failed
+                outcomes.append(
+                    Outcome(sub_scores=sub_scores, error=GradeError(error.kind, f"graders.{name}: {error.message}"))
+                )
+                continue
+            metrics = {f"{name}.{key}": value for name, part in parts.items() for key, value in part.metrics.items()}
+            try:
+                score = self.expression.evaluate(sub_scores)
+            except ExpressionError as exc:
+                outcomes.append(Outcome.failed(ErrorKind.INVALID_SCORE, f"calculate_output: {exc}"))
+                continue
+            if self.spec.pass_threshold is not None:
+                passed = score >= self.spec.pass_threshold
+            else:
+                passed = all(part.passed for part in parts.values())
+            outcomes.append(Outcome(score=score, passed=passed, sub_scores=sub_scores, metrics=metrics))
+        return outcomes

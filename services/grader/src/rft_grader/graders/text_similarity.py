@@ -1,0 +1,33 @@
+"""text_similarity: a similarity metric between input and reference, in [0, 1].
+
+The metrics run in worker processes (see cpu_tasks.py for their exact definitions);
+`passed` is score >= pass_threshold (full marks when no threshold is set).
+"""
+
+from __future__ import annotations
+
+from rft_grader.domain import Outcome, Pair
+from rft_grader.graders.base import Grader, Runtime, render_each, run_on_lanes
+from rft_grader.lanes import LaneResult
+from rft_grader.spec import TextSimilaritySpec
+from rft_grader.templates import Template
+
+
+class TextSimilarityGrader(Grader):
+    spec: TextSimilaritySpec
+
+    def __init__(self, spec: TextSimilaritySpec, runtime: Runtime) -> None:
+        super().__init__(spec, runtime)
+        self.input = Template(spec.input)
+        self.reference = Template(spec.reference)
+
+    async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
+        jobs: list[tuple | Outcome] = []
+        for text, reference in zip(render_each(self.input, pairs), render_each(self.reference, pairs), strict=True):
+            failed = text if isinstance(text, Outcome) else reference if isinstance(reference, Outcome) else None
+            jobs.append(failed or (self.spec.evaluation_metric, text, reference))
+
+        def outcome(answer: LaneResult) -> Outcome:
+            return Outcome(score=answer.score, passed=self.passed(answer.score))
+
+        return await run_on_lanes(self.runtime, "text_similarity", jobs, outcome)
