@@ -23,17 +23,7 @@ CONFIGS = {
 # docs/deploy.md ("Settings pending in the services"). Every other RFT_* variable must
 # be a field of the service's config, or the service would silently ignore it.
 PENDING_ENV = {
-    "RFT_LEARNER_ROLLOUT_ADDRESS",
-    "RFT_LEARNER_GRADER_ADDRESS",
-    "RFT_LEARNER_CLIENT_TLS_CA_FILE",
-    "RFT_LEARNER_CLIENT_AUTH_TOKEN_FILE",
-    # In the grader's and rollout's working trees, not yet committed when this was written:
-    "RFT_GRADER_SANDBOX_MODE",
-    "RFT_ROLLOUT_WEIGHTS_DIR",
-    "RFT_ROLLOUT_KV_CACHE_GIB",
-    "RFT_ROLLOUT_DTYPE",
-    "RFT_ROLLOUT_GPU_MEMORY_UTILIZATION",
-    "RFT_ROLLOUT_ENFORCE_EAGER",
+    "RFT_GRADER_SANDBOX_MODE",  # rft_grader.sandbox.SandboxSettings.sandbox_mode
 }
 
 
@@ -114,8 +104,22 @@ def test_cpu_dev_uses_native_grpc_probes_and_gpu_uses_tls(rendered):
         gpu = pod_spec(one(rendered["gpu"], "Deployment", f"rft-{name}"))["containers"][0]
         env = env_of(gpu)
         assert env[f"RFT_{name.upper()}_TLS_CERT_FILE"] and env[f"RFT_{name.upper()}_AUTH_TOKEN_FILE"]
+        if name == "learner":  # and its clients of rollout and grader verify and authenticate
+            assert env["RFT_LEARNER_TLS_CA_FILE"] == "/etc/rft/tls/ca.crt"
+            assert (
+                env["RFT_LEARNER_ROLLOUT_TOKEN_FILE"] == env["RFT_LEARNER_GRADER_TOKEN_FILE"] == "/etc/rft/auth/token"
+            )
         # kubelet's gRPC probes speak plaintext only: with TLS they must be exec probes.
         assert "grpc" not in gpu["readinessProbe"] and "--ca-file" in gpu["readinessProbe"]["exec"]["command"]
+    # The token the learner sends is the token rollout and grader require: one Secret.
+    secrets = set()
+    for name in GRPC_PORTS:
+        spec = pod_spec(one(rendered["gpu"], "Deployment", f"rft-{name}"))
+        (auth,) = [v for v in spec["volumes"] if v["name"] == "auth"]
+        (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "auth"]
+        assert mount["mountPath"] == "/etc/rft/auth"
+        secrets.add(auth["secret"]["secretName"])
+    assert len(secrets) == 1
 
 
 def _grader(objects):
@@ -223,7 +227,7 @@ def test_learner_reaches_rollout_replicas_through_the_headless_service(rendered,
     assert selects(headless["spec"]["selector"], pod_labels(one(objects, "Deployment", "rft-rollout")))
     assert [p["port"] for p in headless["spec"]["ports"]] == [GRPC_PORTS["rollout"]]
     env = env_of(pod_spec(one(objects, "Deployment", "rft-learner"))["containers"][0])
-    assert env["RFT_LEARNER_ROLLOUT_ADDRESS"] == f"dns:///rft-rollout-headless:{GRPC_PORTS['rollout']}"
+    assert env["RFT_LEARNER_ROLLOUT_ADDRESSES"] == f"dns:///rft-rollout-headless:{GRPC_PORTS['rollout']}"
     grader_host, grader_port = env["RFT_LEARNER_GRADER_ADDRESS"].split(":")
     grader_service = one(objects, "Service", grader_host)
     assert int(grader_port) in [p["port"] for p in grader_service["spec"]["ports"]]
