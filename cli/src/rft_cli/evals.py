@@ -1,0 +1,289 @@
+"""`rft evals run`: score several models on one validation file and grader, side by side.
+
+For each model a temporary rollout service is started (or --rollout names a running
+one), every prompt gets K sampled answers and one greedy answer, the grader service
+scores them, and the metrics match the learner's validation metrics (reward mean,
+pass@1 and pass@K from the K samples, greedy pass@1, top@k from ranked-list graders).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rft.common.v1 import common_pb2
+from rft.grader.v1 import grader_pb2
+from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
+
+from rft_cli import graders
+from rft_cli.common import add_command, add_group
+from rft_cli.inputs import Example, read_dataset
+from rft_cli.output import EXIT_FAILED, EXIT_OK, CliError, fmt, metric_sort_key, print_json, print_table
+from rft_cli.rollout_process import RolloutProcess, default_rollout_command
+from rft_cli.services import Connections, Stub, rollout_endpoint
+
+PROMPTS_PER_REQUEST = 64
+CONCURRENT_REQUESTS = 4
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c passed (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def eval_metrics(
+    sampled: Sequence[Sequence[grader_pb2.GradeResult]], greedy: Sequence[grader_pb2.GradeResult], k: int
+) -> dict[str, float]:
+    """Metrics over prompts: `sampled[i]` holds prompt i's K results, `greedy[i]` its greedy one."""
+    flat = [r for group in sampled for r in group if not r.HasField("error")]
+    greedy_ok = [r for r in greedy if not r.HasField("error")]
+    correct = [sum(1 for r in group if graders.is_pass(r)) for group in sampled]
+    metrics = {
+        "reward_mean": _mean([r.score for r in flat]),
+        "greedy_reward_mean": _mean([r.score for r in greedy_ok]),
+        "pass@1": _mean([pass_at_k(k, c, 1) for c in correct]),
+        f"pass@{k}": _mean([pass_at_k(k, c, k) for c in correct]),
+        "greedy_pass@1": _mean([1.0 if graders.is_pass(r) else 0.0 for r in greedy_ok]),
+        "grader_errors": float(sum(len(g) for g in sampled) + len(greedy) - len(flat) - len(greedy_ok)),
+    }
+    for name in sorted({n for r in greedy_ok for n in r.metrics}):  # top@1, top@5, top@max, ...
+        metrics[name] = _mean([r.metrics[name] for r in greedy_ok if name in r.metrics])
+    return metrics
+
+
+class Reporter:
+    """Progress on stderr: a rich bar on a terminal, a line per phase otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress = None
+
+    def __enter__(self) -> Reporter:
+        if self.enabled and sys.stderr.isatty():
+            try:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            except ImportError:
+                return self
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        elif self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def task(self, description: str, total: int):
+        """A callable advancing a bar by n; plain mode reports the phase once."""
+        if self.progress is None:
+            self.say(f"{description} ({total})")
+            return lambda n: None
+        task_id = self.progress.add_task(description, total=total)
+        return lambda n: self.progress.advance(task_id, n)
+
+
+async def _generate(
+    stub: Stub, examples: Sequence[Example], params: rollout_pb2.SamplingParams, batch: int, seed: int | None, advance
+) -> list[list[str]]:
+    """Texts per prompt, in order; requests of `batch` prompts, a few in flight."""
+    limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
+
+    async def one(index: int, chunk: Sequence[Example]) -> list[list[str]]:
+        request = rollout_pb2.GenerateRequest(sampling=params, request_id=f"rft-evals-{index}")
+        if seed is not None:
+            request.sampling.seed = seed + index
+        for example in chunk:
+            messages = [
+                common_pb2.ChatMessage(role=m.get("role", "user"), content=m["content"]) for m in example.messages
+            ]
+            request.prompts.append(rollout_pb2.Prompt(chat=rollout_pb2.ChatPrompt(messages=messages)))
+        async with limit:
+            response = await stub.Generate(request)
+        advance(len(chunk))
+        return [[s.text for s in result.samples] for result in response.results]
+
+    chunks = [examples[i : i + batch] for i in range(0, len(examples), batch)]
+    out: list[list[str]] = []
+    for texts in await asyncio.gather(*(one(i, c) for i, c in enumerate(chunks))):
+        out.extend(texts)
+    return out
+
+
+async def evaluate_model(
+    args: argparse.Namespace,
+    conns: Connections,
+    address: str,
+    label: str,
+    examples: Sequence[Example],
+    spec,
+    reporter: Reporter,
+) -> dict[str, Any]:
+    stub = conns.stub(rollout_endpoint(address), rollout_pb2_grpc.RolloutServiceStub)
+    info = await stub.GetModelInfo(rollout_pb2.GetModelInfoRequest())
+    k = args.samples
+    if info.limits.max_n and k > info.limits.max_n:
+        raise CliError(f"--samples {k} is above the rollout's limit of {info.limits.max_n} samples per prompt")
+    batch = min(PROMPTS_PER_REQUEST, info.limits.max_prompts or PROMPTS_PER_REQUEST)
+    started = time.monotonic()
+    sampling = rollout_pb2.SamplingParams(n=k, temperature=args.temperature, max_tokens=args.max_tokens)
+    greedy_params = rollout_pb2.SamplingParams(n=1, temperature=0.0, max_tokens=args.max_tokens)
+    advance = reporter.task(f"{label}: generating", 2 * len(examples))
+    sampled = await _generate(stub, examples, sampling, batch, args.seed, advance)
+    greedy = await _generate(stub, examples, greedy_params, batch, None, advance)
+    generate_seconds = time.monotonic() - started
+
+    pairs = [(graders.sample_output(t), e.item) for e, texts in zip(examples, sampled, strict=True) for t in texts]
+    pairs += [
+        (graders.sample_output(texts[0] if texts else ""), e.item) for e, texts in zip(examples, greedy, strict=True)
+    ]
+    advance = reporter.task(f"{label}: grading", len(pairs))
+    done = [0]
+
+    def on_batch(total: int) -> None:
+        advance(total - done[0])
+        done[0] = total
+
+    grader_stub = graders.grader_stub(args, conns)
+    results, _, _ = await graders.grade(grader_stub, args.tenant or "", spec, args.grader_id or "", pairs, on_batch)
+    groups, position = [], 0
+    for texts in sampled:
+        groups.append(results[position : position + len(texts)])
+        position += len(texts)
+    metrics = eval_metrics(groups, results[position:], k)
+    metrics["generate_seconds"] = generate_seconds
+    return {"model": label, "served_model": info.model, "metrics": metrics}
+
+
+async def _check_grader(args: argparse.Namespace, conns: Connections, spec) -> None:
+    """Fail before any slow model start when the grader is unreachable or the spec is invalid."""
+    stub = graders.grader_stub(args, conns)
+    if spec is None:
+        await stub.GetGrader(grader_pb2.GetGraderRequest(tenant=args.tenant or "", grader_id=args.grader_id))
+        return
+    response = await stub.ValidateGrader(grader_pb2.ValidateGraderRequest(tenant=args.tenant or "", spec=spec))
+    if not response.valid:
+        problems = "\n  ".join(f"{i.field + ': ' if i.field else ''}{i.message}" for i in response.issues)
+        raise CliError(f"invalid grader spec {args.grader_spec}:\n  {problems}", EXIT_FAILED)
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    if bool(args.grader_spec) == bool(args.grader_id):
+        raise CliError("give a grader: --grader-spec SPEC.json or --grader-id ID (one of them)")
+    if args.rollout and len(args.models) > 1:
+        raise CliError("--rollout serves one model: give at most one MODEL_DIR (its label) with it")
+    if not args.rollout and not args.models:
+        raise CliError("give one or more MODEL_DIR, or --rollout ADDRESS of a running rollout service")
+    if args.samples < 1:
+        raise CliError("--samples must be at least 1")
+    if not args.rollout:
+        for model in args.models:
+            if not (pathlib.Path(model) / "config.json").is_file():
+                raise CliError(f"{model}: not a Hugging Face model directory (no config.json)")
+
+
+async def run(args: argparse.Namespace, conns: Connections) -> int:
+    _check_usage(args)
+    spec = graders.read_spec(args.grader_spec) if args.grader_spec else None
+    examples = read_dataset(args.file)
+    if args.limit:
+        examples = examples[: args.limit]
+    await _check_grader(args, conns, spec)
+    rows = []
+    with Reporter(enabled=not args.json or sys.stderr.isatty()) as reporter:
+        if args.rollout:
+            label = args.models[0] if args.models else ""
+            row = await evaluate_model(args, conns, args.rollout, label or args.rollout, examples, spec, reporter)
+            if not label:
+                row["model"] = row["served_model"] or args.rollout
+            rows.append(row)
+        for model in [] if args.rollout else args.models:
+            reporter.say(f"starting a rollout service for {model} ...")
+            rollout = RolloutProcess(
+                args.rollout_command, str(pathlib.Path(model).resolve()), args.rollout_args, args.ready_timeout
+            )
+            async with rollout as address:
+                rows.append(await evaluate_model(args, conns, address, model, examples, spec, reporter))
+    _print_results(args, rows, len(examples))
+    return EXIT_OK if all(r["metrics"]["grader_errors"] == 0 for r in rows) or not args.strict else EXIT_FAILED
+
+
+def _print_results(args: argparse.Namespace, rows: list[dict[str, Any]], prompts: int) -> None:
+    if args.json:
+        clean = [{**r, "metrics": {k: (None if math.isnan(v) else v) for k, v in r["metrics"].items()}} for r in rows]
+        print_json({"file": args.file, "prompts": prompts, "samples": args.samples, "models": clean})
+        return
+    k = args.samples
+    first = ["reward_mean", "greedy_reward_mean", "pass@1", f"pass@{k}", "greedy_pass@1"]
+    extra = sorted({n for r in rows for n in r["metrics"] if n.startswith("top@")}, key=metric_sort_key)
+    columns = ["model", *first, *extra, "grader_errors"]
+    table = [{"model": r["model"], **{c: r["metrics"].get(c) for c in columns[1:]}} for r in rows]
+    for row in table:
+        row["grader_errors"] = int(row["grader_errors"])
+    print(f"{prompts} prompts from {args.file}; {k} samples at temperature {fmt(args.temperature)} + 1 greedy each")
+    print_table(table, columns)
+
+
+EPILOG = """\
+example:
+  rft evals run --file valid.jsonl --grader-spec grader.json models/base data/learner/models/ftjob-abc
+
+Columns: reward_mean over the K samples, greedy_reward_mean, pass@1 and pass@K (unbiased,
+from the K samples), greedy_pass@1, top@k (ranked-list graders, greedy answers), and
+samples that failed to grade. Models are evaluated one after another; each gets its own
+temporary `rft-rollout serve` on a free loopback port, stopped at the end."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    actions = add_group(commands, "evals", "score models side by side on a validation file (rollout + grader)")
+    sub = add_command(actions, "run", run, "score one or more models on the same prompts and grader", epilog=EPILOG)
+    sub.add_argument("models", nargs="*", metavar="MODEL_DIR", help="Hugging Face model directories to compare")
+    sub.add_argument("--file", required=True, metavar="VALID.jsonl", help="dataset in the RFT JSONL format")
+    source = sub.add_mutually_exclusive_group()
+    source.add_argument("--grader-spec", metavar="SPEC.json", help="grader spec")
+    source.add_argument("--grader-id", metavar="ID", help="registered grader id")
+    sub.add_argument("--tenant", help="grader tenant (default: the server's 'default')")
+    sub.add_argument("--samples", type=int, default=4, metavar="K", help="sampled answers per prompt (default 4)")
+    sub.add_argument("--max-tokens", type=int, default=64, metavar="N", help="tokens per answer (default 64)")
+    sub.add_argument("--temperature", type=float, default=1.0, metavar="T", help="sampling temperature (default 1.0)")
+    sub.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    sub.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N prompts (default all)")
+    sub.add_argument("--strict", action="store_true", help="exit 1 when any sample failed to grade")
+    rollout = sub.add_argument_group("rollout")
+    rollout.add_argument("--rollout", metavar="HOST:PORT", help="use this running rollout service (one model)")
+    rollout.add_argument(
+        "--rollout-command",
+        default=os.environ.get("RFT_ROLLOUT_COMMAND") or default_rollout_command(),
+        metavar="CMD",
+        help="command of the rollout service started per model [env RFT_ROLLOUT_COMMAND; default %(default)s]",
+    )
+    rollout.add_argument(
+        "--rollout-args", default="", metavar="ARGS", help='extra flags for it, e.g. "--max-model-len 512"'
+    )
+    rollout.add_argument(
+        "--ready-timeout", type=float, default=900.0, metavar="S", help="seconds to wait for SERVING (default 900)"
+    )
