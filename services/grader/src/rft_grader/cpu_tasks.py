@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import os
 import resource
 import signal
 import warnings
@@ -32,6 +33,8 @@ class InputProblem(Exception):
 
 
 _rouge_scorers: dict[str, Any] = {}
+_wordnet_loaded = False
+_conn: Connection | None = None  # the worker's pipe to the server, for "loading" notices
 _validators: dict[str, Any] = {}
 
 
@@ -57,7 +60,17 @@ def text_similarity(metric: str, text: str, reference: str) -> float:
 
         return float(sentence_gleu(references, hypothesis))
     if metric == "meteor":
+        from nltk.corpus import wordnet
         from nltk.translate.meteor_score import meteor_score
+
+        global _wordnet_loaded
+        if not _wordnet_loaded:
+            # Loading WordNet takes seconds, once per worker: tell the parent, which
+            # then does not count it against this sample's deadline.
+            if _conn is not None:
+                _conn.send(("loading",))
+            wordnet.ensure_loaded()
+            _wordnet_loaded = True
 
         return float(meteor_score(references, hypothesis))
     raise InputProblem(f"unsupported evaluation_metric {metric!r}")
@@ -155,6 +168,16 @@ def _outcome(fn: Any, args: tuple) -> tuple:
     return ("ok", float(result), {})
 
 
+def _warm_imports() -> None:
+    import jsonschema  # noqa: F401
+    import math_verify  # noqa: F401
+    import nltk.translate.bleu_score  # noqa: F401
+    import nltk.translate.gleu_score  # noqa: F401
+    import nltk.translate.meteor_score  # noqa: F401
+    import rapidfuzz  # noqa: F401
+    from rouge_score import rouge_scorer  # noqa: F401
+
+
 def worker_from_fd(fd: int, memory_bytes: int, nltk_data_dir: str) -> None:
     """Entry point of `python -c` in lanes.py: the socket to the server is file descriptor `fd`."""
     worker_main(Connection(fd), memory_bytes, nltk_data_dir)
@@ -171,17 +194,11 @@ def worker_main(conn: Connection, memory_bytes: int, nltk_data_dir: str) -> None
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     warnings.filterwarnings("ignore")  # nltk warns on every zero n-gram count
-    import nltk.data
-
-    nltk.data.path.insert(0, nltk_data_dir)
-    import jsonschema  # noqa: F401  (warm imports: the first job should not pay for them)
-    import math_verify  # noqa: F401
-    import nltk.translate.bleu_score  # noqa: F401
-    import nltk.translate.gleu_score  # noqa: F401
-    import nltk.translate.meteor_score  # noqa: F401
-    import rapidfuzz  # noqa: F401
-    from rouge_score import rouge_scorer  # noqa: F401
-
+    # nltk reads NLTK_DATA when imported (on the warm-up thread or by the first job).
+    os.environ["NLTK_DATA"] = os.pathsep.join(filter(None, [nltk_data_dir, os.environ.get("NLTK_DATA")]))
+    _warm_imports()  # before "ready": the parent starts a sample's deadline only after it
+    global _conn
+    _conn = conn
     conn.send(("ready",))
     while True:
         try:

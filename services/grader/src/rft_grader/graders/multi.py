@@ -2,7 +2,8 @@
 
 Every sub-grader grades the whole batch (concurrently); per sample, the output is the
 expression over their scores. A sample on which any sub-grader failed gets that
-error (message prefixed with "graders.<name>: "): a combined score built on a
+error (kind of the first failing sub-grader by name; the message lists each failure as
+"graders.<name>: ..."): a combined score built on a
 missing part would be a silent wrong reward. sub_scores holds each sub-grader's
 score; metrics holds theirs as "<name>.<metric>".
 
@@ -35,12 +36,10 @@ class MultiGrader(Grader):
         for row in zip(*columns, strict=True):
             parts = dict(zip(names, row, strict=True))
             sub_scores = {name: part.score for name, part in parts.items() if part.error is None}
-            failed = next(((name, part.error) for name, part in parts.items() if part.error is not None), None)
-            if failed is not None:
-                name, error = failed
-                outcomes.append(
-                    Outcome(sub_scores=sub_scores, error=GradeError(error.kind, f"graders.{name}: {error.message}"))
-                )
+            failed = sorted((name, part.error) for name, part in parts.items() if part.error is not None)
+            if failed:
+                message = "; ".join(f"graders.{name}: {error.message}" for name, error in failed)
+                outcomes.append(Outcome(sub_scores=sub_scores, error=GradeError(failed[0][1].kind, message)))
                 continue
             metrics = {f"{name}.{key}": value for name, part in parts.items() for key, value in part.metrics.items()}
             try:
