@@ -1,0 +1,269 @@
+"""SandboxPool: warm sandbox workers per tenant, owned by an async context manager.
+
+    async with SandboxPool(settings) as pool:
+        outcomes = await pool.grade("acme", source, [(sample, item), ...])
+
+Each tenant gets `sandbox_workers_per_tenant` workers, each a separate jail (own
+namespaces, own tmpfs /tmp): tenants share nothing, and a batch of one tenant never
+waits behind another tenant's. Workers start on a tenant's first python grade; idle
+tenants (and the least recently used one beyond `sandbox_max_tenants`) are stopped.
+A large batch is split across the tenant's workers. A worker that fails (dies, stops
+answering, breaks the protocol) is killed, restarted, and the batch retried once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+from rft_grader.sandbox import metrics
+from rft_grader.sandbox.outcome import PythonOutcome, SandboxUnavailable
+from rft_grader.sandbox.runtime import Runtime, find_bwrap
+from rft_grader.sandbox.settings import SandboxSettings
+from rft_grader.sandbox.worker import SandboxWorker, WorkerFailed, encode_request
+
+log = logging.getLogger(__name__)
+
+SELF_TEST_TENANT = "default"
+SELF_TEST_SOURCE = "def grade(sample, item):\n    return float(len(sample['output_text']))\n"
+MIN_CHUNK = 32
+
+
+@dataclasses.dataclass
+class _Tenant:
+    name: str
+    workers: list[SandboxWorker]
+    idle: asyncio.Queue
+    busy: int = 0
+    last_used: float = dataclasses.field(default_factory=time.monotonic)
+
+
+class SandboxPool:
+    """Runs python graders for tenants in jailed, pre-forked workers."""
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        self.settings = settings
+        self.mode = settings.sandbox_mode
+        self.available = False
+        self.unavailable_reason = "sandbox pool not started"
+        self._bwrap: str | None = None
+        self._runtime: Runtime | None = None
+        self._stage: str | None = None
+        self._tenants: dict[str, _Tenant] = {}
+        self._reaper: asyncio.Task | None = None
+        self._settling: set[asyncio.Task] = set()
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> SandboxPool:
+        try:
+            await self._start()
+        except Exception:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _start(self) -> None:
+        settings = self.settings
+        if self.mode == "bwrap":
+            self._bwrap = find_bwrap(settings)
+            if self._bwrap is None:
+                self._disable(
+                    f"bubblewrap not found ({settings.sandbox_bwrap_path!r}): python graders are disabled. "
+                    "Install bubblewrap, or start with --sandbox-mode unjailed to accept a weaker sandbox "
+                    "(rlimits, seccomp and uid drop, without filesystem or network isolation)."
+                )
+                return
+        try:
+            self._runtime = await asyncio.to_thread(Runtime.discover, settings)
+        except Exception as exc:
+            self._disable(f"sandbox runtime unavailable: {exc}")
+            return
+        if self._runtime.missing_packages:
+            log.warning("sandbox packages not installed", extra={"missing": ",".join(self._runtime.missing_packages)})
+        if self.mode == "bwrap" and os.geteuid() == 0:
+            self._stage = tempfile.mkdtemp(prefix="rft-sandbox-stage-")
+            os.chmod(self._stage, 0o755)
+        if self.mode == "unjailed":
+            log.warning(
+                "SANDBOX IN WEAKER MODE (unjailed): python graders run with rlimits, seccomp and an unprivileged "
+                "uid but WITHOUT bubblewrap: they can read world-readable host files and share the host's /tmp."
+            )
+        self.available = True
+        self.unavailable_reason = ""
+        try:  # prove the sandbox works end to end, and warm the default tenant
+            outcomes = await self.grade(SELF_TEST_TENANT, SELF_TEST_SOURCE, [({"output_text": "abc"}, {})])
+        except Exception as exc:
+            self._disable(f"sandbox self-test failed: {exc}")
+            return
+        if outcomes[0].score != 3.0:
+            self._disable(f"sandbox self-test failed: {outcomes[0].error_kind}: {outcomes[0].message}")
+            return
+        self._reaper = asyncio.create_task(self._reap_idle())
+        log.info("python sandbox ready", extra=self.describe())
+
+    def _disable(self, reason: str) -> None:
+        self.available = False
+        self.unavailable_reason = reason
+        log.error("PYTHON GRADERS DISABLED: %s", reason)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for task in list(self._settling):
+            task.cancel()
+        await asyncio.gather(*self._settling, return_exceptions=True)
+        for name in list(self._tenants):
+            await self._close_tenant(name)
+        if self._stage is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._stage)
+            self._stage = None
+        self.available = False
+        self.unavailable_reason = "sandbox pool stopped"
+
+    # -- public ------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Mode, limits and warm workers, for start-up logs and health details."""
+        s = self.settings
+        runtime = self._runtime
+        return {
+            "mode": self.mode,
+            "available": self.available,
+            "unavailable_reason": self.unavailable_reason,
+            "bwrap": self._bwrap or "",
+            "python": runtime.python if runtime else "",
+            "packages": list(runtime.packages) if runtime else [],
+            "missing_packages": list(runtime.missing_packages) if runtime else [],
+            "workers_per_tenant": s.sandbox_workers_per_tenant,
+            "max_tenants": s.sandbox_max_tenants,
+            "tenants": {name: sum(w.alive for w in t.workers) for name, t in self._tenants.items()},
+            "limits": {
+                "memory_bytes": s.sandbox_memory_bytes,
+                "timeout_seconds": s.sandbox_timeout_seconds,
+                "cpu_seconds": s.sandbox_cpu_seconds,
+                "tmp_bytes": s.sandbox_tmp_bytes,
+                "open_files": s.sandbox_open_files,
+                "processes": s.sandbox_processes,
+                "max_output_bytes": s.sandbox_max_output_bytes,
+            },
+        }
+
+    def worker_pids(self) -> dict[str, list[int]]:
+        """Host pids of the running workers (launcher / bubblewrap, or the zygote), by tenant."""
+        return {name: [w.pid for w in t.workers if w.alive and w.pid] for name, t in self._tenants.items()}
+
+    async def grade(self, tenant: str, source: str, pairs: list[tuple[dict, dict]]) -> list[PythonOutcome]:
+        """One outcome per (sample, item) pair, in order. Raises SandboxUnavailable when disabled."""
+        if not self.available:
+            raise SandboxUnavailable(self.unavailable_reason)
+        if not pairs:
+            return []
+        group = self._tenant(tenant)
+        parts = min(len(group.workers), max(1, len(pairs) // MIN_CHUNK))
+        size = math.ceil(len(pairs) / parts)
+        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        group.busy += 1
+        try:
+            results = await asyncio.gather(*(self._run_chunk(group, source, chunk) for chunk in chunks))
+        finally:
+            group.busy -= 1
+            group.last_used = time.monotonic()
+        return [outcome for chunk in results for outcome in chunk]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _tenant(self, name: str) -> _Tenant:
+        group = self._tenants.get(name)
+        if group is None:
+            self._evict_for_new_tenant()
+            n = self.settings.sandbox_workers_per_tenant
+            workers = [
+                SandboxWorker(self.settings, self._runtime, self.mode, self._bwrap, self._stage, f"{name}/{i}")
+                for i in range(n)
+            ]
+            group = _Tenant(name, workers, asyncio.Queue())
+            for worker in workers:
+                group.idle.put_nowait(worker)
+            self._tenants[name] = group
+        group.last_used = time.monotonic()
+        return group
+
+    def _evict_for_new_tenant(self) -> None:
+        if len(self._tenants) < self.settings.sandbox_max_tenants:
+            return
+        idle = [t for t in self._tenants.values() if t.busy == 0]
+        if idle:
+            oldest = min(idle, key=lambda t: t.last_used)
+            asyncio.create_task(self._close_tenant(oldest.name))
+
+    async def _close_tenant(self, name: str) -> None:
+        group = self._tenants.pop(name, None)
+        if group is None:
+            return
+        await asyncio.gather(*(w.stop() for w in group.workers), return_exceptions=True)
+        with contextlib.suppress(KeyError):
+            metrics.WORKERS.remove(name)
+
+    async def _reap_idle(self) -> None:
+        period = min(self.settings.sandbox_idle_seconds / 2, 30.0)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for name, group in list(self._tenants.items()):
+                if group.busy == 0 and now - group.last_used > self.settings.sandbox_idle_seconds:
+                    log.info("stopping idle sandbox workers", extra={"tenant": name})
+                    await self._close_tenant(name)
+
+    def _update_gauge(self, group: _Tenant) -> None:
+        if self._tenants.get(group.name) is group:
+            metrics.WORKERS.labels(group.name).set(sum(w.alive for w in group.workers))
+
+    async def _run_chunk(self, group: _Tenant, source: str, pairs: list[tuple[dict, dict]]) -> list[PythonOutcome]:
+        try:
+            body = await encode_request(source, pairs)
+        except (TypeError, ValueError, RecursionError) as exc:
+            message = f"sample or item is not JSON data: {exc}"[:500]
+            return [PythonOutcome.error("exception", message) for _ in pairs]
+        worker = await group.idle.get()
+        try:
+            for attempt in (1, 2):
+                try:
+                    if not worker.alive:
+                        await worker.start()
+                        self._update_gauge(group)
+                    return await worker.grade(source, pairs, body)
+                except WorkerFailed as exc:
+                    # Graded code cannot reach the zygote (seccomp, no ptrace, non-dumpable); a dead
+                    # worker means the host killed it (e.g. OOM) or it broke: retry once on a fresh one.
+                    metrics.KILLS.labels("worker_died").inc()
+                    self._update_gauge(group)
+                    log.warning("sandbox worker failed", extra={"worker": worker.name, "error": str(exc)[:500]})
+                    if attempt == 2:
+                        return [PythonOutcome.error("crashed", f"sandbox worker failed: {exc}"[:2000]) for _ in pairs]
+            raise AssertionError("unreachable")
+        finally:
+            task = asyncio.create_task(self._release(group, worker))
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+
+    async def _release(self, group: _Tenant, worker: SandboxWorker) -> None:
+        """Return a worker once its /tmp is empty again; restart it if that failed."""
+        try:
+            if worker.alive and not await worker.settle():
+                log.info("restarting sandbox worker whose /tmp could not be emptied", extra={"worker": worker.name})
+                await worker.stop()
+        finally:
+            self._update_gauge(group)
+            group.idle.put_nowait(worker)
