@@ -224,3 +224,28 @@ def test_label_model_passing_labels(stub) -> None:
     response = grade(stub, spec, items)
     assert scores(response) == [1.0, 0.0, 1.0, "INVALID_SCORE"]
     assert [r.metrics["label_index"] for r in response.results[:3]] == [0.0, 2.0, 1.0]
+
+
+@pytest.mark.python_grader
+def test_python_grader_sees_sample_json_and_item_inside_multi(stub) -> None:
+    source = (
+        "def grade(sample, item):\n"
+        "    same = sample['output_json']['answer'] == item['expected']['answer']\n"
+        "    return 1.0 if same and isinstance(item['count'], int) else 0.25\n"
+    )
+    spec = {
+        "type": "multi",
+        "name": "m",
+        "graders": {
+            "py": {"type": "python", "name": "py", "source": source},
+            "has_answer": string_check("like", '"answer"'),
+        },
+        "calculate_output": "py * has_answer",
+    }
+    items = [
+        ('{"answer": 42}', {"expected": {"answer": 42}, "count": 3}),
+        ('{"answer": 41}', {"expected": {"answer": 42}, "count": 3}),
+    ]
+    response = grade(stub, spec, items, tenant="python-tenant")
+    assert scores(response) == [1.0, 0.25]
+    assert dict(response.results[1].sub_scores) == {"py": 0.25, "has_answer": 1.0}
