@@ -256,3 +256,23 @@ def test_exposed_metric_types_match_the_names_we_query(stack):
             assert (exposed[base] == "histogram") == (name in HISTOGRAMS), f"{name} is a {exposed[base]}"
     missing = {n for n in KNOWN_METRICS if n.removesuffix("_total") not in exposed}
     print("metrics not yet exported by the running services:", sorted(missing))
+
+
+def test_health_probe_script_checks_each_running_service(stack):
+    """deploy/docker/rft_grpc_health.py in plaintext mode, with each service's health name."""
+    _, services = stack
+    names = {
+        "rollout": "rft.rollout.v1.RolloutService",
+        "grader": "rft.grader.v1.GraderService",
+        "learner": "rft.learner.v1.FineTuningService",
+    }
+    for name, proc in services.items():
+        for service in ("", names[name]):
+            result = subprocess.run(
+                [sys.executable, str(DEPLOY / "docker" / "rft_grpc_health.py"), "--port", str(proc.port)]
+                + ["--service", service],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, (name, service, result.stderr)

@@ -71,9 +71,3 @@ def test_probe_fails_when_it_should(tls_learner, secrets, case):
     result = probe(tls_learner.port, *args, "--timeout", "3")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(("UNREACHABLE", "NOT_FOUND", "SERVICE_UNKNOWN"))
-
-
-def test_probe_speaks_plaintext_without_a_ca(learner):
-    """The `learner` fixture of tests/conftest.py: a plaintext learner."""
-    assert probe(learner.port).returncode == 0
-    assert probe(learner.port, "--service", "rft.learner.v1.FineTuningService").returncode == 0
