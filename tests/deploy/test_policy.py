@@ -19,12 +19,6 @@ CONFIGS = {
     "RFT_GRADER_": ("rft_grader.config", "GraderConfig"),
     "RFT_LEARNER_": ("rft_learner.config", "LearnerConfig"),
 }
-# Settings the manifests set for features colleagues are landing; each is reported in
-# docs/deploy.md ("Settings pending in the services"). Every other RFT_* variable must
-# be a field of the service's config, or the service would silently ignore it.
-PENDING_ENV = {
-    "RFT_GRADER_SANDBOX_MODE",  # rft_grader.sandbox.SandboxSettings.sandbox_mode
-}
 
 
 def containers(objects):
@@ -254,10 +248,13 @@ def test_every_rft_setting_is_one_the_service_reads(rendered, overlay):
     for prefix, (module, cls) in CONFIGS.items():
         model = getattr(importlib.import_module(module), cls)
         fields[prefix] = {prefix + name.upper() for name in model.model_fields}
+    assert {"RFT_GRADER_SANDBOX_MODE", "RFT_LEARNER_ROLLOUT_ADDRESSES", "RFT_ROLLOUT_MODEL"} <= set().union(
+        *fields.values()
+    ), "the config models were not read"
     unknown = []
     for workload, _, container in containers(rendered[overlay]):
         for name in env_of(container):
             prefix = next((p for p in CONFIGS if name.startswith(p)), None)
-            if prefix and name not in fields[prefix] and name not in PENDING_ENV:
+            if prefix and name not in fields[prefix]:
                 unknown.append(f"{workload['metadata']['name']}: {name}")
     assert not unknown, f"not a config field of the service: {unknown}"
