@@ -37,14 +37,14 @@ from rft_rollout.domain import (
     Sample,
     SampleRequest,
     Sampling,
-    TensorSpec,
+    UpdateHeader,
     UpdateResult,
     WeightsRejected,
 )
 from rft_rollout.engine import Engine, WeightsNotApplied, shapes_by_name
 from rft_rollout.model_spec import ModelDescription
 from rft_rollout.weights import (
-    ChecksumAlgorithm,
+    CHECKSUM_ALGORITHMS,
     StreamStaging,
     check_checksums_format,
     check_tensor_set,
@@ -281,47 +281,56 @@ class RolloutCore:
 
     # -- weight updates --------------------------------------------------------------
 
-    async def update_from_stream(
-        self, version: int, specs: Sequence[TensorSpec], algorithm: ChecksumAlgorithm, chunks: AsyncIterator[Chunk]
-    ) -> UpdateResult:
-        """Receive every chunk into a staged file, check it, then apply it."""
+    async def update_weights(self, header: UpdateHeader | None, chunks: AsyncIterator[Chunk]) -> UpdateResult:
+        """Receive and check a whole update, then apply it atomically. `header` is None
+        when the stream did not start with one."""
         metrics.REQUESTS.labels("UpdateWeights").inc()
         started = time.perf_counter()
         with _count_failure():
             self._check_serving()
-            self._check_version(version)
-            check_tensor_set(specs, self._expected, "header.manifest.tensors")
-            check_checksums_format(specs, algorithm, "header.manifest.tensors")
-            path = self.settings.staging_dir / f"update-v{version}-{uuid.uuid4().hex[:8]}.safetensors"
-            staging = await asyncio.to_thread(StreamStaging, path, specs, algorithm)
-            try:
-                async for tensor_index, offset, data in chunks:
-                    await asyncio.to_thread(staging.write, tensor_index, offset, data)
-                await asyncio.to_thread(staging.finish)
-                received = time.perf_counter() - started
-                result = await self._apply(version, str(path), len(specs), staging.total_bytes, received)
-            finally:
-                staging.discard()
-        metrics.WEIGHT_UPDATE_SECONDS.labels("stream").observe(time.perf_counter() - started)
+            if header is None:
+                raise InvalidRequest("header: the first message of an update must be a header")
+            self._check_version(header.version)
+            if header.tensors is not None:
+                transport = "stream"
+                result = await self._update_from_stream(header, chunks, started)
+            elif header.safetensors_path is not None:
+                transport = "file"
+                result = await self._update_from_file(header, chunks, started)
+            else:
+                raise InvalidRequest("header: one of manifest or safetensors_path is required")
+        metrics.WEIGHT_UPDATE_SECONDS.labels(transport).observe(time.perf_counter() - started)
         return result
 
-    async def update_from_file(self, version: int, path: str, chunks: AsyncIterator[Chunk]) -> UpdateResult:
-        """Check a safetensors file inside the weights directory, then apply it."""
-        metrics.REQUESTS.labels("UpdateWeights").inc()
-        started = time.perf_counter()
-        with _count_failure():
-            self._check_serving()
-            self._check_version(version)
-            async for _ in chunks:
-                raise InvalidRequest("chunk: no chunks may follow a header with safetensors_path")
-            real_path = resolve_weights_path(path, self.settings.weights_dir)
-            specs = await asyncio.to_thread(read_safetensors_specs, real_path)
-            check_tensor_set(specs, self._expected, "header.safetensors_path")
+    async def _update_from_stream(self, header: UpdateHeader, chunks: AsyncIterator[Chunk], started: float):
+        """Receive every chunk into a staged file, check it, then apply it."""
+        specs = header.tensors or ()
+        algorithm = header.checksum_algorithm
+        if algorithm not in CHECKSUM_ALGORITHMS:
+            raise InvalidRequest(f"header.manifest.checksum_algorithm: unknown value {algorithm}")
+        check_tensor_set(specs, self._expected, "header.manifest.tensors")
+        check_checksums_format(specs, algorithm, "header.manifest.tensors")
+        path = self.settings.staging_dir / f"update-v{header.version}-{uuid.uuid4().hex[:8]}.safetensors"
+        staging = await asyncio.to_thread(StreamStaging, path, specs, algorithm)
+        try:
+            async for tensor_index, offset, data in chunks:
+                await asyncio.to_thread(staging.write, tensor_index, offset, data)
+            await asyncio.to_thread(staging.finish)
             received = time.perf_counter() - started
-            total = sum(spec.size_bytes for spec in specs)
-            result = await self._apply(version, str(real_path), len(specs), total, received)
-        metrics.WEIGHT_UPDATE_SECONDS.labels("file").observe(time.perf_counter() - started)
-        return result
+            return await self._apply(header.version, str(path), len(specs), staging.total_bytes, received)
+        finally:
+            staging.discard()
+
+    async def _update_from_file(self, header: UpdateHeader, chunks: AsyncIterator[Chunk], started: float):
+        """Check a safetensors file inside the weights directory, then apply it."""
+        async for _ in chunks:
+            raise InvalidRequest("chunk: no chunks may follow a header with safetensors_path")
+        real_path = resolve_weights_path(header.safetensors_path or "", self.settings.weights_dir)
+        specs = await asyncio.to_thread(read_safetensors_specs, real_path)
+        check_tensor_set(specs, self._expected, "header.safetensors_path")
+        received = time.perf_counter() - started
+        total = sum(spec.size_bytes for spec in specs)
+        return await self._apply(header.version, str(real_path), len(specs), total, received)
 
     def _check_version(self, version: int) -> None:
         if version <= self.version:

@@ -125,6 +125,18 @@ class TensorSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class UpdateHeader:
+    """The first message of a weight update: the new version and either a manifest
+    (`tensors` + `checksum_algorithm`: "none", "crc32", "sha256" or an unknown name
+    as received) or the path of a safetensors file; neither when the client sent none."""
+
+    version: int
+    tensors: tuple[TensorSpec, ...] | None = None
+    checksum_algorithm: str = "none"
+    safetensors_path: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Limits:
     max_prompts: int
     max_n: int

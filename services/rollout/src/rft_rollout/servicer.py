@@ -20,10 +20,10 @@ from rft_rollout.domain import (
     Sample,
     Sampling,
     TensorSpec,
+    UpdateHeader,
     UpdateResult,
     WeightsRejected,
 )
-from rft_rollout.weights import ChecksumAlgorithm
 
 SERVICE_NAME = rollout_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name
 
@@ -42,7 +42,7 @@ DTYPE_TO_PROTO = {
     "uint8": rollout_pb2.TENSOR_DTYPE_UINT8,
 }
 DTYPE_FROM_PROTO = {value: name for name, value in DTYPE_TO_PROTO.items()}
-CHECKSUMS: dict[int, ChecksumAlgorithm] = {
+CHECKSUMS: dict[int, str] = {
     rollout_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED: "none",
     rollout_pb2.CHECKSUM_ALGORITHM_CRC32: "crc32",
     rollout_pb2.CHECKSUM_ALGORITHM_SHA256: "sha256",
@@ -97,6 +97,23 @@ def sampling_from_proto(params: rollout_pb2.SamplingParams) -> Sampling:
 def tensor_spec_from_proto(spec: rollout_pb2.TensorSpec) -> TensorSpec:
     dtype = DTYPE_FROM_PROTO.get(spec.dtype, rollout_pb2.TensorDtype.Name(spec.dtype).removeprefix("TENSOR_DTYPE_"))
     return TensorSpec(spec.name, dtype, tuple(spec.shape), spec.size_bytes, spec.checksum)
+
+
+def header_from_proto(first: rollout_pb2.UpdateWeightsRequest | None) -> UpdateHeader | None:
+    if first is None or first.WhichOneof("message") != "header":
+        return None
+    header = first.header
+    source = header.WhichOneof("source")
+    if source == "manifest":
+        algorithm = header.manifest.checksum_algorithm
+        return UpdateHeader(
+            version=header.version,
+            tensors=tuple(tensor_spec_from_proto(spec) for spec in header.manifest.tensors),
+            checksum_algorithm=CHECKSUMS.get(algorithm, str(algorithm)),
+        )
+    if source == "safetensors_path":
+        return UpdateHeader(version=header.version, safetensors_path=header.safetensors_path)
+    return UpdateHeader(version=header.version)
 
 
 async def _chunks(requests: AsyncIterator[rollout_pb2.UpdateWeightsRequest]) -> AsyncIterator[Chunk]:
@@ -213,22 +230,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
             core = self._core()
             requests = request_iterator.__aiter__()
             first = await anext(requests, None)
-            if first is None or first.WhichOneof("message") != "header":
-                raise InvalidRequest("header: the first message of an update must be a header")
-            header = first.header
-            source = header.WhichOneof("source")
-            if source == "manifest":
-                algorithm = CHECKSUMS.get(header.manifest.checksum_algorithm)
-                if algorithm is None:
-                    raise InvalidRequest(
-                        f"header.manifest.checksum_algorithm: unknown value {header.manifest.checksum_algorithm}"
-                    )
-                specs = [tensor_spec_from_proto(spec) for spec in header.manifest.tensors]
-                result = await core.update_from_stream(header.version, specs, algorithm, _chunks(requests))
-            elif source == "safetensors_path":
-                result = await core.update_from_file(header.version, header.safetensors_path, _chunks(requests))
-            else:
-                raise InvalidRequest("header: one of manifest or safetensors_path is required")
+            result = await core.update_weights(header_from_proto(first), _chunks(requests))
             return update_to_proto(result)
 
     async def GetModelInfo(self, request, context):

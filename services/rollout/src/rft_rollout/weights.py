@@ -29,6 +29,7 @@ from typing import Literal
 from rft_rollout.domain import InvalidRequest, TensorSpec
 
 ChecksumAlgorithm = Literal["none", "crc32", "sha256"]
+CHECKSUM_ALGORITHMS = ("none", "crc32", "sha256")
 
 # torch dtype name -> (safetensors dtype code, bytes per element)
 DTYPES: dict[str, tuple[str, int]] = {
