@@ -27,9 +27,9 @@ class Cli:
         self.grader = grader
 
     def __call__(
-        self, *args: str, cwd: pathlib.Path | None = None, timeout: float = 120
+        self, *args: str, cwd: pathlib.Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RFT_")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RFT_")}, **(env or {})}
         command = [str(BIN / "rft"), "--learner", self.learner, "--grader", self.grader, *args]
         return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 

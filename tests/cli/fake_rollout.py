@@ -3,7 +3,7 @@
 Same command line as the real one (`serve --model DIR --host H --port P ...`), health
 NOT_SERVING for a moment and then SERVING, Generate / GetModelInfo, and a graceful stop
 on SIGTERM. The "model" answers "a+b=" prompts as a ranked list: DIR/style "good" puts
-the sum first, "bad" puts it third. Every request and the SIGTERM are logged to DIR/calls.
+the sum first, "bad" puts it third, "hang" never becomes SERVING. Every request and the SIGTERM are logged to DIR/calls.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ async def serve(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await asyncio.sleep(0.5)  # "loading the engine"
-    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    if servicer.style != "hang":
+        await checker.set("", health_pb2.HealthCheckResponse.SERVING)
     await stop.wait()
     servicer.log("SIGTERM")
     await checker.set("", health_pb2.HealthCheckResponse.NOT_SERVING)

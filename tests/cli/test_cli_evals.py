@@ -3,13 +3,15 @@ demo test's business): temporary services per model, side-by-side table, top@k."
 
 from __future__ import annotations
 
+import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
 
 import grpc
-from cli_helpers import HERE, write_json, write_jsonl
+from cli_helpers import BIN, HERE, write_json, write_jsonl
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_process import free_port
 
@@ -120,9 +122,29 @@ def test_evals_usage_and_failures(cli, tmp_path) -> None:
     assert invalid.returncode == 1 and "score_metric" in invalid.stderr
     broken = _model(tmp_path, "bad")
     (broken / "style").unlink()  # the fake rollout crashes on start: its log tail is shown
-    crashed = cli(*base, "--rollout-command", FAKE, str(broken))
+    crashed = cli(*base, "--rollout-command", FAKE, str(broken), env={"TMPDIR": str(tmp_path)})
     assert crashed.returncode == 1 and "exited with code" in crashed.stderr and "FileNotFoundError" in crashed.stderr
+    (log,) = tmp_path.glob("rft-evals-rollout-*.log")  # kept for the user, named in the message
+    assert str(log) in crashed.stderr
     dataset = tmp_path / "broken.jsonl"
     dataset.write_text('{"messages": []}\n{"messages": [{"role": "user", "content": "x"}]}\n')
     result = cli("evals", "run", "--file", str(dataset), "--grader-spec", str(spec), str(broken))
     assert result.returncode == 2 and "line 1: 'messages' must be a non-empty list" in result.stderr
+
+
+def test_evals_interrupted_stops_its_rollout(cli_grader, tmp_path) -> None:
+    hang = _model(tmp_path, "hang")  # never SERVING: the CLI waits for it
+    valid = _dataset(tmp_path / "valid.jsonl", count=2)
+    spec = write_json(tmp_path / "rank.json", RANKED)
+    command = [str(BIN / "rft"), "--grader", cli_grader.address, "evals", "run", "--file", str(valid)]
+    command += ["--grader-spec", str(spec), "--rollout-command", FAKE, str(hang)]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    calls = hang / "calls"
+    deadline = time.monotonic() + 30
+    while not (calls.exists() and "started" in calls.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the rollout was not started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert calls.read_text().splitlines()[-1] == "SIGTERM"

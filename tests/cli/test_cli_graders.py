@@ -68,7 +68,7 @@ def test_run_a_jsonl_file_with_summary(cli, tmp_path) -> None:
 
 def test_registry(cli, tmp_path) -> None:
     spec = str(write_json(tmp_path / "spec.json", STRING_CHECK))
-    stored = cli.json("graders", "register", spec, "--name", "exact-cli", "--tenant", "team-a")
+    stored = cli.json("graders", "register", spec, "--name", "exact-cli", "--tenant", "team-a")["grader"]
     grader_id = stored["id"]
     assert stored["type"] == "string_check"
     again = cli("graders", "register", spec, "--name", "exact-cli", "--tenant", "team-a")

@@ -98,10 +98,10 @@ class Reporter:
         elif self.enabled:
             print(text, file=sys.stderr, flush=True)
 
-    def task(self, description: str, total: int):
+    def task(self, description: str, total: int, unit: str):
         """A callable advancing a bar by n; plain mode reports the phase once."""
         if self.progress is None:
-            self.say(f"{description} ({total})")
+            self.say(f"{description} {total} {unit}")
             return lambda n: None
         task_id = self.progress.add_task(description, total=total)
         return lambda n: self.progress.advance(task_id, n)
@@ -152,7 +152,7 @@ async def evaluate_model(
     started = time.monotonic()
     sampling = rollout_pb2.SamplingParams(n=k, temperature=args.temperature, max_tokens=args.max_tokens)
     greedy_params = rollout_pb2.SamplingParams(n=1, temperature=0.0, max_tokens=args.max_tokens)
-    advance = reporter.task(f"{label}: generating", 2 * len(examples))
+    advance = reporter.task(f"{label}: generating", 2 * len(examples), f"prompts ({k} samples, then 1 greedy)")
     sampled = await _generate(stub, examples, sampling, batch, args.seed, advance)
     greedy = await _generate(stub, examples, greedy_params, batch, None, advance)
     generate_seconds = time.monotonic() - started
@@ -161,7 +161,7 @@ async def evaluate_model(
     pairs += [
         (graders.sample_output(texts[0] if texts else ""), e.item) for e, texts in zip(examples, greedy, strict=True)
     ]
-    advance = reporter.task(f"{label}: grading", len(pairs))
+    advance = reporter.task(f"{label}: grading", len(pairs), "samples")
     done = [0]
 
     def on_batch(total: int) -> None:

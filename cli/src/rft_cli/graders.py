@@ -224,7 +224,7 @@ async def register_grader(args: argparse.Namespace, conns: Connections) -> int:
     request = grader_pb2.RegisterGraderRequest(tenant=args.tenant or "", name=args.name, spec=read_spec(args.spec))
     stored = (await grader_stub(args, conns).RegisterGrader(request)).grader
     if args.json:
-        print_json(stored)
+        print_json({"grader": to_dict(stored)})
     else:
         print_table([_grader_row(stored)], GRADER_COLUMNS)
     return EXIT_OK
@@ -244,7 +244,7 @@ async def get_grader(args: argparse.Namespace, conns: Connections) -> int:
     request = grader_pb2.GetGraderRequest(tenant=args.tenant or "", grader_id=args.grader_id)
     stored = (await grader_stub(args, conns).GetGrader(request)).grader
     if args.json:
-        print_json(stored)
+        print_json({"grader": to_dict(stored)})
     else:
         row = _grader_row(stored)
         print_fields(row.items())

@@ -24,6 +24,7 @@ from rft_cli.output import (
     print_json,
     print_table,
     timestamp,
+    to_dict,
 )
 from rft_cli.services import Connections, ServiceError, Stub
 
@@ -223,7 +224,7 @@ async def create(args: argparse.Namespace, conns: Connections) -> int:
             print(f"created {job.id}; watching (Ctrl-C stops watching, not the job)", file=sys.stderr)
         return await watch.watch_job(args, jobs_stub(args, conns), job.id)
     if args.json:
-        print_json(job)
+        print_json({"job": to_dict(job)})
     else:
         print_table([job_row(job)], JOB_COLUMNS)
         print(f"\nfollow it with: rft jobs watch {job.id}")
@@ -243,7 +244,7 @@ async def list_jobs(args: argparse.Namespace, conns: Connections) -> int:
 async def get(args: argparse.Namespace, conns: Connections) -> int:
     job = (await jobs_stub(args, conns).GetJob(ft.GetJobRequest(job_id=args.job_id))).job
     if args.json:
-        print_json(job)
+        print_json({"job": to_dict(job)})
     else:
         print_job(job)
     return EXIT_OK
@@ -252,7 +253,7 @@ async def get(args: argparse.Namespace, conns: Connections) -> int:
 async def _transition(args: argparse.Namespace, conns: Connections, rpc: str, request_class, verb: str) -> int:
     job = (await getattr(jobs_stub(args, conns), rpc)(request_class(job_id=args.job_id))).job
     if args.json:
-        print_json(job)
+        print_json({"job": to_dict(job)})
     else:
         print(f"{verb} {job.id}: status {job_status(job)}")
     return EXIT_OK

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
 from rft_cli import evals, files, graders, jobs, models
 from rft_cli.common import add_global_options
-from rft_cli.output import CliError, error
+from rft_cli.output import EXIT_OK, CliError, error
 from rft_cli.services import Connections, ServiceError
 
 EXIT_INTERRUPTED = 130
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `rft jobs list | head -1`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
     sys.exit(code)
 
 

@@ -36,7 +36,11 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 
 def print_json(value: Message | Mapping[str, Any] | Sequence[Any], *, lines: bool = False) -> None:
-    """JSON on stdout: indented by default, one line per value with `lines` (JSON lines)."""
+    """JSON on stdout: indented by default, one line per value with `lines` (JSON lines).
+
+    Convention: a command's JSON is the service's response message in the protobuf JSON
+    mapping (.proto field names; int64 values as strings), e.g. {"job": {...}}.
+    """
     data = to_dict(value) if isinstance(value, Message) else value
     print(json.dumps(data, separators=(",", ":")) if lines else json.dumps(data, indent=2), flush=lines)
 
@@ -130,9 +134,10 @@ def metric_sort_key(name: str) -> tuple[int, str]:
 
 
 def compare_metrics(base: Mapping[str, float], final: Mapping[str, float]) -> list[dict[str, object]]:
-    """Rows of metric / base / fine-tuned / change for a job's two metric maps."""
+    """Rows of metric / base / fine-tuned / change for a job's two metric maps (timings left out)."""
     rows = []
-    for name in sorted(set(base) | set(final), key=metric_sort_key):
+    names = {name for name in set(base) | set(final) if not name.endswith("_seconds")}
+    for name in sorted(names, key=metric_sort_key):
         before, after = base.get(name), final.get(name)
         change = None
         if before is not None and after is not None and not (math.isnan(before) or math.isnan(after)):
