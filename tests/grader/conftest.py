@@ -1,4 +1,4 @@
-"""Fixtures of the grader tests: one real rft-grader process per module, a fake chat
+"""Fixtures of the grader tests: one real rft-grader process per session, a fake chat
 model endpoint on loopback, and a gRPC stub."""
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fake_model():
     with FakeChatModel() as model:
         yield model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def grader_service(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeChatModel):
     """Our real grader with small limits, so limit behaviour is quick to reach."""
     data_dir = tmp_path_factory.mktemp("grader")
@@ -42,7 +42,7 @@ def grader_service(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeCha
         yield proc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stub(grader_service: ServiceProcess):
     with grader_service.channel() as channel:
         yield Stub(channel)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_NAME_CHARS = 256
+_PARSED_CACHE_SIZE = 256
 
 # name -> (description, defined by OpenAI's grader schema)
 GRADER_TYPES: dict[str, tuple[str, bool]] = {
@@ -80,6 +82,7 @@ class GraderCore:
         self.runtime = runtime
         self.max_batch_items = max_batch_items
         self.max_text_chars = max_text_chars
+        self._parsed: collections.OrderedDict[str, AnySpec] = collections.OrderedDict()
 
     # --- types ------------------------------------------------------------------------
 
@@ -107,8 +110,22 @@ class GraderCore:
                 issues.append(Issue(field, f"{part.type} graders are disabled on this server: {reason}"))
         return issues
 
+    def _parse(self, raw: Any) -> AnySpec:
+        """parse_spec with a small cache: a registered or repeated spec (a python source
+        can be 256 kB) is validated once, not on every Grade call."""
+        key = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+        spec = self._parsed.get(key)
+        if spec is None:
+            spec = parse_spec(raw)
+            self._parsed[key] = spec
+            if len(self._parsed) > _PARSED_CACHE_SIZE:
+                self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(key)
+        return spec
+
     def _runnable(self, raw: Any) -> AnySpec:
-        spec = parse_spec(raw)
+        spec = self._parse(raw)
         if issues := self._disabled_issues(spec):
             raise Disabled("; ".join(f"{i.field}: {i.message}" for i in issues))
         return spec
@@ -118,7 +135,7 @@ class GraderCore:
     def validate(self, raw: Any) -> tuple[str, list[Issue]]:
         """(type, issues): every problem of the spec, including a type disabled here."""
         try:
-            spec = parse_spec(raw)
+            spec = self._parse(raw)
         except InvalidSpec as exc:
             return spec_type(raw), exc.issues
         return spec.type, self._disabled_issues(spec)
