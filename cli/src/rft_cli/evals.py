@@ -143,7 +143,8 @@ async def evaluate_model(
     spec,
     reporter: Reporter,
 ) -> dict[str, Any]:
-    stub = conns.stub(rollout_endpoint(address), rollout_pb2_grpc.RolloutServiceStub)
+    temporary = not args.rollout  # started by this command: plaintext on loopback
+    stub = conns.stub(rollout_endpoint(address), rollout_pb2_grpc.RolloutServiceStub, plaintext=temporary)
     info = await stub.GetModelInfo(rollout_pb2.GetModelInfoRequest())
     k = args.samples
     if info.limits.max_n and k > info.limits.max_n:

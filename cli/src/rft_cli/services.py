@@ -130,8 +130,11 @@ class Connections:
         self.tls_ca = tls_ca
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    def stub(self, endpoint: Endpoint, stub_class: type) -> Stub:
+    def stub(self, endpoint: Endpoint, stub_class: type, plaintext: bool = False) -> Stub:
+        """`plaintext` for services this CLI started itself on loopback (no TLS, no token)."""
         channel = self._channels.get(endpoint.address)
+        if channel is None and plaintext:
+            channel = self._channels[endpoint.address] = aio_channel(endpoint.address)
         if channel is None:
             try:
                 channel = aio_channel(endpoint.address, tls_ca_file=self.tls_ca, token=self.token)
