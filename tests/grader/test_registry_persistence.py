@@ -4,10 +4,12 @@ with FAILED_PRECONDITION and say why."""
 from __future__ import annotations
 
 import grpc
+import pytest
 from graderlib import Stub, grade, grade_request, register, scores, spec_dict, status_of, string_check, types, validate
 from rft.grader.v1 import grader_pb2
 from service_process import ServiceProcess
 
+PYTHON = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1.0\n"}
 JUDGE = {
     "type": "score_model",
     "name": "judge",
@@ -39,12 +41,19 @@ def test_registry_survives_restart_and_stays_tenant_scoped(tmp_path) -> None:
 
 
 def test_disabled_types_fail_precondition_with_the_reason(tmp_path) -> None:
-    # No --model-base-url: score_model and label_model cannot run here.
-    with ServiceProcess("rft-grader", ["--data-dir", str(tmp_path)]) as proc, proc.channel() as channel:
+    # No --model-base-url: score_model and label_model cannot run here; no bubblewrap
+    # (and no weaker mode chosen): python cannot either.
+    args = ["--data-dir", str(tmp_path), "--sandbox-bwrap-path", str(tmp_path / "no-bwrap")]
+    with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
         stub = Stub(channel)
         listed = types(stub)
         assert not listed["score_model"].enabled and "--model-base-url" in listed["score_model"].description
+        assert not listed["python"].enabled and "bubblewrap" in listed["python"].description
         assert listed["string_check"].enabled
+        with pytest.raises(grpc.RpcError) as error:
+            grade(stub, PYTHON, [("x", {})])
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "bubblewrap" in error.value.details()
         request = grader_pb2.RegisterGraderRequest(tenant="acme", name="judge")
         request.spec.update(JUDGE)
         assert status_of(stub.RegisterGrader, request, timeout=10) == grpc.StatusCode.FAILED_PRECONDITION

@@ -97,7 +97,7 @@ class GraderCore:
         statuses = []
         for name, (description, openai) in GRADER_TYPES.items():
             reason = self.disabled_reason(name)
-            text = f"{description} Disabled: {reason}." if reason else description
+            text = f"{description} Disabled: {reason.rstrip('.')}." if reason else description
             statuses.append(TypeStatus(name, text, openai, not reason))
         return statuses
 
