@@ -71,7 +71,7 @@ def parse_label(reply: str, labels: list[str]) -> str | None:
         candidate = value["label"]
     elif isinstance(value, str):
         candidate = value
-    candidate = candidate.strip().strip(_QUOTES).rstrip(".").strip()
+    candidate = candidate.strip().rstrip(".").strip().strip(_QUOTES).rstrip(".").strip()
     if candidate in labels:
         return candidate
     folded = [label for label in labels if label.casefold() == candidate.casefold()]
