@@ -32,8 +32,30 @@ log = logging.getLogger(__name__)
 
 WATCHDOG_MARGIN_SECONDS = 30.0
 SETTLE_SECONDS = 120.0
+GRACEFUL_STOP_SECONDS = 2.0
 MAX_RESPONSE_BYTES = 1 << 30
 ZYGOTE_KILL_REASONS = frozenset({"timeout", "cpu", "file_size", "signal", "tampered"})
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (from /proc; empty when it is gone)."""
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found.extend(int(child) for child in f.read().split())
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+async def _wait(proc: subprocess.Popen, seconds: float) -> bool:
+    """Whether `proc` exited (and was reaped) within `seconds`."""
+    try:
+        await asyncio.to_thread(proc.wait, seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 class WorkerFailed(RuntimeError):
@@ -110,32 +132,44 @@ class SandboxWorker:
         try:
             ready = await asyncio.wait_for(self._read_frame(), self.settings.sandbox_start_seconds)
         except (asyncio.TimeoutError, WorkerFailed, asyncio.IncompleteReadError, ValueError) as exc:
-            await self.stop()
+            await self.stop(graceful=False)
             if self._stderr_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._stderr_task, 5)
             detail = self._stderr_tail.decode("utf-8", "replace").strip()[-2000:]
             raise WorkerFailed(f"sandbox worker did not start ({type(exc).__name__}): {detail}") from None
         if not isinstance(ready, dict) or ready.get("ready") is not True:
-            await self.stop()
+            await self.stop(graceful=False)
             raise WorkerFailed("sandbox worker sent a malformed ready message")
         self.info = ready
         if ready.get("failed"):
             log.warning("sandbox worker could not import some modules", extra={"failed": str(ready["failed"])})
         metrics.WORKER_STARTS.inc()
 
-    async def stop(self) -> None:
-        """Kill the worker and its whole jail (process group; the jail's init takes the rest)."""
+    async def stop(self, graceful: bool = True) -> None:
+        """Stop the worker and its whole jail, leaving no process (and no zombie) behind.
+
+        Closing the request pipe lets an idle zygote exit, and with it the jail. A busy or
+        stuck one is killed inside-out: first the jail's init (the kernel then kills every
+        process of the jail's pid namespace and bubblewrap reaps its child and exits), then
+        whatever is left. Killing bubblewrap first would orphan the jail's processes to the
+        host's init, which on some hosts never reaps them.
+        """
         proc, self.proc = self.proc, None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.to_thread(proc.wait)
+            if not await _wait(proc, GRACEFUL_STOP_SECONDS if graceful else 0):
+                for child in _children(proc.pid):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(child, signal.SIGKILL)
+                if not await _wait(proc, GRACEFUL_STOP_SECONDS):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await asyncio.to_thread(proc.wait)
         self._reader = None
         self._unsettled = False
         if self._workdir is not None:
@@ -207,7 +241,7 @@ class SandboxWorker:
                 self._unsettled = True
                 return outcomes
         except WorkerFailed:
-            await self.stop()
+            await self.stop(graceful=False)
             raise
 
 

@@ -1,0 +1,354 @@
+"""Hostile python graders and hostile model outputs for the sandbox attack suite.
+
+Each Attack is a grader source (and optionally a sample) plus what containment looks
+like: the error kinds allowed, or the exact score a grader returns when its attack
+failed. Attacks that probe for a leak return 1.0 when they succeed, so a broken
+sandbox shows up as a wrong score, never as a silent pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+import psutil
+
+SECRET_ENV = "RFT_SANDBOX_TEST_SECRET"
+HONEST = "def grade(sample, item):\n    return len(sample['output_text']) / 100\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    name: str
+    source: str
+    kinds: frozenset[str] = frozenset()
+    """Acceptable error kinds (lower-case proto names); empty when a score is expected."""
+    score: float | None = None
+    """The score the grader returns when the attack was contained."""
+    output_text: str = "hello"
+    output_json: dict | None = None
+    item: dict = dataclasses.field(default_factory=dict)
+
+
+def _src(body: str) -> str:
+    return textwrap.dedent(body).strip() + "\n"
+
+
+def _kinds(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+def nested(depth: int) -> dict:
+    node: dict = {"leaf": 1}
+    for _ in range(depth):
+        node = {"a": node}
+    return node
+
+
+ATTACKS = [
+    Attack("busy_loop", _src("def grade(s, i):\n    while True: pass"), _kinds("timeout")),
+    Attack("sleep_forever", _src("import time\ndef grade(s, i):\n    time.sleep(10**6)"), _kinds("timeout")),
+    Attack(
+        "ignore_sigxcpu_sigalrm",
+        _src("""
+            import signal
+            for sig in (signal.SIGXCPU, signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
+            def grade(s, i):
+                while True: pass
+        """),
+        _kinds("timeout"),
+    ),
+    Attack(
+        "memory_bomb_bytearray",
+        _src("def grade(s, i):\n    hoard = []\n    while True: hoard.append(bytearray(10**7))"),
+        _kinds("resource_limit"),
+    ),
+    Attack(
+        "memory_bomb_numpy",
+        _src("import numpy as np\ndef grade(s, i):\n    return float(np.ones((40000, 40000)).sum())"),
+        _kinds("resource_limit"),
+    ),
+    Attack(
+        "fork_bomb_os_fork",
+        _src("import os\ndef grade(s, i):\n    while True:\n        if os.fork() == 0:\n            while True: pass"),
+        _kinds("exception"),
+    ),
+    Attack(
+        "fork_multiprocessing",
+        _src("""
+            import multiprocessing, time
+            def grade(s, i):
+                p = multiprocessing.Process(target=time.sleep, args=(1000,))
+                p.start()
+                return 1.0
+        """),
+        _kinds("exception"),
+    ),
+    Attack(
+        "fork_subprocess",
+        _src("import subprocess\ndef grade(s, i):\n    subprocess.Popen(['/usr/bin/sleep', '1000'])\n    return 1.0"),
+        _kinds("exception"),
+    ),
+    Attack(
+        "fork_posix_spawn",
+        _src(
+            "import os\ndef grade(s, i):\n    os.posix_spawn('/usr/bin/sleep', ['sleep', '1000'], {})\n    return 1.0"
+        ),
+        _kinds("exception"),
+    ),
+    Attack(
+        "thread_bomb",
+        _src("""
+            import threading, time
+            def grade(s, i):
+                threads = []
+                while True:
+                    t = threading.Thread(target=time.sleep, args=(1000,))
+                    t.start()
+                    threads.append(t)
+        """),
+        _kinds("exception", "resource_limit"),
+    ),
+    Attack(
+        "deep_recursion",
+        _src(
+            "import sys\nsys.setrecursionlimit(10**9)\ndef f(n):\n    return f(n + 1) + 1\ndef grade(s, i):\n    return f(0)"
+        ),
+        _kinds("crashed", "exception", "timeout", "resource_limit"),
+    ),
+    Attack(
+        "segfault_ctypes",
+        _src("import ctypes\ndef grade(s, i):\n    return float(ctypes.c_int.from_address(8).value)"),
+        _kinds("crashed"),
+    ),
+    Attack(
+        "raw_syscalls_ctypes",
+        _src("""
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            def grade(s, i):
+                # fork(57), clone(56, SIGCHLD), socket(41, AF_INET, SOCK_STREAM), unshare(272, CLONE_NEWUSER),
+                # ptrace(101, PTRACE_ATTACH, 1), mount(165), execve(59, "/usr/bin/true")
+                calls = [(57,), (56, 17, 0, 0, 0, 0), (41, 2, 1, 0), (272, 0x10000000), (101, 16, 1, 0, 0),
+                         (165, b"none", b"/tmp", b"tmpfs", 0, None), (59, b"/usr/bin/true", None, None)]
+                worked = [c[0] for c in calls if libc.syscall(*c) >= 0]
+                if worked:
+                    libc._exit(0) if 57 in worked or 56 in worked else None
+                return 1.0 if worked else 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "network_socket_ip",
+        _src(
+            "import socket\ndef grade(s, i):\n    socket.create_connection(('1.1.1.1', 53), timeout=1)\n    return 1.0"
+        ),
+        _kinds("exception"),
+    ),
+    Attack(
+        "network_dns",
+        _src("import socket\ndef grade(s, i):\n    socket.getaddrinfo('pypi.org', 443)\n    return 1.0"),
+        _kinds("exception"),
+    ),
+    Attack(
+        "network_unix_socket",
+        _src("""
+            import socket
+            def grade(s, i):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect('/run/systemd/private')
+                return 1.0
+        """),
+        _kinds("exception"),
+    ),
+    Attack(
+        "read_etc_passwd",
+        _src("def grade(s, i):\n    return 1.0 if 'root:' in open('/etc/passwd').read() else 0.0"),
+        _kinds("exception"),
+    ),
+    Attack(
+        "read_proc_1_environ",
+        _src("def grade(s, i):\n    return 1.0 if open('/proc/1/environ', 'rb').read() else 0.0"),
+        _kinds("exception"),
+    ),
+    Attack(
+        "read_parent_mem",
+        _src("""
+            import os
+            def grade(s, i):
+                with open(f'/proc/{os.getppid()}/mem', 'rb') as mem:
+                    return 1.0 if mem.read(1) is not None else 0.0
+        """),
+        _kinds("exception"),
+    ),
+    Attack(
+        "read_server_environment",
+        _src(f"""
+            import os, glob
+            def grade(s, i):
+                secret = i['secret']
+                seen = repr(dict(os.environ))
+                for path in ['/proc/self/environ', '/proc/1/environ', f'/proc/{{os.getppid()}}/environ',
+                             *glob.glob('/proc/*/environ')]:
+                    try:
+                        seen += open(path, 'rb').read().decode('latin-1')
+                    except OSError:
+                        pass
+                return 1.0 if secret in seen or {SECRET_ENV!r} in seen else 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "write_outside_tmp",
+        _src("""
+            import os
+            def grade(s, i):
+                wrote = []
+                for path in ['/x', '/usr/x', '/sandbox/x', '/dev/x', '/dev/shm/x', '/etc/x', '/root/x', '/home/x']:
+                    try:
+                        with open(path, 'w') as f:
+                            f.write('x')
+                        wrote.append(path)
+                    except OSError:
+                        pass
+                return 1.0 if wrote else 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "fill_tmp",
+        _src("""
+            def grade(s, i):
+                n = 0
+                while True:
+                    with open(f'/tmp/fill{n}', 'wb') as f:
+                        f.write(b'x' * (1 << 20) * 8)
+                    n += 1
+        """),
+        _kinds("resource_limit"),
+    ),
+    Attack(
+        "huge_stdout",
+        _src("""
+            import os, sys
+            def grade(s, i):
+                for _ in range(20000):
+                    print('{"results": [[null, 1.0, ""]]}' * 30)
+                os.write(1, b'\\x00' * 10**7)
+                sys.stdout.flush()
+                return 0.25
+        """),
+        score=0.25,
+    ),
+    Attack(
+        "huge_stderr",
+        _src("""
+            import os, sys
+            def grade(s, i):
+                for _ in range(20000):
+                    sys.stderr.write('E' * 1000)
+                os.write(2, b'\\xff' * 10**7)
+                return 0.75
+        """),
+        score=0.75,
+    ),
+    Attack(
+        "forge_result_on_every_fd",
+        _src("""
+            import os, struct
+            def grade(s, i):
+                fake = b'\\x00' * 16 + struct.pack('!IBdI', 0, 0, 1.0, 0)
+                for fd in range(3, 1024):
+                    try:
+                        os.write(fd, fake * 64)
+                    except OSError:
+                        pass
+                return 0.0
+        """),
+        _kinds("crashed"),
+    ),
+    Attack(
+        "forge_result_on_stdout",
+        _src(
+            'import os\ndef grade(s, i):\n    os.write(1, b\'\\x00\\x00\\x00\\x10{"results": [[null, 1.0, ""]]}\')\n'
+            '    print(\'{"results": [[null, 1.0, ""]]}\')\n    return 0.125'
+        ),
+        score=0.125,
+    ),
+    Attack(
+        "signal_the_zygote",
+        _src("""
+            import os, signal
+            def grade(s, i):
+                for pid in (os.getppid(), 1, -1, 0 - os.getpgid(0) - 1):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        return 1.0
+                    except OSError:
+                        pass
+                return 0.0
+        """),
+        score=0.0,
+    ),
+    Attack("nan_score", _src("def grade(s, i):\n    return float('nan')"), _kinds("invalid_score")),
+    Attack("inf_score", _src("def grade(s, i):\n    return float('inf')"), _kinds("invalid_score")),
+    Attack("huge_score", _src("def grade(s, i):\n    return 1e308"), _kinds("invalid_score")),
+    Attack("bool_score", _src("def grade(s, i):\n    return True"), _kinds("invalid_score")),
+    Attack("string_score", _src("def grade(s, i):\n    return '1.0'"), _kinds("invalid_score")),
+    Attack("os_exit_without_result", _src("import os\ndef grade(s, i):\n    os._exit(0)"), _kinds("crashed")),
+    Attack(
+        "looping_float",
+        _src("""
+            import numbers
+            class Sly:
+                def __float__(self):
+                    while True: pass
+            numbers.Real.register(Sly)
+            def grade(s, i):
+                return Sly()
+        """),
+        _kinds("timeout"),
+    ),
+    Attack(
+        "ten_mb_model_output",
+        HONEST.replace("/ 100", "/ 10_000_000"),
+        score=1.0,
+        output_text="A" * 10_000_000,
+    ),
+    Attack(
+        "hostile_unicode_output",
+        _src("def grade(s, i):\n    raise ValueError(s['output_text'] + '\\udc80\\ud800')"),
+        _kinds("exception"),
+        output_text="\x00\u202e\uffff\U0010ffff" * 1000,
+    ),
+    Attack(
+        "deeply_nested_json",
+        _src("""
+            def grade(s, i):
+                node, depth = s['output_json'], 0
+                while isinstance(node, dict) and 'a' in node:
+                    node, depth = node['a'], depth + 1
+                return depth / 100
+        """),
+        score=0.3,
+        output_json=nested(30),  # the deepest the wire format takes (see the test of deeper input)
+    ),
+]
+
+
+def sandbox_processes() -> set[int]:
+    """Pids of every process of the sandbox uid (65534) on this host."""
+    found = set()
+    for proc in psutil.process_iter(["uids"]):
+        uids = proc.info.get("uids")
+        if uids is not None and 65534 in (uids.real, uids.effective):
+            found.add(proc.pid)
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()

@@ -1,0 +1,251 @@
+"""The attack suite of the python sandbox, run through a real rft-grader over gRPC.
+
+Every hostile grader or hostile model output in sandbox_helpers.ATTACKS is graded by a
+real service process (bubblewrap jails, small limits so the suite stays quick). After
+each one: the attack was contained (the expected error kind, or the score its grader
+returns when the attack failed), the service still serves, no stray process remains
+(every process of uid 65534 belongs to a warm worker jail, and each jail holds only its
+init and its zygote), and the next honest grade is right.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+import re
+import secrets
+
+import grpc
+import psutil
+import pytest
+from graderlib import KIND, Stub, grade, scores, types
+from rft.grader.v1 import grader_pb2
+from sandbox_helpers import ATTACKS, HONEST, SECRET_ENV, Attack, nested, sandbox_processes
+from service_process import ServiceProcess
+
+pytestmark = pytest.mark.python_grader
+
+TENANT = "attacker"
+SECRET = "s3cret-" + secrets.token_hex(8)
+LIMIT_FLAGS = [
+    "--sandbox-timeout-seconds", "2",
+    "--sandbox-cpu-seconds", "2",
+    "--sandbox-memory-bytes", str(256 * 1024**2),
+    "--sandbox-tmp-bytes", str(64 * 1024**2),
+    "--sandbox-workers-per-tenant", "2",
+    "--max-text-chars", "20000000",
+]  # fmt: skip
+
+
+def python_spec(source: str) -> dict:
+    return {"type": "python", "name": "attack", "source": source}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory):
+    """A real grader whose environment holds a secret graded code must never see."""
+    data_dir = tmp_path_factory.mktemp("grader-sandbox")
+    with ServiceProcess("rft-grader", ["--data-dir", str(data_dir), *LIMIT_FLAGS], env={SECRET_ENV: SECRET}) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def stub(service: ServiceProcess):
+    with service.channel() as channel:
+        yield Stub(channel)
+
+
+def honest_batch(stub: Stub, tenant: str = TENANT, n: int = 64) -> None:
+    """A batch big enough to use every worker of the tenant; every score must be exact."""
+    items = [("x" * (i % 100), {}) for i in range(n)]
+    response = grade(stub, python_spec(HONEST), items, tenant=tenant)
+    assert scores(response) == [(i % 100) / 100 for i in range(n)]
+
+
+def is_jail(proc: psutil.Process) -> bool:
+    try:
+        return proc.cmdline()[:1] == ["/usr/bin/bwrap"] or proc.name() == "bwrap"
+    except psutil.Error:
+        return False
+
+
+def jails_of(server_pid: int) -> list[psutil.Process]:
+    return [c for c in psutil.Process(server_pid).children() if is_jail(c)]
+
+
+def in_some_jail(pid: int) -> bool:
+    """Other services on this machine (parallel test runs) have jails of their own."""
+    try:
+        return any(is_jail(parent) for parent in psutil.Process(pid).parents())
+    except psutil.Error:
+        return True  # gone already
+
+
+def _status(pid: int) -> str:
+    try:
+        return psutil.Process(pid).status()
+    except psutil.Error:
+        return psutil.STATUS_DEAD
+
+
+def describe(pid: int) -> str:
+    try:
+        proc = psutil.Process(pid)
+        return f"{pid} {proc.status()} parent {proc.ppid()}: {' '.join(proc.parent().cmdline())[:100]}"
+    except psutil.Error as exc:
+        return f"{pid}: {exc}"
+
+
+def assert_no_stray_process(server_pid: int, others_before: set[int]) -> None:
+    """Only warm jails (outer bubblewrap -> init -> zygote) hold sandbox processes."""
+    jails = jails_of(server_pid)
+    for jail in jails:
+        tree = jail.children(recursive=True)
+        assert len(tree) == 2, f"jail {jail.pid} holds {[p.cmdline()[:2] for p in tree]}"
+    # Zombies are left out: they run nothing, and parallel test runs on this host leave their own.
+    stray = {pid for pid in sandbox_processes() if not in_some_jail(pid) and not is_jail(psutil.Process(pid))}
+    stray = {pid for pid in stray if _status(pid) != psutil.STATUS_ZOMBIE}
+    assert not stray, [describe(pid) for pid in stray]
+    others = {c.pid for c in psutil.Process(server_pid).children()} - {j.pid for j in jails}
+    assert others == others_before, "the grader's other worker processes changed"
+
+
+@pytest.fixture(scope="module")
+def baseline(service: ServiceProcess, stub: Stub) -> set[int]:
+    honest_batch(stub)
+    jails = jails_of(service.proc.pid)
+    assert len(jails) >= 2, "the attacker tenant's two workers should be warm"
+    return {c.pid for c in psutil.Process(service.proc.pid).children()} - {j.pid for j in jails}
+
+
+def test_attack_suite_is_big_enough() -> None:
+    assert len(ATTACKS) >= 30
+    assert len({a.name for a in ATTACKS}) == len(ATTACKS)
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack_is_contained(service: ServiceProcess, stub: Stub, baseline: set[int], attack: Attack) -> None:
+    item = {"secret": SECRET, **attack.item}
+    entry = (attack.output_text, item, attack.output_json) if attack.output_json else (attack.output_text, item)
+    response = grade(stub, python_spec(attack.source), [entry], tenant=TENANT)
+    (result,) = response.results
+    if attack.kinds:
+        assert result.HasField("error"), f"expected {sorted(attack.kinds)}, got score {result.score}"
+        kind = KIND.Name(result.error.kind).removeprefix("GRADE_ERROR_KIND_").lower()
+        assert kind in attack.kinds, f"{kind}: {result.error.message[:300]}"
+        assert SECRET not in result.error.message
+    else:
+        assert not result.HasField("error"), f"{result.error.kind}: {result.error.message[:300]}"
+        assert result.score == attack.score
+    # The service still serves, the next honest grade is right, nothing is left behind.
+    honest_batch(stub)
+    assert_no_stray_process(service.proc.pid, baseline)
+
+
+def test_kills_and_workers_are_in_metrics(service: ServiceProcess, stub: Stub, baseline: set[int]) -> None:
+    response = grade(stub, python_spec("def grade(s, i):\n    while True: pass"), [("x", {})], tenant=TENANT)
+    assert scores(response) == ["TIMEOUT"]
+    text = service.metrics()
+    kills = re.search(r'rft_grader_sandbox_kills_total\{reason="timeout"\} (\S+)', text)
+    assert kills and float(kills.group(1)) >= 1
+    assert re.search(rf'rft_grader_sandbox_workers\{{tenant="{TENANT}"\}} 2\.0', text)
+
+
+def test_batch_pins_the_culprit_and_keeps_other_scores(stub: Stub, baseline: set[int]) -> None:
+    source = (
+        "import os\n"
+        "def grade(s, i):\n"
+        "    t = s['output_text']\n"
+        "    if t == 'hang':\n        while True: pass\n"
+        "    if t == 'die':\n        os._exit(3)\n"
+        "    if t == 'oom':\n        return len(bytearray(10**10))\n"
+        "    return len(t) / 100\n"
+    )
+    texts = ["a", "hang", "bb", "die", "ccc", "oom", "dddd"]
+    response = grade(stub, python_spec(source), [(t, {}) for t in texts], tenant=TENANT)
+    assert scores(response) == [0.01, "TIMEOUT", 0.02, "CRASHED", 0.03, "RESOURCE_LIMIT", 0.04]
+
+
+def test_tenants_cannot_read_each_others_files(stub: Stub, baseline: set[int]) -> None:
+    """Both graders run at once: each writes a file and looks for the other's everywhere it can."""
+    source = """
+import os, time
+def grade(s, i):
+    mine, theirs = i['mine'], i['theirs']
+    with open('/tmp/' + mine, 'w') as f:
+        f.write(i['secret'])
+    own_ok = open('/tmp/' + mine).read() == i['secret']  # reading works: the probe could see a file
+    deadline = time.time() + 1.2
+    while time.time() < deadline:
+        for root, dirs, files in os.walk('/'):
+            if theirs in files:
+                return 1.0
+            if root == '/':
+                dirs.remove('usr')  # read-only system files: too big to walk within the time limit
+            if time.time() > deadline:
+                break
+        time.sleep(0.05)
+    return 0.0 if own_ok else 0.5
+"""
+    spec = python_spec(source)
+
+    def run(tenant: str, mine: str, theirs: str) -> list:
+        return scores(grade(stub, spec, [("x", {"mine": mine, "theirs": theirs, "secret": SECRET})], tenant=tenant))
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        alice = pool.submit(run, "alice", "alice-file", "mallory-file")
+        mallory = pool.submit(run, "mallory", "mallory-file", "alice-file")
+        assert alice.result() == [0.0]
+        assert mallory.result() == [0.0]
+
+
+def test_invalid_utf8_on_the_wire_is_refused_and_service_serves(service: ServiceProcess, stub: Stub) -> None:
+    request = grader_pb2.GradeRequest(tenant=TENANT)
+    request.spec.update(python_spec(HONEST))
+    request.items.add().sample.output_text = "MARKER-MARKER"
+    raw = request.SerializeToString().replace(b"MARKER-MARKER", b"\xff\xfe\xfd\xc3(\xa0\xa1\x80\x80\xbf\xf0\x28\x8c")
+    with service.channel() as channel:
+        call = channel.unary_unary(
+            "/rft.grader.v1.GraderService/Grade",
+            request_serializer=lambda b: b,
+            response_deserializer=grader_pb2.GradeResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as exc:
+            call(raw, timeout=30)
+    # grpcio answers a request it cannot parse with UNKNOWN or INTERNAL; what matters is what follows.
+    assert exc.value.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    honest_batch(stub)
+
+
+def test_json_nested_deeper_than_the_wire_allows_is_refused_and_service_serves(stub: Stub) -> None:
+    with pytest.raises(grpc.RpcError):
+        grade(stub, python_spec(HONEST), [("x", {}, nested(100))], tenant=TENANT)
+    honest_batch(stub)
+
+
+def test_without_bubblewrap_python_is_refused_with_the_reason(tmp_path: pathlib.Path) -> None:
+    args = ["--data-dir", str(tmp_path), "--sandbox-bwrap-path", "/nonexistent/bwrap"]
+    with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
+        stub = Stub(channel)
+        with pytest.raises(grpc.RpcError) as exc:
+            grade(stub, python_spec(HONEST), [("x", {})])
+        assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "bubblewrap" in exc.value.details()
+        python = types(stub)["python"]
+        assert not python.enabled and "bubblewrap" in python.description
+        assert "PYTHON GRADERS DISABLED" in proc.logs()
+
+
+def test_weaker_mode_must_be_chosen_and_then_works(tmp_path: pathlib.Path) -> None:
+    args = ["--data-dir", str(tmp_path), "--sandbox-bwrap-path", "/nonexistent/bwrap", "--sandbox-mode", "unjailed"]
+    args += ["--sandbox-timeout-seconds", "2", "--sandbox-cpu-seconds", "2"]
+    with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
+        stub = Stub(channel)
+        assert types(stub)["python"].enabled
+        response = grade(stub, python_spec(HONEST), [("x" * 42, {})])
+        assert scores(response) == [0.42]
+        fork = "import os\ndef grade(s, i):\n    os.fork()\n    return 1.0"
+        assert scores(grade(stub, python_spec(fork), [("x", {})])) == ["EXCEPTION"]  # seccomp still holds
+        spin = "def grade(s, i):\n    while True: pass"
+        assert scores(grade(stub, python_spec(spin), [("x", {})])) == ["TIMEOUT"]
+        assert "WEAKER MODE" in proc.logs()
