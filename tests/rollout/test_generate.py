@@ -126,3 +126,15 @@ def test_stream_generate_yields_every_sample_once(rollout) -> None:
     for result in unary.results:
         for sample in result.samples:
             assert by_index[(sample.prompt_index, sample.sample_index)] == list(sample.token_ids)
+
+
+def test_stream_generate_yields_a_sample_as_soon_as_it_finishes(rollout) -> None:
+    """A sample that hits the context length after a few tokens arrives before a
+    sample of the same call that still has ~200 tokens to go."""
+    request = rollout_pb2.StreamGenerateRequest(
+        prompts=[token_prompt([5, 6, 7]), token_prompt([5] * 250)],  # context: 256 tokens
+        sampling=rollout_pb2.SamplingParams(max_tokens=200, temperature=1.0, seed=3),
+    )
+    streamed = list(rollout.stub.StreamGenerate(request, timeout=120))
+    assert [m.sample.prompt_index for m in streamed] == [1, 0]
+    assert len(streamed[0].sample.token_ids) <= 6 < len(streamed[1].sample.token_ids)
