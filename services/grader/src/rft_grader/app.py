@@ -54,7 +54,6 @@ async def open_core(config: GraderConfig):
             log.warning("python graders are disabled: %s", reason)
         else:
             log.info("python sandbox ready", extra={"sandbox": sandbox.describe()})
-        await lanes.wait_ready()  # warmed up while the sandbox started
         if reason := models.disabled_reason:
             log.info("score_model and label_model graders are disabled: %s", reason)
         yield GraderCore(registry, Runtime(lanes, models, sandbox), config.max_batch_items, config.max_text_chars)

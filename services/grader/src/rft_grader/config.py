@@ -5,17 +5,9 @@ from __future__ import annotations
 import pathlib
 
 import pydantic
-from rft_common.config import Config
 from rft_common.server import ServerConfig
 
-try:
-    from rft_grader.sandbox import SandboxSettings
-except ModuleNotFoundError as exc:  # the sandbox package ships separately; without it python is disabled
-    if exc.name != "rft_grader.sandbox":
-        raise
-
-    class SandboxSettings(Config):
-        """No sandbox settings: the sandbox package is not installed."""
+from rft_grader.sandbox import SandboxSettings
 
 
 class GraderConfig(SandboxSettings, ServerConfig):

@@ -185,8 +185,9 @@ class CpuLanes:
         self._idle: asyncio.Queue[_Lane] = asyncio.Queue()
 
     async def __aenter__(self) -> CpuLanes:
-        """Spawn the workers; they import their libraries while the app starts the rest
-        (call `wait_ready` before reporting SERVING)."""
+        """Spawn the workers. They import their libraries in the background (seconds on a
+        busy machine); a job that arrives earlier waits for that outside its deadline,
+        so the server need not hold back SERVING for it."""
         try:
             await asyncio.gather(*(lane.start() for lane in self._lanes))
         except BaseException:
@@ -195,9 +196,6 @@ class CpuLanes:
         for lane in self._lanes:
             self._idle.put_nowait(lane)
         return self
-
-    async def wait_ready(self) -> None:
-        await asyncio.gather(*(lane.ensure_warm() for lane in self._lanes))
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(lane.stop() for lane in self._lanes))

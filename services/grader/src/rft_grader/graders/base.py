@@ -9,6 +9,7 @@ from typing import Any
 from rft_grader.domain import ErrorKind, Outcome, Pair, check_score
 from rft_grader.lanes import CpuLanes, LaneResult
 from rft_grader.model_client import ModelClient
+from rft_grader.sandbox import SandboxPool
 from rft_grader.spec import AnySpec
 from rft_grader.templates import Template, TemplateError
 
@@ -19,7 +20,7 @@ class Runtime:
 
     lanes: CpuLanes
     models: ModelClient
-    sandbox: Any | None  # rft_grader.sandbox.SandboxPool, when installed
+    sandbox: SandboxPool
 
 
 class Grader:

@@ -11,39 +11,24 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from rft_grader.domain import Disabled, ErrorKind, Outcome, Pair, check_score
 from rft_grader.graders.base import Grader
+from rft_grader.sandbox import SandboxPool, SandboxSettings, SandboxUnavailable
 from rft_grader.spec import PythonSpec
 
 _KINDS = {kind.value: kind for kind in ErrorKind}
 
-try:
-    from rft_grader.sandbox import SandboxPool, SandboxUnavailable
-except ModuleNotFoundError as exc:  # the sandbox package ships separately; without it python is disabled
-    if exc.name != "rft_grader.sandbox":
-        raise
-    SandboxPool = None
-
-    class SandboxUnavailable(RuntimeError):
-        """Stand-in: never raised without the sandbox package."""
-
 
 @contextlib.asynccontextmanager
-async def open_sandbox(settings: Any) -> AsyncIterator[Any | None]:
-    """The sandbox pool for the app's lifespan, or None when the package is absent."""
-    if SandboxPool is None:
-        yield None
-        return
+async def open_sandbox(settings: SandboxSettings) -> AsyncIterator[SandboxPool]:
+    """The sandbox pool for the app's lifespan (it may be unavailable: see its reason)."""
     async with SandboxPool(settings) as pool:
         yield pool
 
 
-def sandbox_unavailable_reason(pool: Any | None) -> str:
+def sandbox_unavailable_reason(pool: SandboxPool) -> str:
     """Why python graders cannot run here ('' when they can)."""
-    if pool is None:
-        return "the python sandbox (rft_grader.sandbox) is not installed"
     return "" if pool.available else (pool.unavailable_reason or "the python sandbox is unavailable")
 
 
