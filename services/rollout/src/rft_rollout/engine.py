@@ -219,6 +219,10 @@ def _engine_args(config: RolloutConfig):
         enforce_eager=config.enforce_eager,
         seed=config.seed,
         worker_extension_cls=WORKER_EXTENSION,
+        # vLLM 0.32 on CPU: a seeded request whose prefill is split over engine steps
+        # kills the engine ("CPU Generator does not use offset"). The learner seeds
+        # every request for exact resumes, so prefills run whole.
+        enable_chunked_prefill=False,
     )
 
 
