@@ -339,12 +339,14 @@ class JobManager:
             expected = await asyncio.to_thread(_tensor_shapes, model_dir)
             for address, info in zip(pool.addresses, infos, strict=True):
                 served = {t.name: tuple(t.shape) for t in info.tensors}
-                if served and served != expected:
-                    missing = sorted(set(served) - set(expected))[:3]
-                    differ = sorted(k for k in set(served) & set(expected) if served[k] != expected[k])[:3]
+                # The file may omit tied weights (lm_head.weight) that the engine lists.
+                unknown = sorted(set(expected) - set(served))[:3]
+                differ = sorted(k for k in set(served) & set(expected) if served[k] != expected[k])[:3]
+                if served and (unknown or differ):
                     raise InvalidJob(
                         f"model: its tensors do not match the model served by rollout {address} "
-                        f"(missing {missing}, different shapes {differ}); start the rollout with the same architecture"
+                        f"(unknown to it {unknown}, different shapes {differ}); start the rollout with the same "
+                        "architecture"
                     )
         finally:
             await pool.close()

@@ -1,0 +1,144 @@
+"""Reinforcement jobs end to end through the learner's gRPC API, against live rollout
+(vLLM) and grader services on a tiny model."""
+
+from __future__ import annotations
+
+import signal
+
+from jobs_client import (
+    jobs_stub,
+    learner_args,
+    metrics_by_step,
+    reinforcement_request,
+    upload,
+    wait_for,
+    write_jsonl,
+)
+from rft.learner.v1 import fine_tuning_pb2 as ft
+from service_process import ServiceProcess
+
+# A random-initialised character model emits a "7" in a sample now and then; the grader
+# rewards it. RL must make it more frequent — a rise no untrained sampler shows.
+SPEC = {
+    "type": "string_check",
+    "name": "has_seven",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.digit}}",
+    "operation": "like",
+}
+HYPER = dict(
+    batch_size=8,
+    group_size=8,
+    max_new_tokens=8,
+    temperature=1.0,
+    learning_rate_multiplier=10.0,
+    kl_coef=0.0,
+    eval_interval=0,
+    eval_samples=2,
+)
+DONE = {ft.JOB_STATUS_SUCCEEDED, ft.JOB_STATUS_FAILED, ft.JOB_STATUS_CANCELLED}
+
+
+def dataset(tmp_path, n_train: int = 32, n_valid: int = 8):
+    rows = [
+        {"messages": [{"role": "user", "content": f"Write anything #{i}"}], "digit": "7"}
+        for i in range(n_train + n_valid)
+    ]
+    return write_jsonl(tmp_path / "train.jsonl", rows[:n_train]), write_jsonl(tmp_path / "valid.jsonl", rows[n_train:])
+
+
+def start_job(channel, tiny_model, tmp_path, seed: int = 7, **overrides) -> str:
+    train_path, valid_path = dataset(tmp_path)
+    train, valid = upload(channel, train_path), upload(channel, valid_path)
+    request = reinforcement_request(str(tiny_model), train.id, valid.id, SPEC, seed=seed, **{**HYPER, **overrides})
+    return jobs_stub(channel).CreateJob(request, timeout=120).job.id
+
+
+def test_reinforcement_job_raises_the_training_reward(rollout, grader_service, tiny_model, tmp_path) -> None:
+    args = learner_args(tmp_path / "learner", rollout, grader_service, checkpoint_interval=4)
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        job_id = start_job(channel, tiny_model, tmp_path, n_epochs=4)  # 16 steps
+        job = wait_for(channel, job_id, DONE, timeout=900)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        assert job.trained_steps == job.total_steps == 16
+
+        steps = metrics_by_step(channel, job_id)
+        rewards = [steps[s]["train_reward_mean"] for s in range(1, 17)]
+        first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
+        assert last > first + 0.2, f"training reward did not rise: {rewards}"
+        for name in (
+            "kl",
+            "entropy",
+            "clip_fraction",
+            "policy_version_lag",
+            "weight_sync_seconds",
+            "tokens_per_second",
+        ):
+            assert name in steps[16], name
+        # Base and fine-tuned validation side by side.
+        assert "valid_reward_mean" in job.base_metrics and "valid_reward_mean" in job.final_metrics
+        assert job.final_metrics["valid_reward_mean"] > job.base_metrics["valid_reward_mean"]
+
+        checkpoints = (
+            jobs_stub(channel).ListCheckpoints(ft.ListCheckpointsRequest(job_id=job_id), timeout=10).checkpoints
+        )
+        assert [c.step for c in checkpoints][:2] == [16, 12]
+        exported = job.fine_tuned_model
+        assert exported and any(name.endswith(".safetensors") for name in __import__("os").listdir(exported))
+
+
+def test_a_killed_learner_resumes_the_job_from_its_checkpoint(rollout, grader_service, tiny_model, tmp_path) -> None:
+    args = learner_args(tmp_path / "learner", rollout, grader_service, checkpoint_interval=2)
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        job_id = start_job(channel, tiny_model, tmp_path, n_epochs=2)  # 8 steps
+        wait_for_steps(channel, job_id, 3)
+        learner.proc.send_signal(signal.SIGKILL)
+        learner.proc.wait()
+
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        job = wait_for(channel, job_id, DONE, timeout=900)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        assert job.trained_steps == job.total_steps == 8
+        messages = [
+            u.event.message
+            for u in jobs_stub(channel).WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=30)
+            if u.HasField("event")
+        ]
+        assert any("learner restarted" in m for m in messages), messages
+        assert any("resuming from checkpoint at step" in m for m in messages), messages
+
+
+def test_pause_and_resume_continue_exactly_like_an_uninterrupted_run(rollout, grader_service, tiny_model, tmp_path):
+    args = learner_args(tmp_path / "learner", rollout, grader_service, checkpoint_interval=100)
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        stub = jobs_stub(channel)
+        straight = start_job(channel, tiny_model, tmp_path, seed=11, n_epochs=2, eval_samples=1)
+        assert wait_for(channel, straight, DONE).status == ft.JOB_STATUS_SUCCEEDED
+
+        paused = start_job(channel, tiny_model, tmp_path, seed=11, n_epochs=2, eval_samples=1)
+        wait_for_steps(channel, paused, 2)
+        stub.PauseJob(ft.PauseJobRequest(job_id=paused), timeout=10)
+        job = wait_for(channel, paused, {ft.JOB_STATUS_PAUSED, *DONE})
+        assert job.status == ft.JOB_STATUS_PAUSED
+        pause_step = job.trained_steps
+        assert pause_step < job.total_steps
+        stub.ResumeJob(ft.ResumeJobRequest(job_id=paused), timeout=10)
+        assert wait_for(channel, paused, DONE).status == ft.JOB_STATUS_SUCCEEDED
+
+        expected, got = metrics_by_step(channel, straight), metrics_by_step(channel, paused)
+        for step in range(pause_step + 1, 9):
+            for name in ("train_reward_mean", "loss", "response_length_mean"):
+                assert got[step][name] == expected[step][name], (step, name, got[step][name], expected[step][name])
+
+
+def wait_for_steps(channel, job_id: str, steps: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        job = jobs_stub(channel).GetJob(ft.GetJobRequest(job_id=job_id), timeout=10).job
+        assert job.status not in DONE, job.error
+        if job.trained_steps >= steps:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id} did not reach step {steps}")
