@@ -72,6 +72,15 @@ def types(stub: Stub) -> dict[str, grader_pb2.GraderType]:
     return {t.name: t for t in stub.ListGraderTypes(grader_pb2.ListGraderTypesRequest(), timeout=30).types}
 
 
+def require(stub: Stub, kind: str) -> None:
+    """Skip unless the server under test runs `kind` (python needs a usable sandbox)."""
+    import pytest
+
+    listed = types(stub).get(kind)
+    if listed is None or not listed.enabled:
+        pytest.skip(f"{kind} is not enabled on the server under test")
+
+
 def spec_dict(grader: grader_pb2.Grader) -> dict[str, Any]:
     return json_format.MessageToDict(grader.spec)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from graderlib import grade, scores, similarity, string_check
+from graderlib import grade, require, scores, similarity, string_check
 
 
 def test_string_check_operations(stub) -> None:
@@ -228,6 +228,7 @@ def test_label_model_passing_labels(stub) -> None:
 
 @pytest.mark.python_grader
 def test_python_grader_sees_sample_json_and_item_inside_multi(stub) -> None:
+    require(stub, "python")
     source = (
         "def grade(sample, item):\n"
         "    same = sample['output_json']['answer'] == item['expected']['answer']\n"

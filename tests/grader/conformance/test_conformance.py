@@ -13,6 +13,7 @@ from graderlib import (
     grade_request,
     issue_fields,
     register,
+    require,
     scores,
     similarity,
     spec_dict,
@@ -45,12 +46,6 @@ OPENAI_SAMPLES = {
         "passing_labels": ["good"],
     },
 }
-
-
-def require(stub, kind: str) -> None:
-    listed = types(stub).get(kind)
-    if listed is None or not listed.enabled:
-        pytest.skip(f"{kind} is not enabled on the server under test")
 
 
 def multi(graders: dict, calculate_output: str) -> dict:
