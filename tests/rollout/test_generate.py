@@ -138,3 +138,18 @@ def test_stream_generate_yields_a_sample_as_soon_as_it_finishes(rollout) -> None
     streamed = list(rollout.stub.StreamGenerate(request, timeout=120))
     assert [m.sample.prompt_index for m in streamed] == [1, 0]
     assert len(streamed[0].sample.token_ids) <= 6 < len(streamed[1].sample.token_ids)
+
+
+def test_seeded_batch_larger_than_one_engine_step_generates(rollout) -> None:
+    """16 prompts x 8 samples x 200 prompt tokens do not fit one engine step. vLLM 0.32
+    on CPU kills its engine when a seeded request's prompt is split across steps
+    (chunked prefill), which the service therefore turns off."""
+    prompts = [token_prompt([5 + i % 90] * 200) for i in range(16)]
+    response = rollout.stub.Generate(
+        rollout_pb2.GenerateRequest(
+            prompts=prompts, sampling=rollout_pb2.SamplingParams(n=8, max_tokens=4, temperature=1.0, seed=1)
+        ),
+        timeout=300,
+    )
+    assert response.completion_tokens == 16 * 8 * 4
+    assert greedy(rollout.stub, [PROMPTS[0]], max_tokens=4)[0].token_ids  # the engine is still alive

@@ -23,6 +23,10 @@ from rft_rollout.servicer import SERVICE_NAME, RolloutServicer
 
 log = logging.getLogger(__name__)
 
+# How often an idle service checks that its engine is alive (health turns NOT_SERVING
+# when it is not, so an orchestrator restarts the replica).
+ENGINE_WATCH_SECONDS = 2.0
+
 
 def settings_from(config: RolloutConfig) -> Settings:
     return Settings(
@@ -63,7 +67,10 @@ async def _run_engine(config: RolloutConfig, servicer: RolloutServicer, server: 
             log.info("engine ready", extra={"model": config.model, "warmup_seconds": round(seconds, 2)})
             servicer.core = core
             await server.set_serving(True)
-            await asyncio.Event().wait()  # until cancelled by shutdown
+            while not engine.dead:  # until cancelled by shutdown
+                await asyncio.sleep(ENGINE_WATCH_SECONDS)
+            await core.stop_serving("the inference engine died; see the log above")
+            await asyncio.Event().wait()
         finally:
             servicer.core = None
             metrics.QUEUE_DEPTH.set_function(lambda: 0)

@@ -34,6 +34,8 @@ class RolloutConfig(ServerConfig):
     """Most sequences the engine batches in one step (continuous batching width)."""
     enforce_eager: bool = True
     """Run the model eagerly (no torch.compile / CUDA graphs): fast start-up, the CPU default."""
+    enable_chunked_prefill: bool = False
+    """Split long prompts across engine steps. Off: vLLM 0.32 on CPU kills its engine when a seeded request is split."""
     seed: int = 0
     """Engine seed for requests that give none."""
     warmup_requests: int = pydantic.Field(64, ge=0)

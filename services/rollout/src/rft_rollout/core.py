@@ -99,6 +99,17 @@ class RolloutCore:
         self._on_broken = on_broken
         metrics.POLICY_VERSION.set(0)
 
+    async def stop_serving(self, reason: str) -> None:
+        """Refuse every later request (UNAVAILABLE) and report NOT_SERVING, so that an
+        orchestrator replaces this replica: used when the engine died or may hold
+        half-applied weights."""
+        if self._broken:
+            return
+        log.error("the service stops serving: %s", reason)
+        self._broken = reason
+        if self._on_broken is not None:
+            await self._on_broken(reason)
+
     def close(self) -> None:
         self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
 
@@ -219,7 +230,11 @@ class RolloutCore:
 
     async def _sample(self, request_id: str, prompt_index: int, sample_index: int, request: SampleRequest) -> Sample:
         started_version = self.version
-        result = await self.engine.generate(f"{request_id}-{prompt_index}-{sample_index}", request)
+        try:
+            result = await self.engine.generate(f"{request_id}-{prompt_index}-{sample_index}", request)
+        except NotReady as exc:
+            await self.stop_serving(str(exc))
+            raise
         metrics.GENERATED_TOKENS.inc(len(result.token_ids))
         if result.time_to_first_token is not None:
             metrics.TIME_TO_FIRST_TOKEN.observe(result.time_to_first_token)
@@ -352,10 +367,7 @@ class RolloutCore:
                 # The engine failed while copying weights: they may be half applied, so
                 # this replica must not serve samples under either version.
                 reason = f"applying weights version {version} failed in the engine: {exc}"
-                log.exception("weight update failed; the service stops serving")
-                self._broken = reason
-                if self._on_broken is not None:
-                    await self._on_broken(reason)
+                await self.stop_serving(reason)
                 raise WeightsRejected(reason + "; the service stopped serving and must be restarted") from exc
             applied = time.perf_counter() - started
             self.version = version

@@ -53,6 +53,10 @@ class Engine(Protocol):
     def num_unfinished_requests(self) -> int:
         """Engine requests waiting or running."""
 
+    @property
+    def dead(self) -> bool:
+        """The engine failed and cannot serve any more."""
+
     async def swap_weights(self, path: str, expected_shapes: dict[str, list[int]], version_label: str) -> int:
         """Abort in-flight requests, load the safetensors file at `path`, label later
         tokens `version_label`, resume; return the number of aborted requests.
@@ -157,6 +161,10 @@ class VllmEngine:
     def num_unfinished_requests(self) -> int:
         return int(self._llm.get_num_unfinished_requests())
 
+    @property
+    def dead(self) -> bool:
+        return bool(self._llm.errored)
+
     # -- weights ---------------------------------------------------------------------
 
     async def swap_weights(self, path: str, expected_shapes: dict[str, list[int]], version_label: str) -> int:
@@ -217,12 +225,13 @@ def _engine_args(config: RolloutConfig):
         gpu_memory_utilization=config.gpu_memory_utilization,
         max_num_seqs=config.max_num_seqs,
         enforce_eager=config.enforce_eager,
+        # vLLM 0.32's CPU worker rewinds a seeded request's torch.Generator with
+        # set_offset() when its prompt is split across steps, which CPU generators do
+        # not support: the engine dies ("CPU Generator does not use offset"). The
+        # learner seeds every request for exact resumes, so by default prefills run whole.
+        enable_chunked_prefill=config.enable_chunked_prefill,
         seed=config.seed,
         worker_extension_cls=WORKER_EXTENSION,
-        # vLLM 0.32 on CPU: a seeded request whose prefill is split over engine steps
-        # kills the engine ("CPU Generator does not use offset"). The learner seeds
-        # every request for exact resumes, so prefills run whole.
-        enable_chunked_prefill=False,
     )
 
 
