@@ -14,6 +14,7 @@ import concurrent.futures
 import pathlib
 import re
 import secrets
+import time
 
 import grpc
 import psutil
@@ -96,12 +97,41 @@ def describe(pid: int) -> str:
         return f"{pid}: {exc}"
 
 
+def idle_spare(proc: psutil.Process) -> bool:
+    """A zygote's spare child: forked ahead of the next batch, not confined yet (no CPU limit)."""
+    try:
+        with open(f"/proc/{proc.pid}/limits") as limits:  # prlimit() is refused across user namespaces
+            cpu = next(line for line in limits if line.startswith("Max cpu time"))
+        return cpu.split()[3:5] == ["unlimited", "unlimited"]
+    except (OSError, StopIteration):
+        return False
+
+
+def jail_problems(jail: psutil.Process) -> list[str]:
+    """A warm jail is outer bubblewrap -> init -> zygote (-> at most one idle spare child)."""
+    try:
+        (init,) = jail.children()
+        (zygote,) = init.children()
+        extra = zygote.children(recursive=True)
+    except (ValueError, psutil.Error) as exc:
+        return [f"jail {jail.pid}: unexpected tree ({exc})"]
+    if len(extra) > 1 or (extra and not idle_spare(extra[0])):
+        return [f"jail {jail.pid}: zygote has {[describe(p.pid) for p in extra]}"]
+    return []
+
+
 def assert_no_stray_process(server_pid: int, others_before: set[int]) -> None:
-    """Only warm jails (outer bubblewrap -> init -> zygote) hold sandbox processes."""
-    jails = jails_of(server_pid)
-    for jail in jails:
-        tree = jail.children(recursive=True)
-        assert len(tree) == 2, f"jail {jail.pid} holds {[p.cmdline()[:2] for p in tree]}"
+    """Every sandbox process belongs to a warm jail, and no jail holds a grading process."""
+    # The zygote reaps a batch's child and forks its next spare right after answering:
+    # give it a moment to get there (this waits for a state, it does not time anything).
+    deadline = time.monotonic() + 15
+    while True:
+        jails = jails_of(server_pid)
+        problems = [p for jail in jails for p in jail_problems(jail)]
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not problems
     # Zombies are left out: they run nothing, and parallel test runs on this host leave their own.
     stray = {pid for pid in sandbox_processes() if not in_some_jail(pid) and not is_jail(psutil.Process(pid))}
     stray = {pid for pid in stray if _status(pid) != psutil.STATUS_ZOMBIE}

@@ -31,11 +31,13 @@ from rft_grader.sandbox.settings import SandboxSettings
 log = logging.getLogger(__name__)
 
 HERE = pathlib.Path(__file__).resolve().parent
-ZYGOTE = HERE / "_zygote.py"
+INSIDE = HERE / "inside"
+ZYGOTE = INSIDE / "zygote.py"
 LAUNCHER = HERE / "_launcher.py"
 SITE = "/sandbox/site"
 LIB = "/sandbox/lib"
-JAIL_ZYGOTE = "/sandbox/zygote.py"
+JAIL_INSIDE = "/sandbox/inside"
+JAIL_ZYGOTE = f"{JAIL_INSIDE}/zygote.py"
 # Commonly imported submodules, loaded once per worker rather than once per batch.
 PRELOAD_EXTRA = {
     "numpy": ["numpy.linalg", "numpy.random"],
@@ -117,7 +119,7 @@ class Runtime:
         binds.append(Bind(seccomp.origin, f"{LIB}/pyseccomp.py"))
         if os.path.dirname(seccomp.origin) not in host_site:
             host_site.append(os.path.dirname(seccomp.origin))
-        binds.append(Bind(str(ZYGOTE), JAIL_ZYGOTE))
+        binds.append(Bind(str(INSIDE), JAIL_INSIDE))
         libs = {}
         for name in ("c", "seccomp"):
             found = ctypes.util.find_library(name)

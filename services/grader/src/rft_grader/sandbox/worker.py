@@ -224,7 +224,7 @@ class SandboxWorker:
             raise WorkerFailed("worker not running")
         if body is None:
             body = await encode_request(source, pairs)
-        self._writer.write(struct.pack("!I", len(body)) + body)
+        self._writer.write(body)
         watchdog = self.settings.sandbox_timeout_seconds + WATCHDOG_MARGIN_SECONDS
         try:
             while True:
@@ -246,11 +246,20 @@ class SandboxWorker:
 
 
 async def encode_request(source: str, pairs: list[tuple[dict, dict]]) -> bytes:
-    """JSON request body; big batches are encoded off the event loop."""
-    request = {"source": source, "pairs": [[sample, item] for sample, item in pairs]}
+    """The two request frames: a JSON header {source, count}, then the pairs as a JSON list.
+
+    Big batches are encoded off the event loop. The zygote forwards the pairs to the
+    grading child unparsed.
+    """
+
+    def encode() -> bytes:
+        header = json.dumps({"source": source, "count": len(pairs)}).encode()
+        body = json.dumps([[sample, item] for sample, item in pairs], allow_nan=False).encode()
+        return struct.pack("!I", len(header)) + header + struct.pack("!I", len(body)) + body
+
     if len(source) + len(pairs) * 256 > 1 << 16:
-        return await asyncio.to_thread(lambda: json.dumps(request, allow_nan=False).encode())
-    return json.dumps(request, allow_nan=False).encode()
+        return await asyncio.to_thread(encode)
+    return encode()
 
 
 def parse_results(frame: Any, count: int, max_message: int) -> list[PythonOutcome]:
