@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := tools/buf/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: help install protos lint test demo bench serve-rollout serve-grader serve-learner clean
+.PHONY: help install protos lint test demo bench serve-rollout serve-grader serve-learner deploy-check deploy-render clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ serve-grader: install ## run the grader service in the foreground
 
 serve-learner: install ## run the learner service in the foreground
 	$(VENV)/bin/rft-learner serve $(ARGS)
+
+deploy-check: install ## render + validate k8s overlays, promtool rules/tests, hadolint
+	$(VENV)/bin/pytest tests/deploy -k "not scrape"
+
+deploy-render: install ## print an overlay's manifests: make deploy-render OVERLAY=cpu-dev
+	$(VENV)/bin/kubectl kustomize deploy/k8s/overlays/$(or $(OVERLAY),cpu-dev)
 
 clean: ## remove the venv, tools and local data
 	rm -rf $(VENV) tools/buf/node_modules data .pytest_cache

@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         plot(learner.address, job_id, plot_path)
         job = json.loads(rft(learner, grader, "--json", "jobs", "get", job_id))
         exported = workdir / "fine-tuned-model"
-        rft(learner, grader, "models", "export", job_id, "--out", str(exported))
+        rft(learner, grader, "models", "export", job_id, "--out", str(exported), "--force")
         print(f"  reward plot:       {plot_path}")
         print(f"  fine-tuned model:  {exported}  (serve it: make serve-rollout ARGS='--model {exported}')")
         print(f"  finished in {time.monotonic() - started:.0f}s")
