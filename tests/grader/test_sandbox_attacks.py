@@ -74,10 +74,13 @@ def jails_of(server_pid: int) -> list[psutil.Process]:
     return [c for c in psutil.Process(server_pid).children() if is_jail(c)]
 
 
-def in_some_jail(pid: int) -> bool:
-    """Other services on this machine (parallel test runs) have jails of their own."""
+def accounted_for(pid: int, server_pid: int) -> bool:
+    """In a jail, or run by another grader on this host (parallel test runs): not our stray."""
     try:
-        return any(is_jail(parent) for parent in psutil.Process(pid).parents())
+        parents = psutil.Process(pid).parents()
+        if any(is_jail(parent) for parent in parents):
+            return True
+        return any(p.pid != server_pid and "rft-grader" in " ".join(p.cmdline()[:2]) for p in parents)
     except psutil.Error:
         return True  # gone already
 
@@ -108,10 +111,9 @@ def idle_spare(proc: psutil.Process) -> bool:
 
 
 def jail_problems(jail: psutil.Process) -> list[str]:
-    """A warm jail is outer bubblewrap -> init -> zygote (-> at most one idle spare child)."""
+    """A warm jail is bubblewrap -> zygote, its pid-namespace init (-> at most one idle spare child)."""
     try:
-        (init,) = jail.children()
-        (zygote,) = init.children()
+        (zygote,) = jail.children()
         extra = zygote.children(recursive=True)
     except (ValueError, psutil.Error) as exc:
         return [f"jail {jail.pid}: unexpected tree ({exc})"]
@@ -133,7 +135,8 @@ def assert_no_stray_process(server_pid: int, others_before: set[int]) -> None:
         time.sleep(0.05)
     assert not problems
     # Zombies are left out: they run nothing, and parallel test runs on this host leave their own.
-    stray = {pid for pid in sandbox_processes() if not in_some_jail(pid) and not is_jail(psutil.Process(pid))}
+    stray = {pid for pid in sandbox_processes() if not accounted_for(pid, server_pid)}
+    stray = {pid for pid in stray if not is_jail(psutil.Process(pid))}
     stray = {pid for pid in stray if _status(pid) != psutil.STATUS_ZOMBIE}
     assert not stray, [describe(pid) for pid in stray]
     others = {c.pid for c in psutil.Process(server_pid).children()} - {j.pid for j in jails}

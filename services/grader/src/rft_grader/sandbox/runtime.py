@@ -173,8 +173,8 @@ def zygote_config(settings: SandboxSettings, runtime: Runtime, mode: str, workdi
             "file_bytes": settings.sandbox_tmp_bytes,
             "open_files": settings.sandbox_open_files,
             "processes": settings.sandbox_processes,
-            # Tasks of the jail's user namespace besides the grader: bubblewrap's init and the
-            # zygote. Unjailed, the uid is shared host-wide, so every tenant's workers count.
+            # Tasks of the jail's user namespace besides the grader: the zygote, and one
+            # child of a failed run not yet reaped. Unjailed, the uid is shared host-wide, so every tenant's workers count.
             "nproc_base": 2 if jailed else 2 * settings.sandbox_max_tenants * settings.sandbox_workers_per_tenant,
             "max_output_bytes": settings.sandbox_max_output_bytes,
             "max_message_bytes": settings.sandbox_max_output_bytes + 4096,
@@ -193,6 +193,7 @@ def jailed_command(settings: SandboxSettings, runtime: Runtime, bwrap: str, stag
         str(settings.sandbox_uid),
         "--gid",
         str(settings.sandbox_gid),
+        "--as-pid-1",  # the zygote is the pid namespace's init: bubblewrap reaps it itself, no orphaned reaper
         "--die-with-parent",
         "--new-session",  # no TIOCSTI into the server's terminal
         "--clearenv",

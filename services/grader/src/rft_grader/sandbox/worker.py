@@ -149,11 +149,12 @@ class SandboxWorker:
     async def stop(self, graceful: bool = True) -> None:
         """Stop the worker and its whole jail, leaving no process (and no zombie) behind.
 
-        Closing the request pipe lets an idle zygote exit, and with it the jail. A busy or
-        stuck one is killed inside-out: first the jail's init (the kernel then kills every
-        process of the jail's pid namespace and bubblewrap reaps its child and exits), then
-        whatever is left. Killing bubblewrap first would orphan the jail's processes to the
-        host's init, which on some hosts never reaps them.
+        Closing the request pipe lets an idle zygote reap its children and exit, and with it
+        the jail. A busy or stuck one is killed inside-out: first the zygote, which is the
+        jail's pid-namespace init (the kernel then kills every process of the jail, and
+        bubblewrap reaps the zygote and exits), then whatever is left. Killing bubblewrap
+        first would orphan the jail's processes to the host's init, which on some hosts
+        (containers without a real init) never reaps them.
         """
         proc, self.proc = self.proc, None
         if self._writer is not None:

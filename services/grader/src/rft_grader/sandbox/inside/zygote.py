@@ -183,6 +183,7 @@ class Zygote:
                 header = json.loads(read_exact(rfd, struct.unpack("!I", read_exact(rfd, 4))[0]))
                 body = read_exact(rfd, struct.unpack("!I", read_exact(rfd, 4))[0])
             except EOFError:
+                self.shutdown()
                 return
             self.kills = {}
             results = self.grade(header["source"], body, int(header["count"]))
@@ -216,6 +217,17 @@ class Zygote:
         except OSError:
             pass  # the child did it first, or is already gone
         return pid, job_w, result_r
+
+    def shutdown(self) -> None:
+        """The server closed the pipe: end the spare and reap every child before exiting, so
+        the jail collapses in order and nothing is left to the host's init."""
+        if self.spare is not None:
+            pid, job_w, result_r = self.spare
+            self.spare = None
+            os.close(job_w)  # the spare reads EOF instead of a job and exits
+            os.close(result_r)
+            self.to_reap.append(pid)
+        self.reap()
 
     def reap(self) -> None:
         for pid in self.to_reap:
@@ -276,6 +288,7 @@ class Zygote:
         if self.spare is not None:
             (pid, job_w, r), self.spare = self.spare, None
         else:
+            self.reap()  # a re-run: the killed child must not count against the new one's limits
             pid, job_w, r = self.fork_child()
         self.heartbeat()
         job = JOB.pack(nonce, len(indices), len(code), len(body)) + struct.pack(f"!{len(indices)}I", *indices)
