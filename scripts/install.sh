@@ -76,6 +76,7 @@ fi
 # --- buf ---------------------------------------------------------------------
 if [[ ! -x tools/buf/node_modules/.bin/buf ]]; then
   log "installing buf (npm)"
-  (cd tools/buf && npm ci --no-audit --no-fund --loglevel=error)
+  # npm ci rejects this lock file: buf's optional per-platform packages are not all recorded.
+  (cd tools/buf && npm install --no-audit --no-fund --loglevel=error)
 fi
 log "done"
