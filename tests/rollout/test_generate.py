@@ -153,3 +153,12 @@ def test_seeded_batch_larger_than_one_engine_step_generates(rollout) -> None:
     )
     assert response.completion_tokens == 16 * 8 * 4
     assert greedy(rollout.stub, [PROMPTS[0]], max_tokens=4)[0].token_ids  # the engine is still alive
+
+
+def test_greedy_with_n_samples_gives_n_identical_samples(rollout) -> None:
+    # vLLM itself refuses n > 1 with temperature 0; the service runs them one by one.
+    response = generate(rollout, [token_prompt(PROMPTS[0])], n=3, temperature=0.0, max_tokens=12)
+    samples = response.results[0].samples
+    assert [s.sample_index for s in samples] == [0, 1, 2]
+    assert len({tuple(s.token_ids) for s in samples}) == 1
+    assert list(samples[0].token_ids) == list(greedy(rollout.stub, [PROMPTS[0]], max_tokens=12)[0].token_ids)

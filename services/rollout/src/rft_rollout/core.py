@@ -1,9 +1,10 @@
 """The rollout core: request checks, prompt rendering, sample fan-out, policy versions
 and weight updates. Plain Python over the `Engine` interface; no protobuf.
 
-Every sample is one engine request (n samples of a prompt are n requests with seeds
-seed, seed+1, ... as vLLM's own n>1 does), so a stream can yield each sample as it
-finishes and a cancelled call aborts exactly its unfinished requests.
+Generate sends one engine request per prompt with its n samples; StreamGenerate one
+per sample (seeds seed, seed+1, ... as vLLM seeds an n > 1 request's samples, so both
+give the same samples) so that it can yield each sample as it finishes. A cancelled
+call aborts exactly its unfinished engine requests.
 
 Weight updates are received and checked completely (staged as a safetensors file)
 before the engine is touched; then, under one lock, the engine aborts in-flight
@@ -76,7 +77,8 @@ def default_staging_dir() -> pathlib.Path:
 @dataclasses.dataclass
 class _Plan:
     prompts: list[list[int]]
-    requests: list[list[SampleRequest]]  # [prompt][sample]
+    requests: list[SampleRequest]  # one per prompt, seeded with the request's seed
+    n: int
 
 
 class RolloutCore:
@@ -212,71 +214,99 @@ class RolloutCore:
         n, common = self._resolve_sampling(sampling)
         loop = asyncio.get_running_loop()
         rendered = await loop.run_in_executor(self._tokenizer_thread, self._render, prompts)
-        requests = [
-            [
-                SampleRequest(
-                    prompt_token_ids=ids,
-                    seed=None if sampling.seed is None else sampling.seed + sample_index,
-                    **common,
-                )
-                for sample_index in range(n)
-            ]
-            for ids in rendered
-        ]
+        requests = [SampleRequest(prompt_token_ids=ids, seed=sampling.seed, **common) for ids in rendered]
         metrics.PROMPT_TOKENS.inc(sum(len(ids) for ids in rendered))
-        return _Plan(rendered, requests)
+        return _Plan(rendered, requests, n)
 
     # -- generation ------------------------------------------------------------------
 
-    async def _sample(self, request_id: str, prompt_index: int, sample_index: int, request: SampleRequest) -> Sample:
+    async def _samples(
+        self, request_id: str, prompt_index: int, request: SampleRequest, n: int, first_index: int = 0
+    ) -> list[Sample]:
+        """`n` samples of one prompt from one engine request, numbered from `first_index`."""
         started_version = self.version
         try:
-            result = await self.engine.generate(f"{request_id}-{prompt_index}-{sample_index}", request)
+            results = await self.engine.generate(request_id, request, n)
         except NotReady as exc:
             await self.stop_serving(str(exc))
             raise
-        metrics.GENERATED_TOKENS.inc(len(result.token_ids))
-        if result.time_to_first_token is not None:
-            metrics.TIME_TO_FIRST_TOKEN.observe(result.time_to_first_token)
-        # A sample with no token (aborted before its first step) reports the version
-        # that was serving when it was submitted.
-        version = int(result.weight_version) if result.weight_version is not None else started_version
-        return Sample(
-            prompt_index=prompt_index,
-            sample_index=sample_index,
-            text=result.text,
-            token_ids=result.token_ids,
-            logprobs=result.logprobs,
-            finish_reason=result.finish_reason,
-            policy_version=version,
-        )
+        undecoded = [result for result in results if result.text is None]
+        if undecoded:
+            loop = asyncio.get_running_loop()
+            texts = await loop.run_in_executor(
+                self._tokenizer_thread, self.engine.decode, [result.token_ids for result in undecoded]
+            )
+            for result, text in zip(undecoded, texts, strict=True):
+                result.text = text
+        samples = []
+        for index, result in enumerate(results):
+            metrics.GENERATED_TOKENS.inc(len(result.token_ids))
+            if result.time_to_first_token is not None:
+                metrics.TIME_TO_FIRST_TOKEN.observe(result.time_to_first_token)
+            # A sample with no token (aborted before its first step) reports the
+            # version that was serving when it was submitted.
+            version = int(result.weight_version) if result.weight_version is not None else started_version
+            samples.append(
+                Sample(
+                    prompt_index=prompt_index,
+                    sample_index=first_index + index,
+                    text=result.text or "",
+                    token_ids=result.token_ids,
+                    logprobs=result.logprobs,
+                    finish_reason=result.finish_reason,
+                    policy_version=version,
+                )
+            )
+        return samples
 
-    def _start(self, plan: _Plan, request_id: str) -> list[asyncio.Task[Sample]]:
-        request_id = request_id or uuid.uuid4().hex[:16]
+    @staticmethod
+    def _engine_request_id(request_id: str) -> str:
         # Engine request ids must be unique even when clients reuse theirs.
-        unique = f"{request_id}-{uuid.uuid4().hex[:8]}"
+        return f"{request_id or uuid.uuid4().hex[:16]}-{uuid.uuid4().hex[:8]}"
+
+    def _start(self, plan: _Plan, request_id: str, one_per_sample: bool) -> list[asyncio.Task[list[Sample]]]:
+        """Engine requests of a batch: one per prompt with its n samples, or (to stream
+        samples one by one) one per sample, seeded seed + sample index as vLLM seeds the
+        samples of an n > 1 request, so both ways give the same samples."""
+        base = self._engine_request_id(request_id)
+        if not one_per_sample:
+            return [
+                asyncio.create_task(self._samples(f"{base}-{p}", p, request, plan.n))
+                for p, request in enumerate(plan.requests)
+            ]
         return [
-            asyncio.create_task(self._sample(unique, p, s, request))
-            for p, prompt_requests in enumerate(plan.requests)
-            for s, request in enumerate(prompt_requests)
+            asyncio.create_task(
+                self._samples(
+                    f"{base}-{p}-{s}",
+                    p,
+                    dataclasses.replace(request, seed=None if request.seed is None else request.seed + s),
+                    1,
+                    first_index=s,
+                )
+            )
+            for p, request in enumerate(plan.requests)
+            for s in range(plan.n)
         ]
 
     async def generate(self, prompts: Sequence[PromptInput], sampling: Sampling, request_id: str) -> GenerateResult:
-        """All samples of a batch; cancelling the call aborts them."""
+        """All samples of a batch. Cancelling the call aborts them."""
         metrics.REQUESTS.labels("Generate").inc()
         started = time.perf_counter()
         plan = await self._plan(prompts, sampling)
-        tasks = self._start(plan, request_id)
+        # vLLM refuses n > 1 for greedy requests: those go one engine request per sample.
+        greedy = plan.requests[0].temperature == 0
+        tasks = self._start(plan, request_id, one_per_sample=greedy and plan.n > 1)
         async with _cancel_on_exit(tasks):
-            samples = await asyncio.gather(*tasks)
-        results = [PromptResult(index, ids, []) for index, ids in enumerate(plan.prompts)]
-        for sample in samples:
-            results[sample.prompt_index].samples.append(sample)
+            done = await asyncio.gather(*tasks)
+        results = [PromptResult(p, ids, []) for p, ids in enumerate(plan.prompts)]
+        for samples in done:
+            for sample in samples:
+                results[sample.prompt_index].samples.append(sample)
         metrics.GENERATION_SECONDS.observe(time.perf_counter() - started)
         return GenerateResult(
             results=results,
             prompt_tokens=sum(len(ids) for ids in plan.prompts),
-            completion_tokens=sum(len(sample.token_ids) for sample in samples),
+            completion_tokens=sum(len(sample.token_ids) for samples in done for sample in samples),
         )
 
     async def stream_generate(
@@ -287,10 +317,10 @@ class RolloutCore:
         metrics.REQUESTS.labels("StreamGenerate").inc()
         started = time.perf_counter()
         plan = await self._plan(prompts, sampling)
-        tasks = self._start(plan, request_id)
+        tasks = self._start(plan, request_id, one_per_sample=True)
         async with _cancel_on_exit(tasks):
             for next_done in asyncio.as_completed(tasks):
-                sample = await next_done
+                (sample,) = await next_done
                 yield sample, plan.prompts[sample.prompt_index]
         metrics.GENERATION_SECONDS.observe(time.perf_counter() - started)
 

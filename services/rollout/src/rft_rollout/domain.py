@@ -77,13 +77,15 @@ class SampleRequest:
 class EngineSample:
     """What the engine produced for one SampleRequest."""
 
-    text: str
+    # None when the engine left decoding to the caller (no stop strings to watch).
+    text: str | None
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: FinishReason
     # Weight version label of every token (None when no token was produced).
     weight_version: str | None
-    # Seconds from submission to the first token (None when no token was produced).
+    # Seconds from submission to the engine request's first token (set on one sample
+    # per engine request; None otherwise or when no token was produced).
     time_to_first_token: float | None
 
 

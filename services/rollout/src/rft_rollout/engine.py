@@ -47,8 +47,13 @@ class Engine(Protocol):
     def render_prompt(self, prompt: PromptInput) -> list[int]:
         """Token ids of a chat or text prompt (blocking; token-id prompts are not passed)."""
 
-    async def generate(self, request_id: str, request: SampleRequest) -> EngineSample:
-        """One sample; cancelling the call aborts the engine request."""
+    async def generate(self, request_id: str, request: SampleRequest, n: int = 1) -> list[EngineSample]:
+        """`n` samples of one prompt (sample i seeded with seed + i); cancelling the
+        call aborts the engine request. A sample's text is None when it is left to
+        `decode`."""
+
+    def decode(self, token_ids: list[list[int]]) -> list[str]:
+        """Texts of token-id sequences, special tokens skipped (blocking)."""
 
     def num_unfinished_requests(self) -> int:
         """Engine requests waiting or running."""
@@ -99,12 +104,12 @@ class VllmEngine:
 
     # -- generation ------------------------------------------------------------------
 
-    def _sampling_params(self, request: SampleRequest):
+    def _sampling_params(self, request: SampleRequest, n: int):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         return SamplingParams(
-            n=1,
+            n=n,
             temperature=request.temperature,
             top_p=request.top_p,
             top_k=request.top_k,
@@ -113,21 +118,35 @@ class VllmEngine:
             stop_token_ids=list(request.stop_token_ids) or None,
             seed=request.seed,
             logprobs=0,  # the sampled token's logprob only
+            # Incremental detokenisation (and decoding every logprob's token) costs
+            # ~15% of throughput; it is only needed to find stop strings. Without
+            # them the text is decoded once at the end (`decode`).
+            detokenize=bool(request.stop),
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
-    async def generate(self, request_id: str, request: SampleRequest) -> EngineSample:
+    async def generate(self, request_id: str, request: SampleRequest, n: int = 1) -> list[EngineSample]:
+        from vllm.exceptions import VLLMValidationError
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        params = self._sampling_params(request)
         final = None
         try:
+            params = self._sampling_params(request, n)
             async for output in self._llm.generate({"prompt_token_ids": request.prompt_token_ids}, params, request_id):
                 final = output
         except EngineDeadError as exc:
             raise NotReady(f"the inference engine died: {exc}") from exc
+        except VLLMValidationError as exc:  # a request the service's own checks let through
+            raise InvalidRequest(f"sampling: the engine refused the request: {exc}") from exc
         assert final is not None and final.finished
-        completion = final.outputs[0]
+        metrics = final.metrics
+        ttft = getattr(metrics, "first_token_latency", 0.0) if metrics is not None else 0.0
+        samples = [self._sample(request_id, completion) for completion in final.outputs]
+        if ttft > 0 and any(sample.token_ids for sample in samples):
+            samples[0].time_to_first_token = ttft  # one first token per engine request
+        return samples
+
+    def _sample(self, request_id: str, completion) -> EngineSample:
         token_ids = list(completion.token_ids)
         logprobs: list[float] = []
         if completion.logprobs:
@@ -147,16 +166,18 @@ class VllmEngine:
                 log.error("sample %s spans weight versions %s; truncated to the first", request_id, spans)
                 end = spans[0].end
                 token_ids, logprobs, finish = token_ids[:end], logprobs[:end], "abort"
-        metrics = final.metrics
-        ttft = getattr(metrics, "first_token_latency", 0.0) if metrics is not None else 0.0
         return EngineSample(
-            text=completion.text,
+            text=completion.text if completion.text or not token_ids else None,
             token_ids=token_ids,
             logprobs=logprobs,
             finish_reason=finish,
             weight_version=version,
-            time_to_first_token=ttft if token_ids and ttft > 0 else None,
+            time_to_first_token=None,
         )
+
+    def decode(self, token_ids: list[list[int]]) -> list[str]:
+        """Texts of completions the engine did not detokenise (blocking)."""
+        return list(self._tokenizer.batch_decode(token_ids, skip_special_tokens=True))
 
     def num_unfinished_requests(self) -> int:
         return int(self._llm.get_num_unfinished_requests())

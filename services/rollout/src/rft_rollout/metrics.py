@@ -15,7 +15,7 @@ PROMPT_TOKENS = Counter("rft_rollout_prompt_tokens_total", "Prompt tokens submit
 QUEUE_DEPTH = Gauge("rft_rollout_queue_depth", "Engine requests waiting or running (one per sample).")
 TIME_TO_FIRST_TOKEN = Histogram(
     "rft_rollout_time_to_first_token_seconds",
-    "Seconds from submitting a sample to the engine to its first token.",
+    "Seconds from submitting an engine request (a prompt and its n samples) to its first token.",
     buckets=_LATENCY_BUCKETS,
 )
 GENERATION_SECONDS = Histogram(
