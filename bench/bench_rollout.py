@@ -197,7 +197,7 @@ def copy_seconds(state, targets) -> float:
 
 
 def bench_updates(preset: str, work: pathlib.Path, rounds: int) -> None:
-    from rft_rollout.client import file_update_requests, weight_update_requests
+    from rft_common.weights import file_update_requests, weight_update_requests
     from safetensors.torch import save_file
 
     model_dir = build_base_model.build_model(work / preset, preset, seed=0)

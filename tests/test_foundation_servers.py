@@ -34,6 +34,14 @@ def metric_value(metrics: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def eventually(read, timeout: float = 10.0):
+    """The first non-None value `read()` returns within `timeout` seconds (else None)."""
+    deadline = time.monotonic() + timeout
+    while (value := read()) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
 def call_grader(channel: grpc.Channel) -> None:
     grader_pb2_grpc.GraderServiceStub(channel).ListGraderTypes(grader_pb2.ListGraderTypesRequest(), timeout=10)
 
@@ -60,9 +68,11 @@ def test_service_serves_health_reflection_and_metrics(command: str, tmp_path) ->
         assert {service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= list_services(channel)
 
         call(channel)
-        metrics = proc.metrics()
-        assert metric_value(metrics, "rft_rpc_requests_total", service=service, method=method, code="OK") == 1.0
-        assert metric_value(metrics, "rft_rpc_duration_seconds_count", service=service, method=method, code="OK") == 1.0
+        # The interceptor records a call when its handler returns, which may be just after
+        # the client has the response: wait (bounded) for the count to appear.
+        labels = {"service": service, "method": method, "code": "OK"}
+        assert eventually(lambda: metric_value(proc.metrics(), "rft_rpc_requests_total", **labels)) == 1.0
+        assert metric_value(proc.metrics(), "rft_rpc_duration_seconds_count", **labels) == 1.0
 
         # An error is counted under its status code.
         with pytest.raises(grpc.RpcError) as error:
@@ -70,7 +80,8 @@ def test_service_serves_health_reflection_and_metrics(command: str, tmp_path) ->
         expected = "NOT_FOUND" if command == "rft-learner" else "UNIMPLEMENTED"
         assert error.value.code().name == expected
         if command == "rft-learner":
-            assert metric_value(proc.metrics(), "rft_rpc_requests_total", method="GetFile", code="NOT_FOUND") == 1.0
+            not_found = {"method": "GetFile", "code": "NOT_FOUND"}
+            assert eventually(lambda: metric_value(proc.metrics(), "rft_rpc_requests_total", **not_found)) == 1.0
 
 
 def test_sigterm_lets_an_in_flight_call_finish(tmp_path) -> None:

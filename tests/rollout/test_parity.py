@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rft.common.v1 import common_pb2
 from rft.rollout.v1 import rollout_pb2
-from rft_rollout.client import weight_update_requests
+from rft_common.weights import weight_update_requests
 from rollout_helpers import current_version, token_prompt
 
 # Largest |vLLM logprob - transformers log-softmax| accepted for a sampled token, in

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 from rft.rollout.v1 import rollout_pb2
-from rft_rollout.client import file_update_requests, weight_update_requests
+from rft_common.weights import file_update_requests, weight_update_requests
 from rollout_helpers import current_version, greedy, metric_value, save_safetensors
 
 PROBES = [[5, 6, 7], [40, 41, 42, 43], [70, 3, 71]]

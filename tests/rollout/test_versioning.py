@@ -8,7 +8,7 @@ import threading
 import time
 
 from rft.rollout.v1 import rollout_pb2
-from rft_rollout.client import weight_update_requests
+from rft_common.weights import weight_update_requests
 from rollout_helpers import current_version, greedy, token_prompt
 
 PROBES = [[5, 6, 7], [40, 41, 42, 43], [70, 3, 71], [90, 91], [20, 21, 22, 23, 24, 25]]

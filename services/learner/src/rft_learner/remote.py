@@ -13,8 +13,7 @@ import json
 import logging
 import socket
 import time
-import zlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -24,22 +23,13 @@ from rft.common.v1 import common_pb2
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common.client import aio_channel
+from rft_common.weights import weight_update_requests
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-CHUNK_BYTES = 4 << 20
 MAX_MESSAGE_BYTES = 256 << 20
-
-NUMPY_DTYPES = {
-    "float32": rollout_pb2.TENSOR_DTYPE_FLOAT32,
-    "float16": rollout_pb2.TENSOR_DTYPE_FLOAT16,
-    "float64": rollout_pb2.TENSOR_DTYPE_FLOAT64,
-    "int64": rollout_pb2.TENSOR_DTYPE_INT64,
-    "int32": rollout_pb2.TENSOR_DTYPE_INT32,
-    "uint8": rollout_pb2.TENSOR_DTYPE_UINT8,
-}
 
 
 class RemoteError(Exception):
@@ -87,32 +77,6 @@ class NamedArray:
 
     name: str
     array: np.ndarray
-
-
-def weight_update_requests(version: int, tensors: Sequence[NamedArray]) -> Iterator[rollout_pb2.UpdateWeightsRequest]:
-    """Header (manifest with CRC-32 checksums) then chunks, in manifest order."""
-    specs = []
-    for tensor in tensors:
-        data = memoryview(np.ascontiguousarray(tensor.array)).cast("B")
-        specs.append(
-            rollout_pb2.TensorSpec(
-                name=tensor.name,
-                dtype=NUMPY_DTYPES[str(tensor.array.dtype)],
-                shape=list(tensor.array.shape),
-                size_bytes=data.nbytes,
-                checksum=f"{zlib.crc32(data) & 0xFFFFFFFF:08x}",
-            )
-        )
-    manifest = rollout_pb2.WeightsManifest(tensors=specs, checksum_algorithm=rollout_pb2.CHECKSUM_ALGORITHM_CRC32)
-    yield rollout_pb2.UpdateWeightsRequest(header=rollout_pb2.WeightsHeader(version=version, manifest=manifest))
-    for index, tensor in enumerate(tensors):
-        data = memoryview(np.ascontiguousarray(tensor.array)).cast("B")
-        for offset in range(0, max(data.nbytes, 1), CHUNK_BYTES):
-            yield rollout_pb2.UpdateWeightsRequest(
-                chunk=rollout_pb2.WeightsChunk(
-                    tensor_index=index, offset=offset, data=bytes(data[offset : offset + CHUNK_BYTES])
-                )
-            )
 
 
 @dataclasses.dataclass
@@ -177,7 +141,8 @@ class RolloutPool:
         stub = self._stubs[index]
 
         async def call():
-            return await stub.UpdateWeights(weight_update_requests(self.version, tensors), timeout=600)
+            requests = weight_update_requests(self.version, [(t.name, t.array) for t in tensors])
+            return await stub.UpdateWeights(requests, timeout=600)
 
         await retry_transient(
             call, f"rollout {self.addresses[index]} UpdateWeights", self.patience_seconds, self.on_retry

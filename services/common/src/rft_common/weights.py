@@ -1,4 +1,5 @@
-"""Client-side helpers for UpdateWeights: build the request stream from named arrays.
+"""Client side of rft.rollout.v1 UpdateWeights: the request stream from named arrays
+(used by the learner, the rollout tests and benchmarks).
 
     stub.UpdateWeights(weight_update_requests(version, state_dict.items()))
     stub.UpdateWeights(file_update_requests(version, "/data/weights/step-12.safetensors"))
