@@ -16,7 +16,6 @@ from rft_learner.job_store import JobStore
 from rft_learner.jobs import JobManager, LearnerSettings
 from rft_learner.jobs_servicer import SERVICE_NAME as JOBS_SERVICE
 from rft_learner.jobs_servicer import FineTuningServicer
-from rft_learner.remote import resolve_addresses
 from rft_learner.trainer.loop import TrainerSettings
 
 
@@ -27,7 +26,7 @@ def _read(path: str) -> str:
 def trainer_settings(config: LearnerConfig) -> TrainerSettings:
     return TrainerSettings(
         data_dir=pathlib.Path(config.data_dir),
-        rollout_addresses=resolve_addresses(config.rollout_addresses),
+        rollout_addresses=config.rollout_addresses,
         grader_address=config.grader_address,
         checkpoint_interval=config.checkpoint_interval,
         rollout_token=_read(config.rollout_token_file),

@@ -18,7 +18,7 @@ from rft.learner.v1 import files_pb2, fine_tuning_pb2
 from rft_learner import hparams
 from rft_learner.files import FileNotFound, FileStore
 from rft_learner.job_store import FINISHED, JobNotFound, JobRecord, JobStore
-from rft_learner.remote import GraderClient, RemoteError, RolloutPool
+from rft_learner.remote import GraderClient, RemoteError, RolloutPool, resolve_addresses
 from rft_learner.trainer.loop import ERROR, INFO, WARNING, JobFailure, JobRun, Stopped, TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -325,8 +325,12 @@ class JobManager:
                     )
         finally:
             await grader.close()
+        try:
+            addresses = resolve_addresses(settings.rollout_addresses)
+        except (OSError, ValueError) as exc:
+            raise InvalidJob(f"rollout addresses {settings.rollout_addresses!r} do not resolve: {exc}") from exc
         pool = RolloutPool(
-            settings.rollout_addresses,
+            addresses,
             token=settings.rollout_token,
             tls_ca_file=settings.tls_ca_file,
             patience_seconds=10,

@@ -27,7 +27,7 @@ from rft.learner.v1 import fine_tuning_pb2
 from rft.rollout.v1 import rollout_pb2
 
 from rft_learner import hparams
-from rft_learner.remote import GraderClient, RolloutPool
+from rft_learner.remote import GraderClient, RolloutPool, resolve_addresses
 from rft_learner.trainer import checkpoint as ckpt
 from rft_learner.trainer.data import DataCursor, Example, load_examples, reference_answer, steps_per_epoch
 from rft_learner.trainer.evaluate import evaluate
@@ -73,7 +73,8 @@ class TrainerSettings:
     """Service-level settings a job runs with (from LearnerConfig)."""
 
     data_dir: pathlib.Path
-    rollout_addresses: list[str]
+    rollout_addresses: str
+    """'host:port,...' or 'dns:///service:port', resolved at every job start so replicas can come and go."""
     grader_address: str
     checkpoint_interval: int
     rollout_token: str = ""
@@ -205,7 +206,7 @@ class JobRun:
             patience_seconds=settings.remote_patience_seconds,
         )
         pool = RolloutPool(
-            settings.rollout_addresses,
+            resolve_addresses(settings.rollout_addresses),
             token=settings.rollout_token,
             tls_ca_file=settings.tls_ca_file,
             patience_seconds=settings.remote_patience_seconds,
