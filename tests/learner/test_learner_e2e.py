@@ -142,3 +142,48 @@ def wait_for_steps(channel, job_id: str, steps: int) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"job {job_id} did not reach step {steps}")
+
+
+def test_supervised_job_and_sft_warm_up_before_rl(rollout, grader_service, tiny_model, tmp_path) -> None:
+    args = learner_args(tmp_path / "learner", rollout, grader_service, checkpoint_interval=100)
+    rows = [
+        {"messages": [{"role": "user", "content": f"Say 7 #{i}"}], "digit": "7", "answer": "777"} for i in range(16)
+    ]
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        stub = jobs_stub(channel)
+        train = upload(channel, write_jsonl(tmp_path / "sft.jsonl", rows))
+        supervised = ft.CreateJobRequest(
+            model=str(tiny_model),
+            training_file=train.id,
+            method=ft.Method(
+                supervised=ft.SupervisedMethod(
+                    answer_field="answer",
+                    hyperparameters=ft.SupervisedHyperparameters(n_epochs=3, batch_size=8, learning_rate_multiplier=5),
+                )
+            ),
+        )
+        job_id = stub.CreateJob(supervised, timeout=60).job.id
+        job = wait_for(channel, job_id, DONE)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        losses = [values["sft_loss"] for _, values in sorted(metrics_by_step(channel, job_id).items())]
+        assert len(losses) == job.total_steps == 6 and losses[-1] < losses[0]
+
+        # ReFT: SFT warm-up epochs first, then RL against the warmed-up reference.
+        valid = upload(channel, write_jsonl(tmp_path / "valid.jsonl", rows[:4]))
+        request = reinforcement_request(
+            str(tiny_model), train.id, valid.id, SPEC, n_epochs=1, sft_warmup_epochs=1, sft_answer_field="answer",
+            **{**HYPER, "batch_size": 8},
+        )  # fmt: skip
+        job_id = stub.CreateJob(request, timeout=120).job.id
+        job = wait_for(channel, job_id, DONE)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        steps = metrics_by_step(channel, job_id)
+        assert job.total_steps == 4 and "sft_loss" in steps[1] and "train_reward_mean" in steps[4]
+        warnings = [
+            u.event.message
+            for u in stub.WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=30)
+            if u.HasField("event") and u.event.level == ft.JOB_EVENT_LEVEL_WARNING
+        ]
+        # The validation lines are copies of training lines: both overlaps are reported.
+        assert any("4 of 4 validation examples have a prompt" in w for w in warnings), warnings
+        assert any("reference answer ('answer')" in w for w in warnings), warnings

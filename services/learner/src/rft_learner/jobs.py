@@ -192,6 +192,10 @@ class JobManager:
         seed = request.seed or 42
         job = self.store.create(request, seed)
         self.add_event(job.id, INFO, "job created; files and grader validated")
+        if request.validation_file:
+            train, valid = self.files.get(request.training_file), self.files.get(request.validation_file)
+            for warning in await asyncio.to_thread(overlap_warnings, train.path, valid.path, _answer_field(request)):
+                self.add_event(job.id, WARNING, warning)
         job = self.update_job(job.id, status=S.JOB_STATUS_QUEUED)
         self._wakeup.set()
         return job
@@ -401,6 +405,44 @@ class JobManager:
             job_id, status=S.JOB_STATUS_FAILED, error_code=code, error_message=message, finished_at=time.time()
         )
         self.add_event(job_id, ERROR, f"job failed ({code}): {message}")
+
+
+ANSWER_FIELDS = ("answer", "reference", "reference_answer", "solution", "label", "target")
+
+
+def _answer_field(request: fine_tuning_pb2.CreateJobRequest) -> str:
+    method = request.method
+    if method.HasField("supervised"):
+        return method.supervised.answer_field
+    return method.reinforcement.hyperparameters.sft_answer_field
+
+
+def overlap_warnings(train_path: str, valid_path: str, answer_field: str = "") -> list[str]:
+    """Validation examples whose prompt, or whose reference answer, also appears in training."""
+
+    def read(path: str) -> list[dict]:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def prompt(example: dict) -> str:
+        return json.dumps(example["messages"], sort_keys=True)
+
+    train, valid = read(train_path), read(valid_path)
+    warnings = []
+    seen_prompts = {prompt(e) for e in train}
+    shared = sum(prompt(e) in seen_prompts for e in valid)
+    if shared:
+        warnings.append(f"{shared} of {len(valid)} validation examples have a prompt that is also in training")
+    fields = [answer_field] if answer_field else [f for f in ANSWER_FIELDS if valid and f in valid[0]]
+    for field in fields:
+        seen = {json.dumps(e[field], sort_keys=True) for e in train if field in e}
+        shared = sum(field in e and json.dumps(e[field], sort_keys=True) in seen for e in valid)
+        if shared:
+            warnings.append(
+                f"{shared} of {len(valid)} validation examples have a reference answer ({field!r}) that also appears "
+                "in training: validation reward may overstate generalisation"
+            )
+    return warnings
 
 
 def _rpc_message(exc: Exception) -> str:
