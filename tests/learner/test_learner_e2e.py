@@ -187,3 +187,22 @@ def test_supervised_job_and_sft_warm_up_before_rl(rollout, grader_service, tiny_
         # The validation lines are copies of training lines: both overlaps are reported.
         assert any("4 of 4 validation examples have a prompt" in w for w in warnings), warnings
         assert any("reference answer ('answer')" in w for w in warnings), warnings
+
+
+def test_grader_errors_past_the_threshold_fail_the_job_with_the_reason(
+    rollout, grader_service, tiny_model, tmp_path
+) -> None:
+    # The first lines (which CreateJob grades as a check) have the field; the rest do not,
+    # so most samples fail grading with a template error once training starts.
+    rows = [{"messages": [{"role": "user", "content": f"Write anything #{i}"}]} for i in range(32)]
+    for row in rows[:3]:
+        row["digit"] = "7"
+    args = learner_args(tmp_path / "learner", rollout, grader_service)
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        train = upload(channel, write_jsonl(tmp_path / "train.jsonl", rows))
+        request = reinforcement_request(str(tiny_model), train.id, "", SPEC, **HYPER)
+        job_id = jobs_stub(channel).CreateJob(request, timeout=120).job.id
+        job = wait_for(channel, job_id, DONE)
+        assert job.status == ft.JOB_STATUS_FAILED
+        assert job.error.code == "grader_error_rate"
+        assert "failed grading" in job.error.message and "digit" in job.error.message
