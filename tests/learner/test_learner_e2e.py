@@ -206,3 +206,24 @@ def test_grader_errors_past_the_threshold_fail_the_job_with_the_reason(
         assert job.status == ft.JOB_STATUS_FAILED
         assert job.error.code == "grader_error_rate"
         assert "failed grading" in job.error.message and "digit" in job.error.message
+
+
+def test_a_job_trains_data_parallel_on_two_trainer_ranks(rollout, grader_service, tiny_model, tmp_path) -> None:
+    import psutil
+
+    args = learner_args(tmp_path / "learner", rollout, grader_service) + ["--trainer-ranks", "2"]
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        job_id = start_job(channel, tiny_model, tmp_path, n_epochs=2, sft_warmup_epochs=1, sft_answer_field="digit")
+        job = wait_for(channel, job_id, DONE)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        messages = [
+            u.event.message
+            for u in jobs_stub(channel).WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=30)
+            if u.HasField("event")
+        ]
+        assert any("data-parallel on 2 trainer ranks" in m for m in messages), messages
+        steps = metrics_by_step(channel, job_id)
+        assert "sft_loss" in steps[1] and "train_reward_mean" in steps[job.total_steps]
+        # The extra rank is a real process of the learner, and it is gone when the job ends.
+        children = psutil.Process(learner.proc.pid).children(recursive=True)
+        assert not [p for p in children if "rank_worker" in " ".join(p.cmdline())]

@@ -33,6 +33,7 @@ def trainer_settings(config: LearnerConfig) -> TrainerSettings:
         grader_token=_read(config.grader_token_file),
         tls_ca_file=config.tls_ca_file,
         remote_patience_seconds=config.remote_patience_seconds,
+        trainer_ranks=config.trainer_ranks,
     )
 
 

@@ -33,5 +33,7 @@ class LearnerConfig(ServerConfig):
     """Optimizer steps between checkpoints (a job also checkpoints on pause and at the end)."""
     remote_patience_seconds: float = pydantic.Field(600.0, gt=0)
     """How long a job keeps retrying an unavailable rollout or grader before it fails."""
+    trainer_ranks: int = pydantic.Field(1, ge=1, le=64)
+    """Processes the update step runs on, data-parallel over torch.distributed (gloo); 1 = in the service."""
     torch_threads: int = pydantic.Field(0, ge=0)
     """CPU threads for the trainer's torch ops; 0 = torch's default."""

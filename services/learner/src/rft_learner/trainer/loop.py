@@ -32,7 +32,8 @@ from rft_learner.trainer import checkpoint as ckpt
 from rft_learner.trainer.data import DataCursor, Example, load_examples, reference_answer, steps_per_epoch
 from rft_learner.trainer.evaluate import evaluate
 from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, named_arrays
-from rft_learner.trainer.updates import Group, rl_step, sft_step
+from rft_learner.trainer.ranks import Updater
+from rft_learner.trainer.updates import Group
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class TrainerSettings:
     grader_token: str = ""
     tls_ca_file: str = ""
     remote_patience_seconds: float = 600.0
+    trainer_ranks: int = 1
 
 
 def prompt_seed(job_seed: int, step: int, index: int) -> int:
@@ -114,6 +116,16 @@ class JobRun:
     # -- the job -----------------------------------------------------------------
     async def run(self) -> str:
         """Train to the end; returns the exported model directory."""
+        self.updater = Updater(self.settings.trainer_ranks)
+        await self._in_thread(self.updater.start)
+        if self.settings.trainer_ranks > 1:
+            self.ctl.event(INFO, f"update steps run data-parallel on {self.settings.trainer_ranks} trainer ranks")
+        try:
+            return await self._run()
+        finally:
+            await self._in_thread(self.updater.close)
+
+    async def _run(self) -> str:
         torch.manual_seed(self.seed)
         method = self.request.method
         train = load_examples(self.ctl.file_path(self.request.training_file))
@@ -150,13 +162,15 @@ class JobRun:
     async def _sft(
         self, train: list[Example], field: str, batch_size: int, lr_mult: float, steps: int, state: dict
     ) -> None:
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=hparams.BASE_LEARNING_RATE * lr_mult)
+        lr = hparams.BASE_LEARNING_RATE * lr_mult
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr)
         cursor = DataCursor(len(train), self.seed)
         start = 0
         if state.get("phase") == "sft":
             optimizer.load_state_dict(state["optimizer"])
             cursor.load_state_dict(state["cursor"])
             start = state["step"]
+        await self._in_thread(self.updater.begin_phase, self.request.model, self.model, optimizer, lr)
         prompts = [
             self.tokenizer.apply_chat_template(e.messages, add_generation_prompt=True, tokenize=True) for e in train
         ]
@@ -177,7 +191,7 @@ class JobRun:
             started = time.perf_counter()
             indices = cursor.next_batch(batch_size)
             metrics = await self._in_thread(
-                sft_step,
+                self.updater.sft_step,
                 self.model,
                 optimizer,
                 [prompts[i] for i in indices],
@@ -240,6 +254,9 @@ class JobRun:
                 value_head.load_state_dict(state["value_head"])
             self.latest_eval = state.get("latest_eval", {})
             start = state["step"] - first_step
+        await self._in_thread(
+            self.updater.begin_phase, self.request.model, self.model, optimizer, lr, self.reference, value_head
+        )
 
         def trainer_state(cursor_state: dict) -> dict[str, Any]:
             return {
@@ -329,7 +346,7 @@ class JobRun:
 
                 started = time.perf_counter()
                 metrics = await self._in_thread(
-                    rl_step,
+                    self.updater.rl_step,
                     self.model,
                     self.reference,
                     optimizer,

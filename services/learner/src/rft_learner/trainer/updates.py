@@ -171,14 +171,21 @@ def sft_step(
     prompts: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]],
     pad_id: int,
+    data_parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """One cross-entropy step on (prompt, target) pairs; only target tokens are learned."""
+    if data_parallel is not None:
+        prompts, targets = data_parallel.shard(prompts), data_parallel.shard(targets)
     batch: SequenceBatch = build_sequence_batch(prompts, targets, None, pad_id)
     model.train()
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits[:, :-1]
     loss, metrics = sft_loss(logits.float(), batch.input_ids[:, 1:], batch.action_mask)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if data_parallel is not None:
+        (loss * data_parallel.loss_scale(float(batch.action_mask.sum()))).backward()
+        data_parallel.average_gradients(list(model.parameters()))
+    else:
+        loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
     optimizer.step()
     out = {k: float(v) for k, v in metrics.items()}

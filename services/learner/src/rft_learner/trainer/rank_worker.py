@@ -1,0 +1,47 @@
+"""A trainer rank > 0: holds a model replica and runs the update steps rank 0 broadcasts
+(see trainer.ranks). Started by the learner; not a user-facing command."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from rft_learner.hparams import ReinforcementParams
+from rft_learner.trainer.distributed import DataParallel
+from rft_learner.trainer.policy import ValueHead, load_model
+from rft_learner.trainer.ranks import broadcast_module_state
+from rft_learner.trainer.updates import rl_step, sft_step
+
+
+def main() -> None:
+    data_parallel = DataParallel.from_environment("gloo")
+    assert data_parallel is not None, "run by the learner with RANK / WORLD_SIZE set"
+    model = reference = value_head = optimizer = None
+    while True:
+        holder = [None]
+        dist.broadcast_object_list(holder, src=0)
+        command = holder[0]
+        kind = command[0]
+        if kind == "stop":
+            break
+        if kind == "begin":
+            _, model_dir, learning_rate, with_reference, with_value_head = command
+            model = load_model(model_dir)
+            reference = load_model(model_dir).requires_grad_(False) if with_reference else None
+            value_head = ValueHead(model.config.hidden_size) if with_value_head else None
+            trainable = list(model.parameters()) + (list(value_head.parameters()) if value_head else [])
+            optimizer = torch.optim.AdamW(trainable, lr=learning_rate)
+            broadcast_module_state([model, reference, value_head], optimizer)
+        elif kind == "rl_step":
+            _, groups, params, pad_id = command
+            rl_step(
+                model, reference, optimizer, groups, ReinforcementParams(**params), pad_id, value_head, data_parallel
+            )
+        elif kind == "sft_step":
+            _, prompts, targets, pad_id = command
+            sft_step(model, optimizer, prompts, targets, pad_id, data_parallel)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Update steps on one process or on a data-parallel group of trainer ranks.
+
+With `trainer_ranks` > 1 the job's thread in the learner service is rank 0: it starts
+`trainer_ranks - 1` worker processes (`python -m rft_learner.trainer.rank_worker`),
+joins them in a torch.distributed group (gloo on CPU), and before every update step
+broadcasts the step's inputs. Every rank then runs the same update function on its
+share of the batch (trainer.distributed); averaged gradients keep all replicas
+identical, so only rank 0 talks to rollout and grader, checkpoints and exports.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from rft_learner.hparams import ReinforcementParams
+from rft_learner.trainer.distributed import DataParallel
+from rft_learner.trainer.policy import ValueHead
+from rft_learner.trainer.updates import Group, rl_step, sft_step
+
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def broadcast_module_state(modules: Sequence[torch.nn.Module | None], optimizer: torch.optim.Optimizer | None) -> None:
+    """Make every rank's weights (and optimizer state) rank 0's."""
+    for module in modules:
+        if module is not None:
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=0)
+    if optimizer is not None:
+        holder = [optimizer.state_dict() if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(holder, src=0)
+        if dist.get_rank() != 0:
+            optimizer.load_state_dict(holder[0])
+
+
+class Updater:
+    """Runs SFT / RL update steps here (world 1) or on every rank of a group."""
+
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self.data_parallel: DataParallel | None = None
+        self._workers: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        if self.world <= 1:
+            return
+        port = _free_port()
+        for rank in range(1, self.world):
+            env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                   "WORLD_SIZE": str(self.world)}  # fmt: skip
+            command = [sys.executable, "-m", "rft_learner.trainer.rank_worker"]
+            self._workers.append(subprocess.Popen(command, env=env))
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=self.world, timeout=TIMEOUT
+        )
+        self.data_parallel = DataParallel(0, self.world)
+
+    def _send(self, command: tuple[Any, ...]) -> None:
+        dist.broadcast_object_list([command], src=0)
+
+    def begin_phase(
+        self,
+        model_dir: str,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        learning_rate: float,
+        reference: torch.nn.Module | None = None,
+        value_head: ValueHead | None = None,
+    ) -> None:
+        """Give every rank rank 0's model, reference, value head and optimizer state."""
+        if self.data_parallel is None:
+            return
+        self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None))
+        broadcast_module_state([model, reference, value_head], optimizer)
+
+    def rl_step(self, model, reference, optimizer, groups: Sequence[Group], params: ReinforcementParams, pad_id: int,
+                value_head: ValueHead | None) -> dict[str, float]:  # fmt: skip
+        if self.data_parallel is not None:
+            self._send(("rl_step", list(groups), params.model_dump(), pad_id))
+        return rl_step(model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel)
+
+    def sft_step(self, model, optimizer, prompts, targets, pad_id: int) -> dict[str, float]:
+        if self.data_parallel is not None:
+            self._send(("sft_step", list(prompts), list(targets), pad_id))
+        return sft_step(model, optimizer, prompts, targets, pad_id, self.data_parallel)
+
+    def close(self) -> None:
+        if self.data_parallel is not None:
+            self._send(("stop",))
+            dist.destroy_process_group()
+            self.data_parallel = None
+        for worker in self._workers:
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        self._workers.clear()
