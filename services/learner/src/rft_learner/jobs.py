@@ -13,13 +13,24 @@ from typing import Any
 
 import pydantic
 from prometheus_client import Counter, Gauge, Histogram
+from rft.grader.v1 import grader_pb2
 from rft.learner.v1 import files_pb2, fine_tuning_pb2
 
 from rft_learner import hparams
 from rft_learner.files import FileNotFound, FileStore
 from rft_learner.job_store import FINISHED, JobNotFound, JobRecord, JobStore
-from rft_learner.remote import GraderClient, RemoteError, RolloutPool, resolve_addresses
-from rft_learner.trainer.loop import ERROR, INFO, WARNING, JobFailure, JobRun, Stopped, TrainerSettings
+from rft_learner.remote import RemoteError
+from rft_learner.trainer.loop import (
+    ERROR,
+    INFO,
+    WARNING,
+    JobFailure,
+    JobRun,
+    Stopped,
+    TrainerSettings,
+    grader_client,
+    rollout_pool,
+)
 
 log = logging.getLogger(__name__)
 S = fine_tuning_pb2
@@ -295,18 +306,7 @@ class JobManager:
         source = grader_cfg.WhichOneof("source")
         if source is None:
             raise InvalidJob("method.reinforcement.grader: give a spec or a grader_id")
-        from google.protobuf import json_format
-
-        spec = json_format.MessageToDict(grader_cfg.spec) if source == "spec" else None
-        grader = GraderClient(
-            grader_cfg.service_address or settings.grader_address,
-            grader_cfg.tenant or "default",
-            spec=spec,
-            grader_id=grader_cfg.grader_id,
-            token=settings.grader_token,
-            tls_ca_file=settings.tls_ca_file,
-            patience_seconds=10,
-        )
+        grader = grader_client(grader_cfg, settings, patience_seconds=10)
         try:
             try:
                 problems = await grader.validate()
@@ -323,22 +323,16 @@ class JobManager:
             except Exception as exc:  # noqa: BLE001
                 raise InvalidJob(f"method.reinforcement.grader: grading a sample failed: {_rpc_message(exc)}") from exc
             for example_index, result in enumerate(results):
-                if result.HasField("error") and result.error.kind == 6:  # GRADE_ERROR_KIND_TEMPLATE
+                if result.HasField("error") and result.error.kind == grader_pb2.GRADE_ERROR_KIND_TEMPLATE:
                     raise InvalidJob(
                         f"method.reinforcement.grader: on training line {example_index + 1}: {result.error.message}"
                     )
         finally:
             await grader.close()
         try:
-            addresses = resolve_addresses(settings.rollout_addresses)
+            pool = rollout_pool(settings, patience_seconds=10)
         except (OSError, ValueError) as exc:
             raise InvalidJob(f"rollout addresses {settings.rollout_addresses!r} do not resolve: {exc}") from exc
-        pool = RolloutPool(
-            addresses,
-            token=settings.rollout_token,
-            tls_ca_file=settings.tls_ca_file,
-            patience_seconds=10,
-        )
         try:
             try:
                 infos = await pool.model_info()

@@ -85,6 +85,32 @@ class TrainerSettings:
     trainer_ranks: int = 1
 
 
+def grader_client(
+    grader_cfg: fine_tuning_pb2.GraderConfig, settings: TrainerSettings, patience_seconds: float
+) -> GraderClient:
+    """A client of the job's grader: its own service address, or the learner's default."""
+    spec = json_format.MessageToDict(grader_cfg.spec) if grader_cfg.HasField("spec") else None
+    return GraderClient(
+        grader_cfg.service_address or settings.grader_address,
+        grader_cfg.tenant or "default",
+        spec=spec,
+        grader_id=grader_cfg.grader_id,
+        token=settings.grader_token,
+        tls_ca_file=settings.tls_ca_file,
+        patience_seconds=patience_seconds,
+    )
+
+
+def rollout_pool(settings: TrainerSettings, patience_seconds: float) -> RolloutPool:
+    """Every rollout replica the addresses resolve to now."""
+    return RolloutPool(
+        resolve_addresses(settings.rollout_addresses),
+        token=settings.rollout_token,
+        tls_ca_file=settings.tls_ca_file,
+        patience_seconds=patience_seconds,
+    )
+
+
 def prompt_seed(job_seed: int, step: int, index: int) -> int:
     return (job_seed * 1_000_003 + step * 10_007 + index) % (2**31 - 1)
 
@@ -208,23 +234,8 @@ class JobRun:
 
     async def _rl(self, train, valid, params: hparams.ReinforcementParams, first_step: int, rl_steps: int, state):
         settings = self.settings
-        grader_cfg = self.request.method.reinforcement.grader
-        spec = json_format.MessageToDict(grader_cfg.spec) if grader_cfg.HasField("spec") else None
-        grader = GraderClient(
-            grader_cfg.service_address or settings.grader_address,
-            grader_cfg.tenant or "default",
-            spec=spec,
-            grader_id=grader_cfg.grader_id,
-            token=settings.grader_token,
-            tls_ca_file=settings.tls_ca_file,
-            patience_seconds=settings.remote_patience_seconds,
-        )
-        pool = RolloutPool(
-            resolve_addresses(settings.rollout_addresses),
-            token=settings.rollout_token,
-            tls_ca_file=settings.tls_ca_file,
-            patience_seconds=settings.remote_patience_seconds,
-        )
+        grader = grader_client(self.request.method.reinforcement.grader, settings, settings.remote_patience_seconds)
+        pool = rollout_pool(settings, settings.remote_patience_seconds)
         pool.on_retry = grader.on_retry = lambda message: self.ctl.event(WARNING, message)
         try:
             await self._rl_loop(train, valid, params, first_step, rl_steps, state, pool, grader)
