@@ -15,6 +15,7 @@ from jobs_client import (
     write_jsonl,
 )
 from rft.learner.v1 import fine_tuning_pb2 as ft
+from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from service_process import ServiceProcess
 
 # A random-initialised character model emits a "7" in a sample now and then; the grader
@@ -227,3 +228,42 @@ def test_a_job_trains_data_parallel_on_two_trainer_ranks(rollout, grader_service
         # The extra rank is a real process of the learner, and it is gone when the job ends.
         children = psutil.Process(learner.proc.pid).children(recursive=True)
         assert not [p for p in children if "rank_worker" in " ".join(p.cmdline())]
+
+
+def _same_port_replacement(proc: ServiceProcess, command: str, args: list[str]) -> ServiceProcess:
+    replacement = ServiceProcess(command, args, ready_timeout=300)
+    replacement.port, replacement.metrics_port, replacement.address = proc.port, proc.metrics_port, proc.address
+    return replacement
+
+
+def test_restarting_the_grader_and_the_rollout_does_not_fail_the_job(tiny_model, tmp_path) -> None:
+    grader_args = ["--data-dir", str(tmp_path / "grader")]
+    rollout_args = ["--model", str(tiny_model)]
+    grader = ServiceProcess("rft-grader", grader_args).__enter__()
+    rollout = ServiceProcess("rft-rollout", rollout_args, ready_timeout=300).__enter__()
+    try:
+        args = learner_args(tmp_path / "learner", rollout, grader) + ["--remote-patience-seconds", "300"]
+        with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+            job_id = start_job(channel, tiny_model, tmp_path, n_epochs=4)  # 16 steps
+            wait_for_steps(channel, job_id, 2)
+            grader.proc.send_signal(signal.SIGKILL)
+            grader.proc.wait()
+            grader = _same_port_replacement(grader, "rft-grader", grader_args).__enter__()
+            wait_for_steps(channel, job_id, 5)
+            # A restarted rollout serves its start-up weights: the learner must notice and re-send its own.
+            rollout.proc.send_signal(signal.SIGKILL)
+            rollout.proc.wait()
+            rollout = _same_port_replacement(rollout, "rft-rollout", rollout_args).__enter__()
+            job = wait_for(channel, job_id, DONE)
+            assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+            assert job.trained_steps == 16
+            # The restarted rollout came up with its start-up weights (version 0); serving a
+            # later version proves the learner sent it the trained weights again.
+            with rollout.channel() as rollout_channel:
+                info = rollout_pb2_grpc.RolloutServiceStub(rollout_channel).GetModelInfo(
+                    rollout_pb2.GetModelInfoRequest(), timeout=30
+                )
+            assert info.policy_version >= 1
+    finally:
+        rollout.stop()
+        grader.stop()
