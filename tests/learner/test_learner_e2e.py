@@ -267,3 +267,16 @@ def test_restarting_the_grader_and_the_rollout_does_not_fail_the_job(tiny_model,
     finally:
         rollout.stop()
         grader.stop()
+
+
+def test_overlapped_generation_trains_on_one_version_old_samples(rollout, grader_service, tiny_model, tmp_path) -> None:
+    args = learner_args(tmp_path / "learner", rollout, grader_service)
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        job_id = start_job(channel, tiny_model, tmp_path, n_epochs=2, max_staleness=1)  # 8 steps
+        job = wait_for(channel, job_id, DONE)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        steps = metrics_by_step(channel, job_id)
+        # Step 1 samples the current weights; every later batch was generated while the
+        # previous step trained, so it comes from the policy one version behind.
+        assert steps[1]["policy_version_lag"] == 0
+        assert [steps[s]["policy_version_lag"] for s in range(2, 9)] == [1] * 7
