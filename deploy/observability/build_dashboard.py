@@ -12,7 +12,7 @@ import json
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-JOB = 'job=~"$job"'
+JOB = 'job_id=~"$job_id"'
 RATE = "$__rate_interval"
 
 
@@ -42,8 +42,8 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict], dict]]]] = [
                 "Mean grader reward of training samples (every step) and of validation samples "
                 "(every eval_interval steps). The curve that says whether fine-tuning works.",
                 [
-                    q(f"rft_learner_train_reward_mean{{{JOB}}}", "train {{job}}"),
-                    q(f"rft_learner_valid_reward_mean{{{JOB}}}", "valid {{job}}"),
+                    q(f"rft_learner_train_reward_mean{{{JOB}}}", "train {{job_id}}"),
+                    q(f"rft_learner_valid_reward_mean{{{JOB}}}", "valid {{job_id}}"),
                 ],
                 {"min": 0, "max": 1},
             ),
@@ -51,7 +51,7 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict], dict]]]] = [
                 "Steps per minute",
                 "none",
                 "Optimizer steps finished per minute. Flat at zero while a job runs = trainer stuck.",
-                [q(f"rate(rft_learner_steps_total{{{JOB}}}[{RATE}]) * 60", "{{job}}")],
+                [q(f"rate(rft_learner_steps_total{{{JOB}}}[{RATE}]) * 60", "{{job_id}}")],
                 {},
             ),
             (
@@ -59,7 +59,7 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict], dict]]]] = [
                 "none",
                 "Learner: tokens trained per second. Rollout: tokens generated per second, per replica.",
                 [
-                    q(f"rft_learner_tokens_per_second{{{JOB}}}", "learner {{job}}"),
+                    q(f"rft_learner_tokens_per_second{{{JOB}}}", "learner {{job_id}}"),
                     q(f"sum by (instance) (rate(rft_rollout_generated_tokens_total[{RATE}]))", "rollout {{instance}}"),
                 ],
                 {},
@@ -84,9 +84,9 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict], dict]]]] = [
                 "KL to the reference model (rising fast = policy drifting), policy entropy (collapsing "
                 "= exploration gone), fraction of clipped ratios (high = steps too large or too stale).",
                 [
-                    q(f"rft_learner_kl{{{JOB}}}", "kl {{job}}"),
-                    q(f"rft_learner_entropy{{{JOB}}}", "entropy {{job}}"),
-                    q(f"rft_learner_clip_fraction{{{JOB}}}", "clip fraction {{job}}"),
+                    q(f"rft_learner_kl{{{JOB}}}", "kl {{job_id}}"),
+                    q(f"rft_learner_entropy{{{JOB}}}", "entropy {{job_id}}"),
+                    q(f"rft_learner_clip_fraction{{{JOB}}}", "clip fraction {{job_id}}"),
                 ],
                 {},
             ),
@@ -96,7 +96,7 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict], dict]]]] = [
                 "How many policy versions behind the learner the samples of a step were generated "
                 "(bounded by the job's staleness), and the version each rollout replica serves.",
                 [
-                    q(f"rft_learner_policy_version_lag{{{JOB}}}", "lag {{job}}"),
+                    q(f"rft_learner_policy_version_lag{{{JOB}}}", "lag {{job_id}}"),
                     q("rft_rollout_policy_version", "replica {{instance}}"),
                 ],
                 {},
@@ -165,7 +165,7 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[dict], dict]]]] = [
                         "{{outcome}}",
                     ),
                     q(f"sum by (reason) (rate(rft_grader_sandbox_kills_total[{RATE}]))", "kill {{reason}}"),
-                    q(f"rate(rft_learner_grader_errors_total{{{JOB}}}[{RATE}])", "learner {{job}}"),
+                    q(f"rate(rft_learner_grader_errors_total{{{JOB}}}[{RATE}])", "learner {{job_id}}"),
                 ],
                 {},
             ),
@@ -318,12 +318,12 @@ def dashboard() -> dict:
                     "hide": 0,
                 },
                 {
-                    "name": "job",
+                    "name": "job_id",
                     "label": "Fine-tuning job",
                     "type": "query",
                     "datasource": {"type": "prometheus", "uid": "${datasource}"},
-                    "query": {"query": "label_values(rft_learner_steps_total, job)", "refId": "jobs"},
-                    "definition": "label_values(rft_learner_steps_total, job)",
+                    "query": {"query": "label_values(rft_learner_steps_total, job_id)", "refId": "jobs"},
+                    "definition": "label_values(rft_learner_steps_total, job_id)",
                     "refresh": 2,
                     "includeAll": True,
                     "multi": True,

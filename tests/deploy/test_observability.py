@@ -128,4 +128,4 @@ def test_dashboard_layout():
         for target in p.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}"
     variables = {v["name"] for v in dashboard["templating"]["list"]}
-    assert variables == {"datasource", "job"}
+    assert variables == {"datasource", "job_id"}

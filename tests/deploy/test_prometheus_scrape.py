@@ -238,7 +238,7 @@ def test_every_dashboard_query_runs(stack):
     dashboard = json.loads((OBS / "grafana-dashboard.json").read_text())
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
-            expr = target["expr"].replace("$__rate_interval", "1m").replace('"$job"', '".*"')
+            expr = target["expr"].replace("$__rate_interval", "1m").replace('"$job_id"', '".*"')
             prometheus.query(expr)  # asserts status success (parses and evaluates)
     prometheus.wait_for('rate(rft_rpc_requests_total{method="Check"}[1m])')
 

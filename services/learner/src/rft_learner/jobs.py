@@ -35,14 +35,14 @@ from rft_learner.trainer.loop import (
 log = logging.getLogger(__name__)
 S = fine_tuning_pb2
 
-STEPS = Counter("rft_learner_steps_total", "Optimizer steps taken.", ["job"])
-LAST_STEP = Gauge("rft_learner_last_step_timestamp_seconds", "Unix time of the last optimizer step.", ["job"])
+STEPS = Counter("rft_learner_steps_total", "Optimizer steps taken.", ["job_id"])
+LAST_STEP = Gauge("rft_learner_last_step_timestamp_seconds", "Unix time of the last optimizer step.", ["job_id"])
 JOBS = Gauge("rft_learner_jobs", "Jobs by status.", ["status"])
-GRADER_ERRORS = Counter("rft_learner_grader_errors_total", "Samples whose grading failed.", ["job"])
+GRADER_ERRORS = Counter("rft_learner_grader_errors_total", "Samples whose grading failed.", ["job_id"])
 PHASE_SECONDS = Histogram(
     "rft_learner_step_phase_seconds",
     "Seconds per RL step phase.",
-    ["job", "phase"],
+    ["job_id", "phase"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 WEIGHT_SYNC = Histogram(
@@ -51,7 +51,7 @@ WEIGHT_SYNC = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
 GAUGES = {
-    name: Gauge(f"rft_learner_{name}", help_text, ["job"])
+    name: Gauge(f"rft_learner_{name}", help_text, ["job_id"])
     for name, help_text in (
         ("train_reward_mean", "Mean grader score of the last step's samples."),
         ("valid_reward_mean", "Mean grader score on the validation set at the last evaluation."),
