@@ -61,6 +61,17 @@ def render_each(template: Template, pairs: list[Pair]) -> list[str | Outcome]:
     return rendered
 
 
+def render_input_and_reference(
+    input_template: Template, reference_template: Template, pairs: list[Pair]
+) -> list[tuple[str, str] | Outcome]:
+    """(input, reference) per pair, or the TEMPLATE error of whichever failed first."""
+    out: list[tuple[str, str] | Outcome] = []
+    for text, reference in zip(render_each(input_template, pairs), render_each(reference_template, pairs), strict=True):
+        failed = text if isinstance(text, Outcome) else reference if isinstance(reference, Outcome) else None
+        out.append(failed or (text, reference))
+    return out
+
+
 async def run_on_lanes(runtime: Runtime, task: str, jobs: list[tuple | Outcome], to_outcome: Any) -> list[Outcome]:
     """Send the jobs that are argument tuples to the worker lanes; keep error outcomes.
 

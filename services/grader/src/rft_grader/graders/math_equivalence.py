@@ -6,7 +6,7 @@ is found), else 0.0. A reference math-verify cannot read is INVALID_INPUT.
 from __future__ import annotations
 
 from rft_grader.domain import Outcome, Pair
-from rft_grader.graders.base import Grader, Runtime, render_each, run_on_lanes
+from rft_grader.graders.base import Grader, Runtime, render_input_and_reference, run_on_lanes
 from rft_grader.lanes import LaneResult
 from rft_grader.spec import MathEquivalenceSpec
 from rft_grader.templates import Template
@@ -21,10 +21,10 @@ class MathEquivalenceGrader(Grader):
         self.reference = Template(spec.reference)
 
     async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
-        jobs: list[tuple | Outcome] = []
-        for text, reference in zip(render_each(self.input, pairs), render_each(self.reference, pairs), strict=True):
-            failed = text if isinstance(text, Outcome) else reference if isinstance(reference, Outcome) else None
-            jobs.append(failed or (text, reference, self.spec.float_rounding))
+        jobs: list[tuple | Outcome] = [
+            rendered if isinstance(rendered, Outcome) else (*rendered, self.spec.float_rounding)
+            for rendered in render_input_and_reference(self.input, self.reference, pairs)
+        ]
 
         def outcome(answer: LaneResult) -> Outcome:
             return Outcome(score=answer.score, passed=answer.score == 1.0)

@@ -7,7 +7,7 @@ The metrics run in worker processes (see cpu_tasks.py for their exact definition
 from __future__ import annotations
 
 from rft_grader.domain import Outcome, Pair
-from rft_grader.graders.base import Grader, Runtime, render_each, run_on_lanes
+from rft_grader.graders.base import Grader, Runtime, render_input_and_reference, run_on_lanes
 from rft_grader.lanes import LaneResult
 from rft_grader.spec import TextSimilaritySpec
 from rft_grader.templates import Template
@@ -22,10 +22,10 @@ class TextSimilarityGrader(Grader):
         self.reference = Template(spec.reference)
 
     async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
-        jobs: list[tuple | Outcome] = []
-        for text, reference in zip(render_each(self.input, pairs), render_each(self.reference, pairs), strict=True):
-            failed = text if isinstance(text, Outcome) else reference if isinstance(reference, Outcome) else None
-            jobs.append(failed or (self.spec.evaluation_metric, text, reference))
+        jobs: list[tuple | Outcome] = [
+            rendered if isinstance(rendered, Outcome) else (self.spec.evaluation_metric, *rendered)
+            for rendered in render_input_and_reference(self.input, self.reference, pairs)
+        ]
 
         def outcome(answer: LaneResult) -> Outcome:
             return Outcome(score=answer.score, passed=self.passed(answer.score))
