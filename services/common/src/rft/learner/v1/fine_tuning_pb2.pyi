@@ -76,14 +76,18 @@ class GraderConfig(_message.Message):
     def __init__(self, spec: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., grader_id: _Optional[str] = ..., service_address: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class SupervisedHyperparameters(_message.Message):
-    __slots__ = ("n_epochs", "batch_size", "learning_rate_multiplier")
+    __slots__ = ("n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "lora_alpha")
     N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    LORA_ALPHA_FIELD_NUMBER: _ClassVar[int]
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
-    def __init__(self, n_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate_multiplier: _Optional[float] = ...) -> None: ...
+    lora_rank: int
+    lora_alpha: float
+    def __init__(self, n_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate_multiplier: _Optional[float] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[float] = ...) -> None: ...
 
 class SupervisedMethod(_message.Message):
     __slots__ = ("answer_field", "hyperparameters")
@@ -94,7 +98,7 @@ class SupervisedMethod(_message.Message):
     def __init__(self, answer_field: _Optional[str] = ..., hyperparameters: _Optional[_Union[SupervisedHyperparameters, _Mapping]] = ...) -> None: ...
 
 class ReinforcementHyperparameters(_message.Message):
-    __slots__ = ("n_epochs", "batch_size", "learning_rate_multiplier", "compute_multiplier", "eval_interval", "eval_samples", "group_size", "kl_coef", "clip_range", "max_new_tokens", "temperature", "sft_warmup_epochs", "sft_answer_field", "algorithm", "kl_estimator", "max_staleness", "lora_rank", "max_grader_error_fraction")
+    __slots__ = ("n_epochs", "batch_size", "learning_rate_multiplier", "compute_multiplier", "eval_interval", "eval_samples", "group_size", "kl_coef", "clip_range", "max_new_tokens", "temperature", "sft_warmup_epochs", "sft_answer_field", "algorithm", "kl_estimator", "max_staleness", "lora_rank", "max_grader_error_fraction", "lora_alpha")
     N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +117,7 @@ class ReinforcementHyperparameters(_message.Message):
     MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
     LORA_RANK_FIELD_NUMBER: _ClassVar[int]
     MAX_GRADER_ERROR_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    LORA_ALPHA_FIELD_NUMBER: _ClassVar[int]
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
@@ -131,7 +136,8 @@ class ReinforcementHyperparameters(_message.Message):
     max_staleness: int
     lora_rank: int
     max_grader_error_fraction: float
-    def __init__(self, n_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate_multiplier: _Optional[float] = ..., compute_multiplier: _Optional[float] = ..., eval_interval: _Optional[int] = ..., eval_samples: _Optional[int] = ..., group_size: _Optional[int] = ..., kl_coef: _Optional[float] = ..., clip_range: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sft_warmup_epochs: _Optional[int] = ..., sft_answer_field: _Optional[str] = ..., algorithm: _Optional[_Union[RlAlgorithm, str]] = ..., kl_estimator: _Optional[_Union[KlEstimator, str]] = ..., max_staleness: _Optional[int] = ..., lora_rank: _Optional[int] = ..., max_grader_error_fraction: _Optional[float] = ...) -> None: ...
+    lora_alpha: float
+    def __init__(self, n_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate_multiplier: _Optional[float] = ..., compute_multiplier: _Optional[float] = ..., eval_interval: _Optional[int] = ..., eval_samples: _Optional[int] = ..., group_size: _Optional[int] = ..., kl_coef: _Optional[float] = ..., clip_range: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sft_warmup_epochs: _Optional[int] = ..., sft_answer_field: _Optional[str] = ..., algorithm: _Optional[_Union[RlAlgorithm, str]] = ..., kl_estimator: _Optional[_Union[KlEstimator, str]] = ..., max_staleness: _Optional[int] = ..., lora_rank: _Optional[int] = ..., max_grader_error_fraction: _Optional[float] = ..., lora_alpha: _Optional[float] = ...) -> None: ...
 
 class ReinforcementMethod(_message.Message):
     __slots__ = ("grader", "hyperparameters")

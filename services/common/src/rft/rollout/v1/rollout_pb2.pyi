@@ -177,15 +177,25 @@ class WeightsManifest(_message.Message):
     checksum_algorithm: ChecksumAlgorithm
     def __init__(self, tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., checksum_algorithm: _Optional[_Union[ChecksumAlgorithm, str]] = ...) -> None: ...
 
+class LoraAdapter(_message.Message):
+    __slots__ = ("rank", "alpha")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    alpha: float
+    def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
+
 class WeightsHeader(_message.Message):
-    __slots__ = ("version", "manifest", "safetensors_path")
+    __slots__ = ("version", "manifest", "safetensors_path", "lora")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     SAFETENSORS_PATH_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
     version: int
     manifest: WeightsManifest
     safetensors_path: str
-    def __init__(self, version: _Optional[int] = ..., manifest: _Optional[_Union[WeightsManifest, _Mapping]] = ..., safetensors_path: _Optional[str] = ...) -> None: ...
+    lora: LoraAdapter
+    def __init__(self, version: _Optional[int] = ..., manifest: _Optional[_Union[WeightsManifest, _Mapping]] = ..., safetensors_path: _Optional[str] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ...) -> None: ...
 
 class WeightsChunk(_message.Message):
     __slots__ = ("tensor_index", "offset", "data")
@@ -240,7 +250,7 @@ class RequestLimits(_message.Message):
     def __init__(self, max_prompts: _Optional[int] = ..., max_n: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "architecture", "num_parameters", "vocab_size", "max_model_len", "dtype", "policy_version", "tensors", "limits", "engine", "eos_token_id")
+    __slots__ = ("model", "architecture", "num_parameters", "vocab_size", "max_model_len", "dtype", "policy_version", "tensors", "limits", "engine", "eos_token_id", "max_lora_rank", "lora")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +262,8 @@ class GetModelInfoResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     EOS_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_LORA_RANK_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
     model: str
     architecture: str
     num_parameters: int
@@ -263,4 +275,6 @@ class GetModelInfoResponse(_message.Message):
     limits: RequestLimits
     engine: str
     eos_token_id: int
-    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., num_parameters: _Optional[int] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., dtype: _Optional[str] = ..., policy_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., engine: _Optional[str] = ..., eos_token_id: _Optional[int] = ...) -> None: ...
+    max_lora_rank: int
+    lora: LoraAdapter
+    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., num_parameters: _Optional[int] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., dtype: _Optional[str] = ..., policy_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., engine: _Optional[str] = ..., eos_token_id: _Optional[int] = ..., max_lora_rank: _Optional[int] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ...) -> None: ...
