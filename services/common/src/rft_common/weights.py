@@ -6,6 +6,8 @@
 
 A full update sends every state-dict key GetModelInfo lists, tied ones such as
 lm_head.weight included. Arrays must already have the served dtype (GetModelInfo.dtype).
+A LoRA update (`lora=LoraAdapter(rank, alpha)`) sends only the adapter's lora_A /
+lora_B tensors under PEFT's names; see rft.rollout.v1.LoraAdapter.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def weight_update_requests(
     tensors: Iterable[tuple[str, np.ndarray]],
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     algorithm: str = "crc32",
+    lora: rollout_pb2.LoraAdapter | None = None,
 ) -> Iterator[rollout_pb2.UpdateWeightsRequest]:
     """A header with the manifest, then each tensor's bytes in slices of at most
     `chunk_bytes` (keep it well under the server's max message size)."""
@@ -65,7 +68,9 @@ def weight_update_requests(
         for name, array in named
     ]
     manifest = rollout_pb2.WeightsManifest(tensors=specs, checksum_algorithm=CHECKSUM_ALGORITHMS[algorithm])
-    yield rollout_pb2.UpdateWeightsRequest(header=rollout_pb2.WeightsHeader(version=version, manifest=manifest))
+    yield rollout_pb2.UpdateWeightsRequest(
+        header=rollout_pb2.WeightsHeader(version=version, manifest=manifest, lora=lora)
+    )
     for index, (_, array) in enumerate(named):
         data = _raw(array)
         for offset in range(0, data.nbytes, chunk_bytes):
@@ -76,8 +81,10 @@ def weight_update_requests(
             )
 
 
-def file_update_requests(version: int, safetensors_path: str) -> Iterator[rollout_pb2.UpdateWeightsRequest]:
+def file_update_requests(
+    version: int, safetensors_path: str, lora: rollout_pb2.LoraAdapter | None = None
+) -> Iterator[rollout_pb2.UpdateWeightsRequest]:
     """The single header message of a file update."""
     yield rollout_pb2.UpdateWeightsRequest(
-        header=rollout_pb2.WeightsHeader(version=version, safetensors_path=safetensors_path)
+        header=rollout_pb2.WeightsHeader(version=version, safetensors_path=safetensors_path, lora=lora)
     )
