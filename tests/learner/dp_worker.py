@@ -1,14 +1,16 @@
 """Runs two RL update steps on a fixed batch, alone or as one rank under torchrun, and
-saves the resulting weights (rank 0). test_data_parallel.py compares the two."""
+saves the resulting weights (rank 0). test_data_parallel.py compares the two. With a
+third argument "lora" the model trains a LoRA adapter (the reference is its base)."""
 
 from __future__ import annotations
 
 import sys
 
 import torch
-from rft_learner.hparams import ReinforcementParams
+from rft_learner.hparams import LoraSpec, ReinforcementParams
+from rft_learner.trainer import lora
 from rft_learner.trainer.distributed import DataParallel
-from rft_learner.trainer.policy import load_model, load_tokenizer
+from rft_learner.trainer.policy import load_model, load_tokenizer, trainable_parameters
 from rft_learner.trainer.updates import Group, rl_step
 
 
@@ -24,14 +26,17 @@ def fixed_groups(vocab: int) -> list[Group]:
     return groups
 
 
-def main(model_dir: str, out: str) -> None:
+def main(model_dir: str, out: str, variant: str = "full") -> None:
     torch.manual_seed(0)
     data_parallel = DataParallel.from_environment("gloo")
     model, reference = load_model(model_dir), load_model(model_dir)
     reference.requires_grad_(False)
+    if variant == "lora":
+        # Every rank draws the same adapter from the same seed.
+        model, reference = lora.add_adapter(model, LoraSpec(rank=4, alpha=8.0)), None
     tokenizer = load_tokenizer(model_dir)
     # Plain SGD: the comparison is about gradients; Adam would amplify float noise on ~0 gradients.
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    optimizer = torch.optim.SGD(trainable_parameters(model), lr=0.5)
     params = ReinforcementParams(algorithm="grpo", group_size=3, kl_coef=0.05)
     groups = fixed_groups(model.config.vocab_size)
     for _ in range(2):
@@ -41,4 +46,4 @@ def main(model_dir: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

@@ -6,7 +6,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import torch
+from rft_learner.hparams import LoraSpec
+from rft_learner.trainer import lora
 from rft_learner.trainer.policy import load_model
 from service_process import free_port
 
@@ -14,11 +17,14 @@ WORKER = pathlib.Path(__file__).with_name("dp_worker.py")
 BIN = pathlib.Path(sys.executable).parent
 
 
-def test_two_gloo_ranks_match_a_single_process(tiny_model, tmp_path) -> None:
+@pytest.mark.parametrize("variant", ["full", "lora"])
+def test_two_gloo_ranks_match_a_single_process(tiny_model, tmp_path, variant: str) -> None:
     single, parallel = tmp_path / "single.pt", tmp_path / "parallel.pt"
     env_threads = {"OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [sys.executable, str(WORKER), str(tiny_model), str(single)], check=True, env={**env_threads, "PATH": str(BIN)}
+        [sys.executable, str(WORKER), str(tiny_model), str(single), variant],
+        check=True,
+        env={**env_threads, "PATH": str(BIN)},
     )
     subprocess.run(
         [
@@ -29,14 +35,23 @@ def test_two_gloo_ranks_match_a_single_process(tiny_model, tmp_path) -> None:
             str(WORKER),
             str(tiny_model),
             str(parallel),
+            variant,
         ],
         check=True,
         env={**env_threads, "PATH": str(BIN)},
     )
     alone, together = torch.load(single), torch.load(parallel)
-    initial = load_model(tiny_model).state_dict()
+    torch.manual_seed(0)
+    initial = load_model(tiny_model)
+    if variant == "lora":
+        initial = lora.add_adapter(initial, LoraSpec(rank=4, alpha=8.0))
+    initial_state = initial.state_dict()
+    trained = [name for name, p in initial.named_parameters(remove_duplicate=False) if p.requires_grad]
     moved = 0
     for name, value in alone.items():
         torch.testing.assert_close(together[name], value, rtol=1e-4, atol=1e-6, msg=name)
-        moved += int(not torch.equal(value, initial[name]))
-    assert moved > len(alone) // 2, "the update barely changed the model: the comparison proves nothing"
+        if name in trained:
+            moved += int(not torch.equal(value, initial_state[name]))
+        else:
+            assert torch.equal(value, initial_state[name]), f"{name} is frozen but changed"
+    assert moved > len(trained) // 2, "the update barely changed the model: the comparison proves nothing"

@@ -41,6 +41,8 @@ SHARED_HYPERPARAMETERS = (
     ("n_epochs", int, "passes over the training file (default: reinforcement 1, supervised 3)"),
     ("batch_size", int, "prompts per RL step / examples per SFT step (default 16)"),
     ("learning_rate_multiplier", float, "multiplier of the base learning rate 1e-3 (default 1.0)"),
+    ("lora_rank", int, "train only LoRA adapters of this rank; 0 trains every weight (default 0)"),
+    ("lora_alpha", float, "LoRA scaling numerator, the adapter is scaled by alpha / rank (default 2 * rank)"),
 )
 RL_HYPERPARAMETERS = (
     ("compute_multiplier", float, "scales the samples per prompt, as OpenAI's (default 1.0)"),

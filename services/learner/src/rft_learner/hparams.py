@@ -3,6 +3,7 @@ filled in and bounds checked. One docstring per field is the reference for users
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import pydantic
@@ -18,7 +19,28 @@ class _Strict(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
 
 
-class SupervisedParams(_Strict):
+@dataclasses.dataclass(frozen=True)
+class LoraSpec:
+    """Shape of a job's LoRA adapters."""
+
+    rank: int
+    alpha: float
+
+
+class _LoraParams(_Strict):
+    lora_rank: int = pydantic.Field(0, ge=0, le=512)
+    """LoRA rank; 0 trains every weight, a rank trains only adapters on the linear layers."""
+    lora_alpha: float = pydantic.Field(0.0, ge=0, le=4096)
+    """LoRA scaling numerator (the adapter is scaled by alpha / rank); 0 means 2 * lora_rank."""
+
+    @property
+    def lora(self) -> LoraSpec | None:
+        if not self.lora_rank:
+            return None
+        return LoraSpec(self.lora_rank, self.lora_alpha or 2.0 * self.lora_rank)
+
+
+class SupervisedParams(_LoraParams):
     """Supervised fine-tuning on a reference-answer field."""
 
     answer_field: str
@@ -31,7 +53,7 @@ class SupervisedParams(_Strict):
     """Multiplier of the base learning rate (1e-3)."""
 
 
-class ReinforcementParams(_Strict):
+class ReinforcementParams(_LoraParams):
     """Reinforcement fine-tuning with a grader."""
 
     n_epochs: int = pydantic.Field(1, ge=1, le=100)
@@ -66,8 +88,6 @@ class ReinforcementParams(_Strict):
     """Per-token KL estimator."""
     max_staleness: int = pydantic.Field(0, ge=0, le=1)
     """Policy versions a sample may lag: 1 overlaps generation of the next batch with training."""
-    lora_rank: int = pydantic.Field(0, ge=0, le=0)
-    """LoRA rank; only 0 (full fine-tuning) is supported in this release."""
     max_grader_error_fraction: float = pydantic.Field(0.1, ge=0, le=1)
     """Fraction of a step's samples that may fail grading before the job fails."""
 

@@ -292,7 +292,7 @@ class JobManager:
                 self._check_field, request.training_file, params.sft_answer_field, "hyperparameters.sft_answer_field"
             )
         if self.settings.validate_remote:
-            await self._validate_remote(request, model_dir)
+            await self._validate_remote(request, model_dir, params.lora_rank)
 
     def _check_field(self, file_id: str, field: str, where: str) -> None:
         with open(self.files.get(file_id).path, encoding="utf-8") as handle:
@@ -300,7 +300,9 @@ class JobManager:
                 if line.strip() and field not in json.loads(line):
                     raise InvalidJob(f"{where}: line {number} of {file_id} has no field {field!r}")
 
-    async def _validate_remote(self, request: fine_tuning_pb2.CreateJobRequest, model_dir: pathlib.Path) -> None:
+    async def _validate_remote(
+        self, request: fine_tuning_pb2.CreateJobRequest, model_dir: pathlib.Path, lora_rank: int
+    ) -> None:
         settings = self.settings.trainer
         grader_cfg = request.method.reinforcement.grader
         source = grader_cfg.WhichOneof("source")
@@ -349,6 +351,12 @@ class JobManager:
                         f"model: its tensors do not match the model served by rollout {address} "
                         f"(unknown to it {unknown}, different shapes {differ}); start the rollout with the same "
                         "architecture"
+                    )
+                if lora_rank > info.max_lora_rank:
+                    raise InvalidJob(
+                        f"method.reinforcement.hyperparameters.lora_rank: {lora_rank} is above the largest LoRA "
+                        f"rank rollout {address} takes ({info.max_lora_rank}); start it with --max-lora-rank "
+                        f"{lora_rank} or more"
                     )
         finally:
             await pool.close()

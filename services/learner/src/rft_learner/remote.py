@@ -107,6 +107,9 @@ class RolloutPool:
         self._stubs = [rollout_pb2_grpc.RolloutServiceStub(c) for c in self._channels]
         self.version = 0
         self._weights_source: Callable[[], Sequence[NamedArray]] | None = None
+        self._base_source: Callable[[], Sequence[NamedArray]] | None = None
+        self._lora: rollout_pb2.LoraAdapter | None = None
+        self._has_base = [False] * len(addresses)
         self.on_retry: Callable[[str], None] | None = None
 
     async def close(self) -> None:
@@ -123,9 +126,21 @@ class RolloutPool:
 
         return list(await asyncio.gather(*(one(s) for s in self._stubs)))
 
-    def set_weights_source(self, source: Callable[[], Sequence[NamedArray]]) -> None:
-        """Where to read the current weights from when a replica needs them again."""
-        self._weights_source = source
+    def set_weights_source(
+        self,
+        source: Callable[[], Sequence[NamedArray]],
+        base_source: Callable[[], Sequence[NamedArray]] | None = None,
+        lora: rollout_pb2.LoraAdapter | None = None,
+    ) -> None:
+        """Where to read the current weights from when a replica needs them again.
+
+        With `lora`, `source` gives only the adapter and `base_source` the frozen base
+        it applies to: a replica gets the base once (and again if it restarts), then
+        only adapters.
+        """
+        assert (base_source is None) == (lora is None), "a LoRA policy needs its base"
+        self._weights_source, self._base_source, self._lora = source, base_source, lora
+        self._has_base = [False] * len(self._stubs)
 
     async def push_weights(self) -> float:
         """Send the current weights to every replica as a new version; returns seconds."""
@@ -133,15 +148,27 @@ class RolloutPool:
         started = time.perf_counter()
         tensors = self._weights_source()
         infos = await self.model_info()
-        self.version = max([self.version, *(i.policy_version for i in infos)]) + 1
+        latest = max([self.version, *(i.policy_version for i in infos)])
+        # A replica that still needs the LoRA base takes it as version - 1.
+        self.version = latest + (2 if self._lora is not None and not all(self._has_base) else 1)
         await asyncio.gather(*(self._push_one(i, tensors) for i in range(len(self._stubs))))
         return time.perf_counter() - started
 
     async def _push_one(self, index: int, tensors: Sequence[NamedArray]) -> None:
+        """Bring replica `index` to `self.version`: the weights, or its base and the adapter."""
+        if self._lora is not None and not self._has_base[index]:
+            assert self._base_source is not None
+            await self._update(index, self.version - 1, self._base_source(), None)
+            self._has_base[index] = True
+        await self._update(index, self.version, tensors, self._lora)
+
+    async def _update(
+        self, index: int, version: int, tensors: Sequence[NamedArray], lora: rollout_pb2.LoraAdapter | None
+    ) -> None:
         stub = self._stubs[index]
 
         async def call():
-            requests = weight_update_requests(self.version, [(t.name, t.array) for t in tensors])
+            requests = weight_update_requests(version, [(t.name, t.array) for t in tensors], lora=lora)
             return await stub.UpdateWeights(requests, timeout=600)
 
         await retry_transient(
@@ -210,6 +237,7 @@ class RolloutPool:
                             f"rollout {self.addresses[replica]} served version {sorted(versions)} "
                             f"(expected {self.version}); re-sending weights"
                         )
+                    self._has_base[replica] = False  # it restarted from its model directory
                     await self._push_one(replica, self._weights_source())
                 raise RemoteError(f"rollout {self.addresses[replica]} keeps serving the wrong policy version")
 

@@ -1,5 +1,6 @@
 """Checkpoints: the model as a Hugging Face directory plus the full trainer state
-(optimizer, value head, RNG states, data cursor, step), written atomically."""
+(optimizer, value head, RNG states, data cursor, step), written atomically. A LoRA
+model is saved merged (servable as it is) with its adapter in `adapter/` next to it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from rft_learner.trainer import lora
+
 TRAINER_STATE = "trainer_state.pt"
+ADAPTER_DIR = "adapter"
 
 
 def rng_state() -> dict[str, Any]:
@@ -27,8 +31,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_model_dir(model, tokenizer, directory: pathlib.Path) -> None:
-    """A Hugging Face model directory (safetensors + config + tokenizer) vLLM can serve."""
-    model.save_pretrained(directory, safe_serialization=True)
+    """A Hugging Face model directory (safetensors + config + tokenizer) vLLM can serve;
+    for a LoRA model, the merged weights plus the adapter alone in `adapter/`."""
+    if lora.is_lora(model):
+        model.get_base_model().save_pretrained(
+            directory, state_dict=lora.merged_state_dict(model), safe_serialization=True
+        )
+        lora.save_adapter(model, directory / ADAPTER_DIR)
+    else:
+        model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
 
 

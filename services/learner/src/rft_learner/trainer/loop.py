@@ -29,9 +29,10 @@ from rft.rollout.v1 import rollout_pb2
 from rft_learner import hparams
 from rft_learner.remote import GraderClient, RolloutPool, resolve_addresses
 from rft_learner.trainer import checkpoint as ckpt
+from rft_learner.trainer import lora
 from rft_learner.trainer.data import DataCursor, Example, load_examples, reference_answer, steps_per_epoch
 from rft_learner.trainer.evaluate import evaluate
-from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, named_arrays
+from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, named_arrays, trainable_parameters
 from rft_learner.trainer.ranks import Updater
 from rft_learner.trainer.updates import Group
 
@@ -125,7 +126,15 @@ class JobRun:
         self.settings = settings
         self.job_dir = settings.data_dir / "jobs" / ctl.job_id
         self.ckpt_root = self.job_dir / "checkpoints"
+        # The RL reference after an SFT warm-up (and a LoRA policy's base), kept for resumes.
+        self.reference_dir = self.job_dir / "reference"
         self.latest_eval: dict[str, float] = {}
+        method = request.method
+        self.lora = (
+            hparams.supervised_params(method.supervised)
+            if method.HasField("supervised")
+            else hparams.reinforcement_params(method.reinforcement)
+        ).lora
 
     # -- plumbing ---------------------------------------------------------------
     async def _in_thread(self, fn: Callable, *args):
@@ -159,7 +168,7 @@ class JobRun:
         self.tokenizer = await self._in_thread(load_tokenizer, self.request.model)
         latest = ckpt.latest_checkpoint(self.ckpt_root)
         state = ckpt.load_trainer_state(latest) if latest else {}
-        self.model = await self._in_thread(load_model, latest / "model" if latest else self.request.model)
+        self.model = await self._in_thread(self._load_policy, latest, state)
         if latest:
             ckpt.set_rng_state(state["rng"])
             self.ctl.event(INFO, f"resuming from checkpoint at step {state['step']}")
@@ -185,18 +194,32 @@ class JobRun:
         await self._rl(train, valid, params, sft_steps, rl_steps, state)
         return await self._export()
 
+    def _load_policy(self, latest: pathlib.Path | None, state: dict[str, Any]) -> torch.nn.Module:
+        """The policy to train: the job's model, or where the latest checkpoint left it."""
+        if self.lora is None:
+            return load_model(latest / "model" if latest else self.request.model)
+        # A LoRA policy is a frozen base plus the adapter. The base is the job's model,
+        # or once RL has started after an SFT warm-up, the warm-up merged into it.
+        rl_base = state.get("phase") == "rl" and self.reference_dir.exists()
+        model = lora.add_adapter(load_model(self.reference_dir if rl_base else self.request.model), self.lora)
+        if latest:
+            lora.load_adapter_weights(model, latest / "model" / ckpt.ADAPTER_DIR)
+        return model
+
     async def _sft(
         self, train: list[Example], field: str, batch_size: int, lr_mult: float, steps: int, state: dict
     ) -> None:
         lr = hparams.BASE_LEARNING_RATE * lr_mult
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr)
+        optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=lr)
         cursor = DataCursor(len(train), self.seed)
         start = 0
         if state.get("phase") == "sft":
             optimizer.load_state_dict(state["optimizer"])
             cursor.load_state_dict(state["cursor"])
             start = state["step"]
-        await self._in_thread(self.updater.begin_phase, self.request.model, self.model, optimizer, lr)
+        await self._in_thread(
+            self.updater.begin_phase, self.request.model, self.model, optimizer, lr, None, None, self.lora
+        )
         prompts = [
             self.tokenizer.apply_chat_template(e.messages, add_generation_prompt=True, tokenize=True) for e in train
         ]
@@ -244,21 +267,31 @@ class JobRun:
             await grader.close()
 
     async def _rl_loop(self, train, valid, params, first_step, rl_steps, state, pool, grader) -> None:
-        reference_dir = self.job_dir / "reference"
-        if state.get("phase") == "rl" and reference_dir.exists():
+        reference_dir = self.reference_dir
+        resuming = state.get("phase") == "rl"
+        if self.lora is not None:
+            # The KL reference is the policy's own base, adapter off. After an SFT
+            # warm-up (ReFT) that base is the warm-up merged in, under a fresh adapter.
+            self.reference = None
+            if first_step and not resuming:
+                base = lora.merge(self.model)
+                await self._in_thread(ckpt.save_model_dir, base, self.tokenizer, reference_dir)
+                self.model = lora.add_adapter(base, self.lora)
+        elif resuming and reference_dir.exists():
             self.reference = await self._in_thread(load_model, reference_dir)
         else:
             self.reference = copy.deepcopy(self.model)
             if first_step:  # the SFT warm-up result is the reference (ReFT); keep it for resumes
                 await self._in_thread(ckpt.save_model_dir, self.model, self.tokenizer, reference_dir)
-        self.reference.eval().requires_grad_(False)
+        if self.reference is not None:
+            self.reference.eval().requires_grad_(False)
         value_head = ValueHead(self.model.config.hidden_size) if params.algorithm == "ppo" else None
-        trainable = list(self.model.parameters()) + (list(value_head.parameters()) if value_head else [])
+        trainable = trainable_parameters(self.model, value_head)
         lr = hparams.BASE_LEARNING_RATE * params.learning_rate_multiplier
         optimizer = torch.optim.AdamW(trainable, lr=lr)
         cursor = DataCursor(len(train), self.seed + 1)
         start = 0
-        if state.get("phase") == "rl":
+        if resuming:
             optimizer.load_state_dict(state["optimizer"])
             cursor.load_state_dict(state["cursor"])
             if value_head is not None:
@@ -266,7 +299,14 @@ class JobRun:
             self.latest_eval = state.get("latest_eval", {})
             start = state["step"] - first_step
         await self._in_thread(
-            self.updater.begin_phase, self.request.model, self.model, optimizer, lr, self.reference, value_head
+            self.updater.begin_phase,
+            self.request.model,
+            self.model,
+            optimizer,
+            lr,
+            self.reference,
+            value_head,
+            self.lora,
         )
 
         def trainer_state(cursor_state: dict) -> dict[str, Any]:
@@ -278,9 +318,18 @@ class JobRun:
                 "latest_eval": dict(self.latest_eval),
             }
 
-        pool.set_weights_source(lambda: named_arrays(self.model))
+        if self.lora is None:
+            pool.set_weights_source(lambda: named_arrays(self.model))
+            what = "weights"
+        else:
+            pool.set_weights_source(
+                lambda: lora.adapter_arrays(self.model),
+                base_source=lambda: lora.base_arrays(self.model),
+                lora=rollout_pb2.LoraAdapter(rank=self.lora.rank, alpha=self.lora.alpha),
+            )
+            what = f"base weights and LoRA adapter (rank {self.lora.rank})"
         sync_seconds = await pool.push_weights()
-        self.ctl.event(INFO, f"weights pushed to {len(pool.addresses)} rollout replica(s) in {sync_seconds:.2f}s")
+        self.ctl.event(INFO, f"{what} pushed to {len(pool.addresses)} rollout replica(s) in {sync_seconds:.2f}s")
 
         async def run_eval(step: int) -> None:
             if not valid:

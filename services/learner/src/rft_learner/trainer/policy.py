@@ -15,7 +15,7 @@ from rft_learner.rl import entropy_from_logits, token_logprobs
 
 
 def load_model(model_dir: str | pathlib.Path) -> PreTrainedModel:
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.config.use_cache = False
     return model
 
@@ -30,6 +30,11 @@ def load_tokenizer(model_dir: str | pathlib.Path) -> PreTrainedTokenizerBase:
 def named_arrays(model: torch.nn.Module) -> list[NamedArray]:
     """Every state-dict entry (tied ones included) as numpy arrays, for the rollout."""
     return [NamedArray(name, t.detach().to("cpu").contiguous().numpy()) for name, t in model.state_dict().items()]
+
+
+def trainable_parameters(*modules: torch.nn.Module | None) -> list[torch.nn.Parameter]:
+    """What the optimizer steps: every weight, or only the adapters of a LoRA model."""
+    return [p for module in modules if module is not None for p in module.parameters() if p.requires_grad]
 
 
 class ValueHead(torch.nn.Module):

@@ -7,8 +7,9 @@ import torch
 import torch.distributed as dist
 
 from rft_learner.hparams import ReinforcementParams
+from rft_learner.trainer import lora
 from rft_learner.trainer.distributed import DataParallel
-from rft_learner.trainer.policy import ValueHead, load_model
+from rft_learner.trainer.policy import ValueHead, load_model, trainable_parameters
 from rft_learner.trainer.ranks import broadcast_module_state
 from rft_learner.trainer.updates import rl_step, sft_step
 
@@ -25,12 +26,13 @@ def main() -> None:
         if kind == "stop":
             break
         if kind == "begin":
-            _, model_dir, learning_rate, with_reference, with_value_head = command
+            _, model_dir, learning_rate, with_reference, with_value_head, lora_spec = command
             model = load_model(model_dir)
+            if lora_spec is not None:
+                model = lora.add_adapter(model, lora_spec)
             reference = load_model(model_dir).requires_grad_(False) if with_reference else None
             value_head = ValueHead(model.config.hidden_size) if with_value_head else None
-            trainable = list(model.parameters()) + (list(value_head.parameters()) if value_head else [])
-            optimizer = torch.optim.AdamW(trainable, lr=learning_rate)
+            optimizer = torch.optim.AdamW(trainable_parameters(model, value_head), lr=learning_rate)
             broadcast_module_state([model, reference, value_head], optimizer)
         elif kind == "rl_step":
             _, groups, params, pad_id = command

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from rft_learner.hparams import ReinforcementParams
+from rft_learner.hparams import LoraSpec, ReinforcementParams
 from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.policy import ValueHead
 from rft_learner.trainer.updates import Group, rl_step, sft_step
@@ -81,11 +81,13 @@ class Updater:
         learning_rate: float,
         reference: torch.nn.Module | None = None,
         value_head: ValueHead | None = None,
+        lora: LoraSpec | None = None,
     ) -> None:
-        """Give every rank rank 0's model, reference, value head and optimizer state."""
+        """Give every rank rank 0's model (with its LoRA adapter, when `lora`), reference,
+        value head and optimizer state."""
         if self.data_parallel is None:
             return
-        self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None))
+        self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None, lora))
         broadcast_module_state([model, reference, value_head], optimizer)
 
     def rl_step(self, model, reference, optimizer, groups: Sequence[Group], params: ReinforcementParams, pad_id: int,

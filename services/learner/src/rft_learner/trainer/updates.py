@@ -24,7 +24,13 @@ from rft_learner.rl import (
     whiten,
 )
 from rft_learner.trainer.distributed import DataParallel
-from rft_learner.trainer.policy import SequenceBatch, ValueHead, build_sequence_batch, forward
+from rft_learner.trainer.policy import (
+    SequenceBatch,
+    ValueHead,
+    build_sequence_batch,
+    forward,
+    trainable_parameters,
+)
 
 PPO_GAMMA = 1.0
 PPO_LAMBDA = 0.95
@@ -75,9 +81,19 @@ def loss_config(params: ReinforcementParams) -> PolicyLossConfig:
     return PolicyLossConfig(clip_range=params.clip_range, kl_coef=kl_coef, kl_estimator=params.kl_estimator)
 
 
+def reference_logprobs(model: torch.nn.Module, reference: torch.nn.Module | None, batch: SequenceBatch) -> torch.Tensor:
+    """Token logprobs under the KL reference: a frozen copy, or (reference None) a LoRA
+    model's own base with its adapter switched off."""
+    with torch.no_grad():
+        if reference is not None:
+            return forward(reference, batch, with_entropy=False).logprobs
+        with model.disable_adapter():
+            return forward(model, batch, with_entropy=False).logprobs
+
+
 def rl_step(
     model: torch.nn.Module,
-    reference: torch.nn.Module,
+    reference: torch.nn.Module | None,
     optimizer: torch.optim.Optimizer,
     groups: Sequence[Group],
     params: ReinforcementParams,
@@ -115,8 +131,7 @@ def rl_step(
     batch = build_sequence_batch(prompts, completions, logprobs, pad_id)
     scores = torch.tensor(rewards, dtype=torch.float32)
 
-    with torch.no_grad():
-        ref_logprobs = forward(reference, batch, with_entropy=False).logprobs
+    ref_logprobs = reference_logprobs(model, reference, batch)
 
     model.train()
     out = forward(model, batch, value_head)
@@ -180,13 +195,14 @@ def sft_step(
     model.train()
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits[:, :-1]
     loss, metrics = sft_loss(logits.float(), batch.input_ids[:, 1:], batch.action_mask)
+    trainable = trainable_parameters(model)
     optimizer.zero_grad(set_to_none=True)
     if data_parallel is not None:
         (loss * data_parallel.loss_scale(float(batch.action_mask.sum()))).backward()
-        data_parallel.average_gradients(list(model.parameters()))
+        data_parallel.average_gradients(trainable)
     else:
         loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+    torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
     optimizer.step()
     out = {k: float(v) for k, v in metrics.items()}
     out["sft_loss"] = float(loss.detach())
