@@ -11,6 +11,8 @@ from google.protobuf import struct_pb2
 from rft.learner.v1 import files_pb2, files_pb2_grpc, fine_tuning_pb2_grpc
 from rft.learner.v1 import fine_tuning_pb2 as ft
 
+ENDED = {ft.JOB_STATUS_SUCCEEDED, ft.JOB_STATUS_FAILED, ft.JOB_STATUS_CANCELLED}
+
 
 def write_jsonl(path: pathlib.Path, rows: list[dict]) -> pathlib.Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -69,6 +71,18 @@ def wait_for(channel: grpc.Channel, job_id: str, statuses: set[int], timeout: fl
             return job
         time.sleep(0.3)
     raise TimeoutError(f"job {job_id} did not reach {statuses}; last status {job.status}: {job.error}")
+
+
+def wait_for_steps(channel: grpc.Channel, job_id: str, steps: int, timeout: float = 600) -> None:
+    """Wait until a running job has trained `steps` steps (fails if it ends first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs_stub(channel).GetJob(ft.GetJobRequest(job_id=job_id), timeout=10).job
+        assert job.status not in ENDED, job.error
+        if job.trained_steps >= steps:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id} did not reach step {steps}")
 
 
 def metrics_by_step(channel: grpc.Channel, job_id: str) -> dict[int, dict[str, float]]:

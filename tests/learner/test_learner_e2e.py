@@ -12,6 +12,7 @@ from jobs_client import (
     reinforcement_request,
     upload,
     wait_for,
+    wait_for_steps,
     write_jsonl,
 )
 from rft.learner.v1 import fine_tuning_pb2 as ft
@@ -130,19 +131,6 @@ def test_pause_and_resume_continue_exactly_like_an_uninterrupted_run(rollout, gr
         for step in range(pause_step + 1, 9):
             for name in ("train_reward_mean", "loss", "response_length_mean"):
                 assert got[step][name] == expected[step][name], (step, name, got[step][name], expected[step][name])
-
-
-def wait_for_steps(channel, job_id: str, steps: int) -> None:
-    import time
-
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        job = jobs_stub(channel).GetJob(ft.GetJobRequest(job_id=job_id), timeout=10).job
-        assert job.status not in DONE, job.error
-        if job.trained_steps >= steps:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"job {job_id} did not reach step {steps}")
 
 
 def test_supervised_job_and_sft_warm_up_before_rl(rollout, grader_service, tiny_model, tmp_path) -> None:

@@ -1,0 +1,130 @@
+"""A LoRA reinforcement job end to end: the learner trains only adapters on the demo
+model, the rollout (vLLM with LoRA) gets the base once and then adapters alone, the
+reward rises, a pause / resume continues exactly, and the export is the merged model
+plus the adapter."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import grpc
+import pytest
+import requests
+from jobs_client import (
+    jobs_stub,
+    learner_args,
+    metrics_by_step,
+    reinforcement_request,
+    upload,
+    wait_for,
+    wait_for_steps,
+    write_jsonl,
+)
+from prometheus_client.parser import text_string_to_metric_families
+from rft.learner.v1 import fine_tuning_pb2 as ft
+from rft.rollout.v1 import rollout_pb2
+from rft_learner.trainer.policy import load_model
+from service_process import ServiceProcess
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "demo"
+DONE = {ft.JOB_STATUS_SUCCEEDED, ft.JOB_STATUS_FAILED, ft.JOB_STATUS_CANCELLED}
+RANK = 8
+# The demo model answers additions; rewarding answers that contain a 7 is something a
+# rank-8 adapter learns within a few steps.
+SPEC = {
+    "type": "string_check",
+    "name": "has_seven",
+    "input": "{{sample.output_text}}",
+    "reference": "7",
+    "operation": "like",
+}
+HYPER = dict(
+    batch_size=8,
+    group_size=8,
+    max_new_tokens=6,
+    learning_rate_multiplier=10.0,
+    kl_coef=0.0,
+    eval_interval=0,
+    eval_samples=2,
+    lora_rank=RANK,
+)
+
+
+def rows(path: pathlib.Path, n: int) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()[:n]]
+
+
+def adapter_bytes(rank: int, model_dir: pathlib.Path) -> int:
+    """float32 bytes of a rank-`rank` adapter on every linear layer of the blocks."""
+    config = json.loads((model_dir / "config.json").read_text())
+    h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
+    shapes = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]  # (out, in): q k v o gate up down
+    return layers * sum(4 * rank * (out + inp) for out, inp in shapes)
+
+
+def pushed_bytes(rollout) -> float:
+    """Tensor bytes of the weight updates the rollout has applied so far."""
+    text = requests.get(rollout.proc.metrics_url, timeout=10).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "rft_rollout_weight_update_bytes":
+            return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+    return 0.0
+
+
+def test_a_lora_job_sends_adapters_raises_the_reward_and_resumes_exactly(lora_rollout, grader_service, tmp_path):
+    model = lora_rollout.model_dir
+    args = learner_args(tmp_path / "learner", lora_rollout, grader_service, checkpoint_interval=100)
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        stub = jobs_stub(channel)
+        train = upload(channel, write_jsonl(tmp_path / "train.jsonl", rows(DEMO / "train.jsonl", 96)))
+        valid = upload(channel, write_jsonl(tmp_path / "valid.jsonl", rows(DEMO / "valid.jsonl", 16)))
+
+        # A rank the rollout cannot take is refused up front, naming the fix.
+        too_big = reinforcement_request(str(model), train.id, valid.id, SPEC, **{**HYPER, "lora_rank": 16})
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.CreateJob(too_big, timeout=120)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "lora_rank" in refused.value.details() and "--max-lora-rank" in refused.value.details()
+
+        before = pushed_bytes(lora_rollout)
+        request = reinforcement_request(str(model), train.id, valid.id, SPEC, seed=5, n_epochs=1, **HYPER)
+        straight = stub.CreateJob(request, timeout=120).job.id  # 12 steps
+        job = wait_for(channel, straight, DONE, timeout=900)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        steps = metrics_by_step(channel, straight)
+        rewards = [steps[s]["train_reward_mean"] for s in range(1, 13)]
+        assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.1, f"training reward did not rise: {rewards}"
+
+        # The rollout got the base once, then 13 adapters (the start and every step), nothing more.
+        base = sum(t.numel() * t.element_size() for t in load_model(model).state_dict().values())
+        adapter = adapter_bytes(RANK, model)
+        assert pushed_bytes(lora_rollout) - before == base + 13 * adapter
+        info = lora_rollout.stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=10)
+        assert info.lora.rank == RANK and info.lora.alpha == 2 * RANK
+
+        # The export serves as a plain model: adapted layers moved, frozen ones are the base's.
+        exported = pathlib.Path(job.fine_tuned_model)
+        assert (exported / "adapter" / "adapter_model.safetensors").is_file()
+        tuned, original = load_model(exported).state_dict(), load_model(model).state_dict()
+        assert (tuned["model.embed_tokens.weight"] == original["model.embed_tokens.weight"]).all()
+        assert (tuned["model.norm.weight"] == original["model.norm.weight"]).all()
+        assert not (tuned["model.layers.0.self_attn.q_proj.weight"] == original[
+            "model.layers.0.self_attn.q_proj.weight"]).all()  # fmt: skip
+
+        # Pause mid-job and resume: the later steps match the uninterrupted run.
+        paused = stub.CreateJob(request, timeout=120).job.id
+        wait_for_steps(channel, paused, 4)
+        stub.PauseJob(ft.PauseJobRequest(job_id=paused), timeout=10)
+        job = wait_for(channel, paused, {ft.JOB_STATUS_PAUSED, *DONE})
+        assert job.status == ft.JOB_STATUS_PAUSED, job.error
+        pause_step = job.trained_steps
+        assert pause_step < job.total_steps
+        stub.ResumeJob(ft.ResumeJobRequest(job_id=paused), timeout=10)
+        assert wait_for(channel, paused, DONE, timeout=900).status == ft.JOB_STATUS_SUCCEEDED
+        resumed = metrics_by_step(channel, paused)
+        for step in range(pause_step + 1, 13):
+            for name in ("train_reward_mean", "loss", "response_length_mean"):
+                assert resumed[step][name] == steps[step][name], (step, name)
