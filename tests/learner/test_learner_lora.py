@@ -128,3 +128,42 @@ def test_a_lora_job_sends_adapters_raises_the_reward_and_resumes_exactly(lora_ro
         for step in range(pause_step + 1, 13):
             for name in ("train_reward_mean", "loss", "response_length_mean"):
                 assert resumed[step][name] == steps[step][name], (step, name)
+
+
+def test_lora_supervised_job_and_lora_rl_after_an_sft_warm_up(lora_rollout, grader_service, tmp_path):
+    model = lora_rollout.model_dir
+    data_dir = tmp_path / "learner"
+    with ServiceProcess("rft-learner", learner_args(data_dir, lora_rollout, grader_service)) as learner:
+        with learner.channel() as channel:
+            stub = jobs_stub(channel)
+            train = upload(channel, write_jsonl(tmp_path / "train.jsonl", rows(DEMO / "train.jsonl", 32)))
+            supervised = ft.CreateJobRequest(
+                model=str(model),
+                training_file=train.id,
+                method=ft.Method(
+                    supervised=ft.SupervisedMethod(
+                        answer_field="answer",
+                        hyperparameters=ft.SupervisedHyperparameters(n_epochs=1, batch_size=8, lora_rank=4),
+                    )
+                ),
+            )
+            job = wait_for(channel, stub.CreateJob(supervised, timeout=60).job.id, DONE)
+            assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+            adapter_config = json.loads(
+                (pathlib.Path(job.fine_tuned_model) / "adapter" / "adapter_config.json").read_text()
+            )
+            assert adapter_config["r"] == 4 and adapter_config["lora_alpha"] == 8
+
+            # ReFT with LoRA: the warm-up is merged into the base, which becomes the KL
+            # reference of a fresh adapter, so the first RL step starts at KL 0.
+            request = reinforcement_request(
+                str(model), train.id, "", SPEC, n_epochs=1, sft_warmup_epochs=1, sft_answer_field="answer",
+                **{**HYPER, "kl_coef": 0.05},
+            )  # fmt: skip
+            job_id = stub.CreateJob(request, timeout=120).job.id
+            job = wait_for(channel, job_id, DONE, timeout=900)
+            assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+            steps = metrics_by_step(channel, job_id)
+            assert job.total_steps == 8 and "sft_loss" in steps[4] and "train_reward_mean" in steps[5]
+            assert steps[5]["kl"] < 1e-6 < steps[8]["kl"]
+            assert (data_dir / "jobs" / job_id / "reference" / "model.safetensors").is_file()
