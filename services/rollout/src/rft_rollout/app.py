@@ -35,6 +35,7 @@ def settings_from(config: RolloutConfig) -> Settings:
         default_max_tokens=config.default_max_tokens,
         weights_dir=config.weights_dir,
         staging_dir=pathlib.Path(config.staging_dir) if config.staging_dir else default_staging_dir(),
+        max_lora_rank=config.max_lora_rank,
     )
 
 

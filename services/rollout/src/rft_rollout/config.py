@@ -58,6 +58,14 @@ class RolloutConfig(ServerConfig):
     """Directory (shared volume) that UpdateWeights' safetensors_path must lie in; empty refuses file updates."""
     staging_dir: str = ""
     """Where streamed weights are assembled before they are applied; empty: /dev/shm when present, else the temp dir."""
+    max_lora_rank: Literal[0, 1, 8, 16, 32, 64, 128, 256, 320, 512] = 0
+    """Largest LoRA adapter rank an update may send (vLLM's choices); 0: no LoRA support, adapter updates are refused."""
+
+    @pydantic.field_validator("max_lora_rank", mode="before")
+    @classmethod
+    def _rank_from_text(cls, value: object) -> object:
+        # Flags and environment variables arrive as text, and Literal[int] takes no text.
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> RolloutConfig:

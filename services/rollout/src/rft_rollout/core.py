@@ -6,10 +6,9 @@ per sample (seeds seed, seed+1, ... as vLLM seeds an n > 1 request's samples, so
 give the same samples) so that it can yield each sample as it finishes. A cancelled
 call aborts exactly its unfinished engine requests.
 
-Weight updates are received and checked completely (staged as a safetensors file)
-before the engine is touched; then, under one lock, the engine aborts in-flight
-requests, loads the file and labels later tokens with the new version. A sample's
-policy version is the engine's label of its tokens, so it is exact by construction.
+Weight updates (and so the policy version) are `WeightUpdates`' (updates.py). A
+sample's policy version is the engine's label of its tokens, so it is exact by
+construction.
 """
 
 from __future__ import annotations
@@ -40,22 +39,12 @@ from rft_rollout.domain import (
     Sampling,
     UpdateHeader,
     UpdateResult,
-    WeightsRejected,
 )
-from rft_rollout.engine import Engine, WeightsNotApplied, shapes_by_name
+from rft_rollout.engine import Engine
 from rft_rollout.model_spec import ModelDescription
-from rft_rollout.weights import (
-    CHECKSUM_ALGORITHMS,
-    StreamStaging,
-    check_checksums_format,
-    check_tensor_set,
-    read_safetensors_specs,
-    resolve_weights_path,
-)
+from rft_rollout.updates import Chunk, WeightUpdates
 
 log = logging.getLogger(__name__)
-
-Chunk = tuple[int, int, bytes]  # (tensor_index, offset, data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +54,7 @@ class Settings:
     default_max_tokens: int
     weights_dir: str
     staging_dir: pathlib.Path
+    max_lora_rank: int = 0  # 0: LoRA updates are refused
 
 
 def default_staging_dir() -> pathlib.Path:
@@ -92,14 +82,11 @@ class RolloutCore:
         self.engine = engine
         self.model = model
         self.settings = settings
-        self.version = 0
-        self._expected = {spec.name: spec for spec in model.tensors}
-        self._update_lock = asyncio.Lock()
+        self.updates = WeightUpdates(engine, model, settings, self._check_serving, self.stop_serving)
         # One thread: tokenizers are not safe to share across threads.
         self._tokenizer_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self._broken = ""
         self._on_broken = on_broken
-        metrics.POLICY_VERSION.set(0)
 
     async def stop_serving(self, reason: str) -> None:
         """Refuse every later request (UNAVAILABLE) and report NOT_SERVING, so that an
@@ -114,6 +101,7 @@ class RolloutCore:
 
     def close(self) -> None:
         self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+        self.updates.close()
 
     # -- checks ----------------------------------------------------------------------
 
@@ -224,7 +212,7 @@ class RolloutCore:
         self, request_id: str, prompt_index: int, request: SampleRequest, n: int, first_index: int = 0
     ) -> list[Sample]:
         """`n` samples of one prompt from one engine request, numbered from `first_index`."""
-        started_version = self.version
+        started_version = self.updates.version
         try:
             results = await self.engine.generate(request_id, request, n)
         except NotReady as exc:
@@ -327,87 +315,8 @@ class RolloutCore:
     # -- weight updates --------------------------------------------------------------
 
     async def update_weights(self, header: UpdateHeader | None, chunks: AsyncIterator[Chunk]) -> UpdateResult:
-        """Receive and check a whole update, then apply it atomically. `header` is None
-        when the stream did not start with one."""
-        metrics.REQUESTS.labels("UpdateWeights").inc()
-        started = time.perf_counter()
-        with _count_failure():
-            self._check_serving()
-            if header is None:
-                raise InvalidRequest("header: the first message of an update must be a header")
-            self._check_version(header.version)
-            if header.tensors is not None:
-                transport = "stream"
-                result = await self._update_from_stream(header, chunks, started)
-            elif header.safetensors_path is not None:
-                transport = "file"
-                result = await self._update_from_file(header, chunks, started)
-            else:
-                raise InvalidRequest("header: one of manifest or safetensors_path is required")
-        metrics.WEIGHT_UPDATE_SECONDS.labels(transport).observe(time.perf_counter() - started)
-        return result
-
-    async def _update_from_stream(self, header: UpdateHeader, chunks: AsyncIterator[Chunk], started: float):
-        """Receive every chunk into a staged file, check it, then apply it."""
-        specs = header.tensors or ()
-        algorithm = header.checksum_algorithm
-        if algorithm not in CHECKSUM_ALGORITHMS:
-            raise InvalidRequest(f"header.manifest.checksum_algorithm: unknown value {algorithm}")
-        check_tensor_set(specs, self._expected, "header.manifest.tensors")
-        check_checksums_format(specs, algorithm, "header.manifest.tensors")
-        path = self.settings.staging_dir / f"update-v{header.version}-{uuid.uuid4().hex[:8]}.safetensors"
-        staging = await asyncio.to_thread(StreamStaging, path, specs, algorithm)
-        try:
-            async for tensor_index, offset, data in chunks:
-                await asyncio.to_thread(staging.write, tensor_index, offset, data)
-            await asyncio.to_thread(staging.finish)
-            received = time.perf_counter() - started
-            return await self._apply(header.version, str(path), len(specs), staging.total_bytes, received)
-        finally:
-            staging.discard()
-
-    async def _update_from_file(self, header: UpdateHeader, chunks: AsyncIterator[Chunk], started: float):
-        """Check a safetensors file inside the weights directory, then apply it."""
-        async for _ in chunks:
-            raise InvalidRequest("chunk: no chunks may follow a header with safetensors_path")
-        real_path = resolve_weights_path(header.safetensors_path or "", self.settings.weights_dir)
-        specs = await asyncio.to_thread(read_safetensors_specs, real_path)
-        check_tensor_set(specs, self._expected, "header.safetensors_path")
-        received = time.perf_counter() - started
-        total = sum(spec.size_bytes for spec in specs)
-        return await self._apply(header.version, str(real_path), len(specs), total, received)
-
-    def _check_version(self, version: int) -> None:
-        if version <= self.version:
-            raise InvalidRequest(f"header.version: {version} is not above the current version {self.version}")
-
-    async def _apply(self, version: int, path: str, count: int, total: int, received: float) -> UpdateResult:
-        async with self._update_lock:
-            self._check_serving()
-            self._check_version(version)  # another update may have landed meanwhile
-            previous = self.version
-            started = time.perf_counter()
-            try:
-                aborted = await self.engine.swap_weights(path, shapes_by_name(self.model.tensors), str(version))
-            except WeightsNotApplied as exc:
-                raise WeightsRejected(
-                    f"the engine refused the weights (version {previous} keeps serving): {exc}"
-                ) from None
-            except Exception as exc:
-                # The engine failed while copying weights: they may be half applied, so
-                # this replica must not serve samples under either version.
-                reason = f"applying weights version {version} failed in the engine: {exc}"
-                await self.stop_serving(reason)
-                raise WeightsRejected(reason + "; the service stopped serving and must be restarted") from exc
-            applied = time.perf_counter() - started
-            self.version = version
-        metrics.POLICY_VERSION.set(version)
-        metrics.WEIGHT_UPDATE_BYTES.inc(total)
-        log.info(
-            "weights updated",
-            extra={"version": version, "previous_version": previous, "bytes": total, "apply_seconds": applied},
-        )
-        return UpdateResult(version, previous, count, total, received, applied, aborted)
+        """Receive and check a whole update, then apply it atomically (`WeightUpdates`)."""
+        return await self.updates.update(header, chunks)
 
     # -- model info ------------------------------------------------------------------
 
@@ -420,11 +329,13 @@ class RolloutCore:
             vocab_size=self.model.vocab_size,
             max_model_len=facts.max_model_len,
             dtype=facts.dtype,
-            policy_version=self.version,
+            policy_version=self.updates.version,
             tensors=self.model.tensors,
             limits=self.settings.limits,
             engine=facts.name,
             eos_token_id=facts.eos_token_id,
+            max_lora_rank=self.settings.max_lora_rank,
+            lora=self.updates.lora,
         )
 
 
@@ -442,18 +353,3 @@ async def _cancel_on_exit(tasks: list[asyncio.Task]):
         for task in tasks:  # retrieve exceptions so asyncio does not log them as lost
             if task.done() and not task.cancelled():
                 task.exception()
-
-
-@contextlib.contextmanager
-def _count_failure():
-    try:
-        yield
-    except InvalidRequest:
-        metrics.WEIGHT_UPDATE_FAILURES.labels("invalid").inc()
-        raise
-    except WeightsRejected:
-        metrics.WEIGHT_UPDATE_FAILURES.labels("engine").inc()
-        raise
-    except NotReady:
-        metrics.WEIGHT_UPDATE_FAILURES.labels("not_ready").inc()
-        raise

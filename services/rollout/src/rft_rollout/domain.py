@@ -127,15 +127,26 @@ class TensorSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter's shape: every A is [rank, in], every B [out, rank], and the
+    adapter adds (alpha / rank) * B @ A to each adapted weight."""
+
+    rank: int
+    alpha: float
+
+
+@dataclasses.dataclass(frozen=True)
 class UpdateHeader:
     """The first message of a weight update: the new version and either a manifest
     (`tensors` + `checksum_algorithm`: "none", "crc32", "sha256" or an unknown name
-    as received) or the path of a safetensors file; neither when the client sent none."""
+    as received) or the path of a safetensors file; neither when the client sent none.
+    `lora` is set when the tensors are a LoRA adapter instead of the whole state dict."""
 
     version: int
     tensors: tuple[TensorSpec, ...] | None = None
     checksum_algorithm: str = "none"
     safetensors_path: str | None = None
+    lora: LoraAdapter | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +170,8 @@ class ModelInfo:
     limits: Limits
     engine: str
     eos_token_id: int
+    max_lora_rank: int  # 0: adapter updates are refused
+    lora: LoraAdapter | None  # the adapter serving on top of the weights, if any
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The inference engine behind a small interface, and its vLLM implementation.
 
 `Engine` is all the core needs: render prompts to token ids, generate one sample,
-count unfinished requests, and swap weights between engine steps. `open_vllm_engine`
-starts vLLM's AsyncLLM (continuous batching across concurrent RPCs), warms it up and
-shuts it down; nothing else in the service imports vLLM.
+count unfinished requests, and swap weights or the LoRA adapter between engine steps.
+`open_vllm_engine` starts vLLM's AsyncLLM (continuous batching across concurrent RPCs),
+warms it up and shuts it down; nothing else in the service imports vLLM.
 """
 
 from __future__ import annotations
@@ -63,18 +63,38 @@ class Engine(Protocol):
         """The engine failed and cannot serve any more."""
 
     async def swap_weights(self, path: str, expected_shapes: dict[str, list[int]], version_label: str) -> int:
-        """Abort in-flight requests, load the safetensors file at `path`, label later
-        tokens `version_label`, resume; return the number of aborted requests.
-        WeightsNotApplied if the engine refused the file with the old weights intact."""
+        """Abort in-flight requests, load the safetensors file at `path`, drop the LoRA
+        adapter if one serves, label later tokens `version_label`, resume; return the
+        number of aborted requests. WeightsNotApplied if the engine refused the file
+        with the old weights (and adapter) intact."""
+
+    async def swap_lora(self, adapter_dir: str, version_label: str) -> int:
+        """Abort in-flight requests, load the PEFT adapter in `adapter_dir` (kept until
+        the next swap) as the adapter of every later request in place of the previous
+        one, label later tokens `version_label` (an integer), resume; return the number
+        of aborted requests. WeightsNotApplied if the engine refused the adapter with the
+        previous policy (weights and adapter) intact."""
 
 
 class VllmEngine:
     """vLLM AsyncLLM with FINAL_ONLY outputs (streamed per-token outputs cost ~40% of
     throughput), sampled-token logprobs (raw: before temperature / top-p / top-k) and
-    per-token weight-version labels."""
+    per-token weight-version labels.
+
+    A LoRA adapter is fixed per request when the request is submitted, so submissions
+    and swaps exclude each other (`_submission`, `_paused`): a request never reaches
+    the engine carrying an adapter that a swap under way is replacing, and every
+    request runs with the adapter of the version its tokens are labelled with.
+    """
 
     def __init__(self, llm, name: str) -> None:
         self._llm = llm
+        self._lora = None  # the LoRARequest every request carries; None: no adapter
+        self._no_swap = asyncio.Event()  # cleared while a swap runs
+        self._no_swap.set()
+        self._submitting = 0  # requests on their way into the engine
+        self._none_submitting = asyncio.Event()
+        self._none_submitting.set()
         model_config = llm.model_config
         self._tokenizer = llm.get_tokenizer()
         eos = self._tokenizer.eos_token_id
@@ -129,22 +149,74 @@ class VllmEngine:
         from vllm.exceptions import VLLMValidationError
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        final = None
         try:
             params = self._sampling_params(request, n)
-            async for output in self._llm.generate({"prompt_token_ids": request.prompt_token_ids}, params, request_id):
-                final = output
+            final = await self._run(request_id, {"prompt_token_ids": request.prompt_token_ids}, params)
         except EngineDeadError as exc:
             raise NotReady(f"the inference engine died: {exc}") from exc
         except VLLMValidationError as exc:  # a request the service's own checks let through
             raise InvalidRequest(f"sampling: the engine refused the request: {exc}") from exc
-        assert final is not None and final.finished
+        assert final.finished
         metrics = final.metrics
         ttft = getattr(metrics, "first_token_latency", 0.0) if metrics is not None else 0.0
         samples = [self._sample(request_id, completion) for completion in final.outputs]
         if ttft > 0 and any(sample.token_ids for sample in samples):
             samples[0].time_to_first_token = ttft  # one first token per engine request
         return samples
+
+    async def _run(self, request_id: str, prompt: dict, params):
+        """Submit one engine request with the adapter serving now and return its final
+        output; cancelling the call aborts the request. This is AsyncLLM.generate with
+        the submission (AsyncLLM.add_request, which returns once the request is sent to
+        the engine core) kept apart from swaps."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        async with self._submission() as lora:
+            collector = await self._llm.add_request(request_id, prompt, params, lora_request=lora)
+        try:
+            while True:
+                output = collector.get_nowait() or await collector.get()
+                if output.finished:
+                    return output
+        except EngineDeadError:
+            raise
+        except BaseException:  # cancelled, or failed: the engine must not keep running it
+            await self._llm.abort(collector.request_id, internal=True)
+            raise
+        finally:
+            collector.close()
+
+    @contextlib.asynccontextmanager
+    async def _submission(self):
+        """Wait while a swap runs, then yield the adapter requests carry now; a swap
+        waits until every submission under way has left this block."""
+        while not self._no_swap.is_set():
+            await self._no_swap.wait()
+        self._submitting += 1
+        self._none_submitting.clear()
+        try:
+            yield self._lora
+        finally:
+            self._submitting -= 1
+            if self._submitting == 0:
+                self._none_submitting.set()
+
+    @contextlib.asynccontextmanager
+    async def _paused(self):
+        """Stop submissions, pause the engine aborting in-flight requests (they report
+        the old version; requests arriving meanwhile wait and run on the new policy),
+        yield the number aborted; resume on exit."""
+        self._no_swap.clear()
+        try:
+            await self._none_submitting.wait()
+            aborted = self.num_unfinished_requests()
+            await self._llm.pause_generation(mode="abort", clear_cache=True)
+            try:
+                yield aborted
+            finally:
+                await self._llm.resume_generation()
+        finally:
+            self._no_swap.set()
 
     def _sample(self, request_id: str, completion) -> EngineSample:
         token_ids = list(completion.token_ids)
@@ -189,20 +261,41 @@ class VllmEngine:
     # -- weights ---------------------------------------------------------------------
 
     async def swap_weights(self, path: str, expected_shapes: dict[str, list[int]], version_label: str) -> int:
-        aborted = self.num_unfinished_requests()
-        # "abort" ends every in-flight request now (they report the old version);
-        # requests that arrive while paused wait and run on the new weights.
-        await self._llm.pause_generation(mode="abort", clear_cache=True)
-        try:
+        async with self._paused() as aborted:
             results = await self._llm.collective_rpc("rft_reload_weights", args=(path, expected_shapes))
             refused = [result["error"] for result in results if not result["applied"]]
             if refused:
                 raise WeightsNotApplied(refused[0])
+            if self._lora is not None:  # a full update replaces the whole policy
+                previous, self._lora = self._lora, None
+                await self._llm.remove_lora(previous.lora_int_id)
             # KV blocks cached from prompts under the old weights must not be reused.
             await self._llm.reset_prefix_cache()
             await self._llm.update_weight_version(version_label)
-        finally:
-            await self._llm.resume_generation()
+        return aborted
+
+    async def swap_lora(self, adapter_dir: str, version_label: str) -> int:
+        from vllm.lora.request import LoRARequest
+
+        # The version is the adapter's id: unique, and it names the adapter in vLLM's logs.
+        adapter = LoRARequest(f"policy-v{version_label}", int(version_label), adapter_dir)
+        async with self._paused() as aborted:
+            # Loaded now, not by the first request that carries it, so that an adapter
+            # vLLM cannot load is refused here. vLLM reads the whole adapter before it
+            # evicts the previous one (it holds one), which stays on a refusal.
+            try:
+                added = await self._llm.add_lora(adapter)
+            except Exception as exc:
+                if self.dead:
+                    raise
+                raise WeightsNotApplied(str(exc)) from None
+            if not added:
+                raise WeightsNotApplied(f"vLLM did not load adapter {adapter.lora_int_id}")
+            previous, self._lora = self._lora, adapter
+            if previous is not None:
+                await self._llm.remove_lora(previous.lora_int_id)
+            await self._llm.reset_prefix_cache()
+            await self._llm.update_weight_version(version_label)
         return aborted
 
     async def label_weights(self, version_label: str) -> None:
@@ -239,6 +332,8 @@ class VllmEngine:
 def _engine_args(config: RolloutConfig):
     from vllm.engine.arg_utils import AsyncEngineArgs
 
+    # One adapter at a time: each LoRA update replaces the one before.
+    lora = dict(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=1) if config.max_lora_rank else {}
     return AsyncEngineArgs(
         model=config.model,
         dtype=config.dtype,
@@ -253,6 +348,7 @@ def _engine_args(config: RolloutConfig):
         enable_chunked_prefill=config.enable_chunked_prefill,
         seed=config.seed,
         worker_extension_cls=WORKER_EXTENSION,
+        **lora,
     )
 
 

@@ -24,6 +24,7 @@ GENERATION_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 POLICY_VERSION = Gauge("rft_rollout_policy_version", "Policy version being served (0: the weights loaded at start).")
+LORA_RANK = Gauge("rft_rollout_lora_rank", "Rank of the LoRA adapter serving on top of the weights; 0 when none.")
 WEIGHT_UPDATE_SECONDS = Histogram(
     "rft_rollout_weight_update_seconds",
     "Seconds of an applied weight update, from its first message to serving the new version.",

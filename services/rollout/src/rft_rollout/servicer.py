@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 import grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 
-from rft_rollout.core import Chunk, RolloutCore
+from rft_rollout.core import RolloutCore
 from rft_rollout.domain import (
     ChatMessage,
     InvalidRequest,
+    LoraAdapter,
     ModelInfo,
     NotReady,
     PromptInput,
@@ -24,6 +25,7 @@ from rft_rollout.domain import (
     UpdateResult,
     WeightsRejected,
 )
+from rft_rollout.updates import Chunk
 
 SERVICE_NAME = rollout_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name
 
@@ -103,6 +105,7 @@ def header_from_proto(first: rollout_pb2.UpdateWeightsRequest | None) -> UpdateH
     if first is None or first.WhichOneof("message") != "header":
         return None
     header = first.header
+    lora = LoraAdapter(header.lora.rank, header.lora.alpha) if header.HasField("lora") else None
     source = header.WhichOneof("source")
     if source == "manifest":
         algorithm = header.manifest.checksum_algorithm
@@ -110,10 +113,11 @@ def header_from_proto(first: rollout_pb2.UpdateWeightsRequest | None) -> UpdateH
             version=header.version,
             tensors=tuple(tensor_spec_from_proto(spec) for spec in header.manifest.tensors),
             checksum_algorithm=CHECKSUMS.get(algorithm, str(algorithm)),
+            lora=lora,
         )
     if source == "safetensors_path":
-        return UpdateHeader(version=header.version, safetensors_path=header.safetensors_path)
-    return UpdateHeader(version=header.version)
+        return UpdateHeader(version=header.version, safetensors_path=header.safetensors_path, lora=lora)
+    return UpdateHeader(version=header.version, lora=lora)
 
 
 async def _chunks(requests: AsyncIterator[rollout_pb2.UpdateWeightsRequest]) -> AsyncIterator[Chunk]:
@@ -175,6 +179,8 @@ def model_info_to_proto(info: ModelInfo) -> rollout_pb2.GetModelInfoResponse:
         ),
         engine=info.engine,
         eos_token_id=info.eos_token_id,
+        max_lora_rank=info.max_lora_rank,
+        lora=None if info.lora is None else rollout_pb2.LoraAdapter(rank=info.lora.rank, alpha=info.lora.alpha),
     )
 
 

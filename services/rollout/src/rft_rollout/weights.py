@@ -10,7 +10,11 @@ Both transports end as one safetensors file that the engine worker loads:
 
 `check_tensor_set` compares what a client sends with the model's own state dict: an
 unknown name, a duplicate, a missing tensor (a tied lm_head.weight included) or a wrong
-dtype, shape or size is an `InvalidRequest` naming the tensor. Pure Python, no torch.
+dtype, shape or size is an `InvalidRequest` naming the tensor. `check_lora_header` and
+`check_lora_tensor_set` do the same for a LoRA adapter (PEFT's tensor names, shapes
+from the adapted weights and the rank), and `write_adapter_config` gives a staged
+adapter the adapter_config.json that PEFT (and so vLLM) expects next to its tensors.
+Pure Python, no torch.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from rft_rollout.domain import InvalidRequest, TensorSpec
+from rft_rollout.domain import InvalidRequest, LoraAdapter, TensorSpec
 
 ChecksumAlgorithm = Literal["none", "crc32", "sha256"]
 CHECKSUM_ALGORITHMS = ("none", "crc32", "sha256")
@@ -93,6 +97,116 @@ def check_tensor_set(sent: Sequence[TensorSpec], expected: Mapping[str, TensorSp
     _raise_problems(problems)
 
 
+# PEFT's names of an adapter's tensors: base_model.model.<module>.lora_{A,B}.weight.
+LORA_NAME = re.compile(r"base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight")
+ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+
+def check_lora_header(lora: LoraAdapter, max_lora_rank: int) -> None:
+    """The adapter's rank and alpha are usable on a server taking ranks up to
+    `max_lora_rank` (0: a server started without LoRA support)."""
+    if max_lora_rank == 0:
+        raise InvalidRequest(
+            "header.lora: this server does not take LoRA adapters; start it with --max-lora-rank "
+            "(at least the adapter's rank) or send the full state dict"
+        )
+    problems = []
+    if lora.rank < 1:
+        problems.append(f"header.lora.rank: {lora.rank} must be at least 1")
+    elif lora.rank > max_lora_rank:
+        problems.append(f"header.lora.rank: {lora.rank} is above this server's max_lora_rank {max_lora_rank}")
+    if not (math.isfinite(lora.alpha) and lora.alpha > 0):
+        problems.append(f"header.lora.alpha: {lora.alpha} must be a finite number > 0")
+    _raise_problems(problems)
+
+
+def check_lora_tensor_set(
+    sent: Sequence[TensorSpec], expected: Mapping[str, TensorSpec], rank: int, where: str
+) -> list[str]:
+    """Raise InvalidRequest unless `sent` is a LoRA adapter of rank `rank` for the
+    model whose state dict is `expected`: PEFT names, each for a 2-D `<module>.weight`
+    of the model, lora_A [rank, in_features] and lora_B [out_features, rank] in the
+    weight's dtype, every module with both, each name once, at least one module.
+    Returns the adapted modules in the order sent."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    parts: dict[str, set[str]] = {}
+    for index, spec in enumerate(sent):
+        label = f"{where}[{index}] ({spec.name!r})"
+        match = LORA_NAME.fullmatch(spec.name)
+        if match is None:
+            problems.append(
+                f"{label}: not a LoRA tensor name; expected 'base_model.model.<module>.lora_A.weight' or "
+                "'base_model.model.<module>.lora_B.weight'"
+            )
+            continue
+        if spec.name in seen:
+            problems.append(f"{label}: duplicate tensor name")
+            continue
+        seen.add(spec.name)
+        module, part = match["module"], match["part"]
+        weight = expected.get(f"{module}.weight")
+        if weight is None:
+            problems.append(f"{label}: unknown module; the model has no state-dict key {module + '.weight'!r}")
+            continue
+        if len(weight.shape) != 2:
+            problems.append(
+                f"{label}: {module}.weight has shape {list(weight.shape)}; only 2-D weights take an adapter"
+            )
+            continue
+        parts.setdefault(module, set()).add(part)
+        out_features, in_features = weight.shape
+        want = (rank, in_features) if part == "A" else (out_features, rank)
+        if spec.dtype != weight.dtype:
+            problems.append(f"{label}: dtype {spec.dtype} does not match the model's {weight.dtype}")
+        if tuple(spec.shape) != want:
+            problems.append(
+                f"{label}: shape {list(spec.shape)}, expected {list(want)} "
+                f"(lora_{part} of {module}.weight {list(weight.shape)} at rank {rank})"
+            )
+        elif spec.dtype in DTYPES and spec.size_bytes != expected_size(spec.dtype, spec.shape):
+            problems.append(
+                f"{label}: size_bytes {spec.size_bytes} does not match dtype and shape "
+                f"({expected_size(spec.dtype, spec.shape)} bytes)"
+            )
+    for module, have in parts.items():
+        if have != {"A", "B"}:
+            (given,) = have
+            other = "B" if given == "A" else "A"
+            problems.append(
+                f"{where}: module {module!r} has lora_{given} but no lora_{other} "
+                f"('base_model.model.{module}.lora_{other}.weight')"
+            )
+    if not sent:
+        problems.append(f"{where}: an adapter needs at least one module (its lora_A and lora_B)")
+    _raise_problems(problems)
+    return list(parts)
+
+
+def write_adapter_config(directory: pathlib.Path, lora: LoraAdapter, modules: Sequence[str]) -> None:
+    """adapter_config.json for the adapter of `modules` (their state-dict prefixes), as
+    PEFT's save_pretrained writes it for a plain LoRA (the fields vLLM's PEFTHelper reads)."""
+    config = {
+        "peft_type": "LORA",
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        # PEFT matches target modules by the last part of the module name.
+        "target_modules": sorted({module.rsplit(".", 1)[-1] for module in modules}),
+        "bias": "none",
+        "lora_dropout": 0.0,
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "task_type": "CAUSAL_LM",
+    }
+    (directory / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+
 def check_checksums_format(specs: Sequence[TensorSpec], algorithm: ChecksumAlgorithm, where: str) -> None:
     """Every checksum is well formed for `algorithm`; with no algorithm none is set."""
     problems = []
@@ -149,7 +263,7 @@ class StreamStaging:
 
     Chunks must come tensor by tensor in manifest order, each tensor's slices in
     order. `write` is blocking (copy + checksum): call it off the event loop. The file
-    is removed by `discard`.
+    is removed by `discard` (or kept, closed, by `close`).
     """
 
     def __init__(self, path: pathlib.Path, specs: Sequence[TensorSpec], algorithm: ChecksumAlgorithm) -> None:
@@ -228,9 +342,10 @@ class StreamStaging:
                     )
         _raise_problems(problems)
         self._map.flush()
-        self._close()
+        self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the file, leaving it in place."""
         if getattr(self, "_map", None) is not None:
             self._map.close()
             self._map = None
@@ -239,7 +354,7 @@ class StreamStaging:
 
     def discard(self) -> None:
         """Close and delete the file."""
-        self._close()
+        self.close()
         self.path.unlink(missing_ok=True)
 
 

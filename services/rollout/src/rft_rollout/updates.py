@@ -1,0 +1,266 @@
+"""Weight updates: receive, check and stage a whole update, then apply it atomically.
+
+Updates are received and checked completely (staged as a safetensors file) before the
+engine is touched; then, under one lock, the engine aborts in-flight requests, loads
+the file and labels later tokens with the new version. A LoRA update is staged as a
+PEFT adapter directory (its tensors and an adapter_config.json) that the engine serves
+from; the directory stays while the adapter serves and is removed when a later update
+replaces it (a full update removes the adapter). Plain Python over the `Engine`
+interface; no protobuf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import pathlib
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from rft_rollout import metrics
+from rft_rollout.domain import (
+    InvalidRequest,
+    LoraAdapter,
+    NotReady,
+    TensorSpec,
+    UpdateHeader,
+    UpdateResult,
+    WeightsRejected,
+)
+from rft_rollout.engine import Engine, WeightsNotApplied, shapes_by_name
+from rft_rollout.model_spec import ModelDescription
+from rft_rollout.weights import (
+    ADAPTER_FILE,
+    CHECKSUM_ALGORITHMS,
+    StreamStaging,
+    check_checksums_format,
+    check_lora_header,
+    check_lora_tensor_set,
+    check_tensor_set,
+    read_safetensors_specs,
+    resolve_weights_path,
+    write_adapter_config,
+)
+
+if TYPE_CHECKING:
+    from rft_rollout.core import Settings
+
+log = logging.getLogger(__name__)
+
+Chunk = tuple[int, int, bytes]  # (tensor_index, offset, data)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ServedAdapter:
+    """The LoRA adapter serving on top of the weights, and its staged directory."""
+
+    lora: LoraAdapter
+    directory: pathlib.Path
+
+
+class WeightUpdates:
+    """The policy version and the updates that change it. `check_serving` raises
+    NotReady when the service stopped serving; `stop_serving(reason)` stops it (when
+    the engine failed half-way through applying weights)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        model: ModelDescription,
+        settings: Settings,
+        check_serving: Callable[[], None],
+        stop_serving: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.engine = engine
+        self.model = model
+        self.settings = settings
+        self.version = 0
+        self._adapter: _ServedAdapter | None = None
+        self._expected = {spec.name: spec for spec in model.tensors}
+        self._lock = asyncio.Lock()
+        self._check_serving = check_serving
+        self._stop_serving = stop_serving
+        metrics.POLICY_VERSION.set(0)
+        metrics.LORA_RANK.set(0)
+
+    @property
+    def lora(self) -> LoraAdapter | None:
+        """The adapter serving on top of the weights, if any."""
+        return None if self._adapter is None else self._adapter.lora
+
+    def close(self) -> None:
+        """Remove the serving adapter's directory (the engine is done with it)."""
+        if self._adapter is not None:
+            shutil.rmtree(self._adapter.directory, ignore_errors=True)
+
+    async def update(self, header: UpdateHeader | None, chunks: AsyncIterator[Chunk]) -> UpdateResult:
+        """Receive and check a whole update, then apply it atomically. `header` is None
+        when the stream did not start with one."""
+        metrics.REQUESTS.labels("UpdateWeights").inc()
+        started = time.perf_counter()
+        with _count_failure():
+            self._check_serving()
+            if header is None:
+                raise InvalidRequest("header: the first message of an update must be a header")
+            self._check_version(header.version)
+            if header.lora is not None:
+                check_lora_header(header.lora, self.settings.max_lora_rank)
+            if header.tensors is not None:
+                transport = "stream"
+                result = await self._update_from_stream(header, chunks, started)
+            elif header.safetensors_path is not None:
+                transport = "file"
+                result = await self._update_from_file(header, chunks, started)
+            else:
+                raise InvalidRequest("header: one of manifest or safetensors_path is required")
+        metrics.WEIGHT_UPDATE_SECONDS.labels(transport).observe(time.perf_counter() - started)
+        return result
+
+    def _check_tensors(self, specs: Sequence[TensorSpec], lora: LoraAdapter | None, where: str) -> list[str]:
+        """The whole state dict, or an adapter (then returns its modules)."""
+        if lora is None:
+            check_tensor_set(specs, self._expected, where)
+            return []
+        return check_lora_tensor_set(specs, self._expected, lora.rank, where)
+
+    def _staging_path(self, header: UpdateHeader) -> pathlib.Path:
+        """Where to stage an update: a safetensors file, or an adapter directory's."""
+        name = f"v{header.version}-{uuid.uuid4().hex[:8]}"
+        if header.lora is None:
+            return self.settings.staging_dir / f"update-{name}.safetensors"
+        return self.settings.staging_dir / f"adapter-{name}" / ADAPTER_FILE
+
+    def _discard_unless_served(self, path: pathlib.Path) -> None:
+        """Remove a staged update unless it is the adapter serving now (blocking)."""
+        if self._adapter is not None and self._adapter.directory == path.parent:
+            return
+        if path.name == ADAPTER_FILE:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    async def _update_from_stream(self, header: UpdateHeader, chunks: AsyncIterator[Chunk], started: float):
+        """Receive every chunk into a staged file, check it, then apply it."""
+        specs = header.tensors or ()
+        algorithm = header.checksum_algorithm
+        if algorithm not in CHECKSUM_ALGORITHMS:
+            raise InvalidRequest(f"header.manifest.checksum_algorithm: unknown value {algorithm}")
+        modules = self._check_tensors(specs, header.lora, "header.manifest.tensors")
+        check_checksums_format(specs, algorithm, "header.manifest.tensors")
+        path = self._staging_path(header)
+        try:
+            staging = await asyncio.to_thread(StreamStaging, path, specs, algorithm)
+            try:
+                async for tensor_index, offset, data in chunks:
+                    await asyncio.to_thread(staging.write, tensor_index, offset, data)
+                await asyncio.to_thread(staging.finish)
+            finally:
+                staging.close()
+            received = time.perf_counter() - started
+            return await self._apply(header, path, modules, len(specs), staging.total_bytes, received)
+        finally:
+            await asyncio.to_thread(self._discard_unless_served, path)
+
+    async def _update_from_file(self, header: UpdateHeader, chunks: AsyncIterator[Chunk], started: float):
+        """Check a safetensors file inside the weights directory, then apply it. An
+        adapter is copied into the staging directory first: the service serves from its
+        own copy, whatever the client later does with the file."""
+        async for _ in chunks:
+            raise InvalidRequest("chunk: no chunks may follow a header with safetensors_path")
+        path = resolve_weights_path(header.safetensors_path or "", self.settings.weights_dir)
+        staged = None if header.lora is None else self._staging_path(header)
+        try:
+            if staged is not None:
+                await asyncio.to_thread(_copy, path, staged)
+                path = staged
+            specs = await asyncio.to_thread(read_safetensors_specs, path)
+            modules = self._check_tensors(specs, header.lora, "header.safetensors_path")
+            received = time.perf_counter() - started
+            total = sum(spec.size_bytes for spec in specs)
+            return await self._apply(header, path, modules, len(specs), total, received)
+        finally:
+            if staged is not None:  # never the client's file
+                await asyncio.to_thread(self._discard_unless_served, staged)
+
+    def _check_version(self, version: int) -> None:
+        if version <= self.version:
+            raise InvalidRequest(f"header.version: {version} is not above the current version {self.version}")
+
+    async def _apply(
+        self, header: UpdateHeader, path: pathlib.Path, modules: list[str], count: int, total: int, received: float
+    ) -> UpdateResult:
+        version, lora = header.version, header.lora
+        if lora is not None:
+            await asyncio.to_thread(write_adapter_config, path.parent, lora, modules)
+        async with self._lock:
+            self._check_serving()
+            self._check_version(version)  # another update may have landed meanwhile
+            previous = self.version
+            started = time.perf_counter()
+            try:
+                if lora is None:
+                    aborted = await self.engine.swap_weights(
+                        str(path), shapes_by_name(self.model.tensors), str(version)
+                    )
+                else:
+                    aborted = await self.engine.swap_lora(str(path.parent), str(version))
+            except WeightsNotApplied as exc:
+                what = "weights" if lora is None else "adapter"
+                raise WeightsRejected(
+                    f"the engine refused the {what} (version {previous} keeps serving): {exc}"
+                ) from None
+            except Exception as exc:
+                # The engine failed while copying weights: they may be half applied, so
+                # this replica must not serve samples under either version.
+                reason = f"applying weights version {version} failed in the engine: {exc}"
+                await self._stop_serving(reason)
+                raise WeightsRejected(reason + "; the service stopped serving and must be restarted") from exc
+            applied = time.perf_counter() - started
+            self.version = version
+            # An adapter replaces the previous one; full weights replace both.
+            retired, self._adapter = self._adapter, None if lora is None else _ServedAdapter(lora, path.parent)
+        if retired is not None:
+            await asyncio.to_thread(shutil.rmtree, retired.directory, True)
+        metrics.POLICY_VERSION.set(version)
+        metrics.LORA_RANK.set(0 if lora is None else lora.rank)
+        metrics.WEIGHT_UPDATE_BYTES.inc(total)
+        log.info(
+            "weights updated",
+            extra={
+                "version": version,
+                "previous_version": previous,
+                "bytes": total,
+                "apply_seconds": applied,
+                "lora_rank": 0 if lora is None else lora.rank,
+            },
+        )
+        return UpdateResult(version, previous, count, total, received, applied, aborted)
+
+
+def _copy(source: pathlib.Path, target: pathlib.Path) -> None:
+    """Copy a client's file to `target` (in a new directory); InvalidRequest if unreadable."""
+    target.parent.mkdir(parents=True)
+    try:
+        shutil.copyfile(source, target)
+    except OSError as exc:
+        raise InvalidRequest(f"header.safetensors_path: cannot read {str(source)!r}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _count_failure():
+    try:
+        yield
+    except InvalidRequest:
+        metrics.WEIGHT_UPDATE_FAILURES.labels("invalid").inc()
+        raise
+    except WeightsRejected:
+        metrics.WEIGHT_UPDATE_FAILURES.labels("engine").inc()
+        raise
+    except NotReady:
+        metrics.WEIGHT_UPDATE_FAILURES.labels("not_ready").inc()
+        raise
