@@ -66,12 +66,18 @@ def adapters(lora_rollout) -> dict[str, Adapter]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def base_model(lora_rollout):
+    """demo-base, served again as full weights: the shared service may hold whatever
+    weights earlier tests left (a learner's LoRA job after an SFT warm-up pushes the
+    warmed-up model as its base), and the adapters here are checked against demo-base."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(lora_rollout.model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(lora_rollout.model_dir, dtype=torch.float32).eval()
+    state = [(name, tensor.numpy()) for name, tensor in model.state_dict().items()]
+    update(lora_rollout, weight_update_requests(current_version(lora_rollout.stub) + 1, state))
+    return model
 
 
 def greedy(service) -> rollout_pb2.GenerateResponse:
