@@ -9,8 +9,12 @@
    CRC-32) and the file transport (safetensors on a shared volume), for the "tiny" and
    "100m" presets of scripts/build_base_model.py, against an in-process copy of the
    same bytes into existing tensors (torch copy_), the ceiling.
+3. LoRA (`--lora-rank R`, default 16; 0 skips): on a service started with
+   --max-lora-rank, the UpdateWeights seconds of a rank-R adapter on every projection
+   against the full state dict (what a LoRA job sends each step instead), and
+   generation tokens/s with the adapter against the same service without one.
 
-    .venv/bin/python bench/bench_rollout.py [--rounds 3] [--presets tiny,100m]
+    .venv/bin/python bench/bench_rollout.py [--rounds 3] [--presets tiny,100m] [--lora-rank 16]
 """
 
 from __future__ import annotations
@@ -57,12 +61,12 @@ def free_port() -> int:
 class Service:
     """`rft-rollout serve` on loopback, started and stopped by this benchmark."""
 
-    def __init__(self, model_dir: pathlib.Path, weights_dir: pathlib.Path) -> None:
+    def __init__(self, model_dir: pathlib.Path, weights_dir: pathlib.Path, extra_args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="bench-rollout-", suffix=".log", delete=False)
         args = [str(BIN / "rft-rollout"), "serve", "--model", str(model_dir), "--host", "127.0.0.1"]
         args += ["--port", str(self.port), "--metrics-port", "0", "--weights-dir", str(weights_dir)]
-        args += ["--kv-cache-gib", KV_CACHE_GIB, "--max-prompts", "1024", "--log-format", "text"]
+        args += ["--kv-cache-gib", KV_CACHE_GIB, "--max-prompts", "1024", "--log-format", "text", *extra_args]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES), ("grpc.max_receive_message_length", -1)]
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=options)
@@ -248,11 +252,78 @@ def bench_updates(preset: str, work: pathlib.Path, rounds: int) -> None:
     print(f"  {preset:<5} (writing the safetensors file, learner side: {statistics.median(write_seconds):.3f} s)")
 
 
+# -- 3. LoRA -----------------------------------------------------------------------------
+
+
+def peft_adapter_arrays(model_dir: pathlib.Path, rank: int, seed: int) -> dict:
+    """A rank-`rank` PEFT adapter on every projection of the blocks, B random (PEFT
+    starts it at zero, which would not change the outputs)."""
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.02)
+    return {name: t.detach().numpy().copy() for name, t in get_peft_model_state_dict(peft_model).items()}
+
+
+def bench_lora(preset: str, work: pathlib.Path, rounds: int, rank: int) -> None:
+    from rft.rollout.v1 import rollout_pb2
+    from rft_common.weights import weight_update_requests
+
+    model_dir = build_base_model.build_model(work / f"lora-{preset}", preset, seed=0)
+    full = {name: tensor.numpy() for name, tensor in random_state_dict(model_dir, 1).items()}
+    adapters = [peft_adapter_arrays(model_dir, rank, seed) for seed in (1, 2)]
+    lora = rollout_pb2.LoraAdapter(rank=rank, alpha=2 * rank)
+    full_bytes = sum(a.nbytes for a in full.values())
+    adapter_bytes = sum(a.nbytes for a in adapters[0].values())
+    batch, n, max_tokens = prompts(64), 8, 32
+    service = Service(model_dir, work, ("--max-lora-rank", str(rank)))
+    full_seconds, adapter_seconds, plain_tps, adapter_tps = [], [], [], []
+    version = 0
+    try:
+        grpc_generate(service, batch, n, max_tokens, 1)  # warm-up
+        for r in range(rounds):
+            version += 1
+            started = time.perf_counter()
+            service.stub.UpdateWeights(weight_update_requests(version, full.items()), timeout=600)
+            full_seconds.append(time.perf_counter() - started)
+            plain_tps.append(grpc_generate(service, batch, n, max_tokens, 1))
+            version += 1
+            started = time.perf_counter()
+            service.stub.UpdateWeights(weight_update_requests(version, adapters[r % 2].items(), lora=lora), timeout=600)
+            adapter_seconds.append(time.perf_counter() - started)
+            adapter_tps.append(grpc_generate(service, batch, n, max_tokens, 1))
+    finally:
+        service.stop()
+    full_s, adapter_s = statistics.median(full_seconds), statistics.median(adapter_seconds)
+    plain, with_adapter = statistics.median(plain_tps), statistics.median(adapter_tps)
+    print(f"\nLoRA, preset {preset}, rank {rank} on every projection (median of {rounds})")
+    print(f"  UpdateWeights full state dict   {full_bytes / 1e6:9.1f} MB {full_s:8.3f} s  (baseline)")
+    print(
+        f"  UpdateWeights LoRA adapter      {adapter_bytes / 1e6:9.1f} MB {adapter_s:8.3f} s  {full_s / adapter_s:6.1f}x faster"
+    )
+    print(f"  Generate, no adapter            {plain:12,.0f} tok/s  (baseline)")
+    print(f"  Generate, with the adapter      {with_adapter:12,.0f} tok/s  {with_adapter / plain:6.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="measurements per figure (median reported)")
     parser.add_argument("--presets", default="tiny,100m", help="model presets for the weight-update benchmark")
     parser.add_argument("--skip-generate", action="store_true", help="only the weight-update benchmark")
+    parser.add_argument(
+        "--lora-rank",
+        type=int,
+        default=16,
+        choices=[0, 1, 8, 16, 32, 64, 128, 256],
+        help="adapter rank of the LoRA benchmark (one vLLM takes as --max-lora-rank); 0 skips it",
+    )
     args = parser.parse_args()
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = KV_CACHE_GIB
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
@@ -264,6 +335,9 @@ def main() -> None:
             print(f"  target >= 0.90x of offline: {'met' if ratio >= 0.9 else 'NOT met'} (worst {ratio:.2f}x)")
         for preset in args.presets.split(","):
             bench_updates(preset, work, args.rounds)
+        if args.lora_rank:
+            for preset in args.presets.split(","):
+                bench_lora(preset, work, args.rounds, args.lora_rank)
 
 
 if __name__ == "__main__":
