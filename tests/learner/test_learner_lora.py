@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 
 import grpc
 import pytest
 import requests
+import torch
 from jobs_client import (
     jobs_stub,
     learner_args,
@@ -23,7 +25,7 @@ from jobs_client import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from rft.learner.v1 import fine_tuning_pb2 as ft
-from rft.rollout.v1 import rollout_pb2
+from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_learner.trainer.policy import load_model
 from service_process import ServiceProcess
 
@@ -167,3 +169,51 @@ def test_lora_supervised_job_and_lora_rl_after_an_sft_warm_up(lora_rollout, grad
             assert job.total_steps == 8 and "sft_loss" in steps[4] and "train_reward_mean" in steps[5]
             assert steps[5]["kl"] < 1e-6 < steps[8]["kl"]
             assert (data_dir / "jobs" / job_id / "reference" / "model.safetensors").is_file()
+
+
+def test_a_restarted_rollout_gets_the_lora_base_and_adapter_again(grader_service, tmp_path):
+    """After an SFT warm-up the base is no longer the model the rollout starts from: a
+    restarted replica must get that base and the current adapter, not the adapter alone."""
+    model = REPO / "models" / "demo-base"
+    rollout_args = ["--model", str(model), "--max-lora-rank", str(RANK), "--warmup-requests", "4"]
+    rollout = ServiceProcess("rft-rollout", rollout_args, ready_timeout=300).__enter__()
+    try:
+        args = learner_args(tmp_path / "learner", rollout, grader_service) + ["--remote-patience-seconds", "300"]
+        with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+            train = upload(channel, write_jsonl(tmp_path / "train.jsonl", rows(DEMO / "train.jsonl", 32)))
+            request = reinforcement_request(
+                str(model), train.id, "", SPEC, n_epochs=3, sft_warmup_epochs=1, sft_answer_field="answer", **HYPER
+            )
+            job_id = jobs_stub(channel).CreateJob(request, timeout=120).job.id  # 4 SFT + 12 RL steps
+            wait_for_steps(channel, job_id, 6)
+            rollout.proc.send_signal(signal.SIGKILL)
+            rollout.proc.wait()
+            replacement = ServiceProcess("rft-rollout", rollout_args, ready_timeout=300)
+            replacement.port, replacement.metrics_port, replacement.address = (
+                rollout.port, rollout.metrics_port, rollout.address
+            )  # fmt: skip
+            rollout = replacement.__enter__()
+            job = wait_for(channel, job_id, DONE, timeout=900)
+            assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+
+        # The restarted replica serves exactly the exported policy: warmed-up base + adapter.
+        exported = load_model(job.fine_tuned_model)
+        with rollout.channel() as rollout_channel:
+            stub = rollout_pb2_grpc.RolloutServiceStub(rollout_channel)
+            assert stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30).lora.rank == RANK
+            response = stub.Generate(
+                rollout_pb2.GenerateRequest(
+                    prompts=[rollout_pb2.Prompt(text=f"What is {a} + {b}?") for a, b in ((12, 30), (45, 47))],
+                    sampling=rollout_pb2.SamplingParams(temperature=0.0, max_tokens=8),
+                ),
+                timeout=60,
+            )
+        for result in response.results:
+            prompt, sample = list(result.prompt_token_ids), result.samples[0]
+            ids = torch.tensor([prompt + list(sample.token_ids)])
+            with torch.no_grad():
+                logprobs = torch.log_softmax(exported(input_ids=ids).logits[0, len(prompt) - 1 : -1], dim=-1)
+            expected = logprobs[torch.arange(len(sample.token_ids)), torch.tensor(list(sample.token_ids))]
+            torch.testing.assert_close(torch.tensor(list(sample.logprobs)), expected, atol=1e-3, rtol=0)
+    finally:
+        rollout.stop()
