@@ -76,6 +76,21 @@ class ServiceProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def restarted(self) -> ServiceProcess:
+        """A new process of the same service on the same ports (not started yet), to
+        stand in for this one after it was killed."""
+        replacement = ServiceProcess(
+            self.command,
+            self.extra_args,
+            ready_timeout=self.ready_timeout,
+            wait_serving=self.wait_serving,
+            channel_credentials=self.channel_credentials,
+        )
+        replacement.env = self.env
+        replacement.port, replacement.metrics_port = self.port, self.metrics_port
+        replacement.address, replacement.metrics_url = self.address, self.metrics_url
+        return replacement
+
     def channel(self) -> grpc.Channel:
         if self.channel_credentials is not None:
             return grpc.secure_channel(self.address, self.channel_credentials)

@@ -218,12 +218,6 @@ def test_a_job_trains_data_parallel_on_two_trainer_ranks(rollout, grader_service
         assert not [p for p in children if "rank_worker" in " ".join(p.cmdline())]
 
 
-def _same_port_replacement(proc: ServiceProcess, command: str, args: list[str]) -> ServiceProcess:
-    replacement = ServiceProcess(command, args, ready_timeout=300)
-    replacement.port, replacement.metrics_port, replacement.address = proc.port, proc.metrics_port, proc.address
-    return replacement
-
-
 def test_restarting_the_grader_and_the_rollout_does_not_fail_the_job(tiny_model, tmp_path) -> None:
     grader_args = ["--data-dir", str(tmp_path / "grader")]
     rollout_args = ["--model", str(tiny_model)]
@@ -236,12 +230,12 @@ def test_restarting_the_grader_and_the_rollout_does_not_fail_the_job(tiny_model,
             wait_for_steps(channel, job_id, 2)
             grader.proc.send_signal(signal.SIGKILL)
             grader.proc.wait()
-            grader = _same_port_replacement(grader, "rft-grader", grader_args).__enter__()
+            grader = grader.restarted().__enter__()
             wait_for_steps(channel, job_id, 5)
             # A restarted rollout serves its start-up weights: the learner must notice and re-send its own.
             rollout.proc.send_signal(signal.SIGKILL)
             rollout.proc.wait()
-            rollout = _same_port_replacement(rollout, "rft-rollout", rollout_args).__enter__()
+            rollout = rollout.restarted().__enter__()
             job = wait_for(channel, job_id, DONE)
             assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
             assert job.trained_steps == 16

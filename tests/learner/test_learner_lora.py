@@ -188,11 +188,7 @@ def test_a_restarted_rollout_gets_the_lora_base_and_adapter_again(grader_service
             wait_for_steps(channel, job_id, 6)
             rollout.proc.send_signal(signal.SIGKILL)
             rollout.proc.wait()
-            replacement = ServiceProcess("rft-rollout", rollout_args, ready_timeout=300)
-            replacement.port, replacement.metrics_port, replacement.address = (
-                rollout.port, rollout.metrics_port, rollout.address
-            )  # fmt: skip
-            rollout = replacement.__enter__()
+            rollout = rollout.restarted().__enter__()
             job = wait_for(channel, job_id, DONE, timeout=900)
             assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
 

@@ -217,9 +217,7 @@ class JobRun:
             optimizer.load_state_dict(state["optimizer"])
             cursor.load_state_dict(state["cursor"])
             start = state["step"]
-        await self._in_thread(
-            self.updater.begin_phase, self.request.model, self.model, optimizer, lr, None, None, self.lora
-        )
+        await asyncio.to_thread(self.updater.begin_phase, self.request.model, self.model, optimizer, lr, lora=self.lora)
         prompts = [
             self.tokenizer.apply_chat_template(e.messages, add_generation_prompt=True, tokenize=True) for e in train
         ]
