@@ -76,6 +76,24 @@ class ServiceProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def kill(self) -> None:
+        """SIGKILL the service and every process it started: vLLM's engine processes
+        outlive a killed parent and would keep their memory (gigabytes each)."""
+        import psutil
+
+        assert self.proc is not None
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        for child in children:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+
     def restarted(self) -> ServiceProcess:
         """A new process of the same service on the same ports (not started yet), to
         stand in for this one after it was killed."""

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import signal
-
 from jobs_client import (
     jobs_stub,
     learner_args,
@@ -94,8 +92,7 @@ def test_a_killed_learner_resumes_the_job_from_its_checkpoint(rollout, grader_se
     with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
         job_id = start_job(channel, tiny_model, tmp_path, n_epochs=2)  # 8 steps
         wait_for_steps(channel, job_id, 3)
-        learner.proc.send_signal(signal.SIGKILL)
-        learner.proc.wait()
+        learner.kill()
 
     with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
         job = wait_for(channel, job_id, DONE, timeout=900)
@@ -228,13 +225,11 @@ def test_restarting_the_grader_and_the_rollout_does_not_fail_the_job(tiny_model,
         with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
             job_id = start_job(channel, tiny_model, tmp_path, n_epochs=4)  # 16 steps
             wait_for_steps(channel, job_id, 2)
-            grader.proc.send_signal(signal.SIGKILL)
-            grader.proc.wait()
+            grader.kill()
             grader = grader.restarted().__enter__()
             wait_for_steps(channel, job_id, 5)
             # A restarted rollout serves its start-up weights: the learner must notice and re-send its own.
-            rollout.proc.send_signal(signal.SIGKILL)
-            rollout.proc.wait()
+            rollout.kill()
             rollout = rollout.restarted().__enter__()
             job = wait_for(channel, job_id, DONE)
             assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import signal
 
 import grpc
 import pytest
@@ -186,8 +185,7 @@ def test_a_restarted_rollout_gets_the_lora_base_and_adapter_again(grader_service
             )
             job_id = jobs_stub(channel).CreateJob(request, timeout=120).job.id  # 4 SFT + 12 RL steps
             wait_for_steps(channel, job_id, 6)
-            rollout.proc.send_signal(signal.SIGKILL)
-            rollout.proc.wait()
+            rollout.kill()
             rollout = rollout.restarted().__enter__()
             job = wait_for(channel, job_id, DONE, timeout=900)
             assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
