@@ -110,21 +110,24 @@ class RolloutPool:
         self._base_source: Callable[[], Sequence[NamedArray]] | None = None
         self._lora: rollout_pb2.LoraAdapter | None = None
         self._has_base = [False] * len(addresses)
+        # One weight push per replica at a time: all of a replica's in-flight requests
+        # notice a restart together, and the replica must get the weights once.
+        self._push_locks = [asyncio.Lock() for _ in addresses]
         self.on_retry: Callable[[str], None] | None = None
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
 
     async def model_info(self) -> list[rollout_pb2.GetModelInfoResponse]:
-        async def one(stub):
-            return await retry_transient(
-                lambda: stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30),
-                "rollout GetModelInfo",
-                self.patience_seconds,
-                self.on_retry,
-            )
+        return list(await asyncio.gather(*(self._model_info(i) for i in range(len(self._stubs)))))
 
-        return list(await asyncio.gather(*(one(s) for s in self._stubs)))
+    async def _model_info(self, index: int) -> rollout_pb2.GetModelInfoResponse:
+        return await retry_transient(
+            lambda: self._stubs[index].GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30),
+            f"rollout {self.addresses[index]} GetModelInfo",
+            self.patience_seconds,
+            self.on_retry,
+        )
 
     def set_weights_source(
         self,
@@ -155,12 +158,32 @@ class RolloutPool:
         return time.perf_counter() - started
 
     async def _push_one(self, index: int, tensors: Sequence[NamedArray]) -> None:
-        """Bring replica `index` to `self.version`: the weights, or its base and the adapter."""
+        async with self._push_locks[index]:
+            await self._bring_to_version(index, tensors)
+
+    async def _bring_to_version(self, index: int, tensors: Sequence[NamedArray]) -> None:
+        """Bring replica `index` to `self.version`: the weights, or its base and the adapter.
+        The caller holds the replica's push lock."""
         if self._lora is not None and not self._has_base[index]:
             assert self._base_source is not None
             await self._update(index, self.version - 1, self._base_source(), None)
             self._has_base[index] = True
         await self._update(index, self.version, tensors, self._lora)
+
+    async def _resend(self, index: int, served: set[int]) -> None:
+        """Replica `index` answered with versions `served`, not ours: it restarted and lost
+        the weights. Send them again unless a concurrent request already did."""
+        async with self._push_locks[index]:
+            if (await self._model_info(index)).policy_version == self.version:
+                return
+            if self.on_retry:
+                self.on_retry(
+                    f"rollout {self.addresses[index]} served version {sorted(served)} "
+                    f"(expected {self.version}); re-sending weights"
+                )
+            self._has_base[index] = False  # it restarted from its model directory
+            assert self._weights_source is not None
+            await self._bring_to_version(index, self._weights_source())
 
     async def _update(
         self, index: int, version: int, tensors: Sequence[NamedArray], lora: rollout_pb2.LoraAdapter | None
@@ -232,13 +255,8 @@ class RolloutPool:
                             ],
                         )
                         return
-                    if self.on_retry:
-                        self.on_retry(
-                            f"rollout {self.addresses[replica]} served version {sorted(versions)} "
-                            f"(expected {self.version}); re-sending weights"
-                        )
-                    self._has_base[replica] = False  # it restarted from its model directory
-                    await self._push_one(replica, self._weights_source())
+                    if versions != {self.version}:
+                        await self._resend(replica, versions)
                 raise RemoteError(f"rollout {self.addresses[replica]} keeps serving the wrong policy version")
 
             await asyncio.gather(*(one(i) for i in indices))
