@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import torch
+import torch.distributed as dist
 from rft_learner.hparams import LoraSpec, ReinforcementParams
 from rft_learner.trainer import lora
 from rft_learner.trainer.distributed import DataParallel
@@ -43,6 +44,11 @@ def main(model_dir: str, out: str, variant: str = "full") -> None:
         rl_step(model, reference, optimizer, groups, params, tokenizer.pad_token_id, None, data_parallel)
     if data_parallel is None or data_parallel.rank == 0:
         torch.save(model.state_dict(), out)
+    if data_parallel is not None:
+        # As rank_worker does: a rank that exits with the gloo group still up can abort
+        # in the group's teardown ("terminate called without an active exception").
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def main() -> None:
         elif kind == "sft_step":
             _, prompts, targets, pad_id = command
             sft_step(model, optimizer, prompts, targets, pad_id, data_parallel)
+    dist.barrier()  # matches Updater.close in ranks.py: both sides tear the gloo group down together
     dist.destroy_process_group()
 
 

@@ -104,6 +104,7 @@ class Updater:
     def close(self) -> None:
         if self.data_parallel is not None:
             self._send(("stop",))
+            dist.barrier()  # matches rank_worker's exit
             dist.destroy_process_group()
             self.data_parallel = None
         for worker in self._workers:
