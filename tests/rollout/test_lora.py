@@ -208,12 +208,21 @@ def alpha_zero(arrays, lora):
     )
 
 
+def negative_base_version(arrays, lora):
+    return (
+        arrays,
+        rollout_pb2.LoraAdapter(rank=lora.rank, alpha=lora.alpha, base_version=-1),
+        "header.lora.base_version: -1 must be at least 0",
+    )
+
+
 BAD_ADAPTERS = {
     "wrong shape": wrong_shape,
     "rank above max": rank_above_max,
     "unknown module": unknown_module,
     "A without B": a_without_b,
     "alpha 0": alpha_zero,
+    "negative base version": negative_base_version,
 }
 
 
@@ -256,6 +265,36 @@ def test_an_adapter_the_engine_cannot_load_is_refused_with_the_previous_policy_s
     assert "lm_head" in error.value.details()
     assert current_version(lora_rollout.stub) == version
     assert (outputs(lora_rollout.stub), adapter_dirs(lora_rollout)) == before
+
+
+def test_an_adapter_for_other_full_weights_is_refused_and_one_for_these_is_taken(
+    lora_rollout, adapters, base_model
+) -> None:
+    """A learner names the full weights its adapter goes on (base_version): a replica
+    that restarted between the two pushes holds other weights and must not serve the
+    adapter on them."""
+    x = adapters["X"]
+    version = current_version(lora_rollout.stub)
+    state = [(name, tensor.numpy()) for name, tensor in base_model.state_dict().items()]
+    update(lora_rollout, weight_update_requests(version + 1, state))
+    before = (outputs(lora_rollout.stub), adapter_dirs(lora_rollout))
+
+    stale = rollout_pb2.LoraAdapter(rank=x.lora.rank, alpha=x.lora.alpha, base_version=version)
+    with pytest.raises(grpc.RpcError) as error:
+        update(lora_rollout, weight_update_requests(version + 2, x.arrays.items(), lora=stale))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION, error.value.details()
+    assert (
+        f"the adapter goes on full weights version {version}, but this replica holds full weights version "
+        f"{version + 1}" in error.value.details()
+    )
+    assert current_version(lora_rollout.stub) == version + 1
+    assert (outputs(lora_rollout.stub), adapter_dirs(lora_rollout)) == before
+
+    current = rollout_pb2.LoraAdapter(rank=x.lora.rank, alpha=x.lora.alpha, base_version=version + 1)
+    update(lora_rollout, weight_update_requests(version + 2, x.arrays.items(), lora=current))
+    assert_serves(lora_rollout.stub, x.merged, version + 2)
+    info = lora_rollout.stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=10)
+    assert (info.lora.rank, info.lora.base_version) == (x.lora.rank, version + 1)
 
 
 def merged_weights(state: dict[str, np.ndarray], adapter: Adapter) -> dict[str, np.ndarray]:

@@ -109,7 +109,8 @@ class RolloutPool:
         self._weights_source: Callable[[], Sequence[NamedArray]] | None = None
         self._base_source: Callable[[], Sequence[NamedArray]] | None = None
         self._lora: rollout_pb2.LoraAdapter | None = None
-        self._has_base = [False] * len(addresses)
+        # Per replica, the version at which it took the LoRA base; None: it needs it.
+        self._base_versions: list[int | None] = [None] * len(addresses)
         # One weight push per replica at a time: all of a replica's in-flight requests
         # notice a restart together, and the replica must get the weights once.
         self._push_locks = [asyncio.Lock() for _ in addresses]
@@ -143,7 +144,7 @@ class RolloutPool:
         """
         assert (base_source is None) == (lora is None), "a LoRA policy needs its base"
         self._weights_source, self._base_source, self._lora = source, base_source, lora
-        self._has_base = [False] * len(self._stubs)
+        self._base_versions = [None] * len(self._stubs)
 
     async def push_weights(self) -> float:
         """Send the current weights to every replica as a new version; returns seconds."""
@@ -153,7 +154,8 @@ class RolloutPool:
         infos = await self.model_info()
         latest = max([self.version, *(i.policy_version for i in infos)])
         # A replica that still needs the LoRA base takes it as version - 1.
-        self.version = latest + (2 if self._lora is not None and not all(self._has_base) else 1)
+        needs_base = self._lora is not None and None in self._base_versions
+        self.version = latest + (2 if needs_base else 1)
         await asyncio.gather(*(self._push_one(i, tensors) for i in range(len(self._stubs))))
         return time.perf_counter() - started
 
@@ -164,11 +166,40 @@ class RolloutPool:
     async def _bring_to_version(self, index: int, tensors: Sequence[NamedArray]) -> None:
         """Bring replica `index` to `self.version`: the weights, or its base and the adapter.
         The caller holds the replica's push lock."""
-        if self._lora is not None and not self._has_base[index]:
-            assert self._base_source is not None
-            await self._update(index, self.version - 1, self._base_source(), None)
-            self._has_base[index] = True
-        await self._update(index, self.version, tensors, self._lora)
+        if self._lora is None:
+            await self._update(index, self.version, tensors, None)
+            return
+        if self._base_versions[index] is None:
+            await self._push_base(index)
+        try:
+            await self._update(index, self.version, tensors, self._adapter_header(index))
+        except RemoteError:
+            # The replica refuses an adapter for a base it no longer holds: it restarted
+            # after taking the base (the adapter names it in base_version).
+            if not await self._lost_base(index):
+                raise
+            if self.on_retry:
+                self.on_retry(f"rollout {self.addresses[index]} lost the LoRA base; re-sending it")
+            await self._push_base(index)
+            await self._update(index, self.version, tensors, self._adapter_header(index))
+
+    async def _push_base(self, index: int) -> None:
+        assert self._base_source is not None
+        await self._update(index, self.version - 1, self._base_source(), None)
+        self._base_versions[index] = self.version - 1
+
+    def _adapter_header(self, index: int) -> rollout_pb2.LoraAdapter:
+        header = rollout_pb2.LoraAdapter()
+        header.CopyFrom(self._lora)
+        header.base_version = self._base_versions[index]
+        return header
+
+    async def _lost_base(self, index: int) -> bool:
+        """Replica `index` holds other full weights than the base it took, and the base
+        can go to it again at version - 1."""
+        info = await self._model_info(index)
+        held = info.lora.base_version if info.HasField("lora") else info.policy_version
+        return held != self._base_versions[index] and info.policy_version < self.version - 1
 
     async def _resend(self, index: int, served: set[int]) -> None:
         """Replica `index` answered with versions `served`, not ours: it restarted and lost
@@ -181,7 +212,7 @@ class RolloutPool:
                     f"rollout {self.addresses[index]} served version {sorted(served)} "
                     f"(expected {self.version}); re-sending weights"
                 )
-            self._has_base[index] = False  # it restarted from its model directory
+            self._base_versions[index] = None  # it restarted from its model directory
             assert self._weights_source is not None
             await self._bring_to_version(index, self._weights_source())
 

@@ -129,10 +129,12 @@ class TensorSpec:
 @dataclasses.dataclass(frozen=True)
 class LoraAdapter:
     """A LoRA adapter's shape: every A is [rank, in], every B [out, rank], and the
-    adapter adds (alpha / rank) * B @ A to each adapted weight."""
+    adapter adds (alpha / rank) * B @ A to each adapted weight. `base_version`: the
+    full weights' version it goes on top of (None in an update: any)."""
 
     rank: int
     alpha: float
+    base_version: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,7 +105,10 @@ def header_from_proto(first: rollout_pb2.UpdateWeightsRequest | None) -> UpdateH
     if first is None or first.WhichOneof("message") != "header":
         return None
     header = first.header
-    lora = LoraAdapter(header.lora.rank, header.lora.alpha) if header.HasField("lora") else None
+    lora = None
+    if header.HasField("lora"):
+        base_version = header.lora.base_version if header.lora.HasField("base_version") else None
+        lora = LoraAdapter(header.lora.rank, header.lora.alpha, base_version)
     source = header.WhichOneof("source")
     if source == "manifest":
         algorithm = header.manifest.checksum_algorithm
@@ -180,7 +183,9 @@ def model_info_to_proto(info: ModelInfo) -> rollout_pb2.GetModelInfoResponse:
         engine=info.engine,
         eos_token_id=info.eos_token_id,
         max_lora_rank=info.max_lora_rank,
-        lora=None if info.lora is None else rollout_pb2.LoraAdapter(rank=info.lora.rank, alpha=info.lora.alpha),
+        lora=None
+        if info.lora is None
+        else rollout_pb2.LoraAdapter(rank=info.lora.rank, alpha=info.lora.alpha, base_version=info.lora.base_version),
     )
 
 

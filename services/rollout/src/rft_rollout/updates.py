@@ -80,6 +80,7 @@ class WeightUpdates:
         self.model = model
         self.settings = settings
         self.version = 0
+        self.base_version = 0  # of the last full weights: what an adapter goes on top of
         self._adapter: _ServedAdapter | None = None
         self._expected = {spec.name: spec for spec in model.tensors}
         self._lock = asyncio.Lock()
@@ -110,6 +111,7 @@ class WeightUpdates:
             self._check_version(header.version)
             if header.lora is not None:
                 check_lora_header(header.lora, self.settings.max_lora_rank)
+                self._check_base_version(header.lora)
             if header.tensors is not None:
                 transport = "stream"
                 result = await self._update_from_stream(header, chunks, started)
@@ -191,6 +193,14 @@ class WeightUpdates:
         if version <= self.version:
             raise InvalidRequest(f"header.version: {version} is not above the current version {self.version}")
 
+    def _check_base_version(self, lora: LoraAdapter) -> None:
+        if lora.base_version is not None and lora.base_version != self.base_version:
+            raise WeightsRejected(
+                f"header.lora.base_version: the adapter goes on full weights version {lora.base_version}, "
+                f"but this replica holds full weights version {self.base_version} (it restarted or other "
+                "weights arrived); send those full weights first"
+            )
+
     async def _apply(
         self, header: UpdateHeader, path: pathlib.Path, modules: list[str], count: int, total: int, received: float
     ) -> UpdateResult:
@@ -200,6 +210,8 @@ class WeightUpdates:
         async with self._lock:
             self._check_serving()
             self._check_version(version)  # another update may have landed meanwhile
+            if lora is not None:
+                self._check_base_version(lora)
             previous = self.version
             started = time.perf_counter()
             try:
@@ -222,6 +234,10 @@ class WeightUpdates:
                 raise WeightsRejected(reason + "; the service stopped serving and must be restarted") from exc
             applied = time.perf_counter() - started
             self.version = version
+            if lora is None:
+                self.base_version = version
+            else:
+                lora = dataclasses.replace(lora, base_version=self.base_version)
             # An adapter replaces the previous one; full weights replace both.
             retired, self._adapter = self._adapter, None if lora is None else _ServedAdapter(lora, path.parent)
         if retired is not None:

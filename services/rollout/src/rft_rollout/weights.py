@@ -118,6 +118,8 @@ def check_lora_header(lora: LoraAdapter, max_lora_rank: int) -> None:
         problems.append(f"header.lora.rank: {lora.rank} is above this server's max_lora_rank {max_lora_rank}")
     if not (math.isfinite(lora.alpha) and lora.alpha > 0):
         problems.append(f"header.lora.alpha: {lora.alpha} must be a finite number > 0")
+    if lora.base_version is not None and lora.base_version < 0:
+        problems.append(f"header.lora.base_version: {lora.base_version} must be at least 0")
     _raise_problems(problems)
 
 

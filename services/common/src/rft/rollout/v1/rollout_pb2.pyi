@@ -178,12 +178,14 @@ class WeightsManifest(_message.Message):
     def __init__(self, tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., checksum_algorithm: _Optional[_Union[ChecksumAlgorithm, str]] = ...) -> None: ...
 
 class LoraAdapter(_message.Message):
-    __slots__ = ("rank", "alpha")
+    __slots__ = ("rank", "alpha", "base_version")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     rank: int
     alpha: float
-    def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ...) -> None: ...
+    base_version: int
+    def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ..., base_version: _Optional[int] = ...) -> None: ...
 
 class WeightsHeader(_message.Message):
     __slots__ = ("version", "manifest", "safetensors_path", "lora")
