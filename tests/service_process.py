@@ -70,7 +70,13 @@ class ServiceProcess:
         ]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         if self.wait_serving:
-            self.wait_until_serving()
+            try:
+                self.wait_until_serving()
+            except BaseException:
+                # `with` calls no __exit__ when __enter__ raises: a slow start would leave
+                # the process (and vLLM's engine, gigabytes) running for the session.
+                self.kill()
+                raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -152,5 +158,4 @@ class ServiceProcess:
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()

@@ -106,7 +106,13 @@ def test_sigterm_lets_an_in_flight_call_finish(tmp_path) -> None:
         thread.start()
         outgoing.put(files_pb2.UploadFileRequest(header=files_pb2.UploadFileHeader(filename="a.jsonl", purpose=1)))
         outgoing.put(files_pb2.UploadFileRequest(chunk=GOOD_LINE))
-        time.sleep(0.5)  # the call is now in flight on the server
+
+        # Terminate only once the server handles the call (a slow connect would otherwise
+        # let it drain with nothing in flight).
+        def upload_in_flight() -> float | None:
+            return metric_value(proc.metrics(), "rft_rpc_in_flight", method="UploadFile") or None
+
+        assert eventually(upload_in_flight, timeout=30) == 1.0
 
         proc.terminate()
         # New calls are refused once the server drains (health first turns NOT_SERVING).

@@ -61,9 +61,9 @@ async def serve(args: argparse.Namespace) -> None:
     server.add_insecure_port(f"{args.host}:{args.port}")
     await checker.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    servicer.log("started")
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    servicer.log("started")  # tests send SIGTERM as soon as they read this
     await asyncio.sleep(0.5)  # "loading the engine"
     if servicer.style != "hang":
         await checker.set("", health_pb2.HealthCheckResponse.SERVING)
