@@ -12,7 +12,7 @@ from rft_learner.hparams import LoraSpec, ReinforcementParams
 from rft_learner.trainer import lora
 from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.policy import load_model, load_tokenizer, trainable_parameters
-from rft_learner.trainer.updates import Group, rl_step
+from rft_learner.trainer.updates import Group, rl_update
 
 
 def fixed_groups(vocab: int) -> list[Group]:
@@ -41,7 +41,7 @@ def main(model_dir: str, out: str, variant: str = "full") -> None:
     params = ReinforcementParams(algorithm="grpo", group_size=3, kl_coef=0.05)
     groups = fixed_groups(model.config.vocab_size)
     for _ in range(2):
-        rl_step(model, reference, optimizer, groups, params, tokenizer.pad_token_id, None, data_parallel)
+        rl_update(model, reference, optimizer, groups, params, tokenizer.pad_token_id, None, data_parallel)
     if data_parallel is None or data_parallel.rank == 0:
         torch.save(model.state_dict(), out)
     if data_parallel is not None:

@@ -10,7 +10,7 @@ from rft_learner.hparams import LoraSpec, ReinforcementParams
 from rft_learner.trainer import checkpoint as ckpt
 from rft_learner.trainer import lora
 from rft_learner.trainer.policy import build_sequence_batch, load_model, load_tokenizer, trainable_parameters
-from rft_learner.trainer.updates import Group, reference_logprobs, rl_step
+from rft_learner.trainer.updates import Group, reference_logprobs, rl_update
 from test_updates import BAD, GOOD, completion_logprob
 
 PROMPT = [1, 60, 61, 62, 2, 1, 70]
@@ -25,7 +25,7 @@ def train_adapter(tiny_model, steps: int = 5):
     for _ in range(steps):
         old = [completion_logprob(model, PROMPT, c) / len(c) for c in (GOOD, BAD, GOOD, BAD)]
         group = Group(PROMPT, [GOOD, BAD, GOOD, BAD], [[o] * 3 for o in old], [1.0, 0.0, 1.0, 0.0])
-        metrics = rl_step(model, None, optimizer, [group], params, 0)
+        metrics = rl_update(model, None, optimizer, [group], params, 0)
     return model, metrics
 
 

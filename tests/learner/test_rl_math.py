@@ -237,25 +237,13 @@ def test_policy_loss_with_kl_penalty():
         policy_loss(logprobs, old, adv, torch.ones(1, 2), cfg)  # kl_coef > 0 without a reference
 
 
-def test_policy_loss_truncated_importance_sampling():
-    logprobs = torch.log(torch.tensor([[5.0, 0.5]])).requires_grad_()
-    adv = torch.tensor([[-1.0, 1.0]])
-    cfg = PolicyLossConfig(clip_range=0.2, max_importance_ratio=2.0)
-    loss, metrics = policy_loss(logprobs, torch.zeros(1, 2), adv, torch.ones(1, 2), cfg)
-    # token 0: A=-1, r=5: -min(-5, -1.2) = 5, weight min(5, 2)/5 = 0.4 -> 2
-    # token 1: A=+1, r=0.5: -min(0.5, 0.8) = -0.5, weight 1
-    close(loss.item(), (2.0 - 0.5) / 2)
-    close(metrics["truncated_fraction"], 0.5)
-    loss.backward()
-    # gradient weight min(r, cap): token 0 -> -A * 2 / N = 1; token 1 -> -A * 0.5 / N = -0.25
-    close(logprobs.grad, [[2.0 / 2, -0.5 / 2]])
-
-
 def test_policy_loss_config_validation():
     with pytest.raises(ValueError):
         PolicyLossConfig(aggregation="constant")
     with pytest.raises(ValueError):
-        PolicyLossConfig(max_importance_ratio=0.5)
+        PolicyLossConfig(clip_range=0.0)
+    with pytest.raises(ValueError):
+        PolicyLossConfig(loss_type="cispo", ratio_level="sequence")  # CISPO's weight is per token
 
 
 # ---------------------------------------------------------------- value loss

@@ -7,7 +7,7 @@ import pytest
 import torch
 from rft_learner.hparams import ReinforcementParams
 from rft_learner.trainer.policy import ValueHead, build_sequence_batch, forward, load_model, load_tokenizer
-from rft_learner.trainer.updates import Group, group_relative_advantages, rl_step, sft_step
+from rft_learner.trainer.updates import Group, group_relative_advantages, rl_update, sft_update
 
 GOOD, BAD = [40, 41, 42], [50, 51, 52]
 
@@ -19,7 +19,7 @@ def completion_logprob(model, prompt: list[int], completion: list[int]) -> float
     return float((out.logprobs * mask).sum())
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "rloo", "ppo"])
+@pytest.mark.parametrize("algorithm", ["grpo", "dr_grpo", "rloo", "ppo", "dapo", "gspo", "cispo"])
 def test_each_algorithm_moves_probability_towards_rewarded_samples(tiny_model, algorithm: str) -> None:
     torch.manual_seed(0)
     model, reference = load_model(tiny_model), load_model(tiny_model)
@@ -37,7 +37,7 @@ def test_each_algorithm_moves_probability_towards_rewarded_samples(tiny_model, a
         # Sampling-policy logprobs: the current model's (on-policy), as the rollout would return.
         old = [completion_logprob(model, prompt, c) / len(c) for c in (GOOD, BAD, GOOD, BAD)]
         group = Group(prompt, [GOOD, BAD, GOOD, BAD], [[o] * 3 for o in old], [1.0, 0.0, 1.0, None])
-        metrics = rl_step(model, reference, optimizer, [group], params, tokenizer.pad_token_id, value_head)
+        metrics = rl_update(model, reference, optimizer, [group], params, tokenizer.pad_token_id, value_head)
 
     assert completion_logprob(model, prompt, GOOD) > good_before + 0.5
     assert completion_logprob(model, prompt, BAD) < bad_before
@@ -50,11 +50,11 @@ def test_each_algorithm_moves_probability_towards_rewarded_samples(tiny_model, a
 
 def test_advantages_ignore_ungraded_samples_within_a_group() -> None:
     group = Group([1], [[5], [6], [7], [8]], [[0.0]] * 4, [1.0, None, 0.0, 1.0])
-    grpo = group_relative_advantages([group], "grpo")
+    grpo = group_relative_advantages([group], "group_std")
     assert grpo[1] is None
     # mean 2/3, population std sqrt(2)/3: (1 - 2/3) / (sqrt(2)/3) = 1/sqrt(2)
     assert grpo[0] == pytest.approx(2**-0.5, rel=1e-5) and grpo[2] == pytest.approx(-(2**0.5), rel=1e-5)
-    rloo = group_relative_advantages([group], "rloo")
+    rloo = group_relative_advantages([group], "leave_one_out")
     assert rloo == [pytest.approx(0.5), None, pytest.approx(-1.0), pytest.approx(0.5)]
 
 
@@ -63,7 +63,7 @@ def test_sft_step_lowers_the_loss_on_its_targets(tiny_model) -> None:
     model = load_model(tiny_model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     prompts, targets = [[1, 60, 61, 2]] * 2, [[40, 41, 2], [40, 42, 2]]
-    first = sft_step(model, optimizer, prompts, targets, 0)["sft_loss"]
+    first = sft_update(model, optimizer, prompts, targets, 0)["sft_loss"]
     for _ in range(10):
-        last = sft_step(model, optimizer, prompts, targets, 0)["sft_loss"]
+        last = sft_update(model, optimizer, prompts, targets, 0)["sft_loss"]
     assert last < first - 1.0

@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     trained_steps    INTEGER NOT NULL DEFAULT 0,
     total_steps      INTEGER NOT NULL DEFAULT 0,
     base_metrics     TEXT NOT NULL DEFAULT '{}',
-    final_metrics    TEXT NOT NULL DEFAULT '{}'
+    final_metrics    TEXT NOT NULL DEFAULT '{}',
+    warmup_metrics   TEXT NOT NULL DEFAULT '{}',
+    exported_step    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS job_events (
@@ -63,6 +65,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 CREATE INDEX IF NOT EXISTS checkpoints_by_job ON checkpoints (job_id, step DESC);
 """
+# Columns added after a release: (table, column, definition). A database written by an
+# older learner gets them on open, so upgrading keeps every job.
+ADDED_COLUMNS = (
+    ("jobs", "warmup_metrics", "TEXT NOT NULL DEFAULT '{}'"),
+    ("jobs", "exported_step", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 class Database:
@@ -77,6 +85,10 @@ class Database:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(SCHEMA)
+            for table, column, definition in ADDED_COLUMNS:
+                present = {row["name"] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -7,7 +7,6 @@ import dataclasses
 from typing import Literal
 
 import pydantic
-from google.protobuf import json_format
 from rft.learner.v1 import fine_tuning_pb2
 
 BASE_LEARNING_RATE = 1e-3
@@ -53,8 +52,54 @@ class SupervisedParams(_LoraParams):
     """Multiplier of the base learning rate (1e-3)."""
 
 
+Algorithm = Literal["grpo", "dr_grpo", "rloo", "ppo", "dapo", "gspo", "cispo"]
+Aggregation = Literal["token_mean", "sequence_mean", "constant"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmDefaults:
+    """What choosing an algorithm means: its advantage estimator and the defaults it
+    gives the loss knobs a user leaves unset. The one table of algorithms."""
+
+    advantage: Literal["group_std", "group_mean", "leave_one_out", "gae"]
+    loss_type: Literal["ppo", "cispo"] = "ppo"
+    ratio_level: Literal["token", "sequence"] = "token"
+    aggregation: Aggregation = "token_mean"
+    clip_range: float = 0.2
+    clip_range_high: float | None = None
+    dynamic_sampling: bool = False
+    overlong_buffer_fraction: float = 0.0
+    """Default overlong_buffer as a fraction of max_new_tokens."""
+    paper: str = ""
+
+
+ALGORITHM_DEFAULTS: dict[str, AlgorithmDefaults] = {
+    "grpo": AlgorithmDefaults("group_std", paper="DeepSeekMath, arXiv 2402.03300"),
+    "dr_grpo": AlgorithmDefaults("group_mean", aggregation="constant", paper="Dr. GRPO, arXiv 2503.20783"),
+    "rloo": AlgorithmDefaults("leave_one_out", paper="RLOO, arXiv 2402.14740"),
+    "ppo": AlgorithmDefaults("gae", paper="PPO arXiv 1707.06347 as in ReFT arXiv 2401.08967"),
+    "dapo": AlgorithmDefaults(
+        "group_std",
+        clip_range_high=0.28,
+        dynamic_sampling=True,
+        overlong_buffer_fraction=0.25,
+        paper="DAPO, arXiv 2503.14476",
+    ),
+    "gspo": AlgorithmDefaults(
+        "group_std",
+        ratio_level="sequence",
+        aggregation="sequence_mean",
+        clip_range=3e-4,
+        clip_range_high=4e-4,
+        paper="GSPO, arXiv 2507.18071",
+    ),
+    "cispo": AlgorithmDefaults("group_std", loss_type="cispo", clip_range_high=0.28, paper="CISPO, arXiv 2506.13585"),
+}
+
+
 class ReinforcementParams(_LoraParams):
-    """Reinforcement fine-tuning with a grader."""
+    """Reinforcement fine-tuning with a grader. Fields left None take the algorithm's
+    default (see ALGORITHM_DEFAULTS and the resolved properties below)."""
 
     n_epochs: int = pydantic.Field(1, ge=1, le=100)
     """Passes over the training prompts."""
@@ -71,9 +116,11 @@ class ReinforcementParams(_LoraParams):
     group_size: int = pydantic.Field(8, ge=1, le=256)
     """Samples per prompt before compute_multiplier."""
     kl_coef: float = pydantic.Field(0.02, ge=0, le=10)
-    """KL penalty coefficient to the frozen reference model."""
-    clip_range: float = pydantic.Field(0.2, gt=0, le=1)
-    """PPO clip range epsilon."""
+    """KL penalty coefficient to the frozen reference model; 0 keeps no reference at all."""
+    clip_range: float | None = pydantic.Field(None, gt=0, le=1)
+    """PPO clip range epsilon (the lower one when clip_range_high is set); default 0.2 (GSPO 3e-4)."""
+    clip_range_high: float | None = pydantic.Field(None, gt=0, le=10)
+    """Upper clip epsilon (DAPO clip-higher; CISPO's weight cap is 1 + this); default clip_range."""
     max_new_tokens: int = pydantic.Field(64, ge=1, le=32768)
     """Maximum tokens per sample."""
     temperature: float = pydantic.Field(1.0, ge=0, le=2)
@@ -82,45 +129,117 @@ class ReinforcementParams(_LoraParams):
     """SFT epochs on sft_answer_field before RL (ReFT)."""
     sft_answer_field: str = ""
     """Dataset field with the reference answer for the SFT warm-up."""
-    algorithm: Literal["grpo", "dr_grpo", "rloo", "ppo"] = "grpo"
+    algorithm: Algorithm = "grpo"
     """Policy-gradient algorithm."""
     kl_estimator: Literal["k1", "k3"] = "k3"
-    """Per-token KL estimator."""
-    max_staleness: int = pydantic.Field(0, ge=0, le=1)
-    """Policy versions a sample may lag: 1 overlaps generation of the next batch with training."""
+    """Per-token KL estimator (for the loss penalty, and for PPO's per-token reward)."""
+    max_staleness: int = pydantic.Field(0, ge=0, le=8)
+    """Policy versions a sample may lag: N lets generation run up to N steps ahead of training."""
     max_grader_error_fraction: float = pydantic.Field(0.1, ge=0, le=1)
     """Fraction of a step's samples that may fail grading before the job fails."""
+    ppo_epochs: int = pydantic.Field(1, ge=1, le=16)
+    """Passes over each batch (TRL's num_iterations); old log-probs and values are taken once before the first."""
+    num_minibatches: int = pydantic.Field(1, ge=1, le=256)
+    """Minibatches per pass; each is one optimizer step."""
+    gae_gamma: float = pydantic.Field(1.0, ge=0, le=1)
+    """PPO: discount of GAE."""
+    gae_lambda: float = pydantic.Field(0.95, ge=0, le=1)
+    """PPO: lambda of GAE."""
+    value_clip_range: float = pydantic.Field(0.2, ge=0, le=10)
+    """PPO: values are clipped to this distance from the values before the update; 0 = no clip."""
+    value_loss_coef: float = pydantic.Field(0.1, ge=0, le=10)
+    """PPO: weight of the value loss."""
+    rollout_correction: Literal["none", "tis", "mis"] = "tis"
+    """Trainer/rollout mismatch correction: truncated (tis) or masked (mis) importance sampling, or none."""
+    rollout_correction_cap: float = pydantic.Field(2.0, gt=1, le=1000)
+    """Cap of the rollout correction's importance weight."""
+    rollout_correction_level: Literal["token", "sequence"] = "token"
+    """One importance weight per token or per sequence."""
+    dynamic_sampling: bool | None = None
+    """Drop prompts whose samples all score the same and refill the batch (DAPO); default on for dapo only."""
+    dynamic_sampling_max_rounds: int = pydantic.Field(3, ge=1, le=16)
+    """Most generation rounds per step when dynamic sampling refills the batch."""
+    overlong_buffer: int | None = pydantic.Field(None, ge=0)
+    """Tokens before max_new_tokens where a length penalty ramps up (DAPO); 0 = off; default max_new_tokens/4 for dapo."""
+    overlong_penalty: float = pydantic.Field(1.0, ge=0, le=100)
+    """Penalty at max_new_tokens, subtracted from the reward."""
+    loss_aggregation: Aggregation | None = None
+    """How per-token losses are aggregated; default the algorithm's."""
+    early_stopping_patience: int = pydantic.Field(0, ge=0, le=1000)
+    """Stop when valid_reward_mean has not improved for this many evaluations; 0 = never."""
+    export_checkpoint: Literal["best", "last"] = "best"
+    """Export the checkpoint with the best valid_reward_mean, or the last weights."""
 
     @property
     def samples_per_prompt(self) -> int:
         return max(1, round(self.group_size * self.compute_multiplier))
 
+    @property
+    def defaults(self) -> AlgorithmDefaults:
+        return ALGORITHM_DEFAULTS[self.algorithm]
+
+    @property
+    def resolved_clip_range(self) -> float:
+        return self.clip_range if self.clip_range is not None else self.defaults.clip_range
+
+    @property
+    def resolved_clip_range_high(self) -> float:
+        if self.clip_range_high is not None:
+            return self.clip_range_high
+        return self.defaults.clip_range_high if self.defaults.clip_range_high is not None else self.resolved_clip_range
+
+    @property
+    def resolved_aggregation(self) -> Aggregation:
+        return self.loss_aggregation or self.defaults.aggregation
+
+    @property
+    def resolved_dynamic_sampling(self) -> bool:
+        return self.defaults.dynamic_sampling if self.dynamic_sampling is None else self.dynamic_sampling
+
+    @property
+    def resolved_overlong_buffer(self) -> int:
+        if self.overlong_buffer is not None:
+            return self.overlong_buffer
+        return int(self.max_new_tokens * self.defaults.overlong_buffer_fraction)
+
     @pydantic.model_validator(mode="after")
-    def _warmup_needs_field(self) -> ReinforcementParams:
+    def _consistent(self) -> ReinforcementParams:
         if self.sft_warmup_epochs and not self.sft_answer_field:
             raise ValueError("sft_warmup_epochs > 0 needs sft_answer_field (the dataset field with the answer)")
-        if self.algorithm in ("grpo", "dr_grpo", "rloo") and self.samples_per_prompt < 2:
+        if self.algorithm != "ppo" and self.samples_per_prompt < 2:
             raise ValueError(f"{self.algorithm} needs at least 2 samples per prompt (group_size)")
+        if self.resolved_overlong_buffer > self.max_new_tokens:
+            raise ValueError(f"overlong_buffer ({self.overlong_buffer}) must be at most max_new_tokens")
+        if self.num_minibatches > self.batch_size:
+            raise ValueError(f"num_minibatches ({self.num_minibatches}) must be at most batch_size")
         return self
 
 
-ALGORITHMS = {
-    fine_tuning_pb2.RL_ALGORITHM_UNSPECIFIED: "grpo",
-    fine_tuning_pb2.RL_ALGORITHM_GRPO: "grpo",
-    fine_tuning_pb2.RL_ALGORITHM_DR_GRPO: "dr_grpo",
-    fine_tuning_pb2.RL_ALGORITHM_RLOO: "rloo",
-    fine_tuning_pb2.RL_ALGORITHM_PPO: "ppo",
-}
-KL_ESTIMATORS = {
-    fine_tuning_pb2.KL_ESTIMATOR_UNSPECIFIED: "k3",
-    fine_tuning_pb2.KL_ESTIMATOR_K1: "k1",
-    fine_tuning_pb2.KL_ESTIMATOR_K3: "k3",
+def _choice(enum_type, value: int, prefix: str, default: str) -> str:
+    """A proto enum value as the lower-case name hparams use ('RL_ALGORITHM_DR_GRPO' -> 'dr_grpo')."""
+    return enum_type.Name(value).removeprefix(prefix).lower() if value else default
+
+
+ENUM_FIELDS = {
+    # field: (enum, prefix); unset (0) means the ReinforcementParams default
+    "algorithm": (fine_tuning_pb2.RlAlgorithm, "RL_ALGORITHM_"),
+    "kl_estimator": (fine_tuning_pb2.KlEstimator, "KL_ESTIMATOR_"),
+    "rollout_correction": (fine_tuning_pb2.RolloutCorrection, "ROLLOUT_CORRECTION_"),
+    "rollout_correction_level": (fine_tuning_pb2.ImportanceLevel, "IMPORTANCE_LEVEL_"),
+    "loss_aggregation": (fine_tuning_pb2.LossAggregation, "LOSS_AGGREGATION_"),
+    "export_checkpoint": (fine_tuning_pb2.ExportCheckpoint, "EXPORT_CHECKPOINT_"),
 }
 
 
 def _set_fields(message) -> dict:
-    """Fields the user set (optional scalars included), by proto name."""
-    return {field.name: value for field, value in message.ListFields()}
+    """Fields the user set (optional scalars included), by proto name; enums as names."""
+    values = {}
+    for field, value in message.ListFields():
+        if field.name in ENUM_FIELDS:
+            enum_type, prefix = ENUM_FIELDS[field.name]
+            value = _choice(enum_type, value, prefix, "")
+        values[field.name] = value
+    return values
 
 
 def supervised_params(method: fine_tuning_pb2.SupervisedMethod) -> SupervisedParams:
@@ -128,10 +247,7 @@ def supervised_params(method: fine_tuning_pb2.SupervisedMethod) -> SupervisedPar
 
 
 def reinforcement_params(method: fine_tuning_pb2.ReinforcementMethod) -> ReinforcementParams:
-    values = _set_fields(method.hyperparameters)
-    values["algorithm"] = ALGORITHMS[method.hyperparameters.algorithm]
-    values["kl_estimator"] = KL_ESTIMATORS[method.hyperparameters.kl_estimator]
-    return ReinforcementParams(**values)
+    return ReinforcementParams(**_set_fields(method.hyperparameters))
 
 
 def describe_validation_error(exc: pydantic.ValidationError, prefix: str) -> str:
@@ -141,7 +257,3 @@ def describe_validation_error(exc: pydantic.ValidationError, prefix: str) -> str
         where = ".".join(str(part) for part in error["loc"])
         lines.append(f"{prefix}{'.' + where if where else ''}: {error['msg']}")
     return "; ".join(lines)
-
-
-def method_to_dict(method: fine_tuning_pb2.Method) -> dict:
-    return json_format.MessageToDict(method, preserving_proto_field_name=True)

@@ -38,6 +38,8 @@ class JobRecord:
     total_steps: int = 0
     base_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     final_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    warmup_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    exported_step: int = 0
 
     @property
     def finished(self) -> bool:
@@ -86,6 +88,8 @@ def _job(row) -> JobRecord:
         total_steps=row["total_steps"],
         base_metrics=json.loads(row["base_metrics"]),
         final_metrics=json.loads(row["final_metrics"]),
+        warmup_metrics=json.loads(row["warmup_metrics"]),
+        exported_step=row["exported_step"],
     )
 
 
@@ -122,6 +126,10 @@ class JobStore:
         marks = ",".join("?" * len(statuses))
         rows = self.db.query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at", statuses)
         return [_job(r) for r in rows]
+
+    def count_by_status(self) -> dict[int, int]:
+        rows = self.db.query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+        return {row["status"]: row["n"] for row in rows}
 
     def update(self, job_id: str, **fields) -> JobRecord:
         """Set columns of a job; dict values are stored as JSON."""

@@ -24,13 +24,13 @@ from rft_learner.trainer.loop import (
     ERROR,
     INFO,
     WARNING,
-    JobFailure,
     JobRun,
     Stopped,
     TrainerSettings,
     grader_client,
     rollout_pool,
 )
+from rft_learner.trainer.rl_step import JobFailure
 
 log = logging.getLogger(__name__)
 S = fine_tuning_pb2
@@ -117,6 +117,9 @@ class _Control:
     def stop_requested(self) -> str | None:
         return self.manager.stop_requests.get(self.job_id)
 
+    def truncate_metrics_after(self, step: int) -> None:
+        self.manager.store.truncate_metrics_after(self.job_id, step)
+
     def file_path(self, file_id: str) -> pathlib.Path:
         return pathlib.Path(self.manager.files.get(file_id).path)
 
@@ -184,8 +187,7 @@ class JobManager:
 
     def _refresh_gauges(self) -> None:
         counts = {status: 0 for status in S.JobStatus.values() if status}
-        for row in self.store.db.query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"):
-            counts[row["status"]] = row["n"]
+        counts.update(self.store.count_by_status())
         for status, count in counts.items():
             JOBS.labels(S.JobStatus.Name(status).removeprefix("JOB_STATUS_").lower()).set(count)
 

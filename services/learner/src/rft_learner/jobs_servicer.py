@@ -41,6 +41,8 @@ def job_to_proto(job: JobRecord) -> pb.Job:
         total_steps=job.total_steps,
         base_metrics=job.base_metrics,
         final_metrics=job.final_metrics,
+        warmup_metrics=job.warmup_metrics,
+        exported_step=job.exported_step,
     )
     if job.finished_at is not None:
         message.finish_time.CopyFrom(_timestamp(job.finished_at))

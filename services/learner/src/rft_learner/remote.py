@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from rft.common.v1 import common_pb2
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
@@ -390,7 +390,3 @@ class GraderClient:
         for results in await asyncio.gather(*(one(b) for b in batches)):
             out.extend(results)
         return out
-
-
-def result_to_dict(result: grader_pb2.GradeResult) -> dict[str, Any]:
-    return json_format.MessageToDict(result, preserving_proto_field_name=True)

@@ -1,6 +1,7 @@
-"""The maths of the learner: advantage estimators, losses, pass@k. Pure functions of tensors."""
+"""The maths of the learner: advantage estimators, losses, rollout correction, shaping, pass@k. Pure functions."""
 
 from .advantages import gae, group_advantages, rloo_advantages, terminal_rewards, whiten
+from .correction import rollout_correction
 from .losses import (
     PolicyLossConfig,
     aggregate,
@@ -14,6 +15,7 @@ from .losses import (
     value_loss,
 )
 from .passk import mean_pass_at_k, pass_at_k
+from .shaping import informative_groups, overlong_penalty
 
 __all__ = [
     "PolicyLossConfig",
@@ -21,13 +23,16 @@ __all__ = [
     "entropy_from_logits",
     "gae",
     "group_advantages",
+    "informative_groups",
     "kl_estimate",
     "masked_mean",
     "masked_sum",
     "mean_pass_at_k",
+    "overlong_penalty",
     "pass_at_k",
     "policy_loss",
     "rloo_advantages",
+    "rollout_correction",
     "sft_loss",
     "terminal_rewards",
     "token_logprobs",

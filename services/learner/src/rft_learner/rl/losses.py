@@ -1,4 +1,4 @@
-"""Losses of the learner: PPO-clip policy loss with KL to a reference, clipped value loss, SFT.
+"""Losses of the learner: PPO-clip / GSPO / CISPO policy loss with KL to a reference, clipped value loss, SFT.
 
 Each loss is a pure function of tensors, ``fn(inputs, cfg) -> (loss, metrics)``; the metrics are
 plain floats computed under ``no_grad``. Shapes: ``B`` sequences, ``T`` token positions, ``V``
@@ -48,8 +48,12 @@ Aggregation = Literal["token_mean", "sequence_mean", "constant"]
 class PolicyLossConfig:
     """Hyperparameters of :func:`policy_loss`."""
 
+    loss_type: Literal["ppo", "cispo"] = "ppo"
+    """"ppo": clipped surrogate (PPO, GRPO, DAPO, GSPO); "cispo": clipped IS-weight REINFORCE (CISPO)."""
+    ratio_level: Literal["token", "sequence"] = "token"
+    """"token": one ratio per token (PPO); "sequence": one length-normalised ratio per sequence (GSPO)."""
     clip_range: float = 0.2
-    """PPO epsilon: the ratio is clipped to [1 - clip_range, 1 + clip_range_high]."""
+    """PPO epsilon: the ratio is clipped to [1 - clip_range, 1 + clip_range_high]. Unused by CISPO."""
     clip_range_high: float | None = None
     """Upper epsilon ("clip-higher", DAPO arXiv 2503.14476); None means the same as clip_range."""
     kl_coef: float = 0.0
@@ -60,18 +64,20 @@ class PolicyLossConfig:
     """How per-token losses become one number, see :func:`aggregate`."""
     max_tokens: int | None = None
     """Constant divisor per sequence for aggregation="constant" (Dr. GRPO), e.g. max_new_tokens."""
-    max_importance_ratio: float | None = None
-    """Truncated importance sampling cap (>= 1): the policy-gradient weight is min(ratio, cap)."""
 
     def __post_init__(self) -> None:
+        if self.loss_type not in ("ppo", "cispo"):
+            raise ValueError(f"unknown loss_type {self.loss_type!r}")
+        if self.ratio_level not in ("token", "sequence"):
+            raise ValueError(f"unknown ratio_level {self.ratio_level!r}")
+        if self.loss_type == "cispo" and self.ratio_level == "sequence":
+            raise ValueError('loss_type="cispo" supports only ratio_level="token"')
         if self.clip_range <= 0 or (self.clip_range_high is not None and self.clip_range_high <= 0):
             raise ValueError("clip ranges must be > 0")
         if self.kl_coef < 0:
             raise ValueError("kl_coef must be >= 0")
         if self.aggregation == "constant" and (self.max_tokens is None or self.max_tokens < 1):
             raise ValueError('aggregation="constant" needs max_tokens >= 1')
-        if self.max_importance_ratio is not None and self.max_importance_ratio < 1:
-            raise ValueError("max_importance_ratio must be >= 1")
 
 
 def aggregate(per_token: Tensor, mask: Tensor, aggregation: Aggregation, max_tokens: int | None = None) -> Tensor:
@@ -127,32 +133,46 @@ def policy_loss(
     mask: Tensor,
     cfg: PolicyLossConfig,
     ref_logprobs: Tensor | None = None,
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO clipped surrogate with an optional KL penalty and truncated importance sampling.
+    """Policy-gradient loss (PPO clip, GSPO or CISPO) with an optional KL penalty and IS weights.
 
-    Per valid token, with ``ratio = exp(logprobs - old_logprobs)`` and ``A`` the advantage:
+    Per valid token, with ``ratio = exp(logprobs - old_logprobs)``, ``A`` the advantage, ``w`` the
+    importance weights ``is_weights`` (1 when None) and ``sg`` = stop-gradient:
 
-        pg   = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)       (PPO, arXiv 1707.06347)
-        pg  *= sg(min(ratio, cap) / ratio)             if cfg.max_importance_ratio = cap is set
-        loss = aggregate(pg + kl_coef * kl_estimate(logprobs, ref_logprobs), mask, cfg.aggregation)
+        PPO  (token,    arXiv 1707.06347):  pg = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)
+        GSPO (sequence, arXiv 2507.18071):  s_i   = exp(mean_{t in i} (logprobs - old_logprobs))
+                                            s_i,t = sg(s_i) * exp(logprobs_t - sg(logprobs_t))
+                                            pg = -min(s_i,t * A, clip(s_i,t, 1 - eps_low, 1 + eps_high) * A)
+        CISPO (arXiv 2506.13585):           pg = -sg(min(ratio, 1 + eps_high)) * A * logprobs
+        loss = aggregate(w * pg + kl_coef * kl_estimate(logprobs, ref_logprobs), mask, cfg.aggregation)
 
-    ``old_logprobs`` are those of the policy that sampled the tokens (the rollout's), so the ratio is
-    both PPO's trust-region ratio and the importance weight for stale samples. Where the clip is
-    inactive the gradient w.r.t. a token's logprob is ``-A * ratio / N`` (N from the aggregation);
-    where it is active (A > 0 and ratio > 1 + eps_high, or A < 0 and ratio < 1 - eps_low) it is 0.
-    The only unbounded case is A < 0 with a large ratio; truncation (``sg`` = stop-gradient) turns
-    its gradient weight from ``ratio`` into ``min(ratio, cap)``, as in truncated importance sampling
-    (ACER, arXiv 1611.01224; here without ACER's bias-correction term).
+    ``old_logprobs`` are those of the policy that sampled the tokens, so the ratio is both PPO's
+    trust-region ratio and the importance weight for stale samples. PPO: where the clip is inactive
+    the gradient w.r.t. a token's logprob is ``-w * A * ratio / N`` (N from the aggregation); where
+    it is active (A > 0 and ratio > 1 + eps_high, or A < 0 and ratio < 1 - eps_low) it is 0, so
+    clipped tokens stop learning. GSPO clips whole sequences: s_i,t has the value s_i and the
+    gradient ``s_i * grad logprobs_t``, so an unclipped token gets ``-w * A * s_i / N`` and every
+    token of a clipped sequence gets 0 (with per-sequence A, the GSPO-token objective equals GSPO's
+    with aggregation="sequence_mean"). CISPO clips the weight instead of the update: every token
+    keeps the gradient ``-w * A * min(ratio, 1 + eps_high) / N`` (no lower clip), so rare tokens whose
+    ratio jumps still learn, with a bounded step. DAPO's clip-higher is ``clip_range_high`` >
+    ``clip_range``.
+
+    ``is_weights`` (detached, [B, T] or [B]) scale the policy-gradient term only, not the KL; they
+    carry the correction for the mismatch between the sampler and the trainer, see
+    :func:`rft_learner.rl.correction.rollout_correction`.
 
     Args: logprobs [B, T] from the current policy (requires grad); old_logprobs [B, T]; advantages
-    [B] (broadcast over tokens) or [B, T]; mask [B, T]; ref_logprobs [B, T] from the frozen
-    reference, required when cfg.kl_coef > 0.
+    [B] (broadcast over tokens) or [B, T] (GSPO expects one per sequence); mask [B, T];
+    ref_logprobs [B, T] from the frozen reference, required when cfg.kl_coef > 0.
 
-    Metrics (token means over valid tokens): loss, policy_loss (aggregated pg term), kl (if a
-    reference is given), approx_kl (k3 of the sampling policy vs the current one:
-    mean((ratio - 1) - log ratio)), clip_fraction (share of tokens where the clip is active, i.e.
-    whose gradient it zeroes; CleanRL's clipfrac counts |ratio - 1| > eps instead), ratio_mean,
-    ratio_max and, with truncation, truncated_fraction.
+    Metrics (token means over valid tokens): loss, policy_loss (aggregated ``w * pg`` term), kl (if
+    a reference is given), approx_kl (k3 of the sampling policy vs the current one, per token:
+    mean((ratio - 1) - log ratio)), clip_fraction (PPO: share of tokens whose gradient the clip
+    zeroes, for GSPO the tokens of clipped sequences; CleanRL's clipfrac counts |ratio - 1| > eps
+    instead; CISPO: share of tokens with ratio > 1 + eps_high), ratio_mean and ratio_max (per
+    token; GSPO: of s_i over the sequences with valid tokens).
     """
     if cfg.kl_coef > 0 and ref_logprobs is None:
         raise ValueError("cfg.kl_coef > 0 needs ref_logprobs")
@@ -160,14 +180,35 @@ def policy_loss(
         advantages = advantages.unsqueeze(-1)
     eps_low = cfg.clip_range
     eps_high = cfg.clip_range if cfg.clip_range_high is None else cfg.clip_range_high
+    valid = mask.bool()
+    zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
 
-    log_ratio = logprobs - old_logprobs
+    # selected, not subtracted: a nan old logprob at padding would otherwise reach the gradient through exp's backward
+    log_ratio = torch.where(valid, logprobs - old_logprobs, zero)
     ratio = torch.exp(log_ratio)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    pg = -torch.minimum(unclipped, clipped)
-    if cfg.max_importance_ratio is not None:
-        pg = pg * (ratio.clamp(max=cfg.max_importance_ratio) / ratio).detach()
+    seq_ratio = None
+    if cfg.loss_type == "cispo":
+        weight = ratio.clamp(max=1.0 + eps_high).detach()
+        # nan/inf logprobs at masked positions would survive the multiplication; select them away
+        pg = -weight * advantages * torch.where(valid, logprobs, zero)
+        clip_active = ratio > 1.0 + eps_high
+    else:
+        if cfg.ratio_level == "sequence":
+            seq_ratio = torch.exp(masked_mean(log_ratio, mask, dim=-1)).detach()
+            # value 1, gradient grad logprobs_t; where() keeps an inf at a masked position from giving inf - inf
+            unit = torch.exp(torch.where(valid, logprobs - logprobs.detach(), zero))
+            policy_ratio = seq_ratio.unsqueeze(-1) * unit
+        else:
+            policy_ratio = ratio
+        unclipped = policy_ratio * advantages
+        clipped = torch.clamp(policy_ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
+        pg = -torch.minimum(unclipped, clipped)
+        clip_active = clipped < unclipped
+    if is_weights is not None:
+        w = is_weights.detach()
+        if w.dim() == 1:
+            w = w.unsqueeze(-1)
+        pg = pg * torch.where(valid, w, torch.ones((), dtype=w.dtype, device=w.device))
     per_token = pg
     kl = None
     if ref_logprobs is not None:
@@ -178,21 +219,20 @@ def policy_loss(
 
     # ------------------------------------------------------------ diagnostics
     with torch.no_grad():
-        valid = mask.bool()
-        clip_active = clipped < unclipped
+        if seq_ratio is None:
+            reported, reported_mask = ratio, valid
+        else:
+            reported, reported_mask = seq_ratio, valid.any(dim=-1)
         metrics = {
             "loss": loss.item(),
             "policy_loss": aggregate(pg, mask, cfg.aggregation, cfg.max_tokens).item(),
             "approx_kl": masked_mean((ratio - 1.0) - log_ratio, mask).item(),
             "clip_fraction": masked_mean(clip_active.to(ratio.dtype), mask).item(),
-            "ratio_mean": masked_mean(ratio, mask).item(),
-            "ratio_max": ratio[valid].max().item() if valid.any() else 0.0,
+            "ratio_mean": masked_mean(reported, reported_mask).item(),
+            "ratio_max": reported[reported_mask].max().item() if reported_mask.any() else 0.0,
         }
         if kl is not None:
             metrics["kl"] = masked_mean(kl, mask).item()
-        if cfg.max_importance_ratio is not None:
-            truncated = (ratio > cfg.max_importance_ratio).to(ratio.dtype)
-            metrics["truncated_fraction"] = masked_mean(truncated, mask).item()
     return loss, metrics
 
 

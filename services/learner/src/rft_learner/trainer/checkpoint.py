@@ -43,10 +43,14 @@ def save_model_dir(model, tokenizer, directory: pathlib.Path) -> None:
     tokenizer.save_pretrained(directory)
 
 
+def checkpoint_dir(root: pathlib.Path, step: int) -> pathlib.Path:
+    return root / f"step-{step:06d}"
+
+
 def save_checkpoint(root: pathlib.Path, step: int, model, tokenizer, trainer_state: dict[str, Any]) -> pathlib.Path:
     """Write checkpoint `step` under `root`; a crash midway leaves no partial checkpoint."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
+    final = checkpoint_dir(root, step)
     scratch = pathlib.Path(tempfile.mkdtemp(prefix=f".step-{step:06d}-", dir=root))
     try:
         save_model_dir(model, tokenizer, scratch / "model")

@@ -55,8 +55,3 @@ class DataParallel:
                 parameter.grad = torch.zeros_like(parameter)
             dist.all_reduce(parameter.grad)
             parameter.grad /= self.world
-
-    def broadcast_parameters(self, parameters: Iterable[torch.nn.Parameter]) -> None:
-        """Start every rank from rank 0's weights."""
-        for parameter in parameters:
-            dist.broadcast(parameter.data, src=0)

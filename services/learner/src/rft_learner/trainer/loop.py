@@ -1,8 +1,9 @@
 """A job from start (or its last checkpoint) to the exported model.
 
-    SFT warm-up (optional) -> base evaluation -> RL steps [generate -> grade -> update
-    -> push weights] with evaluation every eval_interval and checkpoints every
-    checkpoint_interval -> final evaluation -> export.
+    base evaluation -> SFT warm-up (optional) -> warm-up evaluation -> RL steps
+    (trainer.rl_step: collect -> grade -> build batch -> update -> sync -> record) with
+    evaluation and a checkpoint every eval_interval, checkpoints every
+    checkpoint_interval, early stopping -> final evaluation -> export (best or last).
 
 Torch work runs in a worker thread; this coroutine only orchestrates, so the learner
 keeps answering RPCs while a job trains. Control (pause / cancel) is honoured between
@@ -12,11 +13,10 @@ steps; pause writes a checkpoint first.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import logging
-import math
 import pathlib
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -34,7 +34,7 @@ from rft_learner.trainer.data import DataCursor, Example, load_examples, referen
 from rft_learner.trainer.evaluate import evaluate
 from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, named_arrays, trainable_parameters
 from rft_learner.trainer.ranks import Updater
-from rft_learner.trainer.updates import Group
+from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,6 @@ INFO, WARNING, ERROR = (
     fine_tuning_pb2.JOB_EVENT_LEVEL_WARNING,
     fine_tuning_pb2.JOB_EVENT_LEVEL_ERROR,
 )
-
-
-class JobFailure(Exception):
-    """The job cannot go on; `code` and the message reach the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Stopped(Exception):
@@ -67,6 +59,7 @@ class JobControl(Protocol):
     def progress(self, **fields: Any) -> None: ...
     def checkpointed(self, step: int, path: pathlib.Path, metrics: dict[str, float]) -> None: ...
     def stop_requested(self) -> str | None: ...
+    def truncate_metrics_after(self, step: int) -> None: ...
     def file_path(self, file_id: str) -> pathlib.Path: ...
 
 
@@ -112,10 +105,6 @@ def rollout_pool(settings: TrainerSettings, patience_seconds: float) -> RolloutP
     )
 
 
-def prompt_seed(job_seed: int, step: int, index: int) -> int:
-    return (job_seed * 1_000_003 + step * 10_007 + index) % (2**31 - 1)
-
-
 class JobRun:
     def __init__(
         self, request: fine_tuning_pb2.CreateJobRequest, seed: int, ctl: JobControl, settings: TrainerSettings
@@ -126,9 +115,12 @@ class JobRun:
         self.settings = settings
         self.job_dir = settings.data_dir / "jobs" / ctl.job_id
         self.ckpt_root = self.job_dir / "checkpoints"
-        # The RL reference after an SFT warm-up (and a LoRA policy's base), kept for resumes.
+        # The SFT warm-up's result (the RL reference, and a LoRA policy's base), kept for resumes.
         self.reference_dir = self.job_dir / "reference"
         self.latest_eval: dict[str, float] = {}
+        # The evaluated checkpoint with the highest valid_reward_mean: {"step", "metrics"}.
+        self.best: dict[str, Any] | None = None
+        self.evals_since_best = 0
         method = request.method
         self.lora = (
             hparams.supervised_params(method.supervised)
@@ -145,6 +137,7 @@ class JobRun:
             raise Stopped(request)
 
     def _save(self, step: int, state: dict[str, Any]) -> None:
+        state = {**state, "best": self.best, "evals_since_best": self.evals_since_best}
         path = ckpt.save_checkpoint(self.ckpt_root, step, self.model, self.tokenizer, state)
         self.ctl.checkpointed(step, path, dict(self.latest_eval))
 
@@ -168,9 +161,13 @@ class JobRun:
         self.tokenizer = await self._in_thread(load_tokenizer, self.request.model)
         latest = ckpt.latest_checkpoint(self.ckpt_root)
         state = ckpt.load_trainer_state(latest) if latest else {}
+        # Metrics past the checkpoint come from a run that died after it; this run records those steps again.
+        self.ctl.truncate_metrics_after(state["step"] if latest else -1)
         self.model = await self._in_thread(self._load_policy, latest, state)
         if latest:
             ckpt.set_rng_state(state["rng"])
+            self.best, self.evals_since_best = state.get("best"), state.get("evals_since_best", 0)
+            self.latest_eval = state.get("latest_eval", {})
             self.ctl.event(INFO, f"resuming from checkpoint at step {state['step']}")
 
         if method.HasField("supervised"):
@@ -180,19 +177,31 @@ class JobRun:
             await self._sft(
                 train, params.answer_field, params.batch_size, params.learning_rate_multiplier, sft_steps, state
             )
-            return await self._export()
+            return await self._export(None, sft_steps)
 
         params = hparams.reinforcement_params(method.reinforcement)
         sft_steps = params.sft_warmup_epochs * steps_per_epoch(len(train), params.batch_size)
         rl_steps = params.n_epochs * steps_per_epoch(len(train), params.batch_size)
         self.ctl.progress(total_steps=sft_steps + rl_steps)
-        if state.get("phase", "sft") == "sft" and sft_steps:
-            await self._sft(
-                train, params.sft_answer_field, params.batch_size, params.learning_rate_multiplier, sft_steps, state
-            )
-            state = {}
-        await self._rl(train, valid, params, sft_steps, rl_steps, state)
-        return await self._export()
+        settings = self.settings
+        grader = grader_client(method.reinforcement.grader, settings, settings.remote_patience_seconds)
+        pool = rollout_pool(settings, settings.remote_patience_seconds)
+        pool.on_retry = grader.on_retry = lambda message: self.ctl.event(WARNING, message)
+        try:
+            if state.get("phase", "sft") == "sft" and sft_steps:
+                if not latest:
+                    # "Base" is the user's model: evaluated before the warm-up changes it.
+                    await self._push_policy(pool)
+                    if base := await self._validate(pool, grader, params, valid, 0):
+                        self.ctl.progress(base_metrics=base)
+                lr_mult = params.learning_rate_multiplier
+                await self._sft(train, params.sft_answer_field, params.batch_size, lr_mult, sft_steps, state)
+                state = {}
+            last = await self._rl(train, valid, params, sft_steps, rl_steps, state, pool, grader)
+        finally:
+            await pool.close()
+            await grader.close()
+        return await self._export(params, last)
 
     def _load_policy(self, latest: pathlib.Path | None, state: dict[str, Any]) -> torch.nn.Module:
         """The policy to train: the job's model, or where the latest checkpoint left it."""
@@ -205,6 +214,64 @@ class JobRun:
         if latest:
             lora.load_adapter_weights(model, latest / "model" / ckpt.ADAPTER_DIR)
         return model
+
+    def _reference(self, params: hparams.ReinforcementParams, warmed_up: bool) -> torch.nn.Module | None:
+        """The frozen KL reference: the job's base model, or the SFT warm-up's result (ReFT).
+        Loaded from disk, never copied from the policy, so it stays the same across pauses,
+        resumes and crashes. None when no KL term is on, or for LoRA (its base, adapter off)."""
+        if params.kl_coef == 0 or self.lora is not None:
+            return None
+        reference = load_model(self.reference_dir if warmed_up else self.request.model)
+        return reference.eval().requires_grad_(False)
+
+    def _persist_warmup(self, params: hparams.ReinforcementParams) -> None:
+        """Keep the warm-up's result for resumes: the KL reference, and a LoRA policy's new
+        base (the warm-up merged in, under a fresh adapter)."""
+        if self.lora is not None:
+            base = lora.merge(self.model)
+            ckpt.save_model_dir(base, self.tokenizer, self.reference_dir)
+            self.model = lora.add_adapter(base, self.lora)
+        elif params.kl_coef > 0:
+            ckpt.save_model_dir(self.model, self.tokenizer, self.reference_dir)
+
+    async def _push_policy(self, pool: RolloutPool) -> None:
+        """Send the policy as it is now to every rollout replica."""
+        if self.lora is None:
+            pool.set_weights_source(lambda: named_arrays(self.model))
+            what = "weights"
+        else:
+            pool.set_weights_source(
+                lambda: lora.adapter_arrays(self.model),
+                base_source=lambda: lora.base_arrays(self.model),
+                lora=rollout_pb2.LoraAdapter(rank=self.lora.rank, alpha=self.lora.alpha),
+            )
+            what = f"base weights and LoRA adapter (rank {self.lora.rank})"
+        seconds = await pool.push_weights()
+        self.ctl.event(INFO, f"{what} pushed to {len(pool.addresses)} rollout replica(s) in {seconds:.2f}s")
+
+    async def _validate(self, pool, grader, params, valid: list[Example], step: int) -> dict[str, float] | None:
+        """Evaluate the weights the rollout serves on the validation set; record at `step`."""
+        if not valid:
+            return None
+        started = time.perf_counter()
+        metrics = await evaluate(
+            valid, pool, grader, params.eval_samples, params.temperature, params.max_new_tokens, self.seed + step
+        )
+        metrics["eval_seconds"] = time.perf_counter() - started
+        self.latest_eval = metrics
+        self.ctl.metrics(step, metrics)
+        self.ctl.event(INFO, f"step {step}: valid_reward_mean={metrics['valid_reward_mean']:.3f}")
+        return metrics
+
+    def _consider_best(self, step: int, metrics: dict[str, float] | None) -> None:
+        """Track the best evaluated checkpoint by valid_reward_mean (ties keep the earlier)."""
+        if metrics is None:
+            return
+        if self.best is None or metrics["valid_reward_mean"] > self.best["metrics"]["valid_reward_mean"]:
+            self.best = {"step": step, "metrics": dict(metrics)}
+            self.evals_since_best = 0
+        else:
+            self.evals_since_best += 1
 
     async def _sft(
         self, train: list[Example], field: str, batch_size: int, lr_mult: float, steps: int, state: dict
@@ -238,7 +305,7 @@ class JobRun:
             started = time.perf_counter()
             indices = cursor.next_batch(batch_size)
             metrics = await self._in_thread(
-                self.updater.sft_step,
+                self.updater.train_sft,
                 self.model,
                 optimizer,
                 [prompts[i] for i in indices],
@@ -253,40 +320,18 @@ class JobRun:
                     step + 1, {"phase": "sft", "optimizer": optimizer.state_dict(), "cursor": cursor.state_dict()}
                 )
 
-    async def _rl(self, train, valid, params: hparams.ReinforcementParams, first_step: int, rl_steps: int, state):
-        settings = self.settings
-        grader = grader_client(self.request.method.reinforcement.grader, settings, settings.remote_patience_seconds)
-        pool = rollout_pool(settings, settings.remote_patience_seconds)
-        pool.on_retry = grader.on_retry = lambda message: self.ctl.event(WARNING, message)
-        try:
-            await self._rl_loop(train, valid, params, first_step, rl_steps, state, pool, grader)
-        finally:
-            await pool.close()
-            await grader.close()
-
-    async def _rl_loop(self, train, valid, params, first_step, rl_steps, state, pool, grader) -> None:
-        reference_dir = self.reference_dir
+    async def _rl(self, train, valid, params: hparams.ReinforcementParams, first_step: int, rl_steps: int, state,
+                  pool: RolloutPool, grader: GraderClient) -> int:  # fmt: skip
+        """RL steps first_step + 1 .. first_step + rl_steps (fewer when stopped early);
+        returns the last step taken."""
         resuming = state.get("phase") == "rl"
-        if self.lora is not None:
-            # The KL reference is the policy's own base, adapter off. After an SFT
-            # warm-up (ReFT) that base is the warm-up merged in, under a fresh adapter.
-            self.reference = None
-            if first_step and not resuming:
-                base = lora.merge(self.model)
-                await self._in_thread(ckpt.save_model_dir, base, self.tokenizer, reference_dir)
-                self.model = lora.add_adapter(base, self.lora)
-        elif resuming and reference_dir.exists():
-            self.reference = await self._in_thread(load_model, reference_dir)
-        else:
-            self.reference = copy.deepcopy(self.model)
-            if first_step:  # the SFT warm-up result is the reference (ReFT); keep it for resumes
-                await self._in_thread(ckpt.save_model_dir, self.model, self.tokenizer, reference_dir)
-        if self.reference is not None:
-            self.reference.eval().requires_grad_(False)
+        warmed_up = first_step > 0
+        if warmed_up and not resuming:
+            await self._in_thread(self._persist_warmup, params)
+        self.reference = await self._in_thread(self._reference, params, warmed_up)
         value_head = ValueHead(self.model.config.hidden_size) if params.algorithm == "ppo" else None
-        trainable = trainable_parameters(self.model, value_head)
         lr = hparams.BASE_LEARNING_RATE * params.learning_rate_multiplier
-        optimizer = torch.optim.AdamW(trainable, lr=lr)
+        optimizer = torch.optim.AdamW(trainable_parameters(self.model, value_head), lr=lr)
         cursor = DataCursor(len(train), self.seed + 1)
         start = 0
         if resuming:
@@ -294,18 +339,19 @@ class JobRun:
             cursor.load_state_dict(state["cursor"])
             if value_head is not None:
                 value_head.load_state_dict(state["value_head"])
-            self.latest_eval = state.get("latest_eval", {})
             start = state["step"] - first_step
         await self._in_thread(
-            self.updater.begin_phase,
-            self.request.model,
-            self.model,
-            optimizer,
-            lr,
-            self.reference,
-            value_head,
+            self.updater.begin_phase, self.request.model, self.model, optimizer, lr, self.reference, value_head,
             self.lora,
-        )
+        )  # fmt: skip
+        await self._push_policy(pool)
+
+        if not resuming and (start_metrics := await self._validate(pool, grader, params, valid, first_step)):
+            if warmed_up:
+                self.ctl.progress(warmup_metrics=start_metrics)
+                self._consider_best(first_step, start_metrics)  # the warm-up result is a fine-tuned candidate
+            else:
+                self.ctl.progress(base_metrics=start_metrics)
 
         def trainer_state(cursor_state: dict) -> dict[str, Any]:
             return {
@@ -316,143 +362,77 @@ class JobRun:
                 "latest_eval": dict(self.latest_eval),
             }
 
-        if self.lora is None:
-            pool.set_weights_source(lambda: named_arrays(self.model))
-            what = "weights"
-        else:
-            pool.set_weights_source(
-                lambda: lora.adapter_arrays(self.model),
-                base_source=lambda: lora.base_arrays(self.model),
-                lora=rollout_pb2.LoraAdapter(rank=self.lora.rank, alpha=self.lora.alpha),
-            )
-            what = f"base weights and LoRA adapter (rank {self.lora.rank})"
-        sync_seconds = await pool.push_weights()
-        self.ctl.event(INFO, f"{what} pushed to {len(pool.addresses)} rollout replica(s) in {sync_seconds:.2f}s")
+        if warmed_up and not resuming and self.best is not None:
+            self._save(first_step, trainer_state(cursor.state_dict()))
 
-        async def run_eval(step: int) -> None:
-            if not valid:
-                return
-            started = time.perf_counter()
-            metrics = await evaluate(
-                valid, pool, grader, params.eval_samples, params.temperature, params.max_new_tokens, self.seed + step
-            )
-            metrics["eval_seconds"] = time.perf_counter() - started
-            self.latest_eval = metrics
-            self.ctl.metrics(first_step + step, metrics)
-            self.ctl.progress(final_metrics=metrics)
-            self.ctl.event(INFO, f"step {first_step + step}: valid_reward_mean={metrics['valid_reward_mean']:.3f}")
+        async def update(groups) -> dict[str, float]:
+            return await self._in_thread(
+                self.updater.train_rl, self.model, self.reference, optimizer, groups, params,
+                self.tokenizer.pad_token_id, value_head,
+            )  # fmt: skip
 
-        if start == 0:
-            await run_eval(0)
-            if valid:
-                self.ctl.progress(base_metrics=self.latest_eval)
-
-        sampling = rollout_pb2.SamplingParams(
-            n=params.samples_per_prompt, temperature=params.temperature, max_tokens=params.max_new_tokens
-        )
-
-        async def collect(step: int):
-            indices = cursor.next_batch(params.batch_size)
-            started = time.perf_counter()
-            seeds = [prompt_seed(self.seed, first_step + step, i) for i in range(len(indices))]
-            generated = await pool.generate([train[i].messages for i in indices], sampling, seeds)
-            return indices, generated, time.perf_counter() - started
-
-        pending: asyncio.Task | None = None
-        cursor_before_pending = cursor.state_dict()
+        collector = Collector(pool, train, cursor, params, self.seed)
+        stepper = RLStepper(collector, grader, train, params, update, first_step + rl_steps)
+        step, evaluated_at = start, None
         try:
-            for step in range(start, rl_steps):
+            while step < rl_steps:
                 if self.ctl.stop_requested():
-                    self._save(first_step + step, trainer_state(cursor_before_pending))
+                    self._save(first_step + step, trainer_state(stepper.resume_cursor()))
                     self._check_control()
-                indices, generated, generate_seconds = await (pending if pending else collect(step))
-                pending = None
-                trained_version = pool.version
-
-                started = time.perf_counter()
-                pairs = [(s.text, train[i].item) for i, p in zip(indices, generated, strict=True) for s in p.samples]
-                results = await grader.grade(pairs)
-                grade_seconds = time.perf_counter() - started
-                errors = [r for r in results if r.HasField("error")]
-                if len(errors) > params.max_grader_error_fraction * len(results):
-                    reasons = sorted({f"{r.error.message}"[:200] for r in errors})[:3]
-                    raise JobFailure(
-                        "grader_error_rate",
-                        f"{len(errors)} of {len(results)} samples failed grading at step {first_step + step + 1} "
-                        f"(limit {params.max_grader_error_fraction:.0%}); e.g. {reasons}",
-                    )
-                groups, cursor_iter = [], iter(results)
-                for prompt in generated:
-                    rewards = []
-                    for _sample in prompt.samples:
-                        result = next(cursor_iter)
-                        rewards.append(None if result.HasField("error") else float(result.score))
-                    groups.append(
-                        Group(
-                            prompt.prompt_token_ids,
-                            [s.token_ids for s in prompt.samples],
-                            [s.logprobs for s in prompt.samples],
-                            rewards,
-                        )
-                    )
-
-                cursor_before_pending = cursor.state_dict()
-                if params.max_staleness >= 1 and step + 1 < rl_steps:
-                    pending = asyncio.create_task(collect(step + 1))
-                else:
-                    cursor_before_pending = cursor.state_dict()
-
-                started = time.perf_counter()
-                metrics = await self._in_thread(
-                    self.updater.rl_step,
-                    self.model,
-                    self.reference,
-                    optimizer,
-                    groups,
-                    params,
-                    self.tokenizer.pad_token_id,
-                    value_head,
-                )
-                train_seconds = time.perf_counter() - started
-                if pending is not None:
-                    await asyncio.wait([pending])  # never swap weights under in-flight generation
-                started = time.perf_counter()
-                await pool.push_weights()
-                sync_seconds = time.perf_counter() - started
-
-                rewards = [r for g in groups for r in g.rewards if r is not None]
-                lengths = [len(s.token_ids) for p in generated for s in p.samples]
-                versions = [s.policy_version for p in generated for s in p.samples]
-                completion_tokens = sum(lengths)
-                metrics.update(
-                    {
-                        "train_reward_mean": sum(rewards) / len(rewards) if rewards else math.nan,
-                        "response_length_mean": completion_tokens / max(1, len(lengths)),
-                        "policy_version_lag": trained_version - min(versions),
-                        "grader_errors": float(len(errors)),
-                        "generate_seconds": generate_seconds,
-                        "grade_seconds": grade_seconds,
-                        "train_seconds": train_seconds,
-                        "weight_sync_seconds": sync_seconds,
-                        "tokens_per_second": completion_tokens / generate_seconds if generate_seconds else 0.0,
-                    }
-                )
-                done = first_step + step + 1
+                metrics = await stepper.run_step(first_step + step + 1)
+                step += 1
+                done = first_step + step
                 self.ctl.metrics(done, metrics)
                 self.ctl.progress(trained_steps=done)
-                if params.eval_interval and (step + 1) % params.eval_interval == 0 and step + 1 < rl_steps:
-                    await run_eval(step + 1)
-                if (step + 1) % self.settings.checkpoint_interval == 0 and step + 1 < rl_steps:
-                    self._save(done, trainer_state(cursor_before_pending if pending else cursor.state_dict()))
+                if step == rl_steps:
+                    break
+                if params.eval_interval and step % params.eval_interval == 0:
+                    self._consider_best(done, await self._validate(pool, grader, params, valid, done))
+                    evaluated_at = done
+                    self._save(done, trainer_state(stepper.resume_cursor()))
+                    if params.early_stopping_patience and self.evals_since_best >= params.early_stopping_patience:
+                        self.ctl.event(
+                            INFO,
+                            f"early stopping at step {done}: valid_reward_mean has not improved for "
+                            f"{self.evals_since_best} evaluations (best {self.best['metrics']['valid_reward_mean']:.3f}"
+                            f" at step {self.best['step']})",
+                        )
+                        self.ctl.progress(total_steps=done)
+                        break
+                elif step % self.settings.checkpoint_interval == 0:
+                    self._save(done, trainer_state(stepper.resume_cursor()))
         finally:
-            if pending is not None:
-                pending.cancel()
-        await run_eval(rl_steps)
-        self._save(first_step + rl_steps, trainer_state(cursor.state_dict()))
+            await stepper.close()
+        done = first_step + step
+        if evaluated_at != done:
+            self._consider_best(done, await self._validate(pool, grader, params, valid, done))
+            self._save(done, trainer_state(cursor.state_dict()))
+        return done
 
-    async def _export(self) -> str:
+    async def _export(self, params: hparams.ReinforcementParams | None, last_step: int) -> str:
+        """Export the best checkpoint (by valid_reward_mean) or the last weights."""
         suffix = f"-{self.request.suffix}" if self.request.suffix else ""
         out = self.settings.data_dir / "models" / f"{self.ctl.job_id}{suffix}"
-        await self._in_thread(ckpt.save_model_dir, self.model, self.tokenizer, out)
+        best = self.best if params is not None and params.export_checkpoint == "best" else None
+        if best is not None and best["step"] != last_step:
+            source = ckpt.checkpoint_dir(self.ckpt_root, best["step"]) / "model"
+            await self._in_thread(_replace_tree, source, out)
+            exported_step, metrics = best["step"], best["metrics"]
+            self.ctl.event(
+                INFO,
+                f"exporting the best checkpoint, step {exported_step} (valid_reward_mean "
+                f"{metrics['valid_reward_mean']:.3f}; the last step {last_step} had "
+                f"{self.latest_eval.get('valid_reward_mean', float('nan')):.3f})",
+            )
+        else:
+            await self._in_thread(ckpt.save_model_dir, self.model, self.tokenizer, out)
+            exported_step, metrics = last_step, self.latest_eval
+        self.ctl.progress(final_metrics=dict(metrics), exported_step=exported_step)
         self.ctl.event(INFO, f"fine-tuned model exported to {out}")
         return str(out)
+
+
+def _replace_tree(source: pathlib.Path, target: pathlib.Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)

@@ -11,7 +11,7 @@ from rft_learner.trainer import lora
 from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.policy import ValueHead, load_model, trainable_parameters
 from rft_learner.trainer.ranks import broadcast_module_state
-from rft_learner.trainer.updates import rl_step, sft_step
+from rft_learner.trainer.updates import rl_update, sft_update
 
 
 def main() -> None:
@@ -34,14 +34,14 @@ def main() -> None:
             value_head = ValueHead(model.config.hidden_size) if with_value_head else None
             optimizer = torch.optim.AdamW(trainable_parameters(model, value_head), lr=learning_rate)
             broadcast_module_state([model, reference, value_head], optimizer)
-        elif kind == "rl_step":
+        elif kind == "rl_update":
             _, groups, params, pad_id = command
-            rl_step(
+            rl_update(
                 model, reference, optimizer, groups, ReinforcementParams(**params), pad_id, value_head, data_parallel
             )
-        elif kind == "sft_step":
+        elif kind == "sft_update":
             _, prompts, targets, pad_id = command
-            sft_step(model, optimizer, prompts, targets, pad_id, data_parallel)
+            sft_update(model, optimizer, prompts, targets, pad_id, data_parallel)
     dist.barrier()  # matches Updater.close in ranks.py: both sides tear the gloo group down together
     dist.destroy_process_group()
 

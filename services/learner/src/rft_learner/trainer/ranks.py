@@ -24,7 +24,7 @@ import torch.distributed as dist
 from rft_learner.hparams import LoraSpec, ReinforcementParams
 from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.policy import ValueHead
-from rft_learner.trainer.updates import Group, rl_step, sft_step
+from rft_learner.trainer.updates import Group, rl_update, sft_update
 
 TIMEOUT = datetime.timedelta(minutes=30)
 
@@ -90,16 +90,18 @@ class Updater:
         self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None, lora))
         broadcast_module_state([model, reference, value_head], optimizer)
 
-    def rl_step(self, model, reference, optimizer, groups: Sequence[Group], params: ReinforcementParams, pad_id: int,
-                value_head: ValueHead | None) -> dict[str, float]:  # fmt: skip
+    def train_rl(self, model, reference, optimizer, groups: Sequence[Group], params: ReinforcementParams, pad_id: int,
+                 value_head: ValueHead | None) -> dict[str, float]:  # fmt: skip
+        """updates.rl_update here, and on every other rank."""
         if self.data_parallel is not None:
-            self._send(("rl_step", list(groups), params.model_dump(), pad_id))
-        return rl_step(model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel)
+            self._send(("rl_update", list(groups), params.model_dump(), pad_id))
+        return rl_update(model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel)
 
-    def sft_step(self, model, optimizer, prompts, targets, pad_id: int) -> dict[str, float]:
+    def train_sft(self, model, optimizer, prompts, targets, pad_id: int) -> dict[str, float]:
+        """updates.sft_update here, and on every other rank."""
         if self.data_parallel is not None:
-            self._send(("sft_step", list(prompts), list(targets), pad_id))
-        return sft_step(model, optimizer, prompts, targets, pad_id, self.data_parallel)
+            self._send(("sft_update", list(prompts), list(targets), pad_id))
+        return sft_update(model, optimizer, prompts, targets, pad_id, self.data_parallel)
 
     def close(self) -> None:
         if self.data_parallel is not None:

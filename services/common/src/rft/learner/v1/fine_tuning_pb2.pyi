@@ -29,6 +29,35 @@ class RlAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RL_ALGORITHM_DR_GRPO: _ClassVar[RlAlgorithm]
     RL_ALGORITHM_RLOO: _ClassVar[RlAlgorithm]
     RL_ALGORITHM_PPO: _ClassVar[RlAlgorithm]
+    RL_ALGORITHM_DAPO: _ClassVar[RlAlgorithm]
+    RL_ALGORITHM_GSPO: _ClassVar[RlAlgorithm]
+    RL_ALGORITHM_CISPO: _ClassVar[RlAlgorithm]
+
+class RolloutCorrection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLLOUT_CORRECTION_UNSPECIFIED: _ClassVar[RolloutCorrection]
+    ROLLOUT_CORRECTION_NONE: _ClassVar[RolloutCorrection]
+    ROLLOUT_CORRECTION_TIS: _ClassVar[RolloutCorrection]
+    ROLLOUT_CORRECTION_MIS: _ClassVar[RolloutCorrection]
+
+class ImportanceLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMPORTANCE_LEVEL_UNSPECIFIED: _ClassVar[ImportanceLevel]
+    IMPORTANCE_LEVEL_TOKEN: _ClassVar[ImportanceLevel]
+    IMPORTANCE_LEVEL_SEQUENCE: _ClassVar[ImportanceLevel]
+
+class LossAggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOSS_AGGREGATION_UNSPECIFIED: _ClassVar[LossAggregation]
+    LOSS_AGGREGATION_TOKEN_MEAN: _ClassVar[LossAggregation]
+    LOSS_AGGREGATION_SEQUENCE_MEAN: _ClassVar[LossAggregation]
+    LOSS_AGGREGATION_CONSTANT: _ClassVar[LossAggregation]
+
+class ExportCheckpoint(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_CHECKPOINT_UNSPECIFIED: _ClassVar[ExportCheckpoint]
+    EXPORT_CHECKPOINT_BEST: _ClassVar[ExportCheckpoint]
+    EXPORT_CHECKPOINT_LAST: _ClassVar[ExportCheckpoint]
 
 class KlEstimator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +84,23 @@ RL_ALGORITHM_GRPO: RlAlgorithm
 RL_ALGORITHM_DR_GRPO: RlAlgorithm
 RL_ALGORITHM_RLOO: RlAlgorithm
 RL_ALGORITHM_PPO: RlAlgorithm
+RL_ALGORITHM_DAPO: RlAlgorithm
+RL_ALGORITHM_GSPO: RlAlgorithm
+RL_ALGORITHM_CISPO: RlAlgorithm
+ROLLOUT_CORRECTION_UNSPECIFIED: RolloutCorrection
+ROLLOUT_CORRECTION_NONE: RolloutCorrection
+ROLLOUT_CORRECTION_TIS: RolloutCorrection
+ROLLOUT_CORRECTION_MIS: RolloutCorrection
+IMPORTANCE_LEVEL_UNSPECIFIED: ImportanceLevel
+IMPORTANCE_LEVEL_TOKEN: ImportanceLevel
+IMPORTANCE_LEVEL_SEQUENCE: ImportanceLevel
+LOSS_AGGREGATION_UNSPECIFIED: LossAggregation
+LOSS_AGGREGATION_TOKEN_MEAN: LossAggregation
+LOSS_AGGREGATION_SEQUENCE_MEAN: LossAggregation
+LOSS_AGGREGATION_CONSTANT: LossAggregation
+EXPORT_CHECKPOINT_UNSPECIFIED: ExportCheckpoint
+EXPORT_CHECKPOINT_BEST: ExportCheckpoint
+EXPORT_CHECKPOINT_LAST: ExportCheckpoint
 KL_ESTIMATOR_UNSPECIFIED: KlEstimator
 KL_ESTIMATOR_K1: KlEstimator
 KL_ESTIMATOR_K3: KlEstimator
@@ -98,7 +144,7 @@ class SupervisedMethod(_message.Message):
     def __init__(self, answer_field: _Optional[str] = ..., hyperparameters: _Optional[_Union[SupervisedHyperparameters, _Mapping]] = ...) -> None: ...
 
 class ReinforcementHyperparameters(_message.Message):
-    __slots__ = ("n_epochs", "batch_size", "learning_rate_multiplier", "compute_multiplier", "eval_interval", "eval_samples", "group_size", "kl_coef", "clip_range", "max_new_tokens", "temperature", "sft_warmup_epochs", "sft_answer_field", "algorithm", "kl_estimator", "max_staleness", "lora_rank", "max_grader_error_fraction", "lora_alpha")
+    __slots__ = ("n_epochs", "batch_size", "learning_rate_multiplier", "compute_multiplier", "eval_interval", "eval_samples", "group_size", "kl_coef", "clip_range", "max_new_tokens", "temperature", "sft_warmup_epochs", "sft_answer_field", "algorithm", "kl_estimator", "max_staleness", "lora_rank", "max_grader_error_fraction", "lora_alpha", "ppo_epochs", "num_minibatches", "clip_range_high", "gae_gamma", "gae_lambda", "value_clip_range", "value_loss_coef", "rollout_correction", "rollout_correction_cap", "rollout_correction_level", "dynamic_sampling", "dynamic_sampling_max_rounds", "overlong_buffer", "overlong_penalty", "loss_aggregation", "early_stopping_patience", "export_checkpoint")
     N_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +164,23 @@ class ReinforcementHyperparameters(_message.Message):
     LORA_RANK_FIELD_NUMBER: _ClassVar[int]
     MAX_GRADER_ERROR_FRACTION_FIELD_NUMBER: _ClassVar[int]
     LORA_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    PPO_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    NUM_MINIBATCHES_FIELD_NUMBER: _ClassVar[int]
+    CLIP_RANGE_HIGH_FIELD_NUMBER: _ClassVar[int]
+    GAE_GAMMA_FIELD_NUMBER: _ClassVar[int]
+    GAE_LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    VALUE_CLIP_RANGE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_LOSS_COEF_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_CORRECTION_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_CORRECTION_CAP_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_CORRECTION_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_SAMPLING_MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    OVERLONG_BUFFER_FIELD_NUMBER: _ClassVar[int]
+    OVERLONG_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    LOSS_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPORT_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
@@ -137,7 +200,24 @@ class ReinforcementHyperparameters(_message.Message):
     lora_rank: int
     max_grader_error_fraction: float
     lora_alpha: float
-    def __init__(self, n_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate_multiplier: _Optional[float] = ..., compute_multiplier: _Optional[float] = ..., eval_interval: _Optional[int] = ..., eval_samples: _Optional[int] = ..., group_size: _Optional[int] = ..., kl_coef: _Optional[float] = ..., clip_range: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sft_warmup_epochs: _Optional[int] = ..., sft_answer_field: _Optional[str] = ..., algorithm: _Optional[_Union[RlAlgorithm, str]] = ..., kl_estimator: _Optional[_Union[KlEstimator, str]] = ..., max_staleness: _Optional[int] = ..., lora_rank: _Optional[int] = ..., max_grader_error_fraction: _Optional[float] = ..., lora_alpha: _Optional[float] = ...) -> None: ...
+    ppo_epochs: int
+    num_minibatches: int
+    clip_range_high: float
+    gae_gamma: float
+    gae_lambda: float
+    value_clip_range: float
+    value_loss_coef: float
+    rollout_correction: RolloutCorrection
+    rollout_correction_cap: float
+    rollout_correction_level: ImportanceLevel
+    dynamic_sampling: bool
+    dynamic_sampling_max_rounds: int
+    overlong_buffer: int
+    overlong_penalty: float
+    loss_aggregation: LossAggregation
+    early_stopping_patience: int
+    export_checkpoint: ExportCheckpoint
+    def __init__(self, n_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate_multiplier: _Optional[float] = ..., compute_multiplier: _Optional[float] = ..., eval_interval: _Optional[int] = ..., eval_samples: _Optional[int] = ..., group_size: _Optional[int] = ..., kl_coef: _Optional[float] = ..., clip_range: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., sft_warmup_epochs: _Optional[int] = ..., sft_answer_field: _Optional[str] = ..., algorithm: _Optional[_Union[RlAlgorithm, str]] = ..., kl_estimator: _Optional[_Union[KlEstimator, str]] = ..., max_staleness: _Optional[int] = ..., lora_rank: _Optional[int] = ..., max_grader_error_fraction: _Optional[float] = ..., lora_alpha: _Optional[float] = ..., ppo_epochs: _Optional[int] = ..., num_minibatches: _Optional[int] = ..., clip_range_high: _Optional[float] = ..., gae_gamma: _Optional[float] = ..., gae_lambda: _Optional[float] = ..., value_clip_range: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., rollout_correction: _Optional[_Union[RolloutCorrection, str]] = ..., rollout_correction_cap: _Optional[float] = ..., rollout_correction_level: _Optional[_Union[ImportanceLevel, str]] = ..., dynamic_sampling: _Optional[bool] = ..., dynamic_sampling_max_rounds: _Optional[int] = ..., overlong_buffer: _Optional[int] = ..., overlong_penalty: _Optional[float] = ..., loss_aggregation: _Optional[_Union[LossAggregation, str]] = ..., early_stopping_patience: _Optional[int] = ..., export_checkpoint: _Optional[_Union[ExportCheckpoint, str]] = ...) -> None: ...
 
 class ReinforcementMethod(_message.Message):
     __slots__ = ("grader", "hyperparameters")
@@ -164,7 +244,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "model", "training_file", "validation_file", "method", "status", "seed", "suffix", "create_time", "finish_time", "error", "fine_tuned_model", "trained_steps", "total_steps", "base_metrics", "final_metrics")
+    __slots__ = ("id", "model", "training_file", "validation_file", "method", "status", "seed", "suffix", "create_time", "finish_time", "error", "fine_tuned_model", "trained_steps", "total_steps", "base_metrics", "final_metrics", "warmup_metrics", "exported_step")
     class BaseMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +253,13 @@ class Job(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     class FinalMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class WarmupMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +282,8 @@ class Job(_message.Message):
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     BASE_METRICS_FIELD_NUMBER: _ClassVar[int]
     FINAL_METRICS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_METRICS_FIELD_NUMBER: _ClassVar[int]
+    EXPORTED_STEP_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     training_file: str
@@ -211,7 +300,9 @@ class Job(_message.Message):
     total_steps: int
     base_metrics: _containers.ScalarMap[str, float]
     final_metrics: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., fine_tuned_model: _Optional[str] = ..., trained_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., base_metrics: _Optional[_Mapping[str, float]] = ..., final_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    warmup_metrics: _containers.ScalarMap[str, float]
+    exported_step: int
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., training_file: _Optional[str] = ..., validation_file: _Optional[str] = ..., method: _Optional[_Union[Method, _Mapping]] = ..., status: _Optional[_Union[JobStatus, str]] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., fine_tuned_model: _Optional[str] = ..., trained_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., base_metrics: _Optional[_Mapping[str, float]] = ..., final_metrics: _Optional[_Mapping[str, float]] = ..., warmup_metrics: _Optional[_Mapping[str, float]] = ..., exported_step: _Optional[int] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
     __slots__ = ("model", "training_file", "validation_file", "method", "seed", "suffix")
