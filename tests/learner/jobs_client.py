@@ -85,13 +85,23 @@ def wait_for_steps(channel: grpc.Channel, job_id: str, steps: int, timeout: floa
     raise TimeoutError(f"job {job_id} did not reach step {steps}")
 
 
+def metrics_points(channel: grpc.Channel, job_id: str) -> list[ft.MetricsPoint]:
+    """Every metrics point of a job, as WatchJob replays them."""
+    updates = jobs_stub(channel).WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=60)
+    return [update.metrics for update in updates if update.HasField("metrics")]
+
+
 def metrics_by_step(channel: grpc.Channel, job_id: str) -> dict[int, dict[str, float]]:
     """Every metrics point of a job (replayed through WatchJob), merged per step."""
     out: dict[int, dict[str, float]] = {}
-    for update in jobs_stub(channel).WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=60):
-        if update.HasField("metrics"):
-            out.setdefault(update.metrics.step, {}).update(update.metrics.values)
+    for point in metrics_points(channel, job_id):
+        out.setdefault(point.step, {}).update(point.values)
     return out
+
+
+def job_events(channel: grpc.Channel, job_id: str) -> list[str]:
+    updates = jobs_stub(channel).WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=30)
+    return [update.event.message for update in updates if update.HasField("event")]
 
 
 def learner_args(data_dir: pathlib.Path, rollout=None, grader=None, checkpoint_interval: int = 2) -> list[str]:

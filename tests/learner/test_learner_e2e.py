@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from jobs_client import (
+    job_events,
     jobs_stub,
     learner_args,
     metrics_by_step,
+    metrics_points,
     reinforcement_request,
     upload,
     wait_for,
@@ -15,6 +17,7 @@ from jobs_client import (
 )
 from rft.learner.v1 import fine_tuning_pb2 as ft
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
+from rft_learner.trainer.rl_step import metric_is_documented
 from service_process import ServiceProcess
 
 # A random-initialised character model emits a "7" in a sample now and then; the grader
@@ -67,14 +70,18 @@ def test_reinforcement_job_raises_the_training_reward(rollout, grader_service, t
         first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
         assert last > first + 0.2, f"training reward did not rise: {rewards}"
         for name in (
-            "kl",
             "entropy",
             "clip_fraction",
+            "mismatch_kl",
             "policy_version_lag",
             "weight_sync_seconds",
             "tokens_per_second",
+            "step_seconds",
         ):
             assert name in steps[16], name
+        assert "kl" not in steps[16]  # kl_coef 0: no reference model, no reference forward pass
+        undocumented = {name for values in steps.values() for name in values if not metric_is_documented(name)}
+        assert not undocumented, undocumented
         # Base and fine-tuned validation side by side.
         assert "valid_reward_mean" in job.base_metrics and "valid_reward_mean" in job.final_metrics
         assert job.final_metrics["valid_reward_mean"] > job.base_metrics["valid_reward_mean"]
@@ -105,16 +112,22 @@ def test_a_killed_learner_resumes_the_job_from_its_checkpoint(rollout, grader_se
         ]
         assert any("learner restarted" in m for m in messages), messages
         assert any("resuming from checkpoint at step" in m for m in messages), messages
+        # Steps trained after the checkpoint and before the kill are trained again: each
+        # step's training metrics appear once, not twice.
+        trained = [p.step for p in metrics_points(channel, job_id) if "train_reward_mean" in p.values]
+        assert sorted(trained) == list(range(1, 9)), trained
 
 
 def test_pause_and_resume_continue_exactly_like_an_uninterrupted_run(rollout, grader_service, tiny_model, tmp_path):
     args = learner_args(tmp_path / "learner", rollout, grader_service, checkpoint_interval=100)
     with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
         stub = jobs_stub(channel)
-        straight = start_job(channel, tiny_model, tmp_path, seed=11, n_epochs=2, eval_samples=1)
+        # With a KL term: the reference must stay the base model across the pause (it
+        # was a copy of the checkpoint, which put kl back to 0 on resume).
+        straight = start_job(channel, tiny_model, tmp_path, seed=11, n_epochs=2, eval_samples=1, kl_coef=0.05)
         assert wait_for(channel, straight, DONE).status == ft.JOB_STATUS_SUCCEEDED
 
-        paused = start_job(channel, tiny_model, tmp_path, seed=11, n_epochs=2, eval_samples=1)
+        paused = start_job(channel, tiny_model, tmp_path, seed=11, n_epochs=2, eval_samples=1, kl_coef=0.05)
         wait_for_steps(channel, paused, 2)
         stub.PauseJob(ft.PauseJobRequest(job_id=paused), timeout=10)
         job = wait_for(channel, paused, {ft.JOB_STATUS_PAUSED, *DONE})
@@ -126,8 +139,9 @@ def test_pause_and_resume_continue_exactly_like_an_uninterrupted_run(rollout, gr
 
         expected, got = metrics_by_step(channel, straight), metrics_by_step(channel, paused)
         for step in range(pause_step + 1, 9):
-            for name in ("train_reward_mean", "loss", "response_length_mean"):
+            for name in ("train_reward_mean", "loss", "kl", "response_length_mean"):
                 assert got[step][name] == expected[step][name], (step, name, got[step][name], expected[step][name])
+        assert expected[8]["kl"] > 0
 
 
 def test_supervised_job_and_sft_warm_up_before_rl(rollout, grader_service, tiny_model, tmp_path) -> None:
@@ -165,6 +179,11 @@ def test_supervised_job_and_sft_warm_up_before_rl(rollout, grader_service, tiny_
         assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
         steps = metrics_by_step(channel, job_id)
         assert job.total_steps == 4 and "sft_loss" in steps[1] and "train_reward_mean" in steps[4]
+        # "Base" is the user's model, evaluated before the warm-up (step 0); the warm-up's
+        # result is evaluated at the last SFT step, so each phase's gain shows.
+        assert steps[0]["valid_reward_mean"] == job.base_metrics["valid_reward_mean"]
+        assert steps[2]["valid_reward_mean"] == job.warmup_metrics["valid_reward_mean"]
+        assert job.warmup_metrics["valid_greedy_reward_mean"] != job.base_metrics["valid_greedy_reward_mean"]
         warnings = [
             u.event.message
             for u in stub.WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=30)
@@ -257,3 +276,30 @@ def test_overlapped_generation_trains_on_one_version_old_samples(rollout, grader
         # previous step trained, so it comes from the policy one version behind.
         assert steps[1]["policy_version_lag"] == 0
         assert [steps[s]["policy_version_lag"] for s in range(2, 9)] == [1] * 7
+
+
+def test_early_stopping_and_best_checkpoint_export(rollout, grader_service, tiny_model, tmp_path) -> None:
+    # Greedy sampling and a learning rate near 0: validation never improves on the first
+    # evaluation, so the job stops after `patience` more and exports that first checkpoint.
+    args = learner_args(tmp_path / "learner", rollout, grader_service, checkpoint_interval=100)
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        job_id = start_job(
+            channel, tiny_model, tmp_path, n_epochs=4, temperature=0.0, learning_rate_multiplier=1e-6,
+            eval_interval=1, early_stopping_patience=2,
+        )  # fmt: skip
+        job = wait_for(channel, job_id, DONE)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        assert job.trained_steps == job.total_steps == 3  # of 16
+        assert any("early stopping at step 3" in m for m in job_events(channel, job_id))
+        assert job.exported_step == 1
+        steps = metrics_by_step(channel, job_id)
+        assert job.final_metrics["valid_reward_mean"] == steps[1]["valid_reward_mean"]
+        checkpoints = jobs_stub(channel).ListCheckpoints(ft.ListCheckpointsRequest(job_id=job_id), timeout=10)
+        assert {c.step for c in checkpoints.checkpoints} >= {1, 2, 3}
+        import safetensors.torch
+
+        exported = safetensors.torch.load_file(f"{job.fine_tuned_model}/model.safetensors")
+        best = safetensors.torch.load_file(
+            next(c.path for c in checkpoints.checkpoints if c.step == 1) + "/model/model.safetensors"
+        )
+        assert exported.keys() == best.keys() and all(exported[k].equal(best[k]) for k in best)

@@ -67,3 +67,45 @@ def test_sft_step_lowers_the_loss_on_its_targets(tiny_model) -> None:
     for _ in range(10):
         last = sft_update(model, optimizer, prompts, targets, 0)["sft_loss"]
     assert last < first - 1.0
+
+
+def test_ppo_epochs_and_minibatches_clip_against_the_policy_before_the_update(tiny_model) -> None:
+    """Several passes over a batch move the policy away from the one that sampled it, so the
+    policy and value clips fire; with one pass the ratio is exactly 1 and nothing clips."""
+    prompt = [1, 60, 61, 62, 2, 1, 70]
+    completions = [GOOD, BAD, GOOD, BAD, [43, 44], [53], GOOD, BAD]
+
+    def run(**overrides) -> dict[str, float]:
+        torch.manual_seed(0)
+        model = load_model(tiny_model)
+        value_head = ValueHead(model.config.hidden_size)
+        optimizer = torch.optim.AdamW(list(model.parameters()) + list(value_head.parameters()), lr=1e-2)
+        old = [[completion_logprob(model, prompt, c) / len(c)] * len(c) for c in completions]
+        group = Group(prompt, completions, old, [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.5, 0.0])
+        params = ReinforcementParams(algorithm="ppo", group_size=8, batch_size=2, kl_coef=0.0, **overrides)
+        return rl_update(model, None, optimizer, [group], params, 0, value_head)
+
+    single = run()
+    assert single["optimizer_steps"] == 1 and single["clip_fraction"] == 0.0 and single["ratio_max"] == 1.0
+    assert single["value_clip_fraction"] == 0.0
+    several = run(ppo_epochs=4, num_minibatches=2, value_clip_range=0.01)
+    assert several["optimizer_steps"] == 8
+    assert several["clip_fraction"] > 0 and several["value_clip_fraction"] > 0 and several["ratio_max"] > 1.2
+
+
+def test_the_configured_kl_estimator_reaches_ppo_rewards_and_the_kl_metric(tiny_model) -> None:
+    torch.manual_seed(0)
+    prompt, completions = [1, 60, 61, 62, 2, 1, 70], [GOOD, BAD]
+    reference = load_model(tiny_model).requires_grad_(False)
+    with torch.no_grad():  # a reference that differs from the policy, so the estimators differ
+        for parameter in reference.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    kls = {}
+    for estimator in ("k1", "k3"):
+        model = load_model(tiny_model)
+        value_head = ValueHead(model.config.hidden_size)
+        optimizer = torch.optim.AdamW(list(model.parameters()) + list(value_head.parameters()), lr=1e-3)
+        group = Group(prompt, completions, [[-1.0] * 3] * 2, [1.0, 0.0])
+        params = ReinforcementParams(algorithm="ppo", group_size=2, kl_coef=0.1, kl_estimator=estimator)
+        kls[estimator] = rl_update(model, reference, optimizer, [group], params, 0, value_head)["kl"]
+    assert kls["k3"] > 0 and kls["k1"] != pytest.approx(kls["k3"], rel=1e-3)

@@ -33,7 +33,6 @@ from rft_cli.output import (
 from rft_cli.services import Connections, Stub
 
 GRADE_BATCH = 256
-PASS_SCORE = 1.0 - 1e-9
 
 
 def grader_stub(args: argparse.Namespace, conns: Connections) -> Stub:
@@ -65,8 +64,8 @@ def sample_output(text: str, output_json: dict[str, Any] | None = None) -> grade
 
 
 def is_pass(result: grader_pb2.GradeResult) -> bool:
-    """A sample passes when the grader says so, or scores full marks (as the learner counts it)."""
-    return not result.HasField("error") and (result.passed or result.score >= PASS_SCORE)
+    """A sample passes when the grader says so (its pass_threshold), as the learner counts it."""
+    return not result.HasField("error") and result.passed
 
 
 async def grade(

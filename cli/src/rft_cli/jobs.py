@@ -20,6 +20,7 @@ from rft_cli.output import (
     CliError,
     compare_metrics,
     enum_name,
+    metric_columns,
     print_fields,
     print_json,
     print_table,
@@ -28,13 +29,37 @@ from rft_cli.output import (
 )
 from rft_cli.services import Connections, ServiceError, Stub
 
-ALGORITHMS = {
-    "grpo": ft.RL_ALGORITHM_GRPO,
-    "dr_grpo": ft.RL_ALGORITHM_DR_GRPO,
-    "rloo": ft.RL_ALGORITHM_RLOO,
-    "ppo": ft.RL_ALGORITHM_PPO,
-}
-KL_ESTIMATORS = {"k1": ft.KL_ESTIMATOR_K1, "k3": ft.KL_ESTIMATOR_K3}
+
+def _choices(enum_type, prefix: str) -> dict[str, int]:
+    """A proto enum's values by the lower-case names the learner uses ('dr_grpo')."""
+    return {name.removeprefix(prefix).lower(): value for name, value in enum_type.items() if value}
+
+
+# (field, choices, help) for the enum hyperparameters; unset means the learner's default.
+CHOICE_HYPERPARAMETERS = (
+    ("algorithm", _choices(ft.RlAlgorithm, "RL_ALGORITHM_"), "policy-gradient algorithm (default grpo)"),
+    ("kl_estimator", _choices(ft.KlEstimator, "KL_ESTIMATOR_"), "per-token KL estimator (default k3)"),
+    (
+        "rollout_correction",
+        _choices(ft.RolloutCorrection, "ROLLOUT_CORRECTION_"),
+        "trainer/rollout mismatch correction: truncated or masked importance sampling (default tis)",
+    ),
+    (
+        "rollout_correction_level",
+        _choices(ft.ImportanceLevel, "IMPORTANCE_LEVEL_"),
+        "one importance weight per token or per sequence (default token)",
+    ),
+    (
+        "loss_aggregation",
+        _choices(ft.LossAggregation, "LOSS_AGGREGATION_"),
+        "how per-token losses are averaged (default: the algorithm's)",
+    ),
+    (
+        "export_checkpoint",
+        _choices(ft.ExportCheckpoint, "EXPORT_CHECKPOINT_"),
+        "export the best checkpoint by valid_reward_mean or the last weights (default best)",
+    ),
+)
 
 # (field, type, help). Bounds are checked by the learner, which names the field it refuses.
 SHARED_HYPERPARAMETERS = (
@@ -53,9 +78,21 @@ RL_HYPERPARAMETERS = (
     ("clip_range", float, "PPO clip range epsilon (default 0.2)"),
     ("max_new_tokens", int, "maximum tokens per sample (default 64)"),
     ("temperature", float, "sampling temperature of training rollouts (default 1.0)"),
-    ("max_staleness", int, "policy versions a sample may lag; 1 overlaps generation and training (default 0)"),
+    ("max_staleness", int, "policy versions a sample may lag: generation runs up to N steps ahead (default 0)"),
     ("max_grader_error_fraction", float, "fraction of samples that may fail grading before the job fails (0.1)"),
     ("sft_warmup_epochs", int, "SFT epochs on --sft-answer-field before RL, as in ReFT (default 0)"),
+    ("ppo_epochs", int, "passes over each batch, as TRL's num_iterations (default 1)"),
+    ("num_minibatches", int, "minibatches per pass, one optimizer step each (default 1)"),
+    ("clip_range_high", float, "upper clip epsilon, DAPO's clip-higher (default clip_range; dapo/cispo 0.28)"),
+    ("gae_gamma", float, "ppo: GAE discount (default 1.0)"),
+    ("gae_lambda", float, "ppo: GAE lambda (default 0.95)"),
+    ("value_clip_range", float, "ppo: value clip around the values before the update; 0 = off (default 0.2)"),
+    ("value_loss_coef", float, "ppo: weight of the value loss (default 0.1)"),
+    ("rollout_correction_cap", float, "cap of the rollout correction's importance weight, > 1 (default 2.0)"),
+    ("dynamic_sampling_max_rounds", int, "most generation rounds per step under dynamic sampling (default 3)"),
+    ("overlong_buffer", int, "tokens before max_new_tokens where a length penalty ramps up; 0 = off (dapo: 1/4)"),
+    ("overlong_penalty", float, "length penalty at max_new_tokens (default 1.0)"),
+    ("early_stopping_patience", int, "stop after this many evaluations without a better valid_reward_mean; 0 = never"),
 )
 RL_ONLY_OPTIONS = (
     "grader_spec",
@@ -63,8 +100,8 @@ RL_ONLY_OPTIONS = (
     "grader_address",
     "tenant",
     "sft_answer_field",
-    "algorithm",
-    "kl_estimator",
+    "dynamic_sampling",
+    *(name for name, _, _ in CHOICE_HYPERPARAMETERS),
 )
 STATUS_PREFIX = "JOB_STATUS_"
 
@@ -134,7 +171,9 @@ def print_job(job: ft.Job) -> None:
     )
     if job.base_metrics or job.final_metrics:
         print()
-        print_table(compare_metrics(job.base_metrics, job.final_metrics), ["metric", "base", "fine-tuned", "change"])
+        print_table(
+            compare_metrics(job.base_metrics, job.final_metrics, job.warmup_metrics), metric_columns(job.warmup_metrics)
+        )
 
 
 def jobs_stub(args: argparse.Namespace, conns: Connections) -> Stub:
@@ -182,9 +221,10 @@ def build_method(args: argparse.Namespace) -> ft.Method:
     hyper = ft.ReinforcementHyperparameters(
         **_hyperparameters(args, SHARED_HYPERPARAMETERS + RL_HYPERPARAMETERS),
         sft_answer_field=args.sft_answer_field or "",
-        algorithm=ALGORITHMS.get(args.algorithm, ft.RL_ALGORITHM_UNSPECIFIED),
-        kl_estimator=KL_ESTIMATORS.get(args.kl_estimator, ft.KL_ESTIMATOR_UNSPECIFIED),
+        **{name: choices[getattr(args, name)] for name, choices, _ in CHOICE_HYPERPARAMETERS if getattr(args, name)},
     )
+    if args.dynamic_sampling is not None:
+        hyper.dynamic_sampling = args.dynamic_sampling == "on"
     return ft.Method(reinforcement=ft.ReinforcementMethod(grader=grader, hyperparameters=hyper))
 
 
@@ -328,8 +368,11 @@ def _add_create(actions: argparse._SubParsersAction) -> None:
     for name, kind, text in SHARED_HYPERPARAMETERS + RL_HYPERPARAMETERS:
         hyper.add_argument(flag(name), dest=name, type=kind, metavar="N" if kind is int else "X", help=text)
     hyper.add_argument("--sft-answer-field", metavar="F", help="dataset field with the answer for the SFT warm-up")
-    hyper.add_argument("--algorithm", choices=sorted(ALGORITHMS), help="policy-gradient algorithm (default grpo)")
-    hyper.add_argument("--kl-estimator", choices=sorted(KL_ESTIMATORS), help="per-token KL estimator (default k3)")
+    for name, choices, text in CHOICE_HYPERPARAMETERS:
+        hyper.add_argument(flag(name), dest=name, choices=sorted(choices), help=text)
+    hyper.add_argument(
+        "--dynamic-sampling", choices=["on", "off"], help="drop prompts whose samples all score the same (dapo: on)"
+    )
     sub.add_argument("--seed", type=int, default=0, help="seed; 0 means the learner's fixed default (42)")
     sub.add_argument("--suffix", help="suffix of the fine-tuned model's name")
     sub.add_argument("--watch", action="store_true", help="follow the job until it ends (as `rft jobs watch`)")

@@ -133,8 +133,11 @@ def metric_sort_key(name: str) -> tuple[int, str]:
     return (len(METRIC_ORDER) + 1, name)
 
 
-def compare_metrics(base: Mapping[str, float], final: Mapping[str, float]) -> list[dict[str, object]]:
-    """Rows of metric / base / fine-tuned / change for a job's two metric maps (timings left out)."""
+def compare_metrics(
+    base: Mapping[str, float], final: Mapping[str, float], warmup: Mapping[str, float] | None = None
+) -> list[dict[str, object]]:
+    """Rows of metric / base / [warm-up /] fine-tuned / change for a job's metric maps
+    (timings left out). With a warm-up, base -> warm-up is its gain, warm-up -> fine-tuned RL's."""
     rows = []
     names = {name for name in set(base) | set(final) if not name.endswith("_seconds")}
     for name in sorted(names, key=metric_sort_key):
@@ -142,5 +145,12 @@ def compare_metrics(base: Mapping[str, float], final: Mapping[str, float]) -> li
         change = None
         if before is not None and after is not None and not (math.isnan(before) or math.isnan(after)):
             change = f"{after - before:+.3f}"
-        rows.append({"metric": name, "base": before, "fine-tuned": after, "change": change})
+        row = {"metric": name, "base": before}
+        if warmup:
+            row["warm-up"] = warmup.get(name)
+        rows.append({**row, "fine-tuned": after, "change": change})
     return rows
+
+
+def metric_columns(warmup: Mapping[str, float] | None) -> list[str]:
+    return ["metric", "base", *(["warm-up"] if warmup else []), "fine-tuned", "change"]

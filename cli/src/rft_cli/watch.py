@@ -19,6 +19,7 @@ from rft_cli.output import (
     enum_name,
     error,
     fmt,
+    metric_columns,
     print_json,
     print_table,
     to_dict,
@@ -263,7 +264,8 @@ def report_end(args: argparse.Namespace, job: ft.Job) -> None:
         if job.base_metrics or job.final_metrics:
             print()
             print_table(
-                compare_metrics(job.base_metrics, job.final_metrics), ["metric", "base", "fine-tuned", "change"]
+                compare_metrics(job.base_metrics, job.final_metrics, job.warmup_metrics),
+                metric_columns(job.warmup_metrics),
             )
         if job.fine_tuned_model:
             print(f"\nfine-tuned model: {job.fine_tuned_model}")

@@ -11,12 +11,11 @@ from rft_learner.remote import GraderClient, RolloutPool
 from rft_learner.rl import mean_pass_at_k
 from rft_learner.trainer.data import Example
 
-PASS_SCORE = 1.0 - 1e-9
-
 
 def is_pass(result) -> bool:
-    """A sample passes when the grader says so, or scores full marks."""
-    return bool(result.passed) or result.score >= PASS_SCORE
+    """A sample passes when the grader says so (its pass_threshold), whatever the score's
+    range: 7 of a score_model's [0, 10] can pass, 1.0 of a [0, 100] one does not."""
+    return not result.HasField("error") and bool(result.passed)
 
 
 async def evaluate(
@@ -54,7 +53,7 @@ async def evaluate(
     correct = []
     for index in range(len(examples)):
         group = sampled_results[index * samples_per_prompt : (index + 1) * samples_per_prompt]
-        correct.append(sum(1 for r in group if not r.HasField("error") and is_pass(r)))
+        correct.append(sum(1 for r in group if is_pass(r)))
     metrics["pass@1"] = mean_pass_at_k(correct, samples_per_prompt, 1)
     metrics[f"pass@{samples_per_prompt}"] = mean_pass_at_k(correct, samples_per_prompt, samples_per_prompt)
     metrics["greedy_pass@1"] = _mean(1.0 if is_pass(r) else 0.0 for r in greedy_ok)

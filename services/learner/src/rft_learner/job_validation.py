@@ -1,0 +1,206 @@
+"""CreateJob's checks: everything a job needs is checked before it is queued, and a
+refusal names the field (model, files, hyperparameters, answer fields, the grader run on
+a few real items, the rollout's tensors), so a job never fails at step 1 for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+
+import pydantic
+from rft.grader.v1 import grader_pb2
+from rft.learner.v1 import files_pb2, fine_tuning_pb2
+
+from rft_learner import hparams
+from rft_learner.files import FileNotFound, FileStore
+from rft_learner.remote import RemoteError
+from rft_learner.trainer.loop import TrainerSettings, grader_client, rollout_pool
+
+
+class InvalidJob(Exception):
+    """CreateJob input that cannot run; the message names the field."""
+
+
+class JobValidator:
+    """Checks CreateJob requests against the stored files and the live services."""
+
+    def __init__(self, files: FileStore, settings: TrainerSettings, validate_remote: bool = True) -> None:
+        self.files = files
+        self.settings = settings
+        self.validate_remote = validate_remote
+
+    async def validate(self, request: fine_tuning_pb2.CreateJobRequest) -> None:
+        model_dir = pathlib.Path(request.model)
+        if not request.model:
+            raise InvalidJob("model: required (a Hugging Face model directory)")
+        if not (model_dir / "config.json").is_file():
+            raise InvalidJob(f"model: {request.model!r} is not a model directory (no config.json)")
+        try:
+            await asyncio.to_thread(check_model_dir, model_dir)
+        except Exception as exc:  # noqa: BLE001 - any load failure is the user's to fix
+            raise InvalidJob(f"model: {request.model!r} does not load: {exc}") from exc
+        for field in ("training_file", "validation_file"):
+            file_id = getattr(request, field)
+            if not file_id:
+                if field == "training_file":
+                    raise InvalidJob("training_file: required")
+                continue
+            try:
+                stored = self.files.get(file_id)
+            except FileNotFound as exc:
+                raise InvalidJob(f"{field}: {exc}") from exc
+            if stored.purpose != files_pb2.FILE_PURPOSE_FINE_TUNE:
+                raise InvalidJob(f"{field}: file {file_id} has purpose {stored.purpose}, expected FINE_TUNE")
+        kind = request.method.WhichOneof("method")
+        if kind is None:
+            raise InvalidJob("method: set either supervised or reinforcement")
+        try:
+            if kind == "supervised":
+                params = hparams.supervised_params(request.method.supervised)
+                if not params.answer_field:
+                    raise InvalidJob("method.supervised.answer_field: required")
+                await asyncio.to_thread(
+                    self._check_field, request.training_file, params.answer_field, "method.supervised.answer_field"
+                )
+                return
+            params = hparams.reinforcement_params(request.method.reinforcement)
+        except pydantic.ValidationError as exc:
+            raise InvalidJob(hparams.describe_validation_error(exc, f"method.{kind}.hyperparameters")) from exc
+        if params.sft_answer_field:
+            await asyncio.to_thread(
+                self._check_field, request.training_file, params.sft_answer_field, "hyperparameters.sft_answer_field"
+            )
+        if self.validate_remote:
+            await self._validate_remote(request, model_dir, params.lora_rank)
+
+    def _check_field(self, file_id: str, field: str, where: str) -> None:
+        with open(self.files.get(file_id).path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip() and field not in json.loads(line):
+                    raise InvalidJob(f"{where}: line {number} of {file_id} has no field {field!r}")
+
+    async def _validate_remote(
+        self, request: fine_tuning_pb2.CreateJobRequest, model_dir: pathlib.Path, lora_rank: int
+    ) -> None:
+        settings = self.settings
+        grader_cfg = request.method.reinforcement.grader
+        source = grader_cfg.WhichOneof("source")
+        if source is None:
+            raise InvalidJob("method.reinforcement.grader: give a spec or a grader_id")
+        grader = grader_client(grader_cfg, settings, patience_seconds=10)
+        try:
+            try:
+                problems = await grader.validate()
+            except Exception as exc:  # noqa: BLE001
+                raise InvalidJob(f"method.reinforcement.grader: {rpc_message(exc)}") from exc
+            if problems:
+                raise InvalidJob("method.reinforcement.grader: " + "; ".join(problems))
+            # Run it on a few real items so a template naming a missing field fails now, not mid-job.
+            from rft_learner.trainer.data import load_examples
+
+            examples = load_examples(self.files.get(request.training_file).path)[:3]
+            try:
+                results = await grader.grade([("", e.item) for e in examples])
+            except Exception as exc:  # noqa: BLE001
+                raise InvalidJob(f"method.reinforcement.grader: grading a sample failed: {rpc_message(exc)}") from exc
+            for example_index, result in enumerate(results):
+                if result.HasField("error") and result.error.kind == grader_pb2.GRADE_ERROR_KIND_TEMPLATE:
+                    raise InvalidJob(
+                        f"method.reinforcement.grader: on training line {example_index + 1}: {result.error.message}"
+                    )
+        finally:
+            await grader.close()
+        try:
+            pool = rollout_pool(settings, patience_seconds=10)
+        except (OSError, ValueError) as exc:
+            raise InvalidJob(f"rollout addresses {settings.rollout_addresses!r} do not resolve: {exc}") from exc
+        try:
+            try:
+                infos = await pool.model_info()
+            except RemoteError as exc:
+                raise InvalidJob(f"rollout service unreachable at {settings.rollout_addresses}: {exc}") from exc
+            expected = await asyncio.to_thread(tensor_shapes, model_dir)
+            for address, info in zip(pool.addresses, infos, strict=True):
+                served = {t.name: tuple(t.shape) for t in info.tensors}
+                # The file may omit tied weights (lm_head.weight) that the engine lists.
+                unknown = sorted(set(expected) - set(served))[:3]
+                differ = sorted(k for k in set(served) & set(expected) if served[k] != expected[k])[:3]
+                if served and (unknown or differ):
+                    raise InvalidJob(
+                        f"model: its tensors do not match the model served by rollout {address} "
+                        f"(unknown to it {unknown}, different shapes {differ}); start the rollout with the same "
+                        "architecture"
+                    )
+                if lora_rank > info.max_lora_rank:
+                    raise InvalidJob(
+                        f"method.reinforcement.hyperparameters.lora_rank: {lora_rank} is above the largest LoRA "
+                        f"rank rollout {address} takes ({info.max_lora_rank}); start it with --max-lora-rank "
+                        f"{lora_rank} or more"
+                    )
+        finally:
+            await pool.close()
+
+
+ANSWER_FIELDS = ("answer", "reference", "reference_answer", "solution", "label", "target")
+
+
+def answer_field(request: fine_tuning_pb2.CreateJobRequest) -> str:
+    method = request.method
+    if method.HasField("supervised"):
+        return method.supervised.answer_field
+    return method.reinforcement.hyperparameters.sft_answer_field
+
+
+def overlap_warnings(train_path: str, valid_path: str, answer_field: str = "") -> list[str]:
+    """Validation examples whose prompt, or whose reference answer, also appears in training."""
+
+    def read(path: str) -> list[dict]:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def prompt(example: dict) -> str:
+        return json.dumps(example["messages"], sort_keys=True)
+
+    train, valid = read(train_path), read(valid_path)
+    warnings = []
+    seen_prompts = {prompt(e) for e in train}
+    shared = sum(prompt(e) in seen_prompts for e in valid)
+    if shared:
+        warnings.append(f"{shared} of {len(valid)} validation examples have a prompt that is also in training")
+    fields = [answer_field] if answer_field else [f for f in ANSWER_FIELDS if valid and f in valid[0]]
+    for field in fields:
+        seen = {json.dumps(e[field], sort_keys=True) for e in train if field in e}
+        shared = sum(field in e and json.dumps(e[field], sort_keys=True) in seen for e in valid)
+        if shared:
+            warnings.append(
+                f"{shared} of {len(valid)} validation examples have a reference answer ({field!r}) that also appears "
+                "in training: validation reward may overstate generalisation"
+            )
+    return warnings
+
+
+def rpc_message(exc: Exception) -> str:
+    details = getattr(exc, "details", None)
+    return details() if callable(details) else str(exc)
+
+
+def check_model_dir(model_dir: pathlib.Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    AutoConfig.from_pretrained(str(model_dir))
+    AutoTokenizer.from_pretrained(str(model_dir))
+    if not list(model_dir.glob("*.safetensors")):
+        raise ValueError("no *.safetensors weights in the directory")
+
+
+def tensor_shapes(model_dir: pathlib.Path) -> dict[str, tuple[int, ...]]:
+    """State-dict names and shapes from the safetensors headers (no weights loaded)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in model_dir.glob("*.safetensors"):
+        with safe_open(str(path), framework="numpy") as handle:
+            for name in handle.keys():
+                shapes[name] = tuple(handle.get_slice(name).get_shape())
+    return shapes
