@@ -63,15 +63,19 @@ CHOICE_HYPERPARAMETERS = (
 
 # (field, type, help). Bounds are checked by the learner, which names the field it refuses.
 SHARED_HYPERPARAMETERS = (
-    ("n_epochs", int, "passes over the training file (default: reinforcement 1, supervised 3)"),
-    ("batch_size", int, "prompts per RL step / examples per SFT step (default 16)"),
-    ("learning_rate_multiplier", float, "multiplier of the base learning rate 1e-3 (default 1.0)"),
+    ("n_epochs", int, "passes over the training file (default: reinforcement auto, supervised 3)"),
+    ("batch_size", int, "prompts per RL step / examples per SFT step (default: reinforcement auto, supervised 16)"),
+    (
+        "learning_rate_multiplier",
+        float,
+        "multiplier of the base learning rate 1e-3 (default: reinforcement auto, supervised 1.0)",
+    ),
     ("lora_rank", int, "train only LoRA adapters of this rank; 0 trains every weight (default 0)"),
     ("lora_alpha", float, "LoRA scaling numerator, the adapter is scaled by alpha / rank (default 2 * rank)"),
 )
 RL_HYPERPARAMETERS = (
     ("compute_multiplier", float, "scales the samples per prompt, as OpenAI's (default 1.0)"),
-    ("eval_interval", int, "steps between validation runs; 0 = only at start and end (default 10)"),
+    ("eval_interval", int, "steps between validation runs; 0 = only at start and end (default auto: steps / 8)"),
     ("eval_samples", int, "samples per validation prompt, the k of pass@k (default 4)"),
     ("group_size", int, "samples per prompt, the GRPO / RLOO group (default 8)"),
     ("kl_coef", float, "KL penalty to the reference model (default 0.02)"),
@@ -92,7 +96,7 @@ RL_HYPERPARAMETERS = (
     ("dynamic_sampling_max_rounds", int, "most generation rounds per step under dynamic sampling (default 3)"),
     ("overlong_buffer", int, "tokens before max_new_tokens where a length penalty ramps up; 0 = off (dapo: 1/4)"),
     ("overlong_penalty", float, "length penalty at max_new_tokens (default 1.0)"),
-    ("early_stopping_patience", int, "stop after this many evaluations without a better valid_reward_mean; 0 = never"),
+    ("early_stopping_patience", int, "stop after N evaluations without a better valid_reward_mean; 0 = never (auto)"),
 )
 RL_ONLY_OPTIONS = (
     "grader_spec",
@@ -346,7 +350,9 @@ examples:
   rft jobs create --model models/base --training-file file-abc --method supervised --answer-field answer
 
 --training-file / --validation-file take a file id or a local JSONL path (uploaded first).
-Hyperparameters left out take the learner's defaults; out-of-range values are refused
+Reinforcement hyperparameters left out are "auto": the learner picks batch size, epochs,
+learning rate, evaluation interval and early stopping from the dataset size and the model
+(docs/learner.md) and reports its choice as a job event; others take the learner's defaults; out-of-range values are refused
 (exit 1) with the field named. With --watch the exit code is the job's (0 succeeded,
 1 failed or cancelled)."""
 

@@ -4,6 +4,7 @@ filled in and bounds checked. One docstring per field is the reference for users
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import pydantic
@@ -101,16 +102,16 @@ class ReinforcementParams(_LoraParams):
     """Reinforcement fine-tuning with a grader. Fields left None take the algorithm's
     default (see ALGORITHM_DEFAULTS and the resolved properties below)."""
 
-    n_epochs: int = pydantic.Field(1, ge=1, le=100)
-    """Passes over the training prompts."""
-    batch_size: int = pydantic.Field(16, ge=1, le=4096)
-    """Prompts per RL step."""
-    learning_rate_multiplier: float = pydantic.Field(1.0, gt=0, le=100)
-    """Multiplier of the base learning rate (1e-3)."""
+    n_epochs: int | None = pydantic.Field(None, ge=1, le=100)
+    """Passes over the training prompts; auto (unset): enough for AUTO_MIN_RL_STEPS steps, at most 10."""
+    batch_size: int | None = pydantic.Field(None, ge=1, le=4096)
+    """Prompts per RL step; auto: the power of two nearest n_train / 16, within 4..32."""
+    learning_rate_multiplier: float | None = pydantic.Field(None, gt=0, le=100)
+    """Multiplier of the base learning rate (1e-3); auto: 0.3 * sqrt(1M / parameters), within 0.005..0.3."""
     compute_multiplier: float = pydantic.Field(1.0, gt=0, le=16)
     """Scales the samples per prompt (OpenAI's compute_multiplier)."""
-    eval_interval: int = pydantic.Field(10, ge=0)
-    """Steps between validation runs; 0 = only at start and end."""
+    eval_interval: int | None = pydantic.Field(None, ge=0)
+    """Steps between validation runs; 0 = only at start and end; auto: an eighth of the RL steps."""
     eval_samples: int = pydantic.Field(4, ge=1, le=64)
     """Samples per validation prompt (pass@k uses k = eval_samples)."""
     group_size: int = pydantic.Field(8, ge=1, le=256)
@@ -165,8 +166,9 @@ class ReinforcementParams(_LoraParams):
     """Penalty at max_new_tokens, subtracted from the reward."""
     loss_aggregation: Aggregation | None = None
     """How per-token losses are aggregated; default the algorithm's."""
-    early_stopping_patience: int = pydantic.Field(0, ge=0, le=1000)
-    """Stop when valid_reward_mean has not improved for this many evaluations; 0 = never."""
+    early_stopping_patience: int | None = pydantic.Field(None, ge=0, le=1000)
+    """Stop when valid_reward_mean has not improved for this many evaluations; 0 = never;
+    auto: 3 for files under AUTO_SMALL_FILE examples with a validation file, else never."""
     export_checkpoint: Literal["best", "last"] = "best"
     """Export the checkpoint with the best valid_reward_mean, or the last weights."""
 
@@ -210,9 +212,65 @@ class ReinforcementParams(_LoraParams):
             raise ValueError(f"{self.algorithm} needs at least 2 samples per prompt (group_size)")
         if self.resolved_overlong_buffer > self.max_new_tokens:
             raise ValueError(f"overlong_buffer ({self.overlong_buffer}) must be at most max_new_tokens")
-        if self.num_minibatches > self.batch_size:
+        if self.batch_size is not None and self.num_minibatches > self.batch_size:
             raise ValueError(f"num_minibatches ({self.num_minibatches}) must be at most batch_size")
         return self
+
+    def resolve_auto(self, n_train: int, n_params: int, has_validation: bool) -> tuple[ReinforcementParams, list[str]]:
+        """These parameters with every auto (unset) one chosen from the dataset and the
+        model, as OpenAI's "auto" does, and warnings for settings unlikely to help."""
+        chosen: dict[str, float | int] = {}
+        if self.batch_size is None:
+            chosen["batch_size"] = min(32, max(4, 2 ** round(math.log2(max(n_train, 1) / 16))))
+        batch_size = self.batch_size or int(chosen["batch_size"])
+        steps_per_epoch = max(1, -(-n_train // batch_size))
+        if self.n_epochs is None:
+            chosen["n_epochs"] = min(10, max(1, -(-AUTO_MIN_RL_STEPS // steps_per_epoch)))
+        rl_steps = steps_per_epoch * (self.n_epochs or int(chosen["n_epochs"]))
+        auto_lr = auto_learning_rate_multiplier(n_params)
+        if self.learning_rate_multiplier is None:
+            chosen["learning_rate_multiplier"] = auto_lr
+        if self.eval_interval is None:
+            chosen["eval_interval"] = max(1, rl_steps // 8) if has_validation else 0
+        if self.early_stopping_patience is None:
+            chosen["early_stopping_patience"] = 3 if has_validation and n_train < AUTO_SMALL_FILE else 0
+        resolved = self.model_copy(update=chosen)
+        if resolved.num_minibatches > resolved.batch_size:
+            raise ValueError(f"num_minibatches ({self.num_minibatches}) must be at most batch_size ({batch_size})")
+        warnings = []
+        if chosen:
+            settings = ", ".join(f"{name} {value:g}" for name, value in chosen.items())
+            warnings.append(
+                f"auto hyperparameters for {n_train} examples and {n_params / 1e6:.1f}M parameters: {settings}"
+            )
+        if rl_steps < 10:
+            warnings.append(
+                f"only {rl_steps} RL steps ({n_train} examples, batch_size {batch_size}): likely too short to help; "
+                "raise n_epochs or leave it auto"
+            )
+        lr_mult = resolved.learning_rate_multiplier
+        if lr_mult > 3 * auto_lr:
+            warnings.append(
+                f"learning_rate_multiplier {lr_mult:g} is {lr_mult / auto_lr:.0f}x the auto value ({auto_lr:g}) for a "
+                "model of this size: training may diverge or lose accuracy"
+            )
+        if not has_validation:
+            warnings.append(
+                "no validation file: progress is not measured, and the last weights are exported (no best checkpoint)"
+            )
+        return resolved, warnings
+
+
+AUTO_MIN_RL_STEPS = 32
+"""Auto n_epochs gives at least this many RL steps (at most 10 epochs)."""
+AUTO_SMALL_FILE = 200
+"""Training files with fewer examples get early stopping by default."""
+
+
+def auto_learning_rate_multiplier(n_params: int) -> float:
+    """0.3 for the suite's ~1M-parameter models, shrinking with sqrt(size): 0.03 at 100M,
+    0.005 (the floor, lr 5e-6) from ~3.6B parameters up."""
+    return round(min(0.3, max(0.005, 0.3 * math.sqrt(1e6 / max(n_params, 1)))), 4)
 
 
 def _choice(enum_type, value: int, prefix: str, default: str) -> str:

@@ -180,6 +180,14 @@ class JobRun:
             return await self._export(None, sft_steps)
 
         params = hparams.reinforcement_params(method.reinforcement)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        try:
+            params, notes = params.resolve_auto(len(train), n_params, bool(valid))
+        except ValueError as exc:
+            raise JobFailure("invalid_hyperparameters", str(exc)) from exc
+        if not latest:
+            for note in notes:
+                self.ctl.event(INFO if note.startswith("auto hyperparameters") else WARNING, note)
         sft_steps = params.sft_warmup_epochs * steps_per_epoch(len(train), params.batch_size)
         rl_steps = params.n_epochs * steps_per_epoch(len(train), params.batch_size)
         self.ctl.progress(total_steps=sft_steps + rl_steps)

@@ -1,0 +1,43 @@
+"""OpenAI-style auto hyperparameters: chosen from the dataset size and the model, with a
+warning when a setting is unlikely to help."""
+
+from __future__ import annotations
+
+import pytest
+from rft_learner.hparams import ReinforcementParams, auto_learning_rate_multiplier
+
+
+def test_a_small_file_gets_the_few_shot_recipe() -> None:
+    params, notes = ReinforcementParams().resolve_auto(64, 722_000, has_validation=True)
+    # 64 / 16 = 4 prompts per step; 16 steps per epoch, 2 epochs for 32 steps; lr 0.3 * sqrt(1/0.722) capped at 0.3.
+    assert (params.batch_size, params.n_epochs, params.learning_rate_multiplier) == (4, 2, 0.3)
+    assert params.eval_interval == 4 and params.early_stopping_patience == 3
+    assert params.export_checkpoint == "best"
+    assert notes == [
+        "auto hyperparameters for 64 examples and 0.7M parameters: batch_size 4, n_epochs 2, "
+        "learning_rate_multiplier 0.3, eval_interval 4, early_stopping_patience 3"
+    ]
+
+
+def test_a_large_file_and_model_get_larger_batches_and_a_smaller_learning_rate() -> None:
+    params, _ = ReinforcementParams().resolve_auto(1000, 100_000_000, has_validation=True)
+    # 1000 / 16 = 62.5 -> 64, capped at 32: 32 steps per epoch, one epoch; 0.3 * sqrt(1e6 / 1e8) = 0.03.
+    assert (params.batch_size, params.n_epochs, params.learning_rate_multiplier) == (32, 1, 0.03)
+    assert params.eval_interval == 4 and params.early_stopping_patience == 0
+    assert auto_learning_rate_multiplier(7_000_000_000) == 0.005
+
+
+def test_what_the_user_sets_is_kept_and_risky_settings_are_warned_about() -> None:
+    # The case that lost 12 points with no warning: 64 lines, batch 16, 1 epoch, the full learning rate.
+    given = ReinforcementParams(batch_size=16, n_epochs=1, learning_rate_multiplier=1.0, eval_interval=0)
+    params, notes = given.resolve_auto(64, 722_000, has_validation=False)
+    assert (params.batch_size, params.n_epochs, params.learning_rate_multiplier) == (16, 1, 1.0)
+    assert params.early_stopping_patience == 0  # no validation file to stop on
+    assert any(n.startswith("only 4 RL steps") for n in notes), notes
+    assert any("learning_rate_multiplier 1 is 3x the auto value (0.3)" in n for n in notes), notes
+    assert any(n.startswith("no validation file") for n in notes), notes
+
+
+def test_minibatches_beyond_the_auto_batch_size_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"num_minibatches \(8\) must be at most batch_size \(4\)"):
+        ReinforcementParams(num_minibatches=8).resolve_auto(64, 722_000, has_validation=True)
