@@ -55,10 +55,22 @@ GRADER = {
 # The demo's settings (examples/demo/job.json) for every algorithm.
 COMMON = dict(group_size=8, learning_rate_multiplier=0.3, kl_coef=0.02, max_new_tokens=6, eval_samples=4)
 FEW_SHOT_RECIPES = {
-    "defaults": {},
-    "demo settings": dict(COMMON, batch_size=8, n_epochs=4),
-    "demo settings + early stopping": dict(
-        COMMON, batch_size=8, n_epochs=8, eval_interval=4, early_stopping_patience=3
+    "auto (every default)": {},
+    "batch 8, 4 epochs (32 steps)": dict(COMMON, batch_size=8, n_epochs=4),
+    "batch 16, 32 epochs (128 steps), eval every 8, patience 4": dict(
+        COMMON, batch_size=16, n_epochs=32, eval_interval=8, early_stopping_patience=4
+    ),
+    "batch 8, 16 epochs (128 steps), eval every 8, patience 4": dict(
+        COMMON, batch_size=8, n_epochs=16, eval_interval=8, early_stopping_patience=4
+    ),
+    "SFT warm-up 2 epochs, then batch 16, 32 epochs, eval every 8, patience 4": dict(
+        COMMON,
+        batch_size=16,
+        n_epochs=32,
+        eval_interval=8,
+        early_stopping_patience=4,
+        sft_warmup_epochs=2,
+        sft_answer_field="answer",
     ),
 }
 
@@ -140,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=24, help="RL steps per job (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--few-shot", action="store_true", help="the 64-example case instead")
+    parser.add_argument("--recipes", help="few-shot recipes to run, '|'-separated names (default: all)")
     parser.add_argument("--model", default=str(REPO / "models" / "demo-base"))
     parser.add_argument("--json", help="also write every job's result to this file")
     args = parser.parse_args(argv)
@@ -168,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
             train, valid = task_rows("demo")
             few = random.Random(0).sample(train, 64)
             files = (client.upload(few, "few-shot.jsonl"), client.upload(valid, "valid.jsonl"))
-            for recipe, hyper in FEW_SHOT_RECIPES.items():
+            chosen = args.recipes.split("|") if args.recipes else list(FEW_SHOT_RECIPES)
+            for recipe in chosen:
+                hyper = FEW_SHOT_RECIPES[recipe]
                 runs += [("few-shot (64)", recipe, seed, files, dict(hyper)) for seed in seeds]
         else:
             for task in args.tasks.split(","):

@@ -16,8 +16,8 @@ from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper, metric
 
 
 class FakeSampler:
-    """Completions are the prompt's number repeated: prompt #i samples text 'i' (or, for
-    the prompts in `varied`, 'i' and 'x' alternately). Generation yields to the event
+    """Prompt #i samples text 'i' (or, for the prompts in `varied`, 'i' and 'x'
+    alternately), as tokens 100 + i. Generation yields to the event
     loop, so overlapping work really overlaps."""
 
     def __init__(self, varied: set[int] | None = None, length: int = 2) -> None:
@@ -40,7 +40,9 @@ class FakeSampler:
             for k in range(sampling.n):
                 vary = self.varied is None or number in self.varied
                 text = "x" if vary and k % 2 else str(number)
-                samples.append(GeneratedSample(index, text, [7] * self.length, [-0.5] * self.length, 1, version))
+                samples.append(
+                    GeneratedSample(index, text, [100 + number] * self.length, [-0.5] * self.length, 1, version)
+                )
             out.append(GeneratedPrompt([1, 2, 3], samples))
         self.in_flight -= 1
         return out
@@ -76,7 +78,7 @@ def stepper(train, params, sampler, seen: list, last_step: int = 100) -> RLStepp
         await asyncio.sleep(0.01)
         return {"loss": 0.0}
 
-    collector = Collector(sampler, train, DataCursor(len(train), 5), params, seed=1)
+    collector = Collector(sampler, train, DataCursor(len(train), 5), DataCursor(len(train), 6), params, seed=1)
     return RLStepper(collector, FakeScorer(), train, params, update, last_step)
 
 
@@ -138,44 +140,53 @@ def test_overlong_shaping_lowers_the_trained_reward_not_the_reported_one() -> No
     assert metrics["train_reward_mean"] == 0.5
 
 
+def trained_prompts(staleness: int, steps: int = 6, **overrides) -> tuple[list[list[int]], list[float], FakeSampler]:
+    """The prompt numbers each step trained on, the steps' version lags, and the sampler."""
+    train = examples(64)
+    sampler = FakeSampler(varied=set(range(0, 64, 3)))  # a third of the prompts are informative
+    seen: list = []
+    pipeline = stepper(train, params(max_staleness=staleness, **overrides), sampler, seen, last_step=steps)
+
+    async def run_steps():
+        return [(await pipeline.run_step(step))["policy_version_lag"] for step in range(1, steps + 1)]
+
+    lags = run(run_steps())
+    # FakeSampler's tokens carry the prompt's number: recover which prompts each step trained on.
+    prompts = [sorted({c[0] - 100 for g in groups for c in g.completions}) for groups in seen]
+    return prompts, lags, sampler
+
+
 @pytest.mark.parametrize("staleness", [1, 3])
 def test_generation_runs_ahead_by_at_most_max_staleness_versions(staleness: int) -> None:
-    train, sampler, seen = examples(64), FakeSampler(), []
-    pipeline = stepper(train, params(max_staleness=staleness), sampler, seen, last_step=6)
-
-    async def six_steps():
-        lags = []
-        for step in range(1, 7):
-            lags.append((await pipeline.run_step(step))["policy_version_lag"])
-        return lags
-
-    lags = run(six_steps())
+    prompts, lags, sampler = trained_prompts(staleness)
     assert sampler.pushes_during_generation == 0  # weights never change under in-flight generation
     assert max(lags) == staleness and all(lag <= staleness for lag in lags)
     assert len(sampler.generated) == 6  # nothing collected past the last step
-    # The same prompts in the same order as a job without staleness.
-    plain = FakeSampler()
-    plain_pipeline = stepper(train, params(), plain, [], last_step=6)
+    # Each step trains on the same prompts as in a job without staleness.
+    assert prompts == trained_prompts(0)[0]
 
-    async def six_plain():
-        for step in range(1, 7):
-            await plain_pipeline.run_step(step)
 
-    run(six_plain())
-    assert [numbers for _, numbers in sampler.generated] == [numbers for _, numbers in plain.generated]
+@pytest.mark.parametrize("staleness", [1, 2])
+def test_with_dynamic_sampling_each_step_trains_on_the_same_prompts_whatever_the_staleness(staleness: int) -> None:
+    plain, _, plain_sampler = trained_prompts(0, algorithm="dapo")
+    assert len(plain_sampler.generated) > 6  # refill rounds happened
+    assert trained_prompts(staleness, algorithm="dapo")[0] == plain
 
 
 def test_the_checkpointed_cursor_is_before_batches_collected_ahead() -> None:
     train, sampler = examples(64), FakeSampler()
     pipeline = stepper(train, params(max_staleness=2), sampler, [], last_step=10)
 
-    async def one_step():
-        await pipeline.run_step(1)
-        return pipeline.resume_cursor(), pipeline.collector.cursor.state_dict()
+    async def three_steps():
+        positions = []
+        for step in (1, 2, 3):
+            await pipeline.run_step(step)
+            positions.append((pipeline.resume_cursor()["position"], pipeline.collector.cursor.state_dict()["position"]))
+        return positions
 
-    resume, now = run(one_step())
-    # Step 1 took prompts 0-1; steps 2 and 3 are collected ahead (positions 2-5).
-    assert resume["position"] == 2 and now["position"] == 6
+    # After step s (2 prompts each), steps s+1 and s+2 are collected ahead: the checkpoint
+    # resumes at step s+1's prompts, 2s, while the cursor itself has drawn up to 2(s+2).
+    assert run(three_steps()) == [(2, 6), (4, 8), (6, 10)]
 
 
 def test_evaluation_counts_a_pass_by_the_graders_verdict_not_the_score() -> None:

@@ -261,6 +261,8 @@ class ReinforcementParams(_LoraParams):
         return resolved, warnings
 
 
+AUTO_FIELDS = ("batch_size", "n_epochs", "learning_rate_multiplier", "eval_interval", "early_stopping_patience")
+"""The RL hyperparameters that are "auto" when unset."""
 AUTO_MIN_RL_STEPS = 32
 """Auto n_epochs gives at least this many RL steps (at most 10 epochs)."""
 AUTO_SMALL_FILE = 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import pathlib
 
 import pydantic
@@ -29,6 +30,24 @@ class JobValidator:
         self.files = files
         self.settings = settings
         self.validate_remote = validate_remote
+
+    def resolve_auto(self, request: fine_tuning_pb2.CreateJobRequest) -> list[str]:
+        """Fill the request's auto (unset) RL hyperparameters from the training file's size
+        and the model's, in place, so the stored job shows and resumes with the values it
+        runs with; returns the notes and warnings for the job's events."""
+        if not request.method.HasField("reinforcement"):
+            return []
+        params = hparams.reinforcement_params(request.method.reinforcement)
+        n_train = self.files.get(request.training_file).line_count
+        n_params = sum(math.prod(shape) for shape in tensor_shapes(pathlib.Path(request.model)).values())
+        try:
+            resolved, notes = params.resolve_auto(n_train, n_params, bool(request.validation_file))
+        except ValueError as exc:
+            raise InvalidJob(f"method.reinforcement.hyperparameters: {exc}") from exc
+        hyper = request.method.reinforcement.hyperparameters
+        for name in hparams.AUTO_FIELDS:
+            setattr(hyper, name, getattr(resolved, name))
+        return notes
 
     async def validate(self, request: fine_tuning_pb2.CreateJobRequest) -> None:
         model_dir = pathlib.Path(request.model)

@@ -144,9 +144,13 @@ class JobManager:
     # -- API ---------------------------------------------------------------------------
     async def create(self, request: fine_tuning_pb2.CreateJobRequest) -> JobRecord:
         await self.validator.validate(request)
+        request = type(request).FromString(request.SerializeToString())  # the caller's message stays as sent
+        notes = await asyncio.to_thread(self.validator.resolve_auto, request)
         seed = request.seed or 42
         job = self.store.create(request, seed)
         self.add_event(job.id, INFO, "job created; files and grader validated")
+        for note in notes:
+            self.add_event(job.id, INFO if note.startswith("auto hyperparameters") else WARNING, note)
         if request.validation_file:
             train, valid = self.files.get(request.training_file), self.files.get(request.validation_file)
             for warning in await asyncio.to_thread(overlap_warnings, train.path, valid.path, answer_field(request)):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import pathlib
 import shutil
 import time
@@ -181,13 +182,10 @@ class JobRun:
 
         params = hparams.reinforcement_params(method.reinforcement)
         n_params = sum(p.numel() for p in self.model.parameters())
-        try:
-            params, notes = params.resolve_auto(len(train), n_params, bool(valid))
+        try:  # CreateJob stored the auto values it chose; this only fills jobs created before it did
+            params, _ = params.resolve_auto(len(train), n_params, bool(valid))
         except ValueError as exc:
             raise JobFailure("invalid_hyperparameters", str(exc)) from exc
-        if not latest:
-            for note in notes:
-                self.ctl.event(INFO if note.startswith("auto hyperparameters") else WARNING, note)
         sft_steps = params.sft_warmup_epochs * steps_per_epoch(len(train), params.batch_size)
         rl_steps = params.n_epochs * steps_per_epoch(len(train), params.batch_size)
         self.ctl.progress(total_steps=sft_steps + rl_steps)
@@ -275,7 +273,8 @@ class JobRun:
         """Track the best evaluated checkpoint by valid_reward_mean (ties keep the earlier)."""
         if metrics is None:
             return
-        if self.best is None or metrics["valid_reward_mean"] > self.best["metrics"]["valid_reward_mean"]:
+        score = metrics["valid_reward_mean"]  # nan when every validation sample failed grading: never the best
+        if not math.isnan(score) and (self.best is None or score > self.best["metrics"]["valid_reward_mean"]):
             self.best = {"step": step, "metrics": dict(metrics)}
             self.evals_since_best = 0
         else:
@@ -341,10 +340,13 @@ class JobRun:
         lr = hparams.BASE_LEARNING_RATE * params.learning_rate_multiplier
         optimizer = torch.optim.AdamW(trainable_parameters(self.model, value_head), lr=lr)
         cursor = DataCursor(len(train), self.seed + 1)
+        refill_cursor = DataCursor(len(train), self.seed + 2)  # dynamic sampling's extra rounds
         start = 0
         if resuming:
             optimizer.load_state_dict(state["optimizer"])
             cursor.load_state_dict(state["cursor"])
+            if "refill_cursor" in state:
+                refill_cursor.load_state_dict(state["refill_cursor"])
             if value_head is not None:
                 value_head.load_state_dict(state["value_head"])
             start = state["step"] - first_step
@@ -366,6 +368,7 @@ class JobRun:
                 "phase": "rl",
                 "optimizer": optimizer.state_dict(),
                 "cursor": cursor_state,
+                "refill_cursor": refill_cursor.state_dict(),
                 "value_head": value_head.state_dict() if value_head else None,
                 "latest_eval": dict(self.latest_eval),
             }
@@ -379,7 +382,7 @@ class JobRun:
                 self.tokenizer.pad_token_id, value_head,
             )  # fmt: skip
 
-        collector = Collector(pool, train, cursor, params, self.seed)
+        collector = Collector(pool, train, cursor, refill_cursor, params, self.seed)
         stepper = RLStepper(collector, grader, train, params, update, first_step + rl_steps)
         step, evaluated_at = start, None
         try:

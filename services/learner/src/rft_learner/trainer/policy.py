@@ -42,7 +42,10 @@ class ValueHead(torch.nn.Module):
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
-        self.proj = torch.nn.Linear(hidden_size, 1)
+        # Linear's random init would consume the global RNG, which a resumed job restores
+        # from its checkpoint before building the head: draw from a throwaway copy.
+        with torch.random.fork_rng(devices=[]):
+            self.proj = torch.nn.Linear(hidden_size, 1)
         torch.nn.init.zeros_(self.proj.weight)
         torch.nn.init.zeros_(self.proj.bias)
 

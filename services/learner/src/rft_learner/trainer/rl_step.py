@@ -87,30 +87,40 @@ class Rollouts:
 
 
 class Collector:
-    """Draws prompts from the cursor and samples them. Prompts are drawn when a round
-    starts, in step order, so the batches do not depend on how generation overlaps."""
+    """Draws prompts and samples them. A step's first round comes from `cursor`, drawn
+    when the round is started (in step order, however far ahead); refill rounds (dynamic
+    sampling) come from `refill_cursor`, drawn when the step runs. So each step trains on
+    the same prompts whatever max_staleness is, and both cursors checkpoint exactly."""
 
     def __init__(
         self,
         sampler: Sampler,
         examples: Sequence[Example],
         cursor: DataCursor,
+        refill_cursor: DataCursor,
         params: ReinforcementParams,
         seed: int,
     ) -> None:
         self.sampler = sampler
         self.examples = examples
         self.cursor = cursor
+        self.refill_cursor = refill_cursor
         self.batch_size = params.batch_size
         self.sampling = rollout_pb2.SamplingParams(
             n=params.samples_per_prompt, temperature=params.temperature, max_tokens=params.max_new_tokens
         )
         self.seed = seed
 
-    async def collect(self, step: int, round_: int = 0) -> Rollouts:
-        """Round `round_` of global step `step` (rounds > 0 refill under dynamic sampling)."""
-        indices = self.cursor.next_batch(self.batch_size)
+    def start(self, step: int, round_: int = 0) -> asyncio.Task[Rollouts]:
+        """Draw round `round_` of global step `step` now and generate it in a task."""
+        indices = (self.refill_cursor if round_ else self.cursor).next_batch(self.batch_size)
         seeds = [prompt_seed(self.seed, step, round_ * self.batch_size + i) for i in range(len(indices))]
+        return asyncio.create_task(self._generate(indices, seeds))
+
+    async def collect(self, step: int, round_: int = 0) -> Rollouts:
+        return await self.start(step, round_)
+
+    async def _generate(self, indices: list[int], seeds: list[int]) -> Rollouts:
         started = time.perf_counter()
         generated = await self.sampler.generate([self.examples[i].messages for i in indices], self.sampling, seeds)
         return Rollouts(indices, generated, time.perf_counter() - started)
@@ -188,9 +198,9 @@ def shape_rewards(group: Group, params: ReinforcementParams) -> Group:
 
 def build_batch(rounds: Sequence[Graded], params: ReinforcementParams) -> tuple[list[Group], dict[str, float]]:
     """The groups to train on and the batch metrics. With dynamic sampling, groups whose
-    samples all score the same (no learning signal under group advantages) are dropped
-    and the batch is filled from later rounds, up to batch_size groups. Rewards are
-    shaped after that choice, on the grader's scores."""
+    samples all score the same (no learning signal under group advantages) give way to
+    informative ones from later rounds, batch_size groups in all. Rewards are shaped
+    after that choice, on the grader's scores."""
     groups = [g for graded in rounds for g in graded.groups]
     metrics: dict[str, float] = {}
     if params.resolved_dynamic_sampling:
@@ -198,8 +208,11 @@ def build_batch(rounds: Sequence[Graded], params: ReinforcementParams) -> tuple[
         kept = [g for g, k in zip(groups, keep, strict=True) if k]
         metrics["dynamic_sampling_kept_fraction"] = len(kept) / len(groups) if groups else 0.0
         metrics["dynamic_sampling_rounds"] = float(len(rounds))
-        # Never an empty update: with no informative group at all, train on the first round (zero advantages).
-        groups = kept[: params.batch_size] if kept else list(rounds[0].groups)
+        # The batch keeps batch_size groups (data-parallel ranks each need their share):
+        # short of informative ones after the last round, it is topped up with uniform
+        # groups, whose advantages are 0.
+        uniform = [g for g, k in zip(groups, keep, strict=True) if not k]
+        groups = (kept + uniform)[: params.batch_size]
     return [shape_rewards(g, params) for g in groups], metrics
 
 
@@ -330,6 +343,9 @@ class RLStepper:
         on yet, so a resumed job collects it again."""
         return dict(self._ahead[0][1]) if self._ahead else self.collector.cursor.state_dict()
 
+    def refill_cursor(self) -> dict[str, int]:
+        return self.collector.refill_cursor.state_dict()
+
     async def _first_round(self, step: int) -> Rollouts:
         if self._ahead:
             ahead_step, _, task = self._ahead.popleft()
@@ -374,7 +390,7 @@ class RLStepper:
         start = self._ahead[-1][0] + 1 if self._ahead else first
         for step in range(start, min(last, self.last_step) + 1):
             before = self.collector.cursor.state_dict()
-            self._ahead.append((step, before, asyncio.create_task(self.collector.collect(step))))
+            self._ahead.append((step, before, self.collector.start(step)))
 
     async def close(self) -> None:
         """Cancel generation collected ahead (a pause or a failure)."""

@@ -249,8 +249,6 @@ def rl_update(
     metrics["optimizer_steps"] = float(len(history))
     metrics["train_samples"] = float(batch.size)
     metrics["train_tokens"] = float(mask.sum())
-    if not math.isfinite(metrics["loss"]):
-        raise FloatingPointError("the loss is not finite; lower learning_rate_multiplier")
     return metrics
 
 
@@ -291,6 +289,8 @@ class _Minibatch:
                 metrics.update(v_metrics)
             metrics["entropy"] = float(masked_mean(out.entropy, mask))
             metrics["loss"] = float(loss.detach())
+            if not math.isfinite(metrics["loss"]):  # before the step: weights are never written with nan
+                raise FloatingPointError("the loss is not finite; lower learning_rate_multiplier")
         if data_parallel is not None:
             units = float(mask.sum()) if cfg.aggregation == "token_mean" else float(self.batch.size)
             scale = data_parallel.loss_scale(units)
@@ -300,6 +300,8 @@ class _Minibatch:
         elif loss is not None:
             loss.backward()
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
+        if not math.isfinite(metrics["grad_norm"]):
+            raise FloatingPointError("the gradient is not finite; lower learning_rate_multiplier")
         optimizer.step()
         return metrics
 
