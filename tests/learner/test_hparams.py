@@ -41,3 +41,25 @@ def test_what_the_user_sets_is_kept_and_risky_settings_are_warned_about() -> Non
 def test_minibatches_beyond_the_auto_batch_size_are_refused() -> None:
     with pytest.raises(ValueError, match=r"num_minibatches \(8\) must be at most batch_size \(4\)"):
         ReinforcementParams(num_minibatches=8).resolve_auto(64, 722_000, has_validation=True)
+
+
+def test_each_algorithm_brings_its_own_defaults_and_what_the_user_sets_wins() -> None:
+    assert ReinforcementParams().kl_coef == 0.02
+    assert ReinforcementParams(algorithm="dapo").kl_coef == 0.0  # DAPO, GSPO, CISPO drop the KL term
+    assert ReinforcementParams(algorithm="gspo", kl_coef=0.1).kl_coef == 0.1
+    dapo = ReinforcementParams(algorithm="dapo")
+    assert (dapo.resolved_clip_range, dapo.resolved_clip_range_high, dapo.resolved_dynamic_sampling) == (
+        0.2,
+        0.28,
+        True,
+    )
+    assert dapo.resolved_overlong_buffer == 16  # a quarter of max_new_tokens 64
+    gspo = ReinforcementParams(algorithm="gspo")
+    assert (gspo.resolved_clip_range, gspo.resolved_clip_range_high, gspo.resolved_aggregation) == (
+        3e-4,
+        4e-4,
+        "sequence_mean",
+    )
+    # A user's clip_range is symmetric unless the algorithm is about clipping higher.
+    assert ReinforcementParams(algorithm="gspo", clip_range=0.2).resolved_clip_range_high == 0.2
+    assert ReinforcementParams(algorithm="dapo", clip_range=0.1).resolved_clip_range_high == 0.28

@@ -68,6 +68,8 @@ class AlgorithmDefaults:
     aggregation: Aggregation = "token_mean"
     clip_range: float = 0.2
     clip_range_high: float | None = None
+    kl_coef: float = 0.02
+    """Default KL penalty; DAPO, GSPO and CISPO train without one, as their papers do."""
     dynamic_sampling: bool = False
     overlong_buffer_fraction: float = 0.0
     """Default overlong_buffer as a fraction of max_new_tokens."""
@@ -82,6 +84,7 @@ ALGORITHM_DEFAULTS: dict[str, AlgorithmDefaults] = {
     "dapo": AlgorithmDefaults(
         "group_std",
         clip_range_high=0.28,
+        kl_coef=0.0,
         dynamic_sampling=True,
         overlong_buffer_fraction=0.25,
         paper="DAPO, arXiv 2503.14476",
@@ -92,9 +95,12 @@ ALGORITHM_DEFAULTS: dict[str, AlgorithmDefaults] = {
         aggregation="sequence_mean",
         clip_range=3e-4,
         clip_range_high=4e-4,
+        kl_coef=0.0,
         paper="GSPO, arXiv 2507.18071",
     ),
-    "cispo": AlgorithmDefaults("group_std", loss_type="cispo", clip_range_high=0.28, paper="CISPO, arXiv 2506.13585"),
+    "cispo": AlgorithmDefaults(
+        "group_std", loss_type="cispo", clip_range_high=0.28, kl_coef=0.0, paper="CISPO, arXiv 2506.13585"
+    ),
 }
 
 
@@ -117,7 +123,8 @@ class ReinforcementParams(_LoraParams):
     group_size: int = pydantic.Field(8, ge=1, le=256)
     """Samples per prompt before compute_multiplier."""
     kl_coef: float = pydantic.Field(0.02, ge=0, le=10)
-    """KL penalty coefficient to the frozen reference model; 0 keeps no reference at all."""
+    """KL penalty coefficient to the frozen reference model; 0 keeps no reference at all.
+    Default 0.02 (0 for dapo, gspo and cispo)."""
     clip_range: float | None = pydantic.Field(None, gt=0, le=1)
     """PPO clip range epsilon (the lower one when clip_range_high is set); default 0.2 (GSPO 3e-4)."""
     clip_range_high: float | None = pydantic.Field(None, gt=0, le=10)
@@ -172,6 +179,13 @@ class ReinforcementParams(_LoraParams):
     export_checkpoint: Literal["best", "last"] = "best"
     """Export the checkpoint with the best valid_reward_mean, or the last weights."""
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _algorithm_kl_default(cls, data):
+        if isinstance(data, dict) and "kl_coef" not in data:
+            data = {**data, "kl_coef": ALGORITHM_DEFAULTS[data.get("algorithm") or "grpo"].kl_coef}
+        return data
+
     @property
     def samples_per_prompt(self) -> int:
         return max(1, round(self.group_size * self.compute_multiplier))
@@ -186,9 +200,14 @@ class ReinforcementParams(_LoraParams):
 
     @property
     def resolved_clip_range_high(self) -> float:
+        """clip_range_high; else clip_range when the user set it (at least DAPO's and CISPO's
+        0.28, the point of those); else the algorithm's default."""
         if self.clip_range_high is not None:
             return self.clip_range_high
-        return self.defaults.clip_range_high if self.defaults.clip_range_high is not None else self.resolved_clip_range
+        default_high = self.defaults.clip_range_high
+        if self.clip_range is not None:
+            return max(self.clip_range, default_high) if self.algorithm in ("dapo", "cispo") else self.clip_range
+        return default_high if default_high is not None else self.resolved_clip_range
 
     @property
     def resolved_aggregation(self) -> Aggregation:

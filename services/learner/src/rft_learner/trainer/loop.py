@@ -333,6 +333,8 @@ class JobRun:
         returns the last step taken."""
         resuming = state.get("phase") == "rl"
         warmed_up = first_step > 0
+        if state.get("rl_done"):  # trained and evaluated to the end before a crash: only the export is left
+            return state["step"]
         if warmed_up and not resuming:
             await self._in_thread(self._persist_warmup, params)
         self.reference = await self._in_thread(self._reference, params, warmed_up)
@@ -363,9 +365,10 @@ class JobRun:
             else:
                 self.ctl.progress(base_metrics=start_metrics)
 
-        def trainer_state(cursor_state: dict) -> dict[str, Any]:
+        def trainer_state(cursor_state: dict, rl_done: bool = False) -> dict[str, Any]:
             return {
                 "phase": "rl",
+                "rl_done": rl_done,
                 "optimizer": optimizer.state_dict(),
                 "cursor": cursor_state,
                 "refill_cursor": refill_cursor.state_dict(),
@@ -400,13 +403,20 @@ class JobRun:
                 if params.eval_interval and step % params.eval_interval == 0:
                     self._consider_best(done, await self._validate(pool, grader, params, valid, done))
                     evaluated_at = done
-                    self._save(done, trainer_state(stepper.resume_cursor()))
-                    if params.early_stopping_patience and self.evals_since_best >= params.early_stopping_patience:
+                    stop = (
+                        bool(params.early_stopping_patience) and self.evals_since_best >= params.early_stopping_patience
+                    )
+                    self._save(done, trainer_state(stepper.resume_cursor(), rl_done=stop))
+                    if stop:
+                        best = (
+                            f"best {self.best['metrics']['valid_reward_mean']:.3f} at step {self.best['step']}"
+                            if self.best
+                            else "no evaluation had a valid_reward_mean"
+                        )
                         self.ctl.event(
                             INFO,
                             f"early stopping at step {done}: valid_reward_mean has not improved for "
-                            f"{self.evals_since_best} evaluations (best {self.best['metrics']['valid_reward_mean']:.3f}"
-                            f" at step {self.best['step']})",
+                            f"{self.evals_since_best} evaluations ({best})",
                         )
                         self.ctl.progress(total_steps=done)
                         break
@@ -417,7 +427,7 @@ class JobRun:
         done = first_step + step
         if evaluated_at != done:
             self._consider_best(done, await self._validate(pool, grader, params, valid, done))
-            self._save(done, trainer_state(cursor.state_dict()))
+            self._save(done, trainer_state(cursor.state_dict(), rl_done=True))
         return done
 
     async def _export(self, params: hparams.ReinforcementParams | None, last_step: int) -> str:
