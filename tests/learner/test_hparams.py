@@ -9,22 +9,25 @@ from rft_learner.hparams import ReinforcementParams, auto_learning_rate_multipli
 
 def test_a_small_file_gets_the_few_shot_recipe() -> None:
     params, notes = ReinforcementParams().resolve_auto(64, 722_000, has_validation=True)
-    # 64 / 16 = 4 prompts per step; 16 steps per epoch, 2 epochs for 32 steps; lr 0.3 * sqrt(1/0.722) capped at 0.3.
-    assert (params.batch_size, params.n_epochs, params.learning_rate_multiplier) == (4, 2, 0.3)
-    assert params.eval_interval == 4 and params.early_stopping_patience == 3
+    # 64 / 16 = 4 -> at least 16 prompts per step: 4 steps per epoch, 32 epochs for 128 steps;
+    # lr 0.3 * sqrt(1 / 0.722) capped at 0.3; evaluation every 128 / 16 = 8 steps, patience 4.
+    assert (params.batch_size, params.n_epochs, params.learning_rate_multiplier) == (16, 32, 0.3)
+    assert params.eval_interval == 8 and params.early_stopping_patience == 4
     assert params.export_checkpoint == "best"
     assert notes == [
-        "auto hyperparameters for 64 examples and 0.7M parameters: batch_size 4, n_epochs 2, "
-        "learning_rate_multiplier 0.3, eval_interval 4, early_stopping_patience 3"
+        "auto hyperparameters for 64 examples and 0.7M parameters: batch_size 16, n_epochs 32, "
+        "learning_rate_multiplier 0.3, eval_interval 8, early_stopping_patience 4"
     ]
 
 
 def test_a_large_file_and_model_get_larger_batches_and_a_smaller_learning_rate() -> None:
     params, _ = ReinforcementParams().resolve_auto(1000, 100_000_000, has_validation=True)
-    # 1000 / 16 = 62.5 -> 64, capped at 32: 32 steps per epoch, one epoch; 0.3 * sqrt(1e6 / 1e8) = 0.03.
-    assert (params.batch_size, params.n_epochs, params.learning_rate_multiplier) == (32, 1, 0.03)
-    assert params.eval_interval == 4 and params.early_stopping_patience == 0
+    # 1000 / 16 = 62.5 -> 64, capped at 32: 32 steps per epoch, 4 epochs; 0.3 * sqrt(1e6 / 1e8) = 0.03.
+    assert (params.batch_size, params.n_epochs, params.learning_rate_multiplier) == (32, 4, 0.03)
+    assert params.eval_interval == 8 and params.early_stopping_patience == 0
     assert auto_learning_rate_multiplier(7_000_000_000) == 0.005
+    # A file smaller than 16 lines gets a batch no larger than itself.
+    assert ReinforcementParams().resolve_auto(10, 722_000, has_validation=True)[0].batch_size == 8
 
 
 def test_what_the_user_sets_is_kept_and_risky_settings_are_warned_about() -> None:
@@ -39,8 +42,8 @@ def test_what_the_user_sets_is_kept_and_risky_settings_are_warned_about() -> Non
 
 
 def test_minibatches_beyond_the_auto_batch_size_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"num_minibatches \(8\) must be at most batch_size \(4\)"):
-        ReinforcementParams(num_minibatches=8).resolve_auto(64, 722_000, has_validation=True)
+    with pytest.raises(ValueError, match=r"num_minibatches \(32\) must be at most batch_size \(16\)"):
+        ReinforcementParams(num_minibatches=32).resolve_auto(64, 722_000, has_validation=True)
 
 
 def test_each_algorithm_brings_its_own_defaults_and_what_the_user_sets_wins() -> None:

@@ -109,15 +109,15 @@ class ReinforcementParams(_LoraParams):
     default (see ALGORITHM_DEFAULTS and the resolved properties below)."""
 
     n_epochs: int | None = pydantic.Field(None, ge=1, le=100)
-    """Passes over the training prompts; auto (unset): enough for AUTO_MIN_RL_STEPS steps, at most 10."""
+    """Passes over the training prompts; auto (unset): enough for 128 RL steps, at most 50."""
     batch_size: int | None = pydantic.Field(None, ge=1, le=4096)
-    """Prompts per RL step; auto: the power of two nearest n_train / 16, within 4..32."""
+    """Prompts per RL step; auto: the power of two nearest n_train / 16, within 16..32 (at most n_train)."""
     learning_rate_multiplier: float | None = pydantic.Field(None, gt=0, le=100)
     """Multiplier of the base learning rate (1e-3); auto: 0.3 * sqrt(1M / parameters), within 0.005..0.3."""
     compute_multiplier: float = pydantic.Field(1.0, gt=0, le=16)
     """Scales the samples per prompt (OpenAI's compute_multiplier)."""
     eval_interval: int | None = pydantic.Field(None, ge=0)
-    """Steps between validation runs; 0 = only at start and end; auto: an eighth of the RL steps."""
+    """Steps between validation runs; 0 = only at start and end; auto: a sixteenth of the RL steps."""
     eval_samples: int = pydantic.Field(4, ge=1, le=64)
     """Samples per validation prompt (pass@k uses k = eval_samples)."""
     group_size: int = pydantic.Field(8, ge=1, le=256)
@@ -175,7 +175,7 @@ class ReinforcementParams(_LoraParams):
     """How per-token losses are aggregated; default the algorithm's."""
     early_stopping_patience: int | None = pydantic.Field(None, ge=0, le=1000)
     """Stop when valid_reward_mean has not improved for this many evaluations; 0 = never;
-    auto: 3 for files under AUTO_SMALL_FILE examples with a validation file, else never."""
+    auto: 4 for files under AUTO_SMALL_FILE examples with a validation file, else never."""
     export_checkpoint: Literal["best", "last"] = "best"
     """Export the checkpoint with the best valid_reward_mean, or the last weights."""
 
@@ -240,19 +240,20 @@ class ReinforcementParams(_LoraParams):
         model, as OpenAI's "auto" does, and warnings for settings unlikely to help."""
         chosen: dict[str, float | int] = {}
         if self.batch_size is None:
-            chosen["batch_size"] = min(32, max(4, 2 ** round(math.log2(max(n_train, 1) / 16))))
+            nearest = 2 ** round(math.log2(max(n_train, 1) / 16))
+            chosen["batch_size"] = min(32, max(16, nearest), 2 ** int(math.log2(max(n_train, 1))))
         batch_size = self.batch_size or int(chosen["batch_size"])
         steps_per_epoch = max(1, -(-n_train // batch_size))
         if self.n_epochs is None:
-            chosen["n_epochs"] = min(10, max(1, -(-AUTO_MIN_RL_STEPS // steps_per_epoch)))
+            chosen["n_epochs"] = min(AUTO_MAX_EPOCHS, max(1, -(-AUTO_MIN_RL_STEPS // steps_per_epoch)))
         rl_steps = steps_per_epoch * (self.n_epochs or int(chosen["n_epochs"]))
         auto_lr = auto_learning_rate_multiplier(n_params)
         if self.learning_rate_multiplier is None:
             chosen["learning_rate_multiplier"] = auto_lr
         if self.eval_interval is None:
-            chosen["eval_interval"] = max(1, rl_steps // 8) if has_validation else 0
+            chosen["eval_interval"] = max(1, rl_steps // 16) if has_validation else 0
         if self.early_stopping_patience is None:
-            chosen["early_stopping_patience"] = 3 if has_validation and n_train < AUTO_SMALL_FILE else 0
+            chosen["early_stopping_patience"] = 4 if has_validation and n_train < AUTO_SMALL_FILE else 0
         resolved = self.model_copy(update=chosen)
         if resolved.num_minibatches > resolved.batch_size:
             raise ValueError(f"num_minibatches ({self.num_minibatches}) must be at most batch_size ({batch_size})")
@@ -282,8 +283,9 @@ class ReinforcementParams(_LoraParams):
 
 AUTO_FIELDS = ("batch_size", "n_epochs", "learning_rate_multiplier", "eval_interval", "early_stopping_patience")
 """The RL hyperparameters that are "auto" when unset."""
-AUTO_MIN_RL_STEPS = 32
-"""Auto n_epochs gives at least this many RL steps (at most 10 epochs)."""
+AUTO_MIN_RL_STEPS = 128
+"""Auto n_epochs gives at least this many RL steps (at most AUTO_MAX_EPOCHS epochs)."""
+AUTO_MAX_EPOCHS = 50
 AUTO_SMALL_FILE = 200
 """Training files with fewer examples get early stopping by default."""
 
