@@ -274,31 +274,37 @@ class _Minibatch:
         optimizer.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {}
         mask, targets = self.batch.action_mask, self.targets
-        loss = None
+        # The policy term is averaged per token or per sequence (cfg.aggregation), the
+        # value term always per token: each gets its own data-parallel scale.
+        p_loss = v_loss = None
         if self.batch.size:
             out = self.precomputed or forward(model, self.batch, value_head)
-            loss, metrics = policy_loss(
+            p_loss, metrics = policy_loss(
                 out.logprobs, targets.old_logprobs, targets.advantages, mask, cfg, targets.ref_logprobs,
                 targets.is_weights,
             )  # fmt: skip
+            total = p_loss
             if value_head is not None:
                 assert out.values is not None and targets.old_values is not None and targets.returns is not None
                 clip = params.value_clip_range or None
                 v_loss, v_metrics = value_loss(out.values, targets.old_values, targets.returns, mask, clip)
-                loss = loss + params.value_loss_coef * v_loss
+                v_loss = params.value_loss_coef * v_loss
+                total = p_loss + v_loss
                 metrics.update(v_metrics)
             metrics["entropy"] = float(masked_mean(out.entropy, mask))
-            metrics["loss"] = float(loss.detach())
+            metrics["loss"] = float(total.detach())
             if not math.isfinite(metrics["loss"]):  # before the step: weights are never written with nan
                 raise FloatingPointError("the loss is not finite; lower learning_rate_multiplier")
         if data_parallel is not None:
-            units = float(mask.sum()) if cfg.aggregation == "token_mean" else float(self.batch.size)
-            scale = data_parallel.loss_scale(units)
-            if loss is not None:
-                (loss * scale).backward()
+            tokens = float(mask.sum())
+            p_scale = data_parallel.loss_scale(tokens if cfg.aggregation == "token_mean" else float(self.batch.size))
+            v_scale = data_parallel.loss_scale(tokens) if value_head is not None else 0.0
+            if p_loss is not None:
+                scaled = p_loss * p_scale + (v_loss * v_scale if v_loss is not None else 0.0)
+                scaled.backward()
             data_parallel.average_gradients(trainable)
-        elif loss is not None:
-            loss.backward()
+        elif p_loss is not None:
+            (p_loss + v_loss if v_loss is not None else p_loss).backward()
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
         if not math.isfinite(metrics["grad_norm"]):
             raise FloatingPointError("the gradient is not finite; lower learning_rate_multiplier")
