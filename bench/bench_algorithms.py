@@ -45,13 +45,7 @@ from rft.learner.v1 import fine_tuning_pb2 as ft
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 ALGORITHMS = ["grpo", "dr_grpo", "rloo", "ppo", "dapo", "gspo", "cispo"]
-GRADER = {
-    "type": "string_check",
-    "name": "exact_answer",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.answer}}",
-    "operation": "eq",
-}
+GRADER = json.loads((REPO / "examples/demo/grader.json").read_text())  # exact match of the answer
 # The demo's settings (examples/demo/job.json) for every algorithm.
 COMMON = dict(group_size=8, learning_rate_multiplier=0.3, kl_coef=0.02, max_new_tokens=6, eval_samples=4)
 FEW_SHOT_RECIPES = {
