@@ -20,7 +20,7 @@ epoch), evaluation only before and after, and the last weights are measured (exp
 `--few-shot` runs the product's few-shot case instead: 64 training examples of the demo
 task, with the recipes given in FEW_SHOT_RECIPES, several seeds.
 
-    .venv/bin/python bench/bench_algorithms.py                       # all, 3 seeds (~1 h on 2 cores)
+    .venv/bin/python bench/bench_algorithms.py                       # all, 3 seeds (~30 min on 2 cores)
     .venv/bin/python bench/bench_algorithms.py --algorithms grpo,dapo --seeds 1 --steps 8
     .venv/bin/python bench/bench_algorithms.py --few-shot
 """
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--steps", type=int, default=24, help="RL steps per job (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-minibatches", type=int, default=1, help="optimizer steps per batch (default 1)")
     parser.add_argument("--few-shot", action="store_true", help="the 64-example case instead")
     parser.add_argument("--recipes", help="few-shot recipes to run, '|'-separated names (default: all)")
     parser.add_argument("--model", default=str(REPO / "models" / "demo-base"))
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                 warmup = dict(sft_warmup_epochs=1, sft_answer_field="answer") if task == "phrasing" else {}
                 for algorithm in args.algorithms.split(","):
                     hyper = dict(COMMON, **warmup, algorithm=algorithm, batch_size=args.batch_size, n_epochs=1,
-                                 eval_interval=0, export_checkpoint="last")  # fmt: skip
+                                 eval_interval=0, export_checkpoint="last", num_minibatches=args.num_minibatches)  # fmt: skip
                     runs += [(task, algorithm, seed, files, hyper) for seed in seeds]
         for number, (task, name, seed, (train_id, valid_id), hyper) in enumerate(runs, start=1):
             job, seconds = client.run(args.model, train_id, valid_id, seed, hyper)
