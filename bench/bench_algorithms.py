@@ -109,6 +109,7 @@ class Learner:
     def run(self, model: str, train: str, valid: str, seed: int, hyper: dict) -> tuple[ft.Job, float]:
         spec = struct_pb2.Struct()
         spec.update(GRADER)
+        hyper = dict(hyper)  # the caller's dict serves every seed
         algorithm = hyper.pop("algorithm", None)
         export = hyper.pop("export_checkpoint", None)
         params = ft.ReinforcementHyperparameters(**hyper)
