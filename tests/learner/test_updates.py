@@ -109,3 +109,34 @@ def test_the_configured_kl_estimator_reaches_ppo_rewards_and_the_kl_metric(tiny_
         params = ReinforcementParams(algorithm="ppo", group_size=2, kl_coef=0.1, kl_estimator=estimator)
         kls[estimator] = rl_update(model, reference, optimizer, [group], params, 0, value_head)["kl"]
     assert kls["k3"] > 0 and kls["k1"] != pytest.approx(kls["k3"], rel=1e-3)
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_one_pass_reuses_the_training_forward_and_matches_a_separate_old_pass(
+    tiny_model, monkeypatch, algorithm
+) -> None:
+    """The shortcut (old log-probs = the training forward, detached) must give the same
+    update as recording them in a pass of their own."""
+    from rft_learner.trainer import updates
+
+    prompt = [1, 60, 61, 62, 2, 1, 70]
+    completions = [GOOD, BAD, [43, 44], [53]]
+
+    def update() -> tuple[dict[str, float], list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = load_model(tiny_model)
+        value_head = ValueHead(model.config.hidden_size) if algorithm == "ppo" else None
+        trainable = list(model.parameters()) + (list(value_head.parameters()) if value_head else [])
+        optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+        rollout = [[-1.0 - 0.1 * i] * len(c) for i, c in enumerate(completions)]  # off the trainer's: w != 1
+        group = Group(prompt, completions, rollout, [1.0, 0.0, 1.0, 0.0])
+        params = ReinforcementParams(algorithm=algorithm, group_size=4, kl_coef=0.0)
+        metrics = rl_update(model, None, optimizer, [group], params, 0, value_head)
+        return metrics, [p.detach().clone() for p in model.parameters()]
+
+    shortcut, shortcut_weights = update()
+    monkeypatch.setattr(updates, "reuses_training_forward", lambda params: False)
+    separate, separate_weights = update()
+    for name in ("loss", "policy_loss", "is_weight_mean", "mismatch_kl", "clip_fraction", "grad_norm"):
+        assert shortcut[name] == pytest.approx(separate[name], rel=1e-5, abs=1e-7), name
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(shortcut_weights, separate_weights, strict=True))

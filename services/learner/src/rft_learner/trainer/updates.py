@@ -143,6 +143,12 @@ class _Targets:
         return _Targets(*(None if t is None else t[rows] for t in dataclasses.astuple(self)))
 
 
+def reuses_training_forward(params: ReinforcementParams) -> bool:
+    """With a single optimizer step the policy before the update is the one the training
+    forward pass computes: its log-probs, detached, are the "old" ones."""
+    return params.ppo_epochs * params.num_minibatches == 1
+
+
 def reference_logprobs(model: torch.nn.Module, reference: torch.nn.Module | None, batch: SequenceBatch) -> torch.Tensor:
     """Token logprobs under the KL reference: a frozen copy, or (reference None) a LoRA
     model's own base with its adapter switched off."""
@@ -201,8 +207,7 @@ def rl_update(
     ref_logprobs = reference_logprobs(model, reference, batch) if params.kl_coef > 0 else None
 
     model.train()
-    single_pass = params.ppo_epochs * params.num_minibatches == 1
-    first: ForwardOutput | None = forward(model, batch, value_head) if single_pass else None
+    first: ForwardOutput | None = forward(model, batch, value_head) if reuses_training_forward(params) else None
     with torch.no_grad():
         old = first if first is not None else forward(model, batch, value_head, with_entropy=False)
         old_logprobs = old.logprobs.detach()
