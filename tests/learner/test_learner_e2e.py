@@ -208,6 +208,10 @@ def test_grader_errors_past_the_threshold_fail_the_job_with_the_reason(
         request = reinforcement_request(str(tiny_model), train.id, "", SPEC, **HYPER)
         job_id = jobs_stub(channel).CreateJob(request, timeout=120).job.id
         job = wait_for(channel, job_id, DONE)
+        # n_epochs was left auto: CreateJob stored the value it chose (32 lines / batch 8 = 4 steps
+        # per epoch, 32 epochs for 128 steps), so GetJob shows it and a resume keeps it.
+        hyper = job.method.reinforcement.hyperparameters
+        assert hyper.HasField("n_epochs") and hyper.n_epochs == 32 and hyper.batch_size == 8
         assert job.status == ft.JOB_STATUS_FAILED
         assert job.error.code == "grader_error_rate"
         assert "failed grading" in job.error.message and "digit" in job.error.message
