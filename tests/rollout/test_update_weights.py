@@ -261,3 +261,24 @@ def test_stream_and_file_updates_switch_the_served_weights(rollout, models) -> N
     assert delta("rft_rollout_weight_update_seconds_count", transport="file") == 2
     assert delta("rft_rollout_weight_update_bytes_total") == 4 * total
     assert delta("rft_rollout_requests_total", rpc="UpdateWeights") == 4
+
+
+def test_resending_the_applied_update_is_ok_and_changes_nothing(rollout, models) -> None:
+    """A learner whose reply was lost retries the same update: OK, nothing applied
+    again. The same version with other weights is still refused."""
+    start = current_version(rollout.stub)
+    messages = stream_messages(start + 1, models.weight_sets["B"])
+    first = rollout.stub.UpdateWeights(iter(messages), timeout=120)
+    after_first = served(rollout)
+    bytes_before = metric_value(rollout.proc.metrics(), "rft_rollout_weight_update_bytes_total")
+
+    again = rollout.stub.UpdateWeights(iter(messages), timeout=120)
+    assert (again.version, again.previous_version) == (first.version, first.previous_version)
+    assert (again.tensor_count, again.total_bytes) == (first.tensor_count, first.total_bytes)
+    assert again.apply_seconds == 0 and again.aborted_requests == 0
+    assert served(rollout) == after_first
+    assert metric_value(rollout.proc.metrics(), "rft_rollout_weight_update_bytes_total") == bytes_before
+    assert list(rollout.staging_dir.iterdir()) == []
+
+    other = stream_messages(start + 1, models.weight_sets["C"])
+    assert_refused(rollout, other, "already applied with another manifest", after_first)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from rft_common.dtypes import DTYPES
+
 from rft_rollout.domain import TensorSpec
-from rft_rollout.weights import DTYPES, expected_size
+from rft_rollout.weights import expected_size
 
 
 @dataclasses.dataclass(frozen=True)

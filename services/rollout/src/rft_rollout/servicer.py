@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
+from rft_common import dtypes
+from rft_common.weights import CHECKSUM_ALGORITHMS
 
 from rft_rollout.core import RolloutCore
 from rft_rollout.domain import (
@@ -34,21 +36,7 @@ FINISH_REASONS = {
     "length": rollout_pb2.FINISH_REASON_LENGTH,
     "abort": rollout_pb2.FINISH_REASON_ABORT,
 }
-DTYPE_TO_PROTO = {
-    "float32": rollout_pb2.TENSOR_DTYPE_FLOAT32,
-    "float16": rollout_pb2.TENSOR_DTYPE_FLOAT16,
-    "bfloat16": rollout_pb2.TENSOR_DTYPE_BFLOAT16,
-    "float64": rollout_pb2.TENSOR_DTYPE_FLOAT64,
-    "int64": rollout_pb2.TENSOR_DTYPE_INT64,
-    "int32": rollout_pb2.TENSOR_DTYPE_INT32,
-    "uint8": rollout_pb2.TENSOR_DTYPE_UINT8,
-}
-DTYPE_FROM_PROTO = {value: name for name, value in DTYPE_TO_PROTO.items()}
-CHECKSUMS: dict[int, str] = {
-    rollout_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED: "none",
-    rollout_pb2.CHECKSUM_ALGORITHM_CRC32: "crc32",
-    rollout_pb2.CHECKSUM_ALGORITHM_SHA256: "sha256",
-}
+CHECKSUMS: dict[int, str] = {value: name for name, value in CHECKSUM_ALGORITHMS.items()}
 
 
 def _status_for(error: RolloutError) -> grpc.StatusCode:
@@ -97,8 +85,7 @@ def sampling_from_proto(params: rollout_pb2.SamplingParams) -> Sampling:
 
 
 def tensor_spec_from_proto(spec: rollout_pb2.TensorSpec) -> TensorSpec:
-    dtype = DTYPE_FROM_PROTO.get(spec.dtype, rollout_pb2.TensorDtype.Name(spec.dtype).removeprefix("TENSOR_DTYPE_"))
-    return TensorSpec(spec.name, dtype, tuple(spec.shape), spec.size_bytes, spec.checksum)
+    return TensorSpec(spec.name, dtypes.from_proto(spec.dtype), tuple(spec.shape), spec.size_bytes, spec.checksum)
 
 
 def header_from_proto(first: rollout_pb2.UpdateWeightsRequest | None) -> UpdateHeader | None:
@@ -147,7 +134,7 @@ def sample_to_proto(sample: Sample) -> rollout_pb2.Sample:
 
 def tensor_spec_to_proto(spec: TensorSpec) -> rollout_pb2.TensorSpec:
     return rollout_pb2.TensorSpec(
-        name=spec.name, dtype=DTYPE_TO_PROTO[spec.dtype], shape=spec.shape, size_bytes=spec.size_bytes
+        name=spec.name, dtype=dtypes.DTYPES[spec.dtype].proto, shape=spec.shape, size_bytes=spec.size_bytes
     )
 
 

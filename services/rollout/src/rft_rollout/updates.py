@@ -82,6 +82,10 @@ class WeightUpdates:
         self.version = 0
         self.base_version = 0  # of the last full weights: what an adapter goes on top of
         self._adapter: _ServedAdapter | None = None
+        # The last update applied (its header's fingerprint) and what it answered: the
+        # same update sent again (a client retrying after a lost reply) is answered
+        # again, changing nothing.
+        self._applied: tuple[tuple, UpdateResult] | None = None
         self._expected = {spec.name: spec for spec in model.tensors}
         self._lock = asyncio.Lock()
         self._check_serving = check_serving
@@ -108,6 +112,8 @@ class WeightUpdates:
             self._check_serving()
             if header is None:
                 raise InvalidRequest("header: the first message of an update must be a header")
+            if self._applied is not None and self._applied[0] == _fingerprint(header):
+                return self._repeat(self._applied[1])
             self._check_version(header.version)
             if header.lora is not None:
                 check_lora_header(header.lora, self.settings.max_lora_rank)
@@ -190,8 +196,18 @@ class WeightUpdates:
                 await asyncio.to_thread(self._discard_unless_served, staged)
 
     def _check_version(self, version: int) -> None:
+        if version == self.version and self._applied is not None:
+            raise InvalidRequest(
+                f"header.version: version {version} is already applied with another manifest; "
+                "a new update needs a version above it"
+            )
         if version <= self.version:
             raise InvalidRequest(f"header.version: {version} is not above the current version {self.version}")
+
+    def _repeat(self, result: UpdateResult) -> UpdateResult:
+        """The answer to an update that is already applied: OK, nothing received or changed."""
+        log.info("weights update repeated; already applied", extra={"version": result.version})
+        return dataclasses.replace(result, receive_seconds=0.0, apply_seconds=0.0, aborted_requests=0)
 
     def _check_base_version(self, lora: LoraAdapter) -> None:
         if lora.base_version is not None and lora.base_version != self.base_version:
@@ -240,6 +256,8 @@ class WeightUpdates:
                 lora = dataclasses.replace(lora, base_version=self.base_version)
             # An adapter replaces the previous one; full weights replace both.
             retired, self._adapter = self._adapter, None if lora is None else _ServedAdapter(lora, path.parent)
+            result = UpdateResult(version, previous, count, total, received, applied, aborted)
+            self._applied = (_fingerprint(header), result)
         if retired is not None:
             await asyncio.to_thread(shutil.rmtree, retired.directory, True)
         metrics.POLICY_VERSION.set(version)
@@ -255,7 +273,13 @@ class WeightUpdates:
                 "lora_rank": 0 if lora is None else lora.rank,
             },
         )
-        return UpdateResult(version, previous, count, total, received, applied, aborted)
+        return result
+
+
+def _fingerprint(header: UpdateHeader) -> tuple:
+    """What makes two updates the same: version, manifest (names, dtypes, shapes and
+    checksums) or file path, and adapter."""
+    return (header.version, header.tensors, header.checksum_algorithm, header.safetensors_path, header.lora)
 
 
 def _copy(source: pathlib.Path, target: pathlib.Path) -> None:

@@ -30,29 +30,20 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+from rft_common.dtypes import BY_SAFETENSORS, DTYPES, nbytes
+
 from rft_rollout.domain import InvalidRequest, LoraAdapter, TensorSpec
 
 ChecksumAlgorithm = Literal["none", "crc32", "sha256"]
 CHECKSUM_ALGORITHMS = ("none", "crc32", "sha256")
 
-# torch dtype name -> (safetensors dtype code, bytes per element)
-DTYPES: dict[str, tuple[str, int]] = {
-    "float32": ("F32", 4),
-    "float16": ("F16", 2),
-    "bfloat16": ("BF16", 2),
-    "float64": ("F64", 8),
-    "int64": ("I64", 8),
-    "int32": ("I32", 4),
-    "uint8": ("U8", 1),
-}
-SAFETENSORS_DTYPES = {code: name for name, (code, _) in DTYPES.items()}
 _CHECKSUM_PATTERNS = {"crc32": re.compile(r"[0-9a-f]{8}"), "sha256": re.compile(r"[0-9a-f]{64}")}
 # How many problems one error message lists before it says "and N more".
 _MAX_LISTED_PROBLEMS = 5
 
 
 def expected_size(dtype: str, shape: Sequence[int]) -> int:
-    return DTYPES[dtype][1] * math.prod(shape)
+    return nbytes(dtype, tuple(shape))
 
 
 def _raise_problems(problems: list[str]) -> None:
@@ -232,7 +223,7 @@ def _safetensors_header(specs: Sequence[TensorSpec]) -> tuple[bytes, list[int]]:
     for spec in specs:
         offsets.append(position)
         entries[spec.name] = {
-            "dtype": DTYPES[spec.dtype][0],
+            "dtype": DTYPES[spec.dtype].safetensors,
             "shape": list(spec.shape),
             "data_offsets": [position, position + spec.size_bytes],
         }
@@ -389,9 +380,9 @@ def read_safetensors_specs(path: pathlib.Path) -> list[TensorSpec]:
                 tensor = handle.get_slice(name)
                 code = tensor.get_dtype()
                 shape = tuple(tensor.get_shape())
-                if code not in SAFETENSORS_DTYPES:
+                if code not in BY_SAFETENSORS:
                     raise InvalidRequest(f"header.safetensors_path: tensor {name!r} has unsupported dtype {code}")
-                dtype = SAFETENSORS_DTYPES[code]
+                dtype = BY_SAFETENSORS[code].name
                 specs.append(TensorSpec(name, dtype, shape, expected_size(dtype, shape)))
     except (SafetensorError, OSError, ValueError) as exc:
         raise InvalidRequest(f"header.safetensors_path: not a readable safetensors file: {exc}") from None

@@ -96,10 +96,13 @@ class RolloutServiceServicer:
         the new version and either a manifest of tensors (then chunks follow) or the
         path of a safetensors file on a shared volume (then nothing follows).
         Everything is checked before anything is applied; on any error the previous
-        weights keep serving.
+        weights keep serving. Idempotent: re-sending the update last applied (same
+        version, same manifest with its checksums, or same file path, same adapter)
+        returns OK and changes nothing, so a client may retry after a lost reply.
         Errors: INVALID_ARGUMENT for an unknown or missing tensor, a wrong dtype or
-        shape, a size or checksum mismatch, a version not above the current one, or an
-        unreadable file; FAILED_PRECONDITION when the engine rejects the weights.
+        shape, a size or checksum mismatch, a version not above the current one (or
+        equal to it with another manifest), or an unreadable file;
+        FAILED_PRECONDITION when the engine rejects the weights.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
