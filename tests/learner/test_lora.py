@@ -50,16 +50,15 @@ def test_only_adapters_train_and_the_reference_is_the_untouched_base(tiny_model)
 
 def test_the_rollout_gets_the_adapter_alone_under_peft_names(tiny_model) -> None:
     model, _ = train_adapter(tiny_model, steps=1)
-    adapter = lora.adapter_arrays(model)
+    adapter = lora.adapter_state_dict(model)
     full = sum(t.numel() for t in lora.base_state_dict(model).values())
-    names = [a.name for a in adapter]
     pattern = re.compile(r"base_model\.model\.model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.lora_[AB]\.weight")
-    assert names and all(pattern.fullmatch(n) for n in names), names
-    assert sum(a.array.size for a in adapter) < full / 5
-    for a in adapter:
-        assert (a.array.shape[0] if ".lora_A." in a.name else a.array.shape[1]) == SPEC.rank
+    assert adapter and all(pattern.fullmatch(n) for n in adapter), list(adapter)
+    assert sum(t.numel() for t in adapter.values()) < full / 5
+    for name, tensor in adapter.items():
+        assert (tensor.shape[0] if ".lora_A." in name else tensor.shape[1]) == SPEC.rank
     # The base goes once, under the plain model's names (tied lm_head included).
-    assert {a.name for a in lora.base_arrays(model)} == set(load_model(tiny_model).state_dict())
+    assert set(lora.base_state_dict(model)) == set(load_model(tiny_model).state_dict())
 
 
 def test_a_lora_checkpoint_holds_the_merged_model_and_reloads_the_same_adapter(tiny_model, tmp_path) -> None:

@@ -11,7 +11,7 @@ from rft.rollout.v1 import rollout_pb2
 from rft_learner.hparams import LoraSpec
 from rft_learner.remote import RolloutPool
 from rft_learner.trainer import lora
-from rft_learner.trainer.policy import load_model, named_arrays
+from rft_learner.trainer.policy import load_model
 from service_process import ServiceProcess
 
 DEMO_BASE = pathlib.Path(__file__).resolve().parents[2] / "models" / "demo-base"
@@ -51,19 +51,19 @@ def assert_resent_once(pool: RolloutPool, results: list, messages: list[str]) ->
 
 
 def test_a_stale_replica_gets_full_weights_again_once(rollout, tiny_model):
-    arrays = named_arrays(load_model(tiny_model))
+    model = load_model(tiny_model)
     pool, results, messages = generate_after_a_lost_version(
-        rollout.address, lambda pool: pool.set_weights_source(lambda: arrays)
+        rollout.address, lambda pool: pool.set_weights_source(lambda: model.state_dict().items())
     )
     assert_resent_once(pool, results, messages)
 
 
 def test_a_stale_lora_replica_gets_base_and_adapter_again_once(lora_rollout):
     model = lora.add_adapter(load_model(lora_rollout.model_dir), LoraSpec(rank=4, alpha=8.0))
-    base, adapter = lora.base_arrays(model), lora.adapter_arrays(model)
+    base, adapter = lora.base_state_dict(model).items, lora.adapter_state_dict(model).items
     adapter_spec = rollout_pb2.LoraAdapter(rank=4, alpha=8.0)
     pool, results, messages = generate_after_a_lost_version(
-        lora_rollout.address, lambda pool: pool.set_weights_source(lambda: adapter, lambda: base, adapter_spec)
+        lora_rollout.address, lambda pool: pool.set_weights_source(adapter, base, adapter_spec)
     )
     assert_resent_once(pool, results, messages)
     info = lora_rollout.stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30)
@@ -83,7 +83,7 @@ def test_a_lora_replica_restarted_between_pushes_gets_its_base_again(tmp_path):
         for name, parameter in policy.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(std=0.1)
-    base, adapter = lora.base_arrays(policy), lora.adapter_arrays(policy)
+    base, adapter = lora.base_state_dict(policy).items, lora.adapter_state_dict(policy).items
 
     args = ["--model", str(DEMO_BASE), "--max-lora-rank", "8", "--warmup-requests", "0"]
     replica = [ServiceProcess("rft-rollout", args, ready_timeout=300).__enter__()]
@@ -96,7 +96,7 @@ def test_a_lora_replica_restarted_between_pushes_gets_its_base_again(tmp_path):
     async def run():
         pool = RolloutPool([replica[0].address], patience_seconds=120)
         pool.on_retry = messages.append
-        pool.set_weights_source(lambda: adapter, lambda: base, rollout_pb2.LoraAdapter(rank=4, alpha=8.0))
+        pool.set_weights_source(adapter, base, rollout_pb2.LoraAdapter(rank=4, alpha=8.0))
         try:
             await push_and_generate(pool)
             replica[0].kill()  # between two steps: the next push is an adapter only

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 from google.protobuf import struct_pb2
 from rft.common.v1 import common_pb2
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common.client import aio_channel
-from rft_common.weights import weight_update_requests
+
+from rft_learner.weight_sync import PushPlan, TensorSource, served_dtypes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,14 +71,6 @@ def resolve_addresses(spec: str) -> list[str]:
     return addresses
 
 
-@dataclasses.dataclass(frozen=True)
-class NamedArray:
-    """A tensor as a C-contiguous numpy array (what goes over the wire)."""
-
-    name: str
-    array: np.ndarray
-
-
 @dataclasses.dataclass
 class GeneratedSample:
     prompt_index: int
@@ -106,8 +98,8 @@ class RolloutPool:
         ]
         self._stubs = [rollout_pb2_grpc.RolloutServiceStub(c) for c in self._channels]
         self.version = 0
-        self._weights_source: Callable[[], Sequence[NamedArray]] | None = None
-        self._base_source: Callable[[], Sequence[NamedArray]] | None = None
+        self._weights_source: TensorSource | None = None
+        self._base_source: TensorSource | None = None
         self._lora: rollout_pb2.LoraAdapter | None = None
         # Per replica, the version at which it took the LoRA base; None: it needs it.
         self._base_versions: list[int | None] = [None] * len(addresses)
@@ -132,8 +124,8 @@ class RolloutPool:
 
     def set_weights_source(
         self,
-        source: Callable[[], Sequence[NamedArray]],
-        base_source: Callable[[], Sequence[NamedArray]] | None = None,
+        source: TensorSource,
+        base_source: TensorSource | None = None,
         lora: rollout_pb2.LoraAdapter | None = None,
     ) -> None:
         """Where to read the current weights from when a replica needs them again.
@@ -150,29 +142,41 @@ class RolloutPool:
         """Send the current weights to every replica as a new version; returns seconds."""
         assert self._weights_source is not None
         started = time.perf_counter()
-        tensors = self._weights_source()
         infos = await self.model_info()
+        plan = await self._plan(self._weights_source, infos)
         latest = max([self.version, *(i.policy_version for i in infos)])
         # A replica that still needs the LoRA base takes it as version - 1.
         needs_base = self._lora is not None and None in self._base_versions
         self.version = latest + (2 if needs_base else 1)
-        await asyncio.gather(*(self._push_one(i, tensors) for i in range(len(self._stubs))))
+        await asyncio.gather(*(self._push_one(i, plan) for i in range(len(self._stubs))))
         return time.perf_counter() - started
 
-    async def _push_one(self, index: int, tensors: Sequence[NamedArray]) -> None:
-        async with self._push_locks[index]:
-            await self._bring_to_version(index, tensors)
+    async def _plan(self, source: TensorSource, infos: Sequence[rollout_pb2.GetModelInfoResponse]) -> PushPlan:
+        """A push of `source`'s tensors in the dtypes the replicas serve, checksummed once."""
+        served = [served_dtypes(info) for info in infos]
+        if any(s != served[0] for s in served[1:]) or len({info.dtype for info in infos}) > 1:
+            listing = ", ".join(f"{a} serves {info.dtype}" for a, info in zip(self.addresses, infos, strict=True))
+            raise RemoteError(
+                f"the rollout replicas serve different dtypes ({listing}); start them with the same --dtype"
+            )
+        plan = PushPlan(source, served[0], infos[0].dtype)
+        await plan.prepare()
+        return plan
 
-    async def _bring_to_version(self, index: int, tensors: Sequence[NamedArray]) -> None:
+    async def _push_one(self, index: int, plan: PushPlan) -> None:
+        async with self._push_locks[index]:
+            await self._bring_to_version(index, plan)
+
+    async def _bring_to_version(self, index: int, plan: PushPlan) -> None:
         """Bring replica `index` to `self.version`: the weights, or its base and the adapter.
         The caller holds the replica's push lock."""
         if self._lora is None:
-            await self._update(index, self.version, tensors, None)
+            await self._update(index, self.version, plan, None)
             return
         if self._base_versions[index] is None:
             await self._push_base(index)
         try:
-            await self._update(index, self.version, tensors, self._adapter_header(index))
+            await self._update(index, self.version, plan, self._adapter_header(index))
         except RemoteError:
             # The replica refuses an adapter for a base it no longer holds: it restarted
             # after taking the base (the adapter names it in base_version).
@@ -181,11 +185,12 @@ class RolloutPool:
             if self.on_retry:
                 self.on_retry(f"rollout {self.addresses[index]} lost the LoRA base; re-sending it")
             await self._push_base(index)
-            await self._update(index, self.version, tensors, self._adapter_header(index))
+            await self._update(index, self.version, plan, self._adapter_header(index))
 
     async def _push_base(self, index: int) -> None:
         assert self._base_source is not None
-        await self._update(index, self.version - 1, self._base_source(), None)
+        plan = await self._plan(self._base_source, [await self._model_info(index)])
+        await self._update(index, self.version - 1, plan, None)
         self._base_versions[index] = self.version - 1
 
     def _adapter_header(self, index: int) -> rollout_pb2.LoraAdapter:
@@ -205,7 +210,8 @@ class RolloutPool:
         """Replica `index` answered with versions `served`, not ours: it restarted and lost
         the weights. Send them again unless a concurrent request already did."""
         async with self._push_locks[index]:
-            if (await self._model_info(index)).policy_version == self.version:
+            info = await self._model_info(index)
+            if info.policy_version == self.version:
                 return
             if self.on_retry:
                 self.on_retry(
@@ -214,16 +220,15 @@ class RolloutPool:
                 )
             self._base_versions[index] = None  # it restarted from its model directory
             assert self._weights_source is not None
-            await self._bring_to_version(index, self._weights_source())
+            await self._bring_to_version(index, await self._plan(self._weights_source, [info]))
 
-    async def _update(
-        self, index: int, version: int, tensors: Sequence[NamedArray], lora: rollout_pb2.LoraAdapter | None
-    ) -> None:
+    async def _update(self, index: int, version: int, plan: PushPlan, lora: rollout_pb2.LoraAdapter | None) -> None:
+        """One UpdateWeights call, retried on transient errors: the rollout answers a
+        repeat of the update it applied last with OK, so a lost reply costs a resend."""
         stub = self._stubs[index]
 
         async def call():
-            requests = weight_update_requests(version, [(t.name, t.array) for t in tensors], lora=lora)
-            return await stub.UpdateWeights(requests, timeout=600)
+            return await stub.UpdateWeights(plan.requests(version, lora), timeout=600)
 
         await retry_transient(
             call, f"rollout {self.addresses[index]} UpdateWeights", self.patience_seconds, self.on_retry

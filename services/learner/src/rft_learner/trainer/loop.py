@@ -33,7 +33,7 @@ from rft_learner.trainer import checkpoint as ckpt
 from rft_learner.trainer import lora
 from rft_learner.trainer.data import DataCursor, Example, load_examples, reference_answer, steps_per_epoch
 from rft_learner.trainer.evaluate import evaluate
-from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, named_arrays, trainable_parameters
+from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, trainable_parameters
 from rft_learner.trainer.ranks import Updater
 from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper
 
@@ -243,12 +243,12 @@ class JobRun:
     async def _push_policy(self, pool: RolloutPool) -> None:
         """Send the policy as it is now to every rollout replica."""
         if self.lora is None:
-            pool.set_weights_source(lambda: named_arrays(self.model))
+            pool.set_weights_source(lambda: self.model.state_dict().items())
             what = "weights"
         else:
             pool.set_weights_source(
-                lambda: lora.adapter_arrays(self.model),
-                base_source=lambda: lora.base_arrays(self.model),
+                lambda: lora.adapter_state_dict(self.model).items(),
+                base_source=lambda: lora.base_state_dict(self.model).items(),
                 lora=rollout_pb2.LoraAdapter(rank=self.lora.rank, alpha=self.lora.alpha),
             )
             what = f"base weights and LoRA adapter (rank {self.lora.rank})"

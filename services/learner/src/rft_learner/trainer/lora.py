@@ -3,8 +3,8 @@
 A LoRA job's policy is a frozen base (the job's model, or the SFT warm-up merged into
 it) plus one adapter on every linear layer of the decoder blocks. The base doubles as
 the KL reference (the adapter switched off), so no second model copy is kept. What the
-rollout service gets: the base once per replica (`base_arrays`), then only the
-adapter's lora_A / lora_B tensors under PEFT's names (`adapter_arrays`), which vLLM
+rollout service gets: the base once per replica (`base_state_dict`), then only the
+adapter's lora_A / lora_B tensors under PEFT's names (`adapter_state_dict`), which vLLM
 loads as a LoRA adapter. Checkpoints and exports hold the merged model, servable as
 it is, next to the adapter in PEFT's format (`save_adapter`).
 """
@@ -19,7 +19,6 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 
 from rft_learner.hparams import LoraSpec
-from rft_learner.remote import NamedArray
 
 ADAPTER_NAME = "default"
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -65,14 +64,9 @@ def merged_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
     return merged
 
 
-def base_arrays(model: PeftModel) -> list[NamedArray]:
-    return [NamedArray(name, t.detach().contiguous().numpy()) for name, t in base_state_dict(model).items()]
-
-
-def adapter_arrays(model: PeftModel) -> list[NamedArray]:
+def adapter_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
     """The adapter as the rollout takes it: 'base_model.model.<module>.lora_{A,B}.weight'."""
-    state = get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
-    return [NamedArray(name, t.detach().contiguous().numpy()) for name, t in state.items()]
+    return get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME)
 
 
 def merge(model: PeftModel) -> torch.nn.Module:

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from rft_learner.remote import NamedArray
 from rft_learner.rl import entropy_from_logits, token_logprobs
 
 
@@ -25,11 +24,6 @@ def load_tokenizer(model_dir: str | pathlib.Path) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def named_arrays(model: torch.nn.Module) -> list[NamedArray]:
-    """Every state-dict entry (tied ones included) as numpy arrays, for the rollout."""
-    return [NamedArray(name, t.detach().to("cpu").contiguous().numpy()) for name, t in model.state_dict().items()]
 
 
 def trainable_parameters(*modules: torch.nn.Module | None) -> list[torch.nn.Parameter]:

@@ -1,0 +1,54 @@
+"""The learner's side of a weight push: casts to the served dtype, one checksum pass per
+push, and a request stream that reads the weights one tensor at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import torch
+from rft_common import dtypes
+from rft_common.weights import checksum
+from rft_learner.weight_sync import PushPlan, wire_tensors
+
+WEIGHTS = {
+    "embed.weight": torch.randn(7, 4),
+    "norm.weight": torch.ones(4),
+    "position_ids": torch.arange(5),
+}
+
+
+def test_tensors_are_cast_to_the_dtype_the_rollout_serves() -> None:
+    served = {"embed.weight": "bfloat16", "norm.weight": "bfloat16", "position_ids": "int64"}
+    wire = {t.name: t for t in wire_tensors(WEIGHTS.items(), served, "bfloat16")}
+    assert {name: t.dtype for name, t in wire.items()} == served
+    as_bf16 = WEIGHTS["embed.weight"].to(torch.bfloat16)
+    assert bytes(wire["embed.weight"].data) == as_bf16.view(torch.uint16).numpy().tobytes()
+    assert wire["embed.weight"].data.nbytes == dtypes.nbytes("bfloat16", (7, 4))
+    # A floating tensor the rollout does not list (a LoRA adapter's) takes the engine's dtype.
+    (adapter,) = wire_tensors([("lora_A.weight", torch.randn(2, 4))], {}, "float16")
+    assert adapter.dtype == "float16"
+
+
+def test_a_push_reads_the_weights_once_for_checksums_and_once_per_stream() -> None:
+    reads = []
+
+    def source():
+        reads.append(1)
+        return WEIGHTS.items()
+
+    plan = PushPlan(source, {"embed.weight": "float32", "norm.weight": "float32", "position_ids": "int64"}, "float32")
+
+    async def run():
+        await plan.prepare()
+        return [[r async for r in plan.requests(version, None, chunk_bytes=16)] for version in (3, 3)]
+
+    streams = asyncio.run(run())
+    assert len(reads) == 3  # the manifest, then one read per replica stream
+    for stream in streams:
+        header, chunks = stream[0].header, [r.chunk for r in stream[1:]]
+        assert header.version == 3 and [s.name for s in header.manifest.tensors] == list(WEIGHTS)
+        for index, (name, tensor) in enumerate(WEIGHTS.items()):
+            data = b"".join(c.data for c in chunks if c.tensor_index == index)
+            assert data == tensor.numpy().tobytes()
+            assert header.manifest.tensors[index].checksum == checksum(data, "crc32")
+        assert max(len(c.data) for c in chunks) <= 16
