@@ -49,7 +49,7 @@ def checkpoint_at(run: JobRun, step: int, valid_reward: float, shift: float) -> 
         for parameter in run.model.parameters():
             parameter.add_(shift)
     run._consider_best(step, {"valid_reward_mean": valid_reward})
-    run._save(step, {"phase": "rl"})
+    asyncio.run(run._save(step, {"phase": "rl"}))
     return {k: v.clone() for k, v in run.model.state_dict().items()}
 
 

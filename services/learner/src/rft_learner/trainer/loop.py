@@ -137,9 +137,11 @@ class JobRun:
         if request := self.ctl.stop_requested():
             raise Stopped(request)
 
-    def _save(self, step: int, state: dict[str, Any]) -> None:
+    async def _save(self, step: int, state: dict[str, Any]) -> None:
+        """Write a checkpoint in a worker thread: a large model takes seconds to save and
+        the learner must keep answering health checks meanwhile."""
         state = {**state, "best": self.best, "evals_since_best": self.evals_since_best}
-        path = ckpt.save_checkpoint(self.ckpt_root, step, self.model, self.tokenizer, state)
+        path = await self._in_thread(ckpt.save_checkpoint, self.ckpt_root, step, self.model, self.tokenizer, state)
         self.ctl.checkpointed(step, path, dict(self.latest_eval))
 
     # -- the job -----------------------------------------------------------------
@@ -161,7 +163,7 @@ class JobRun:
         valid = load_examples(self.ctl.file_path(self.request.validation_file)) if self.request.validation_file else []
         self.tokenizer = await self._in_thread(load_tokenizer, self.request.model)
         latest = ckpt.latest_checkpoint(self.ckpt_root)
-        state = ckpt.load_trainer_state(latest) if latest else {}
+        state = await self._in_thread(ckpt.load_trainer_state, latest) if latest else {}
         # Metrics past the checkpoint come from a run that died after it; this run records those steps again.
         self.ctl.truncate_metrics_after(state["step"] if latest else -1)
         self.model = await self._in_thread(self._load_policy, latest, state)
@@ -307,7 +309,9 @@ class JobRun:
         self.ctl.event(INFO, f"SFT: {steps} steps on {len(train)} examples (answer field {field!r})")
         for step in range(start, steps):
             if self.ctl.stop_requested():
-                self._save(step, {"phase": "sft", "optimizer": optimizer.state_dict(), "cursor": cursor.state_dict()})
+                await self._save(
+                    step, {"phase": "sft", "optimizer": optimizer.state_dict(), "cursor": cursor.state_dict()}
+                )
                 self._check_control()
             started = time.perf_counter()
             indices = cursor.next_batch(batch_size)
@@ -323,7 +327,7 @@ class JobRun:
             self.ctl.metrics(step + 1, metrics)
             self.ctl.progress(trained_steps=step + 1)
             if (step + 1) % self.settings.checkpoint_interval == 0 and step + 1 < steps:
-                self._save(
+                await self._save(
                     step + 1, {"phase": "sft", "optimizer": optimizer.state_dict(), "cursor": cursor.state_dict()}
                 )
 
@@ -377,7 +381,7 @@ class JobRun:
             }
 
         if warmed_up and not resuming and self.best is not None:
-            self._save(first_step, trainer_state(cursor.state_dict()))
+            await self._save(first_step, trainer_state(cursor.state_dict()))
 
         async def update(groups) -> dict[str, float]:
             return await self._in_thread(
@@ -391,7 +395,7 @@ class JobRun:
         try:
             while step < rl_steps:
                 if self.ctl.stop_requested():
-                    self._save(first_step + step, trainer_state(stepper.resume_cursor()))
+                    await self._save(first_step + step, trainer_state(stepper.resume_cursor()))
                     self._check_control()
                 metrics = await stepper.run_step(first_step + step + 1)
                 step += 1
@@ -406,7 +410,7 @@ class JobRun:
                     stop = (
                         bool(params.early_stopping_patience) and self.evals_since_best >= params.early_stopping_patience
                     )
-                    self._save(done, trainer_state(stepper.resume_cursor(), rl_done=stop))
+                    await self._save(done, trainer_state(stepper.resume_cursor(), rl_done=stop))
                     if stop:
                         best = (
                             f"best {self.best['metrics']['valid_reward_mean']:.3f} at step {self.best['step']}"
@@ -421,13 +425,13 @@ class JobRun:
                         self.ctl.progress(total_steps=done)
                         break
                 elif step % self.settings.checkpoint_interval == 0:
-                    self._save(done, trainer_state(stepper.resume_cursor()))
+                    await self._save(done, trainer_state(stepper.resume_cursor()))
         finally:
             await stepper.close()
         done = first_step + step
         if evaluated_at != done:
             self._consider_best(done, await self._validate(pool, grader, params, valid, done))
-            self._save(done, trainer_state(cursor.state_dict(), rl_done=True))
+            await self._save(done, trainer_state(cursor.state_dict(), rl_done=True))
         return done
 
     async def _export(self, params: hparams.ReinforcementParams | None, last_step: int) -> str:
