@@ -16,6 +16,7 @@ from rft_learner.job_store import JobStore
 from rft_learner.jobs import JobManager, LearnerSettings
 from rft_learner.jobs_servicer import SERVICE_NAME as JOBS_SERVICE
 from rft_learner.jobs_servicer import FineTuningServicer
+from rft_learner.trainer.devices import resolve_placement
 from rft_learner.trainer.loop import TrainerSettings
 
 
@@ -34,6 +35,8 @@ def trainer_settings(config: LearnerConfig) -> TrainerSettings:
         tls_ca_file=config.tls_ca_file,
         remote_patience_seconds=config.remote_patience_seconds,
         trainer_ranks=config.trainer_ranks,
+        placement=resolve_placement(config.device, config.precision),
+        micro_batch_tokens=config.micro_batch_tokens,
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Literal
+
 import pydantic
 from rft_common.server import ServerConfig
 
@@ -37,3 +40,16 @@ class LearnerConfig(ServerConfig):
     """Processes the update step runs on, data-parallel over torch.distributed (gloo); 1 = in the service."""
     torch_threads: int = pydantic.Field(0, ge=0)
     """CPU threads for the trainer's torch ops; 0 = torch's default."""
+    device: str = "auto"
+    """Where the trainer keeps policy, reference and value head: auto (the first CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N."""
+    precision: Literal["auto", "fp32", "bf16", "bf16-mixed"] = "auto"
+    """Training precision: fp32; bf16 (bf16 weights and optimizer state: half the memory, lossy updates); bf16-mixed (fp32 master weights, bf16 autocast compute); auto = bf16-mixed on CUDA, fp32 on CPU."""
+    micro_batch_tokens: int = pydantic.Field(16384, ge=0)
+    """Padded tokens (sequences x longest sequence) per forward/backward pass; a larger minibatch is split and its gradients accumulated. Bounds the trainer's activation memory; 0 = the whole minibatch at once."""
+
+    @pydantic.field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"{value!r} is not a device; expected auto, cpu, cuda or cuda:N")
+        return value

@@ -10,12 +10,15 @@ import math
 import pathlib
 
 import pydantic
+import torch
 from rft.grader.v1 import grader_pb2
 from rft.learner.v1 import files_pb2, fine_tuning_pb2
+from rft_common import dtypes
 
 from rft_learner import hparams
 from rft_learner.files import FileNotFound, FileStore
 from rft_learner.remote import RemoteError
+from rft_learner.trainer.devices import Placement
 from rft_learner.trainer.loop import TrainerSettings, grader_client, rollout_pool
 
 
@@ -140,7 +143,14 @@ class JobValidator:
             except RemoteError as exc:
                 raise InvalidJob(f"rollout service unreachable at {settings.rollout_addresses}: {exc}") from exc
             expected = await asyncio.to_thread(tensor_shapes, model_dir)
+            if len({info.dtype for info in infos}) > 1:
+                listing = ", ".join(f"{a} serves {i.dtype}" for a, i in zip(pool.addresses, infos, strict=True))
+                raise InvalidJob(
+                    f"the rollout replicas serve different dtypes ({listing}); start them with the same --dtype"
+                )
             for address, info in zip(pool.addresses, infos, strict=True):
+                if problem := served_dtype_problem(info.dtype, settings.placement):
+                    raise InvalidJob(f"rollout {address}: {problem}")
                 served = {t.name: tuple(t.shape) for t in info.tensors}
                 # The file may omit tied weights (lm_head.weight) that the engine lists.
                 unknown = sorted(set(expected) - set(served))[:3]
@@ -159,6 +169,21 @@ class JobValidator:
                     )
         finally:
             await pool.close()
+
+
+def served_dtype_problem(served: str, placement: Placement) -> str | None:
+    """Why the learner cannot send its weights in the dtype a rollout serves, if it cannot.
+    Weights are cast on the wire, so any floating dtype works except float16 for bf16
+    weights: float16's range is far smaller and large weights would overflow."""
+    if served not in dtypes.FLOATING:
+        return f"it serves {served}, which weights cannot be cast to; start it with --dtype bfloat16 or float32"
+    if placement.weights_dtype == torch.bfloat16 and served == "float16":
+        return (
+            "it serves float16 but the learner trains bf16 weights (--precision bf16), which float16 "
+            "cannot hold without overflow; start the rollout with --dtype bfloat16, or the learner with "
+            "--precision bf16-mixed or fp32"
+        )
+    return None
 
 
 ANSWER_FIELDS = ("answer", "reference", "reference_answer", "solution", "label", "target")

@@ -12,6 +12,12 @@ from rft_learner.config import LearnerConfig
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_serve_command("rft-learner", LearnerConfig, "RFT_LEARNER", argv)
+    from rft_learner.trainer.devices import resolve_placement
+
+    try:  # before any service starts: a flag this machine cannot honour is a usage error
+        resolve_placement(config.device, config.precision)
+    except ValueError as exc:
+        sys.exit(f"rft-learner: {exc}")
     from rft_learner.app import serve
 
     run_service("rft-learner", config, lambda: serve(config))

@@ -32,6 +32,7 @@ from rft_learner.remote import GraderClient, RolloutPool, resolve_addresses
 from rft_learner.trainer import checkpoint as ckpt
 from rft_learner.trainer import lora
 from rft_learner.trainer.data import DataCursor, Example, load_examples, reference_answer, steps_per_epoch
+from rft_learner.trainer.devices import CPU_FP32, Placement
 from rft_learner.trainer.evaluate import evaluate
 from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, trainable_parameters
 from rft_learner.trainer.ranks import Updater
@@ -78,6 +79,10 @@ class TrainerSettings:
     tls_ca_file: str = ""
     remote_patience_seconds: float = 600.0
     trainer_ranks: int = 1
+    placement: Placement = CPU_FP32
+    """Device and precision of the trainer's models (--device, --precision, resolved)."""
+    micro_batch_tokens: int = 0
+    """Padded tokens per forward/backward pass; 0 = a whole minibatch at once."""
 
 
 def grader_client(
