@@ -6,7 +6,10 @@ import pytest
 import torch
 from rft_learner.rl import (
     PolicyLossConfig,
+    chunked_entropy,
+    chunked_token_logprobs,
     entropy_from_logits,
+    explained_variance,
     gae,
     group_advantages,
     kl_estimate,
@@ -17,11 +20,13 @@ from rft_learner.rl import (
     policy_loss,
     rloo_advantages,
     sft_loss,
+    sft_loss_from_logprobs,
     terminal_rewards,
     token_logprobs,
     value_loss,
     whiten,
 )
+from rft_learner.rl.losses import logit_blocks
 
 LN2 = math.log(2.0)
 
@@ -299,6 +304,65 @@ def test_entropy_from_logits():
         ]
     )
     close(entropy_from_logits(logits), [2 * LN2, 1.5 * LN2, LN2, 0.0], atol=1e-5)
+
+
+def test_logit_blocks_tile_the_grid() -> None:
+    # Rows of 5 positions do not fit a block of 3: pieces of one row, the last one short.
+    assert logit_blocks(2, 5, 3) == [
+        (slice(0, 1), slice(0, 3)),
+        (slice(0, 1), slice(3, 6)),
+        (slice(1, 2), slice(0, 3)),
+        (slice(1, 2), slice(3, 6)),
+    ]
+    # Rows of 2 positions: two whole rows (4 positions) per block of 5.
+    assert logit_blocks(5, 2, 5) == [(slice(0, 2), slice(0, 2)), (slice(2, 4), slice(0, 2)), (slice(4, 6), slice(0, 2))]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block", [1, 4, 7, 100])
+def test_chunked_token_logprobs_and_entropy_equal_the_whole_computation(dtype, block) -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(3, 7, 50, generator=generator)).to(dtype)
+    logits[0, 1, 5] = float("-inf")  # a token the model rules out: probability 0, no nan
+    tokens = torch.randint(0, 50, (3, 7), generator=generator)
+    upstream = torch.randn(3, 7, generator=generator)  # a loss's gradient w.r.t. each log-prob
+
+    whole_logits = logits.clone().requires_grad_(True)
+    whole = token_logprobs(whole_logits, tokens)
+    (whole * upstream).sum().backward()
+    chunked_logits = logits.clone().requires_grad_(True)
+    chunked = chunked_token_logprobs(chunked_logits, tokens, block)
+    (chunked * upstream).sum().backward()
+
+    assert chunked.dtype == torch.float32
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+    # bf16 gradients are rounded to bf16 (8 bits of mantissa) on the way out, by both paths.
+    atol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(chunked_logits.grad, whole_logits.grad, rtol=0, atol=atol)
+    torch.testing.assert_close(chunked_entropy(logits, block), entropy_from_logits(logits), rtol=0, atol=1e-5)
+
+
+def test_chunked_token_logprobs_gradient_by_hand() -> None:
+    # softmax (3/4, 1/4): d log p_0 / dz = onehot(0) - softmax = (1/4, -1/4)
+    logits = torch.log(torch.tensor([[[3.0, 1.0]]])).requires_grad_(True)
+    out = chunked_token_logprobs(logits, torch.tensor([[0]]), 1)
+    close(out, [[math.log(0.75)]])
+    out.sum().backward()
+    close(logits.grad, [[[0.25, -0.25]]])
+
+
+def test_sft_loss_from_logprobs_and_explained_variance() -> None:
+    loss, metrics = sft_loss_from_logprobs(
+        torch.tensor([[math.log(0.5), math.log(0.75), 7.0]]), torch.tensor([[1, 1, 0]])
+    )
+    close(loss.item(), (LN2 + math.log(4 / 3)) / 2)
+    assert metrics["num_tokens"] == 2
+    # returns (1, 3), values (1, 2): Var(R) = 1, Var(R - V) = Var(0, 1) = 1/4 -> 3/4; the masked 9 is ignored
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    assert explained_variance(torch.tensor([[1.0, 2.0, 0.0]]), torch.tensor([[1.0, 3.0, 9.0]]), mask) == pytest.approx(
+        0.75
+    )
+    assert math.isnan(explained_variance(torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2)))
 
 
 # ---------------------------------------------------------------- pass@k

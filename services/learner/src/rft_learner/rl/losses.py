@@ -261,14 +261,24 @@ def value_loss(
 
     # ------------------------------------------------------------ diagnostics
     with torch.no_grad():
-        var_returns = _masked_var(returns, mask).item()
-        var_residual = _masked_var(returns - values, mask).item()
         metrics = {
             "value_loss": loss.item(),
             "value_clip_fraction": masked_mean(clip_active.to(values.dtype), mask).item(),
-            "explained_variance": float("nan") if var_returns == 0 else 1.0 - var_residual / var_returns,
+            "explained_variance": explained_variance(values, returns, mask),
         }
     return loss, metrics
+
+
+@torch.no_grad()
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
+    """``1 - Var(R - V) / Var(R)`` over the masked positions, population variances; nan when Var(R) = 0.
+
+    Not a mean of per-token terms, so a batch's value cannot be combined from its parts' values:
+    callers that split a batch gather the valid values and returns and call this once.
+    """
+    var_returns = _masked_var(returns, mask).item()
+    var_residual = _masked_var(returns - values, mask).item()
+    return float("nan") if var_returns == 0 else 1.0 - var_residual / var_returns
 
 
 # ---------------------------------------------------------------- token-level helpers
@@ -308,6 +318,77 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     return torch.logsumexp(logits, dim=-1) - p_z.sum(-1)
 
 
+# ---------------------------------------------------------------- the same, a block of positions at a time
+#
+# A [B, T, V] float32 copy of the logits is the largest tensor of an update step (256 sequences x
+# 1k tokens x 152k vocabulary is ~150 GB). These helpers upcast one block of positions at a time,
+# in the forward pass and again in the backward pass, so at most one float32 block exists at once.
+
+
+def logit_blocks(rows: int, positions: int, block: int) -> list[tuple[slice, slice]]:
+    """(rows, positions) slices that tile a [rows, positions] grid in blocks of at most ``block``
+    positions: whole rows together while they fit, else pieces of one row."""
+    cols = max(1, min(positions, block))
+    rows_per_block = max(1, block // cols)
+    return [
+        (slice(r, r + rows_per_block), slice(c, c + cols))
+        for r in range(0, rows, rows_per_block)
+        for c in range(0, positions, cols)
+    ]
+
+
+class _ChunkedTokenLogprobs(torch.autograd.Function):
+    """:func:`token_logprobs` with a hand-written backward that recomputes the softmax block by
+    block. Autograd through the plain function would keep every upcast block for the backward
+    pass (``logsumexp`` saves its input), i.e. the whole float32 copy again; here only the logits
+    as given and the [B, T] log-normalisers are kept."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, tokens: Tensor, block: int) -> Tensor:
+        out_dtype = torch.promote_types(logits.dtype, torch.float32)
+        out = torch.empty(tokens.shape, dtype=out_dtype, device=logits.device)
+        lse = torch.empty_like(out)
+        for rows, cols in logit_blocks(tokens.shape[0], tokens.shape[1], block):
+            part = _float32(logits[rows, cols])
+            lse[rows, cols] = torch.logsumexp(part, dim=-1)
+            out[rows, cols] = part.gather(-1, tokens[rows, cols].unsqueeze(-1)).squeeze(-1) - lse[rows, cols]
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.block = block
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, None, None]:
+        """d(z_token - logsumexp z)/dz = onehot(token) - softmax(z), times the incoming gradient."""
+        logits, tokens, lse = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        grad = torch.empty_like(logits)
+        for rows, cols in logit_blocks(tokens.shape[0], tokens.shape[1], ctx.block):
+            g = grad_out[rows, cols].unsqueeze(-1)
+            part = -torch.exp(_float32(logits[rows, cols]) - lse[rows, cols].unsqueeze(-1)) * g
+            part.scatter_add_(-1, tokens[rows, cols].unsqueeze(-1), g)
+            grad[rows, cols] = part
+        return grad, None, None
+
+
+def chunked_token_logprobs(logits: Tensor, tokens: Tensor, block: int) -> Tensor:
+    """:func:`token_logprobs` of [B, T, V] logits, upcasting at most ``block`` positions at a time
+    (forward and backward); equal to it within float rounding, and differentiable."""
+    if logits.dim() != 3 or tokens.shape != logits.shape[:2]:
+        raise ValueError(f"need logits [B, T, V] and tokens [B, T], got {tuple(logits.shape)}, {tuple(tokens.shape)}")
+    return _ChunkedTokenLogprobs.apply(logits, tokens, block)
+
+
+@torch.no_grad()
+def chunked_entropy(logits: Tensor, block: int) -> Tensor:
+    """:func:`entropy_from_logits` of [B, T, V] logits, at most ``block`` positions at a time;
+    detached (entropy is a diagnostic here, never a loss term)."""
+    out = torch.empty(logits.shape[:2], dtype=torch.promote_types(logits.dtype, torch.float32), device=logits.device)
+    for rows, cols in logit_blocks(logits.shape[0], logits.shape[1], block):
+        out[rows, cols] = entropy_from_logits(logits[rows, cols])
+    return out
+
+
 def sft_loss(logits: Tensor, labels: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
     """Supervised fine-tuning loss: mean token cross-entropy over the masked positions.
 
@@ -320,8 +401,13 @@ def sft_loss(logits: Tensor, labels: Tensor, mask: Tensor) -> tuple[Tensor, dict
     Metrics: loss, num_tokens.
     """
     labels = torch.where(mask.bool(), labels, torch.zeros_like(labels))
-    nll = -token_logprobs(logits, labels)
-    loss = masked_mean(nll, mask)
+    return sft_loss_from_logprobs(token_logprobs(logits, labels), mask)
+
+
+def sft_loss_from_logprobs(logprobs: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """:func:`sft_loss` from the labels' log-probs [B, T] (e.g. :func:`chunked_token_logprobs`'s),
+    for callers that never hold the whole [B, T, V] logits in float32."""
+    loss = masked_mean(-logprobs, mask)
     with torch.no_grad():
         metrics = {"loss": loss.item(), "num_tokens": float(mask.bool().sum().item())}
     return loss, metrics

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from rft_learner.rl import entropy_from_logits, token_logprobs
+from rft_learner.rl import chunked_entropy, chunked_token_logprobs
 
 
 def load_model(model_dir: str | pathlib.Path) -> PreTrainedModel:
@@ -98,17 +98,28 @@ class ForwardOutput:
     values: torch.Tensor | None  # [B, L-1] value of the state before token t+1
 
 
+LOGIT_BLOCK_ELEMENTS = 1 << 26
+"""Logits upcast to float32 at once by `forward` (256 MiB): positions per block = this / vocabulary."""
+
+
+def logit_block_positions(vocab_size: int) -> int:
+    return max(1, LOGIT_BLOCK_ELEMENTS // vocab_size)
+
+
 def forward(
     model: torch.nn.Module, batch: SequenceBatch, value_head: ValueHead | None = None, with_entropy: bool = True
 ) -> ForwardOutput:
+    """Sampled tokens' log-probs (and entropy, values) of a batch. The logits stay in the model's
+    dtype; log-softmax and entropy upcast them one block of positions at a time (rl.losses)."""
     out = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         output_hidden_states=value_head is not None,
         use_cache=False,
     )
-    logits = out.logits[:, :-1].float()
-    logprobs = token_logprobs(logits, batch.input_ids[:, 1:])
-    entropy = entropy_from_logits(logits.detach()) if with_entropy else torch.zeros_like(logprobs)
+    logits = out.logits[:, :-1]
+    block = logit_block_positions(logits.shape[-1])
+    logprobs = chunked_token_logprobs(logits, batch.input_ids[:, 1:], block)
+    entropy = chunked_entropy(logits.detach(), block) if with_entropy else torch.zeros_like(logprobs)
     values = value_head(out.hidden_states[-1][:, :-1]) if value_head is not None else None
     return ForwardOutput(logprobs, entropy, values)
