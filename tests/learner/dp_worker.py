@@ -1,6 +1,7 @@
 """Runs two RL update steps on a fixed batch, alone or as one rank under torchrun, and
 saves the resulting weights (rank 0). test_data_parallel.py compares the two. With a
-third argument "lora" the model trains a LoRA adapter (the reference is its base)."""
+third argument "lora" the model trains a LoRA adapter (the reference is its base); a
+fourth is the updates' micro_batch_tokens (default 0, no micro-batches)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def fixed_groups(vocab: int) -> list[Group]:
     return groups
 
 
-def main(model_dir: str, out: str, variant: str = "full") -> None:
+def main(model_dir: str, out: str, variant: str = "full", micro_batch_tokens: str = "0") -> None:
     torch.manual_seed(0)
     data_parallel = DataParallel.from_environment("gloo")
     model, reference = load_model(model_dir), load_model(model_dir)
@@ -41,7 +42,10 @@ def main(model_dir: str, out: str, variant: str = "full") -> None:
     params = ReinforcementParams(algorithm="grpo", group_size=3, kl_coef=0.05)
     groups = fixed_groups(model.config.vocab_size)
     for _ in range(2):
-        rl_update(model, reference, optimizer, groups, params, tokenizer.pad_token_id, None, data_parallel)
+        rl_update(
+            model, reference, optimizer, groups, params, tokenizer.pad_token_id, None, data_parallel,
+            int(micro_batch_tokens),
+        )  # fmt: skip
     if data_parallel is None or data_parallel.rank == 0:
         torch.save(model.state_dict(), out)
     if data_parallel is not None:

@@ -1,4 +1,5 @@
-"""The update step under torchrun with 2 gloo processes equals one process on the whole batch."""
+"""The update step under torchrun with 2 gloo processes equals one process on the whole batch,
+also when the ranks split their shares into micro-batches."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ WORKER = pathlib.Path(__file__).with_name("dp_worker.py")
 BIN = pathlib.Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("variant", ["full", "lora"])
-def test_two_gloo_ranks_match_a_single_process(tiny_model, tmp_path, variant: str) -> None:
+@pytest.mark.parametrize(
+    ("variant", "micro_batch_tokens"),
+    # 24 tokens: rank 0's 6 sequences (7-12 tokens) make 3 micro-batches, rank 1's (9-13) 4,
+    # so the ranks take different numbers of them between the same collectives.
+    [("full", 0), ("lora", 0), ("full", 24)],
+)
+def test_two_gloo_ranks_match_a_single_process(tiny_model, tmp_path, variant: str, micro_batch_tokens: int) -> None:
     single, parallel = tmp_path / "single.pt", tmp_path / "parallel.pt"
     env_threads = {"OMP_NUM_THREADS": "1"}
     subprocess.run(
@@ -36,6 +42,7 @@ def test_two_gloo_ranks_match_a_single_process(tiny_model, tmp_path, variant: st
             str(tiny_model),
             str(parallel),
             variant,
+            str(micro_batch_tokens),
         ],
         check=True,
         env={**env_threads, "PATH": str(BIN)},

@@ -35,13 +35,14 @@ def main() -> None:
             optimizer = torch.optim.AdamW(trainable_parameters(model, value_head), lr=learning_rate)
             broadcast_module_state([model, reference, value_head], optimizer)
         elif kind == "rl_update":
-            _, groups, params, pad_id = command
+            _, groups, params, pad_id, micro_batch_tokens = command
+            params = ReinforcementParams(**params)
             rl_update(
-                model, reference, optimizer, groups, ReinforcementParams(**params), pad_id, value_head, data_parallel
+                model, reference, optimizer, groups, params, pad_id, value_head, data_parallel, micro_batch_tokens
             )
         elif kind == "sft_update":
-            _, prompts, targets, pad_id = command
-            sft_update(model, optimizer, prompts, targets, pad_id, data_parallel)
+            _, prompts, targets, pad_id, micro_batch_tokens = command
+            sft_update(model, optimizer, prompts, targets, pad_id, data_parallel, micro_batch_tokens)
     dist.barrier()  # matches Updater.close in ranks.py: both sides tear the gloo group down together
     dist.destroy_process_group()
 

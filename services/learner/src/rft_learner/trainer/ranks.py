@@ -49,10 +49,16 @@ def broadcast_module_state(modules: Sequence[torch.nn.Module | None], optimizer:
 
 
 class Updater:
-    """Runs SFT / RL update steps here (world 1) or on every rank of a group."""
+    """Runs SFT / RL update steps here (world 1) or on every rank of a group.
 
-    def __init__(self, world: int) -> None:
+    `micro_batch_tokens` bounds the padded tokens (rows x longest sequence) of each forward
+    pass of every update on every rank (0: no bound; see trainer.updates)."""
+
+    def __init__(self, world: int, micro_batch_tokens: int = 0) -> None:
+        if micro_batch_tokens < 0:
+            raise ValueError(f"micro_batch_tokens must be >= 0, got {micro_batch_tokens}")
         self.world = world
+        self.micro_batch_tokens = micro_batch_tokens
         self.data_parallel: DataParallel | None = None
         self._workers: list[subprocess.Popen] = []
 
@@ -94,14 +100,16 @@ class Updater:
                  value_head: ValueHead | None) -> dict[str, float]:  # fmt: skip
         """updates.rl_update here, and on every other rank."""
         if self.data_parallel is not None:
-            self._send(("rl_update", list(groups), params.model_dump(), pad_id))
-        return rl_update(model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel)
+            self._send(("rl_update", list(groups), params.model_dump(), pad_id, self.micro_batch_tokens))
+        return rl_update(
+            model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel, self.micro_batch_tokens
+        )
 
     def train_sft(self, model, optimizer, prompts, targets, pad_id: int) -> dict[str, float]:
         """updates.sft_update here, and on every other rank."""
         if self.data_parallel is not None:
-            self._send(("sft_update", list(prompts), list(targets), pad_id))
-        return sft_update(model, optimizer, prompts, targets, pad_id, self.data_parallel)
+            self._send(("sft_update", list(prompts), list(targets), pad_id, self.micro_batch_tokens))
+        return sft_update(model, optimizer, prompts, targets, pad_id, self.data_parallel, self.micro_batch_tokens)
 
     def close(self) -> None:
         if self.data_parallel is not None:

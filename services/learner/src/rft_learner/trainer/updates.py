@@ -12,8 +12,37 @@ An RL update (`rl_update`) is the same for every algorithm:
    each, with the algorithm's policy loss (and PPO's clipped value loss).
 
 The algorithm only shows up in `hparams.ALGORITHM_DEFAULTS`, read here through
-`ReinforcementParams`. With one pass and one minibatch the "old" log-probs are the
-training forward pass's own, detached, so no extra forward pass is spent.
+`ReinforcementParams`. With one pass and one minibatch, in one micro-batch, the "old"
+log-probs are the training forward pass's own, detached, so no extra forward pass is spent.
+
+Micro-batches (`micro_batch_tokens` > 0). The memory of a forward/backward pass grows with
+rows x longest sequence: activations, and logits of rows x longest x vocabulary. Each
+minibatch is therefore cut into micro-batches of consecutive sequences (trainer.micro_batches)
+whose padded size, rows x their own longest sequence, stays within the budget; each is cut
+to its own width, runs forward and backward, and the gradients accumulate until the one
+optimizer step of the minibatch. They are padded rather than packed (several sequences
+concatenated in one row) because padding works with any Hugging Face model and attention
+implementation, where packing needs per-sequence position ids and a varlen attention kernel.
+
+The gradient is the minibatch's exactly. A minibatch's loss is a mean over some unit, and
+the sum of its micro-batches' losses, each scaled by its share of that unit, equals it:
+
+    token_mean     L = sum_m (tokens_m / tokens) L_m
+    sequence_mean  L = sum_m (sequences_m / sequences) L_m      (sequences that have tokens)
+    constant       L = sum_m (rows_m / rows) L_m                 (Dr. GRPO: sum / (rows x max_tokens))
+
+and PPO's value loss, a token mean, takes the token share. Under data parallelism the
+rank's scale (DataParallel.loss_scale, computed once per minibatch so every rank makes the
+same collective calls whatever its number of micro-batches) multiplies these shares, and
+gradients are averaged once, before the step. The metrics of a minibatch combine the same
+way (trainer.micro_batches.combine_metrics): a token mean weighted by token shares, the
+policy loss by its aggregation's shares, ratio_max the max, explained variance recomputed
+over the whole minibatch; they equal those of the minibatch in one piece.
+
+The "old" and reference log-probs are taken without autograd, micro-batch by micro-batch,
+and stitched back into [B, T] tensors (see `reuses_training_forward` for why several
+micro-batches always take this extra pass). Within a micro-batch the logits are never
+upcast to float32 whole: `policy.forward` does it a block of positions at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +56,7 @@ import torch
 from rft_learner.hparams import ReinforcementParams
 from rft_learner.rl import (
     PolicyLossConfig,
+    explained_variance,
     gae,
     group_advantages,
     kl_estimate,
@@ -34,12 +64,22 @@ from rft_learner.rl import (
     policy_loss,
     rloo_advantages,
     rollout_correction,
-    sft_loss,
+    sft_loss_from_logprobs,
     terminal_rewards,
     value_loss,
     whiten,
 )
 from rft_learner.trainer.distributed import DataParallel
+from rft_learner.trainer.micro_batches import (
+    Rows,
+    aggregation_units,
+    combine_metrics,
+    forward_in_micro_batches,
+    micro_batches,
+    sequence_lengths,
+    shares,
+    take,
+)
 from rft_learner.trainer.policy import (
     ForwardOutput,
     SequenceBatch,
@@ -139,30 +179,37 @@ class _Targets:
     ref_logprobs: torch.Tensor | None
     is_weights: torch.Tensor
 
-    def rows(self, rows: torch.Tensor) -> _Targets:
-        return _Targets(*(None if t is None else t[rows] for t in dataclasses.astuple(self)))
+    def take(self, rows: Rows, width: int) -> _Targets:
+        """The rows, [B, T] tensors cut to `width` positions (as micro_batches.take cuts a batch)."""
+        return _Targets(*(_rows(t, rows, width) for t in dataclasses.astuple(self)))
 
 
-def reuses_training_forward(params: ReinforcementParams) -> bool:
+def _rows(tensor: torch.Tensor | None, rows: Rows, width: int) -> torch.Tensor | None:
+    if tensor is None:
+        return None
+    return tensor[rows, :width] if tensor.dim() == 2 else tensor[rows]
+
+
+def reuses_training_forward(params: ReinforcementParams, micro_batch_count: int) -> bool:
     """With a single optimizer step the policy before the update is the one the training
-    forward pass computes: its log-probs, detached, are the "old" ones."""
-    return params.ppo_epochs * params.num_minibatches == 1
+    forward pass computes: its log-probs, detached, are the "old" ones.
+
+    Only when the whole batch is one micro-batch: PPO's GAE and advantage whitening, the
+    rollout correction and its metrics need the old values of the whole batch before the
+    first loss, and the training forward passes of several micro-batches come one by one.
+    """
+    return params.ppo_epochs * params.num_minibatches == 1 and micro_batch_count == 1
 
 
-def reference_logprobs(model: torch.nn.Module, reference: torch.nn.Module | None, batch: SequenceBatch) -> torch.Tensor:
+def reference_logprobs(
+    model: torch.nn.Module, reference: torch.nn.Module | None, batch: SequenceBatch, micro_batch_tokens: int = 0
+) -> torch.Tensor:
     """Token logprobs under the KL reference: a frozen copy, or (reference None) a LoRA
-    model's own base with its adapter switched off."""
-    with torch.no_grad():
-        if reference is not None:
-            return forward(reference, batch, with_entropy=False).logprobs
-        with model.disable_adapter():
-            return forward(model, batch, with_entropy=False).logprobs
-
-
-def _select(batch: SequenceBatch, rows: torch.Tensor) -> SequenceBatch:
-    return SequenceBatch(
-        batch.input_ids[rows], batch.attention_mask[rows], batch.action_mask[rows], batch.old_logprobs[rows]
-    )
+    model's own base with its adapter switched off. No autograd, micro-batch by micro-batch."""
+    if reference is not None:
+        return forward_in_micro_batches(reference, batch, None, micro_batch_tokens).logprobs
+    with model.disable_adapter():
+        return forward_in_micro_batches(model, batch, None, micro_batch_tokens).logprobs
 
 
 def _mean_metrics(history: list[dict[str, float]]) -> dict[str, float]:
@@ -186,13 +233,15 @@ def rl_update(
     pad_id: int,
     value_head: ValueHead | None = None,
     data_parallel: DataParallel | None = None,
+    micro_batch_tokens: int = 0,
 ) -> dict[str, float]:
     """`ppo_epochs` x `num_minibatches` policy-gradient steps on a batch of graded groups.
 
     `reference` None with kl_coef > 0 means a LoRA model's base (adapter off). Under data
     parallelism each rank trains on its share of the groups and gradients are averaged
     (see trainer.distributed); group-relative advantages stay exact because a group never
-    spans ranks. PPO's advantage whitening uses per-rank statistics.
+    spans ranks. PPO's advantage whitening uses per-rank statistics. `micro_batch_tokens`
+    bounds rows x longest sequence of each forward pass (0: no bound; see the module doc).
     """
     if data_parallel is not None:
         groups = data_parallel.shard(groups)
@@ -204,12 +253,13 @@ def rl_update(
     batch = build_sequence_batch(samples.prompts, samples.completions, samples.logprobs, pad_id)
     mask = batch.action_mask
     ppo = params.algorithm == "ppo"
-    ref_logprobs = reference_logprobs(model, reference, batch) if params.kl_coef > 0 else None
+    ref_logprobs = reference_logprobs(model, reference, batch, micro_batch_tokens) if params.kl_coef > 0 else None
 
     model.train()
-    first: ForwardOutput | None = forward(model, batch, value_head) if reuses_training_forward(params) else None
+    reuse = reuses_training_forward(params, len(micro_batches(sequence_lengths(batch), micro_batch_tokens)))
+    first: ForwardOutput | None = forward(model, batch, value_head) if reuse else None
     with torch.no_grad():
-        old = first if first is not None else forward(model, batch, value_head, with_entropy=False)
+        old = first if first is not None else forward_in_micro_batches(model, batch, value_head, micro_batch_tokens)
         old_logprobs = old.logprobs.detach()
         old_values = old.values.detach() if old.values is not None else None
         is_weights, metrics = rollout_correction(
@@ -239,14 +289,13 @@ def rl_update(
         )
 
     targets = _Targets(old_logprobs, old_values, advantages, returns, ref_logprobs, is_weights)
-    cfg = loss_config(params)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    step = _Step(model, optimizer, loss_config(params), params, value_head, data_parallel, micro_batch_tokens)
     history: list[dict[str, float]] = []
     for _epoch in range(params.ppo_epochs):
         order = torch.randperm(batch.size) if params.num_minibatches > 1 else torch.arange(batch.size)
         for rows in torch.tensor_split(order, params.num_minibatches):
-            step = _Minibatch(_select(batch, rows), targets.rows(rows), first)
-            history.append(step.train(model, optimizer, trainable, cfg, params, value_head, data_parallel))
+            minibatch = take(batch, rows)
+            history.append(step.train(minibatch, targets.take(rows, minibatch.action_mask.shape[1]), first))
     update_metrics = _mean_metrics(history)
     if "kl" in update_metrics:  # the loss's KL is the policy's during the passes; report the pre-update one
         update_metrics.pop("kl")
@@ -258,63 +307,96 @@ def rl_update(
 
 
 @dataclasses.dataclass
-class _Minibatch:
-    batch: SequenceBatch
-    targets: _Targets
-    precomputed: ForwardOutput | None
-    """The whole batch's training forward pass, when there is a single pass of one minibatch."""
+class _Step:
+    """One optimizer step of rl_update, over the micro-batches of a minibatch."""
 
-    def train(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        trainable: list[torch.nn.Parameter],
-        cfg: PolicyLossConfig,
-        params: ReinforcementParams,
-        value_head: ValueHead | None,
-        data_parallel: DataParallel | None,
-    ) -> dict[str, float]:
-        """One optimizer step. Every data-parallel rank takes the same number of these,
-        empty or not, so the collectives line up."""
-        optimizer.zero_grad(set_to_none=True)
-        metrics: dict[str, float] = {}
-        mask, targets = self.batch.action_mask, self.targets
-        # The policy term is averaged per token or per sequence (cfg.aggregation), the
-        # value term always per token: each gets its own data-parallel scale.
-        p_loss = v_loss = None
-        if self.batch.size:
-            out = self.precomputed or forward(model, self.batch, value_head)
-            p_loss, metrics = policy_loss(
-                out.logprobs, targets.old_logprobs, targets.advantages, mask, cfg, targets.ref_logprobs,
-                targets.is_weights,
-            )  # fmt: skip
-            total = p_loss
-            if value_head is not None:
-                assert out.values is not None and targets.old_values is not None and targets.returns is not None
-                clip = params.value_clip_range or None
-                v_loss, v_metrics = value_loss(out.values, targets.old_values, targets.returns, mask, clip)
-                v_loss = params.value_loss_coef * v_loss
-                total = p_loss + v_loss
-                metrics.update(v_metrics)
-            metrics["entropy"] = float(masked_mean(out.entropy, mask))
-            metrics["loss"] = float(total.detach())
-            if not math.isfinite(metrics["loss"]):  # before the step: weights are never written with nan
-                raise FloatingPointError("the loss is not finite; lower learning_rate_multiplier")
-        if data_parallel is not None:
-            tokens = float(mask.sum())
-            p_scale = data_parallel.loss_scale(tokens if cfg.aggregation == "token_mean" else float(self.batch.size))
-            v_scale = data_parallel.loss_scale(tokens) if value_head is not None else 0.0
-            if p_loss is not None:
-                scaled = p_loss * p_scale + (v_loss * v_scale if v_loss is not None else 0.0)
-                scaled.backward()
-            data_parallel.average_gradients(trainable)
-        elif p_loss is not None:
-            (p_loss + v_loss if v_loss is not None else p_loss).backward()
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    cfg: PolicyLossConfig
+    params: ReinforcementParams
+    value_head: ValueHead | None
+    data_parallel: DataParallel | None
+    micro_batch_tokens: int
+
+    def train(self, batch: SequenceBatch, targets: _Targets, precomputed: ForwardOutput | None) -> dict[str, float]:
+        """One optimizer step on a minibatch. `precomputed` is the whole batch's training
+        forward pass, when the batch is this single minibatch of a single micro-batch. Every
+        data-parallel rank takes the same number of these, empty or not, so the collectives
+        line up."""
+        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.optimizer.zero_grad(set_to_none=True)
+        whole = aggregation_units(batch.action_mask)
+        p_scale, v_scale = self._data_parallel_scales(whole)
+        parts, values, returns = [], [], []
+        for rows in micro_batches(sequence_lengths(batch), self.micro_batch_tokens):
+            micro = take(batch, rows)
+            micro_targets = targets.take(rows, micro.action_mask.shape[1])
+            out = precomputed if precomputed is not None else forward(self.model, micro, self.value_head)
+            parts.append(self._accumulate(micro, micro_targets, out, whole, p_scale, v_scale))
+            if out.values is not None:
+                assert micro_targets.returns is not None
+                valid = micro.action_mask.bool()
+                values.append(out.values.detach()[valid])
+                returns.append(micro_targets.returns[valid])
+        metrics = combine_metrics(parts)
+        if values:
+            values_flat, returns_flat = torch.cat(values), torch.cat(returns)
+            metrics["explained_variance"] = explained_variance(values_flat, returns_flat, torch.ones_like(values_flat))
+        if self.data_parallel is not None:
+            self.data_parallel.average_gradients(trainable)
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
         if not math.isfinite(metrics["grad_norm"]):
             raise FloatingPointError("the gradient is not finite; lower learning_rate_multiplier")
-        optimizer.step()
+        self.optimizer.step()
         return metrics
+
+    def _data_parallel_scales(self, whole: dict[str, float]) -> tuple[float, float]:
+        """Each rank's scale of the policy and value terms (1 without data parallelism): the
+        policy term is averaged per token or per sequence (cfg.aggregation), the value term
+        always per token."""
+        if self.data_parallel is None:
+            return 1.0, 1.0
+        p_scale = self.data_parallel.loss_scale(whole[self.cfg.aggregation])
+        v_scale = self.data_parallel.loss_scale(whole["token_mean"]) if self.value_head is not None else 0.0
+        return p_scale, v_scale
+
+    def _accumulate(
+        self,
+        micro: SequenceBatch,
+        targets: _Targets,
+        out: ForwardOutput,
+        whole: dict[str, float],
+        p_scale: float,
+        v_scale: float,
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Backward of one micro-batch's loss, scaled by its shares of the minibatch; returns
+        its metrics and the weight of each in the minibatch's."""
+        mask, cfg = micro.action_mask, self.cfg
+        share = shares(aggregation_units(mask), whole)
+        p_loss, metrics = policy_loss(
+            out.logprobs, targets.old_logprobs, targets.advantages, mask, cfg, targets.ref_logprobs, targets.is_weights
+        )
+        weights = dict.fromkeys(metrics, share["token_mean"])
+        weights["policy_loss"] = share[cfg.aggregation]
+        if cfg.ratio_level == "sequence":  # GSPO's ratio_mean is over sequences
+            weights["ratio_mean"] = share["sequence_mean"]
+        loss = share[cfg.aggregation] * p_loss
+        scaled = loss * p_scale
+        if self.value_head is not None:
+            assert out.values is not None and targets.old_values is not None and targets.returns is not None
+            clip = self.params.value_clip_range or None
+            v_loss, v_metrics = value_loss(out.values, targets.old_values, targets.returns, mask, clip)
+            v_metrics.pop("explained_variance")  # recomputed over the minibatch by the caller
+            v_loss = share["token_mean"] * self.params.value_loss_coef * v_loss
+            loss, scaled = loss + v_loss, scaled + v_loss * v_scale
+            metrics.update(v_metrics)
+            weights.update(dict.fromkeys(v_metrics, share["token_mean"]))
+        metrics["entropy"], weights["entropy"] = float(masked_mean(out.entropy, mask)), share["token_mean"]
+        metrics["loss"], weights["loss"] = float(loss.detach()), 1.0  # already scaled by its share
+        if not math.isfinite(metrics["loss"]):  # before the step: weights are never written with nan
+            raise FloatingPointError("the loss is not finite; lower learning_rate_multiplier")
+        scaled.backward()
+        return metrics, weights
 
 
 def sft_update(
@@ -324,23 +406,32 @@ def sft_update(
     targets: Sequence[Sequence[int]],
     pad_id: int,
     data_parallel: DataParallel | None = None,
+    micro_batch_tokens: int = 0,
 ) -> dict[str, float]:
-    """One cross-entropy step on (prompt, target) pairs; only target tokens are learned."""
+    """One cross-entropy step on (prompt, target) pairs; only target tokens are learned.
+    Micro-batches (`micro_batch_tokens`) take their token share of the mean, as in rl_update."""
     if data_parallel is not None:
         prompts, targets = data_parallel.shard(prompts), data_parallel.shard(targets)
     batch: SequenceBatch = build_sequence_batch(prompts, targets, None, pad_id)
     model.train()
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits[:, :-1]
-    loss, metrics = sft_loss(logits.float(), batch.input_ids[:, 1:], batch.action_mask)
     trainable = trainable_parameters(model)
     optimizer.zero_grad(set_to_none=True)
+    whole = aggregation_units(batch.action_mask)
+    scale = data_parallel.loss_scale(whole["token_mean"]) if data_parallel is not None else 1.0
+    parts = []
+    for rows in micro_batches(sequence_lengths(batch), micro_batch_tokens):
+        micro = take(batch, rows)
+        share = shares(aggregation_units(micro.action_mask), whole)["token_mean"]
+        out = forward(model, micro, with_entropy=False)
+        loss, metrics = sft_loss_from_logprobs(out.logprobs, micro.action_mask)
+        (loss * (share * scale)).backward()
+        parts.append(
+            ({"sft_loss": metrics["loss"], "num_tokens": metrics["num_tokens"]}, {"sft_loss": share, "num_tokens": 1.0})
+        )
     if data_parallel is not None:
-        (loss * data_parallel.loss_scale(float(batch.action_mask.sum()))).backward()
         data_parallel.average_gradients(trainable)
-    else:
-        loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
     optimizer.step()
-    out = {k: float(v) for k, v in metrics.items()}
-    out["sft_loss"] = float(loss.detach())
-    return out
+    out_metrics = combine_metrics(parts)
+    out_metrics["loss"] = out_metrics["sft_loss"]
+    return out_metrics
