@@ -15,9 +15,11 @@ def main(argv: list[str] | None = None) -> None:
     from rft_learner.trainer.devices import resolve_placement
 
     try:  # before any service starts: a flag this machine cannot honour is a usage error
-        resolve_placement(config.device, config.precision)
+        placement = resolve_placement(config.device, config.precision)
     except ValueError as exc:
         sys.exit(f"rft-learner: {exc}")
+    if placement.device.type != "cpu" and config.trainer_ranks > 1:
+        sys.exit("rft-learner: --trainer-ranks > 1 runs on CPU (gloo) only for now; use one rank per GPU learner")
     from rft_learner.app import serve
 
     run_service("rft-learner", config, lambda: serve(config))

@@ -152,8 +152,15 @@ class JobRun:
     # -- the job -----------------------------------------------------------------
     async def run(self) -> str:
         """Train to the end; returns the exported model directory."""
-        self.updater = Updater(self.settings.trainer_ranks)
+        settings = self.settings
+        self.updater = Updater(settings.trainer_ranks, settings.micro_batch_tokens, settings.placement)
         await self._in_thread(self.updater.start)
+        budget = (
+            f"micro-batches of at most {settings.micro_batch_tokens} tokens"
+            if settings.micro_batch_tokens
+            else "whole minibatches"
+        )
+        self.ctl.event(INFO, f"training on {settings.placement.describe()}, {budget}")
         if self.settings.trainer_ranks > 1:
             self.ctl.event(INFO, f"update steps run data-parallel on {self.settings.trainer_ranks} trainer ranks")
         try:
@@ -219,11 +226,12 @@ class JobRun:
     def _load_policy(self, latest: pathlib.Path | None, state: dict[str, Any]) -> torch.nn.Module:
         """The policy to train: the job's model, or where the latest checkpoint left it."""
         if self.lora is None:
-            return load_model(latest / "model" if latest else self.request.model)
+            return load_model(latest / "model" if latest else self.request.model, self.settings.placement)
         # A LoRA policy is a frozen base plus the adapter. The base is the job's model,
         # or once RL has started after an SFT warm-up, the warm-up merged into it.
         rl_base = state.get("phase") == "rl" and self.reference_dir.exists()
-        model = lora.add_adapter(load_model(self.reference_dir if rl_base else self.request.model), self.lora)
+        base = load_model(self.reference_dir if rl_base else self.request.model, self.settings.placement)
+        model = lora.add_adapter(base, self.lora)
         if latest:
             lora.load_adapter_weights(model, latest / "model" / ckpt.ADAPTER_DIR)
         return model
@@ -234,7 +242,9 @@ class JobRun:
         resumes and crashes. None when no KL term is on, or for LoRA (its base, adapter off)."""
         if params.kl_coef == 0 or self.lora is not None:
             return None
-        reference = load_model(self.reference_dir if warmed_up else self.request.model)
+        reference = load_model(
+            self.reference_dir if warmed_up else self.request.model, self.settings.placement, frozen=True
+        )
         return reference.eval().requires_grad_(False)
 
     def _persist_warmup(self, params: hparams.ReinforcementParams) -> None:
@@ -347,7 +357,10 @@ class JobRun:
         if warmed_up and not resuming:
             await self._in_thread(self._persist_warmup, params)
         self.reference = await self._in_thread(self._reference, params, warmed_up)
-        value_head = ValueHead(self.model.config.hidden_size) if params.algorithm == "ppo" else None
+        value_head = None
+        if params.algorithm == "ppo":
+            placement = self.settings.placement
+            value_head = ValueHead(self.model.config.hidden_size).to(placement.device, placement.weights_dtype)
         lr = hparams.BASE_LEARNING_RATE * params.learning_rate_multiplier
         optimizer = torch.optim.AdamW(trainable_parameters(self.model, value_head), lr=lr)
         cursor = DataCursor(len(train), self.seed + 1)

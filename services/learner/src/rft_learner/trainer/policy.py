@@ -11,12 +11,20 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rft_learner.rl import chunked_entropy, chunked_token_logprobs
+from rft_learner.trainer.devices import CPU_FP32, Placement
 
 
-def load_model(model_dir: str | pathlib.Path) -> PreTrainedModel:
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+def load_model(model_dir: str | pathlib.Path, placement: Placement = CPU_FP32, frozen: bool = False) -> PreTrainedModel:
+    """The model in `model_dir` on the placement's device, in its weights dtype (or, for a
+    model that is never trained such as the KL reference, `frozen`, its frozen dtype)."""
+    dtype = placement.frozen_dtype if frozen else placement.weights_dtype
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(placement.device)
     model.config.use_cache = False
     return model
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def load_tokenizer(model_dir: str | pathlib.Path) -> PreTrainedTokenizerBase:
@@ -63,6 +71,9 @@ class SequenceBatch:
     @property
     def size(self) -> int:
         return self.input_ids.shape[0]
+
+    def to(self, device: torch.device) -> SequenceBatch:
+        return SequenceBatch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
 def build_sequence_batch(

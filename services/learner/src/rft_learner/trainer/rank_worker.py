@@ -8,6 +8,7 @@ import torch.distributed as dist
 
 from rft_learner.hparams import ReinforcementParams
 from rft_learner.trainer import lora
+from rft_learner.trainer.devices import Placement
 from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.policy import ValueHead, load_model, trainable_parameters
 from rft_learner.trainer.ranks import broadcast_module_state
@@ -18,6 +19,7 @@ def main() -> None:
     data_parallel = DataParallel.from_environment("gloo")
     assert data_parallel is not None, "run by the learner with RANK / WORLD_SIZE set"
     model = reference = value_head = optimizer = None
+    placement = Placement(torch.device("cpu"), "fp32")
     while True:
         holder = [None]
         dist.broadcast_object_list(holder, src=0)
@@ -26,23 +28,28 @@ def main() -> None:
         if kind == "stop":
             break
         if kind == "begin":
-            _, model_dir, learning_rate, with_reference, with_value_head, lora_spec = command
-            model = load_model(model_dir)
+            _, model_dir, learning_rate, with_reference, with_value_head, lora_spec, precision = command
+            placement = Placement(torch.device("cpu"), precision)
+            model = load_model(model_dir, placement)
             if lora_spec is not None:
                 model = lora.add_adapter(model, lora_spec)
-            reference = load_model(model_dir).requires_grad_(False) if with_reference else None
-            value_head = ValueHead(model.config.hidden_size) if with_value_head else None
+            reference = load_model(model_dir, placement, frozen=True).requires_grad_(False) if with_reference else None
+            value_head = (
+                ValueHead(model.config.hidden_size).to(dtype=placement.weights_dtype) if with_value_head else None
+            )
             optimizer = torch.optim.AdamW(trainable_parameters(model, value_head), lr=learning_rate)
             broadcast_module_state([model, reference, value_head], optimizer)
         elif kind == "rl_update":
             _, groups, params, pad_id, micro_batch_tokens = command
             params = ReinforcementParams(**params)
-            rl_update(
-                model, reference, optimizer, groups, params, pad_id, value_head, data_parallel, micro_batch_tokens
-            )
+            with placement.autocast():
+                rl_update(
+                    model, reference, optimizer, groups, params, pad_id, value_head, data_parallel, micro_batch_tokens
+                )
         elif kind == "sft_update":
             _, prompts, targets, pad_id, micro_batch_tokens = command
-            sft_update(model, optimizer, prompts, targets, pad_id, data_parallel, micro_batch_tokens)
+            with placement.autocast():
+                sft_update(model, optimizer, prompts, targets, pad_id, data_parallel, micro_batch_tokens)
     dist.barrier()  # matches Updater.close in ranks.py: both sides tear the gloo group down together
     dist.destroy_process_group()
 

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from rft_learner.hparams import LoraSpec, ReinforcementParams
+from rft_learner.trainer.devices import CPU_FP32, Placement
 from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.policy import ValueHead
 from rft_learner.trainer.updates import Group, rl_update, sft_update
@@ -54,11 +55,14 @@ class Updater:
     `micro_batch_tokens` bounds the padded tokens (rows x longest sequence) of each forward
     pass of every update on every rank (0: no bound; see trainer.updates)."""
 
-    def __init__(self, world: int, micro_batch_tokens: int = 0) -> None:
+    def __init__(self, world: int, micro_batch_tokens: int = 0, placement: Placement = CPU_FP32) -> None:
         if micro_batch_tokens < 0:
             raise ValueError(f"micro_batch_tokens must be >= 0, got {micro_batch_tokens}")
+        if world > 1 and placement.device.type != "cpu":
+            raise ValueError("several trainer ranks run on CPU (gloo) only; NCCL ranks are not wired yet")
         self.world = world
         self.micro_batch_tokens = micro_batch_tokens
+        self.placement = placement
         self.data_parallel: DataParallel | None = None
         self._workers: list[subprocess.Popen] = []
 
@@ -93,7 +97,16 @@ class Updater:
         value head and optimizer state."""
         if self.data_parallel is None:
             return
-        self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None, lora))
+        begin = (
+            "begin",
+            model_dir,
+            learning_rate,
+            reference is not None,
+            value_head is not None,
+            lora,
+            self.placement.precision,
+        )
+        self._send(begin)
         broadcast_module_state([model, reference, value_head], optimizer)
 
     def train_rl(self, model, reference, optimizer, groups: Sequence[Group], params: ReinforcementParams, pad_id: int,
@@ -101,15 +114,18 @@ class Updater:
         """updates.rl_update here, and on every other rank."""
         if self.data_parallel is not None:
             self._send(("rl_update", list(groups), params.model_dump(), pad_id, self.micro_batch_tokens))
-        return rl_update(
-            model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel, self.micro_batch_tokens
-        )
+        with self.placement.autocast():
+            return rl_update(
+                model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel,
+                self.micro_batch_tokens,
+            )  # fmt: skip
 
     def train_sft(self, model, optimizer, prompts, targets, pad_id: int) -> dict[str, float]:
         """updates.sft_update here, and on every other rank."""
         if self.data_parallel is not None:
             self._send(("sft_update", list(prompts), list(targets), pad_id, self.micro_batch_tokens))
-        return sft_update(model, optimizer, prompts, targets, pad_id, self.data_parallel, self.micro_batch_tokens)
+        with self.placement.autocast():
+            return sft_update(model, optimizer, prompts, targets, pad_id, self.data_parallel, self.micro_batch_tokens)
 
     def close(self) -> None:
         if self.data_parallel is not None:

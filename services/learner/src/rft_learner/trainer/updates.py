@@ -85,6 +85,7 @@ from rft_learner.trainer.policy import (
     SequenceBatch,
     ValueHead,
     build_sequence_batch,
+    device_of,
     forward,
     trainable_parameters,
 )
@@ -181,7 +182,8 @@ class _Targets:
 
     def take(self, rows: Rows, width: int) -> _Targets:
         """The rows, [B, T] tensors cut to `width` positions (as micro_batches.take cuts a batch)."""
-        return _Targets(*(_rows(t, rows, width) for t in dataclasses.astuple(self)))
+        # (not dataclasses.astuple: it deep-copies every tensor)
+        return _Targets(*(_rows(getattr(self, f.name), rows, width) for f in dataclasses.fields(self)))
 
 
 def _rows(tensor: torch.Tensor | None, rows: Rows, width: int) -> torch.Tensor | None:
@@ -250,7 +252,7 @@ def rl_update(
         if data_parallel is not None:
             raise ValueError("every rank needs at least one graded sample")
         return {"skipped_steps": 1.0}
-    batch = build_sequence_batch(samples.prompts, samples.completions, samples.logprobs, pad_id)
+    batch = build_sequence_batch(samples.prompts, samples.completions, samples.logprobs, pad_id).to(device_of(model))
     mask = batch.action_mask
     ppo = params.algorithm == "ppo"
     ref_logprobs = reference_logprobs(model, reference, batch, micro_batch_tokens) if params.kl_coef > 0 else None
@@ -274,7 +276,9 @@ def rl_update(
             metrics["kl"] = float(masked_mean(kl_estimate(old_logprobs, ref_logprobs, params.kl_estimator), mask))
         if ppo:
             assert old_values is not None
-            token_rewards = terminal_rewards(torch.tensor(samples.rewards, dtype=torch.float32), mask)
+            token_rewards = terminal_rewards(
+                torch.tensor(samples.rewards, dtype=torch.float32, device=mask.device), mask
+            )
             if ref_logprobs is not None:
                 token_rewards = (
                     token_rewards - params.kl_coef * kl_estimate(old_logprobs, ref_logprobs, params.kl_estimator) * mask
@@ -282,7 +286,7 @@ def rl_update(
             token_adv, returns = gae(token_rewards, old_values, mask, params.gae_gamma, params.gae_lambda)
             advantages = whiten(token_adv, mask)
         else:
-            advantages = torch.tensor(samples.advantages, dtype=torch.float32)
+            advantages = torch.tensor(samples.advantages, dtype=torch.float32, device=mask.device)
             returns = None
         metrics["advantage_abs_mean"] = float(
             masked_mean(advantages.abs(), mask) if advantages.dim() == 2 else advantages.abs().mean()
@@ -412,7 +416,7 @@ def sft_update(
     Micro-batches (`micro_batch_tokens`) take their token share of the mean, as in rl_update."""
     if data_parallel is not None:
         prompts, targets = data_parallel.shard(prompts), data_parallel.shard(targets)
-    batch: SequenceBatch = build_sequence_batch(prompts, targets, None, pad_id)
+    batch: SequenceBatch = build_sequence_batch(prompts, targets, None, pad_id).to(device_of(model))
     model.train()
     trainable = trainable_parameters(model)
     optimizer.zero_grad(set_to_none=True)
