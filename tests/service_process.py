@@ -36,8 +36,10 @@ class ServiceProcess:
         ready_timeout: float = 60.0,
         wait_serving: bool = True,
         channel_credentials: grpc.ChannelCredentials | None = None,
+        launcher: list[str] | None = None,
     ) -> None:
         self.command = command
+        self.launcher = launcher or []  # e.g. torchrun's arguments, with --no-python
         self.port = free_port()
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -52,6 +54,7 @@ class ServiceProcess:
 
     def __enter__(self) -> ServiceProcess:
         args = [
+            *self.launcher,
             str(BIN / self.command),
             "serve",
             "--host",
@@ -109,6 +112,7 @@ class ServiceProcess:
             ready_timeout=self.ready_timeout,
             wait_serving=self.wait_serving,
             channel_credentials=self.channel_credentials,
+            launcher=self.launcher,
         )
         replacement.env = self.env
         replacement.port, replacement.metrics_port = self.port, self.metrics_port

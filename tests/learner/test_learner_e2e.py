@@ -18,7 +18,7 @@ from jobs_client import (
 from rft.learner.v1 import fine_tuning_pb2 as ft
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_learner.trainer.rl_step import metric_is_documented
-from service_process import ServiceProcess
+from service_process import BIN, ServiceProcess, free_port
 
 # A random-initialised character model emits a "7" in a sample now and then; the grader
 # rewards it. RL must make it more frequent — a rise no untrained sampler shows.
@@ -236,6 +236,28 @@ def test_a_job_trains_data_parallel_on_two_trainer_ranks(rollout, grader_service
         # The extra rank is a real process of the learner, and it is gone when the job ends.
         children = psutil.Process(learner.proc.pid).children(recursive=True)
         assert not [p for p in children if "rank_worker" in " ".join(p.cmdline())]
+
+
+def test_a_learner_started_by_torchrun_trains_on_its_ranks_across_jobs(
+    rollout, grader_service, tiny_model, tmp_path
+) -> None:
+    """The standard launch: `torchrun --nproc-per-node 2 --no-python rft-learner serve`.
+    Rank 0 serves; rank 1 waits for jobs for the life of the service, and SIGTERM stops both."""
+    torchrun = [str(BIN / "torchrun"), "--nnodes=1", "--nproc-per-node=2", f"--master-port={free_port()}",
+                "--no-python"]  # fmt: skip
+    args = learner_args(tmp_path / "learner", rollout, grader_service)
+    learner = ServiceProcess("rft-learner", args, launcher=torchrun, env={"OMP_NUM_THREADS": "1"}, ready_timeout=120)
+    with learner, learner.channel() as channel:
+        for run in range(2):  # the ranks outlive a job
+            (tmp_path / f"run{run}").mkdir()
+            job_id = start_job(channel, tiny_model, tmp_path / f"run{run}", n_epochs=1)
+            job = wait_for(channel, job_id, DONE)
+            assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+            assert any("data-parallel on 2 trainer ranks" in m for m in job_events(channel, job_id))
+    # torchrun itself exits 1 on SIGTERM (its SignalException); the service stopped
+    # gracefully and released rank 1 rather than being killed.
+    learner.proc.wait(timeout=60)
+    assert "learner stopped" in learner.logs()
 
 
 def test_restarting_the_grader_and_the_rollout_does_not_fail_the_job(tiny_model, tmp_path) -> None:

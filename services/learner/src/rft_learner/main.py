@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rft_common.config import parse_serve_command
@@ -12,6 +13,16 @@ from rft_learner.config import LearnerConfig
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_serve_command("rft-learner", LearnerConfig, "RFT_LEARNER", argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:  # under torchrun: rank 0 is the service, the others its trainer ranks
+        if int(os.environ.get("RANK", "0")) > 0:
+            from rft_learner.trainer.rank_worker import serve_ranks
+
+            serve_ranks()
+            return
+        if config.trainer_ranks not in (1, world):
+            sys.exit(f"rft-learner: --trainer-ranks {config.trainer_ranks} but torchrun started {world} ranks")
+        config = config.model_copy(update={"trainer_ranks": world})
     from rft_learner.trainer.devices import resolve_placement
 
     try:  # before any service starts: a flag this machine cannot honour is a usage error
@@ -22,7 +33,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("rft-learner: --trainer-ranks > 1 runs on CPU (gloo) only for now; use one rank per GPU learner")
     from rft_learner.app import serve
 
-    run_service("rft-learner", config, lambda: serve(config))
+    if world == 1:
+        run_service("rft-learner", config, lambda: serve(config))
+        return
+    from rft_learner.trainer.ranks import join_torchrun_ranks, release_torchrun_ranks
+
+    join_torchrun_ranks()
+    try:
+        run_service("rft-learner", config, lambda: serve(config))
+    finally:
+        release_torchrun_ranks()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ tokens), so that (1/world) * sum_r grad(world * n_r / N * L_r) = grad(sum_r n_r 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
@@ -19,6 +20,10 @@ import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+
+SERVICE_TIMEOUT = datetime.timedelta(days=30)
+"""Collective timeout of a group that lives as long as the service (torchrun): ranks > 0
+wait in a broadcast for the next job, however long the service idles."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +34,13 @@ class DataParallel:
     world: int
 
     @classmethod
-    def from_environment(cls, backend: str = "gloo") -> DataParallel | None:
+    def from_environment(cls, backend: str = "gloo", timeout: datetime.timedelta | None = None) -> DataParallel | None:
         """Join the group torchrun describes (RANK / WORLD_SIZE), or None when not under torchrun."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return None
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=timeout)
         return cls(dist.get_rank(), dist.get_world_size())
 
     def shard(self, items: Sequence[T]) -> list[T]:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from rft_learner.hparams import LoraSpec, ReinforcementParams
 from rft_learner.trainer.devices import CPU_FP32, Placement
-from rft_learner.trainer.distributed import DataParallel
+from rft_learner.trainer.distributed import SERVICE_TIMEOUT, DataParallel
 from rft_learner.trainer.policy import ValueHead
 from rft_learner.trainer.updates import Group, rl_update, sft_update
 
@@ -49,6 +49,21 @@ def broadcast_module_state(modules: Sequence[torch.nn.Module | None], optimizer:
             optimizer.load_state_dict(holder[0])
 
 
+def join_torchrun_ranks() -> None:
+    """Rank 0 of a learner started by torchrun joins the group its ranks wait in."""
+    DataParallel.from_environment("gloo", timeout=SERVICE_TIMEOUT)
+
+
+def release_torchrun_ranks() -> None:
+    """Tell the torchrun ranks the service is gone, so that torchrun exits with it."""
+    try:
+        dist.broadcast_object_list([("exit",)], src=0)
+        dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - a rank already gone: torchrun tears the rest down
+        pass
+
+
 class Updater:
     """Runs SFT / RL update steps here (world 1) or on every rank of a group.
 
@@ -65,9 +80,14 @@ class Updater:
         self.placement = placement
         self.data_parallel: DataParallel | None = None
         self._workers: list[subprocess.Popen] = []
+        self._persistent = False
 
     def start(self) -> None:
         if self.world <= 1:
+            return
+        if dist.is_initialized():  # torchrun started the ranks with the service: they wait for commands
+            self.data_parallel = DataParallel(dist.get_rank(), dist.get_world_size())
+            self._persistent = True
             return
         port = _free_port()
         for rank in range(1, self.world):
@@ -128,6 +148,9 @@ class Updater:
             return sft_update(model, optimizer, prompts, targets, pad_id, self.data_parallel, self.micro_batch_tokens)
 
     def close(self) -> None:
+        if self.data_parallel is not None and self._persistent:
+            self._send(("stop",))  # the ranks drop this job's models and wait for the next
+            self.data_parallel = None
         if self.data_parallel is not None:
             self._send(("stop",))
             dist.barrier()  # matches rank_worker's exit
