@@ -1,5 +1,6 @@
 """The update step under torchrun with 2 gloo processes equals one process on the whole batch,
-also when the ranks split their shares into micro-batches."""
+also when the ranks split their shares into micro-batches, and when model and reference
+are sharded with FSDP2 (each rank holding half of every weight)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ BIN = pathlib.Path(sys.executable).parent
     ("variant", "micro_batch_tokens"),
     # 24 tokens: rank 0's 6 sequences (7-12 tokens) make 3 micro-batches, rank 1's (9-13) 4,
     # so the ranks take different numbers of them between the same collectives.
-    [("full", 0), ("lora", 0), ("full", 24)],
+    # FSDP2 with 24: the rank with fewer micro-batches runs padding passes to match.
+    [("full", 0), ("lora", 0), ("full", 24), ("fsdp", 0), ("fsdp", 24)],
 )
 def test_two_gloo_ranks_match_a_single_process(tiny_model, tmp_path, variant: str, micro_batch_tokens: int) -> None:
     single, parallel = tmp_path / "single.pt", tmp_path / "parallel.pt"

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 T = TypeVar("T")
 
@@ -32,6 +33,10 @@ class DataParallel:
 
     rank: int
     world: int
+    sharded: bool = False
+    """The models are sharded with FSDP2 (trainer.sharding): gradients of their parameters
+    are reduce-scattered by FSDP, and every rank must run the same number of forward and
+    backward passes (FSDP gathers parameters collectively in each)."""
 
     @classmethod
     def from_environment(cls, backend: str = "gloo", timeout: datetime.timedelta | None = None) -> DataParallel | None:
@@ -54,8 +59,17 @@ class DataParallel:
         dist.all_reduce(total)
         return self.world * float(local_units) / max(float(total.item()), 1e-12)
 
+    def agree_on_count(self, local: int) -> int:
+        """The largest of every rank's `local` count."""
+        count = torch.tensor([local], dtype=torch.int64)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        return int(count.item())
+
     def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """Average the gradients of replicated parameters; FSDP's (DTensors) already are."""
         for parameter in parameters:
+            if isinstance(parameter, DTensor):
+                continue
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
             dist.all_reduce(parameter.grad)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.policy import ForwardOutput, SequenceBatch, ValueHead, forward
 
 Rows = slice | torch.Tensor
@@ -37,6 +38,19 @@ def micro_batches(lengths: Sequence[int], budget: int) -> list[slice]:
         longest = max(longest, length)
     runs.append(slice(start, len(lengths)))
     return runs
+
+
+def aligned_runs(lengths: Sequence[int], budget: int, data_parallel: DataParallel | None) -> list[tuple[slice, bool]]:
+    """`micro_batches`, each with True, padded under FSDP to the largest count of any rank
+    with repeats of the last run marked False (a rank runs those passes, as FSDP's
+    collectives need, and discards them)."""
+    runs = [(rows, True) for rows in micro_batches(lengths, budget)]
+    if data_parallel is None or not data_parallel.sharded:
+        return runs
+    if not runs:
+        raise ValueError("under FSDP every rank needs at least one sequence in every minibatch")
+    total = data_parallel.agree_on_count(len(runs))
+    return runs + [(runs[-1][0], False)] * (total - len(runs))
 
 
 def sequence_lengths(batch: SequenceBatch) -> list[int]:
@@ -64,14 +78,20 @@ def stitch(parts: Sequence[tuple[Rows, torch.Tensor]], shape: torch.Size) -> tor
 
 
 def forward_in_micro_batches(
-    model: torch.nn.Module, batch: SequenceBatch, value_head: ValueHead | None, budget: int
+    model: torch.nn.Module,
+    batch: SequenceBatch,
+    value_head: ValueHead | None,
+    budget: int,
+    data_parallel: DataParallel | None = None,
 ) -> ForwardOutput:
     """`forward` without autograd, one micro-batch at a time, stitched back into [B, T]
     tensors (log-probs and values; entropy is not computed, zeros)."""
     logprobs, values = [], []
     with torch.no_grad():
-        for rows in micro_batches(sequence_lengths(batch), budget):
+        for rows, active in aligned_runs(sequence_lengths(batch), budget, data_parallel):
             out = forward(model, take(batch, rows), value_head, with_entropy=False)
+            if not active:
+                continue
             logprobs.append((rows, out.logprobs))
             if out.values is not None:
                 values.append((rows, out.values))

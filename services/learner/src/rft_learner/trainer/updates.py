@@ -52,6 +52,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from rft_learner.hparams import ReinforcementParams
 from rft_learner.rl import (
@@ -73,9 +74,9 @@ from rft_learner.trainer.distributed import DataParallel
 from rft_learner.trainer.micro_batches import (
     Rows,
     aggregation_units,
+    aligned_runs,
     combine_metrics,
     forward_in_micro_batches,
-    micro_batches,
     sequence_lengths,
     shares,
     take,
@@ -204,14 +205,32 @@ def reuses_training_forward(params: ReinforcementParams, micro_batch_count: int)
 
 
 def reference_logprobs(
-    model: torch.nn.Module, reference: torch.nn.Module | None, batch: SequenceBatch, micro_batch_tokens: int = 0
+    model: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    batch: SequenceBatch,
+    micro_batch_tokens: int = 0,
+    data_parallel: DataParallel | None = None,
 ) -> torch.Tensor:
     """Token logprobs under the KL reference: a frozen copy, or (reference None) a LoRA
     model's own base with its adapter switched off. No autograd, micro-batch by micro-batch."""
     if reference is not None:
-        return forward_in_micro_batches(reference, batch, None, micro_batch_tokens).logprobs
+        return forward_in_micro_batches(reference, batch, None, micro_batch_tokens, data_parallel).logprobs
     with model.disable_adapter():
-        return forward_in_micro_batches(model, batch, None, micro_batch_tokens).logprobs
+        return forward_in_micro_batches(model, batch, None, micro_batch_tokens, data_parallel).logprobs
+
+
+def _clip_gradients(trainable: list[torch.nn.Parameter]) -> float:
+    """Clip to MAX_GRAD_NORM; the total norm before clipping (over every rank's shards under FSDP)."""
+    norm = torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+
+
+def _discarded_pass(out: ForwardOutput) -> None:
+    """The backward FSDP's collectives need from a padding pass, adding nothing."""
+    zero = out.logprobs.sum() * 0.0
+    if out.values is not None:
+        zero = zero + out.values.sum() * 0.0
+    zero.backward()
 
 
 def _mean_metrics(history: list[dict[str, float]]) -> dict[str, float]:
@@ -255,13 +274,19 @@ def rl_update(
     batch = build_sequence_batch(samples.prompts, samples.completions, samples.logprobs, pad_id).to(device_of(model))
     mask = batch.action_mask
     ppo = params.algorithm == "ppo"
-    ref_logprobs = reference_logprobs(model, reference, batch, micro_batch_tokens) if params.kl_coef > 0 else None
+    ref_logprobs = None
+    if params.kl_coef > 0:
+        ref_logprobs = reference_logprobs(model, reference, batch, micro_batch_tokens, data_parallel)
 
     model.train()
-    reuse = reuses_training_forward(params, len(micro_batches(sequence_lengths(batch), micro_batch_tokens)))
+    reuse = reuses_training_forward(
+        params, len(aligned_runs(sequence_lengths(batch), micro_batch_tokens, data_parallel))
+    )
     first: ForwardOutput | None = forward(model, batch, value_head) if reuse else None
     with torch.no_grad():
-        old = first if first is not None else forward_in_micro_batches(model, batch, value_head, micro_batch_tokens)
+        old = first
+        if old is None:
+            old = forward_in_micro_batches(model, batch, value_head, micro_batch_tokens, data_parallel)
         old_logprobs = old.logprobs.detach()
         old_values = old.values.detach() if old.values is not None else None
         is_weights, metrics = rollout_correction(
@@ -332,10 +357,13 @@ class _Step:
         whole = aggregation_units(batch.action_mask)
         p_scale, v_scale = self._data_parallel_scales(whole)
         parts, values, returns = [], [], []
-        for rows in micro_batches(sequence_lengths(batch), self.micro_batch_tokens):
+        for rows, active in aligned_runs(sequence_lengths(batch), self.micro_batch_tokens, self.data_parallel):
             micro = take(batch, rows)
             micro_targets = targets.take(rows, micro.action_mask.shape[1])
             out = precomputed if precomputed is not None else forward(self.model, micro, self.value_head)
+            if not active:
+                _discarded_pass(out)
+                continue
             parts.append(self._accumulate(micro, micro_targets, out, whole, p_scale, v_scale))
             if out.values is not None:
                 assert micro_targets.returns is not None
@@ -348,7 +376,7 @@ class _Step:
             metrics["explained_variance"] = explained_variance(values_flat, returns_flat, torch.ones_like(values_flat))
         if self.data_parallel is not None:
             self.data_parallel.average_gradients(trainable)
-        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))
+        metrics["grad_norm"] = _clip_gradients(trainable)
         if not math.isfinite(metrics["grad_norm"]):
             raise FloatingPointError("the gradient is not finite; lower learning_rate_multiplier")
         self.optimizer.step()
@@ -423,10 +451,13 @@ def sft_update(
     whole = aggregation_units(batch.action_mask)
     scale = data_parallel.loss_scale(whole["token_mean"]) if data_parallel is not None else 1.0
     parts = []
-    for rows in micro_batches(sequence_lengths(batch), micro_batch_tokens):
+    for rows, active in aligned_runs(sequence_lengths(batch), micro_batch_tokens, data_parallel):
         micro = take(batch, rows)
         share = shares(aggregation_units(micro.action_mask), whole)["token_mean"]
         out = forward(model, micro, with_entropy=False)
+        if not active:
+            _discarded_pass(out)
+            continue
         loss, metrics = sft_loss_from_logprobs(out.logprobs, micro.action_mask)
         (loss * (share * scale)).backward()
         parts.append(
@@ -434,7 +465,7 @@ def sft_update(
         )
     if data_parallel is not None:
         data_parallel.average_gradients(trainable)
-    torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+    _clip_gradients(trainable)
     optimizer.step()
     out_metrics = combine_metrics(parts)
     out_metrics["loss"] = out_metrics["sft_loss"]
