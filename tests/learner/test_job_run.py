@@ -14,6 +14,7 @@ from rft.learner.v1 import fine_tuning_pb2 as ft
 from rft_learner.hparams import ReinforcementParams
 from rft_learner.trainer.loop import JobRun, TrainerSettings
 from rft_learner.trainer.policy import load_model, load_tokenizer
+from rft_learner.trainer.ranks import Updater
 
 
 class Control:
@@ -40,6 +41,8 @@ def job(tiny_model, tmp_path) -> JobRun:
     run = JobRun(request, 1, Control(), settings)
     run.tokenizer = load_tokenizer(tiny_model)
     run.model = load_model(tiny_model)
+    run.updater = Updater(1)
+    run.optimizer = run.updater.begin_phase(str(tiny_model), run.model, 1e-3)
     return run
 
 
@@ -49,7 +52,7 @@ def checkpoint_at(run: JobRun, step: int, valid_reward: float, shift: float) -> 
         for parameter in run.model.parameters():
             parameter.add_(shift)
     run._consider_best(step, {"valid_reward_mean": valid_reward})
-    asyncio.run(run._save(step, {"phase": "rl"}))
+    asyncio.run(run._save(step, {"phase": "rl"}, run.optimizer))
     return {k: v.clone() for k, v in run.model.state_dict().items()}
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 from jobs_client import (
     job_events,
     jobs_stub,
@@ -19,6 +20,7 @@ from rft.learner.v1 import fine_tuning_pb2 as ft
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_learner.trainer.rl_step import metric_is_documented
 from service_process import BIN, ServiceProcess, free_port
+from transformers import AutoModelForCausalLM
 
 # A random-initialised character model emits a "7" in a sample now and then; the grader
 # rewards it. RL must make it more frequent — a rise no untrained sampler shows.
@@ -236,6 +238,44 @@ def test_a_job_trains_data_parallel_on_two_trainer_ranks(rollout, grader_service
         # The extra rank is a real process of the learner, and it is gone when the job ends.
         children = psutil.Process(learner.proc.pid).children(recursive=True)
         assert not [p for p in children if "rank_worker" in " ".join(p.cmdline())]
+
+
+def test_fsdp_sharded_ranks_train_checkpoint_and_resume_like_a_straight_run(
+    rollout, grader_service, tiny_model, tmp_path
+) -> None:
+    """--trainer-sharding fsdp: policy, reference, value head and optimizer state sharded
+    over 2 ranks through SFT warm-up and PPO with a KL term; the weights pushed, saved and
+    exported are gathered from the shards, and a pause (checkpoint: optimizer state
+    gathered, then scattered again on resume) continues like the straight run."""
+    args = [*learner_args(tmp_path / "learner", rollout, grader_service, checkpoint_interval=100),
+            "--trainer-ranks", "2", "--trainer-sharding", "fsdp"]  # fmt: skip
+    hyper = dict(seed=5, n_epochs=1, eval_samples=1, kl_coef=0.05, algorithm=ft.RL_ALGORITHM_PPO,
+                 sft_warmup_epochs=1, sft_answer_field="digit")  # fmt: skip
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        stub = jobs_stub(channel)
+        straight = start_job(channel, tiny_model, tmp_path, **hyper)
+        job = wait_for(channel, straight, DONE)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        assert any("with FSDP-sharded models" in m for m in job_events(channel, straight))
+
+        paused = start_job(channel, tiny_model, tmp_path, **hyper)
+        wait_for_steps(channel, paused, 5)  # 4 warm-up steps, then RL
+        stub.PauseJob(ft.PauseJobRequest(job_id=paused), timeout=10)
+        job = wait_for(channel, paused, {ft.JOB_STATUS_PAUSED, *DONE})
+        assert job.status == ft.JOB_STATUS_PAUSED
+        pause_step = job.trained_steps
+        stub.ResumeJob(ft.ResumeJobRequest(job_id=paused), timeout=10)
+        job = wait_for(channel, paused, DONE)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        expected, got = metrics_by_step(channel, straight), metrics_by_step(channel, paused)
+        assert pause_step < job.total_steps == 8
+        for step in range(pause_step + 1, 9):
+            for name in ("train_reward_mean", "loss", "kl", "value_loss"):
+                assert got[step][name] == pytest.approx(expected[step][name], rel=1e-5, abs=1e-7), (step, name)
+    exported = AutoModelForCausalLM.from_pretrained(job.fine_tuned_model)
+    assert sum(p.numel() for p in exported.parameters()) == sum(
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(str(tiny_model)).parameters()
+    )
 
 
 def test_a_learner_started_by_torchrun_trains_on_its_ranks_across_jobs(

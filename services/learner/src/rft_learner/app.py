@@ -37,6 +37,7 @@ def trainer_settings(config: LearnerConfig) -> TrainerSettings:
         trainer_ranks=config.trainer_ranks,
         placement=resolve_placement(config.device, config.precision),
         micro_batch_tokens=config.micro_batch_tokens,
+        trainer_sharding=config.trainer_sharding,
     )
 
 

@@ -40,6 +40,8 @@ class LearnerConfig(ServerConfig):
     """Processes the update step runs on, data-parallel over torch.distributed (gloo); 1 = in the service."""
     torch_threads: int = pydantic.Field(0, ge=0)
     """CPU threads for the trainer's torch ops; 0 = torch's default."""
+    trainer_sharding: Literal["none", "fsdp"] = "none"
+    """With several trainer ranks: "none" keeps a whole model replica on every rank (data-parallel); "fsdp" shards policy, KL reference, value head and optimizer state over the ranks with FSDP2, for models that do not fit one device (LoRA jobs stay data-parallel). Resume a job with the same setting."""
     device: str = "auto"
     """Where the trainer keeps policy, reference and value head: auto (the first CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N."""
     precision: Literal["auto", "fp32", "bf16", "bf16-mixed"] = "auto"

@@ -30,10 +30,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_model_dir(model, tokenizer, directory: pathlib.Path) -> None:
+def save_model_dir(model, tokenizer, directory: pathlib.Path, weights: dict[str, torch.Tensor] | None = None) -> None:
     """A Hugging Face model directory (safetensors + config + tokenizer) vLLM can serve;
-    for a LoRA model, the merged weights plus the adapter alone in `adapter/`."""
-    if lora.is_lora(model):
+    for a LoRA model, the merged weights plus the adapter alone in `adapter/`. `weights`:
+    the whole state dict of a model sharded with FSDP (gathered by the caller)."""
+    if weights is not None:
+        model.save_pretrained(directory, state_dict=weights, safe_serialization=True)
+    elif lora.is_lora(model):
         model.get_base_model().save_pretrained(
             directory, state_dict=lora.merged_state_dict(model), safe_serialization=True
         )
@@ -47,13 +50,20 @@ def checkpoint_dir(root: pathlib.Path, step: int) -> pathlib.Path:
     return root / f"step-{step:06d}"
 
 
-def save_checkpoint(root: pathlib.Path, step: int, model, tokenizer, trainer_state: dict[str, Any]) -> pathlib.Path:
+def save_checkpoint(
+    root: pathlib.Path,
+    step: int,
+    model,
+    tokenizer,
+    trainer_state: dict[str, Any],
+    weights: dict[str, torch.Tensor] | None = None,
+) -> pathlib.Path:
     """Write checkpoint `step` under `root`; a crash midway leaves no partial checkpoint."""
     root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(root, step)
     scratch = pathlib.Path(tempfile.mkdtemp(prefix=f".step-{step:06d}-", dir=root))
     try:
-        save_model_dir(model, tokenizer, scratch / "model")
+        save_model_dir(model, tokenizer, scratch / "model", weights)
         torch.save({**trainer_state, "rng": rng_state(), "step": step}, scratch / TRAINER_STATE)
         with open(scratch / TRAINER_STATE, "rb") as handle:
             os.fsync(handle.fileno())

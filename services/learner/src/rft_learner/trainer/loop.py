@@ -34,7 +34,7 @@ from rft_learner.trainer import lora
 from rft_learner.trainer.data import DataCursor, Example, load_examples, reference_answer, steps_per_epoch
 from rft_learner.trainer.devices import CPU_FP32, Placement
 from rft_learner.trainer.evaluate import evaluate
-from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, trainable_parameters
+from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer
 from rft_learner.trainer.ranks import Updater
 from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper
 
@@ -83,6 +83,8 @@ class TrainerSettings:
     """Device and precision of the trainer's models (--device, --precision, resolved)."""
     micro_batch_tokens: int = 0
     """Padded tokens per forward/backward pass; 0 = a whole minibatch at once."""
+    trainer_sharding: str = "none"
+    """"fsdp": shard model, reference and value head over the trainer ranks (not LoRA jobs)."""
 
 
 def grader_client(
@@ -142,18 +144,39 @@ class JobRun:
         if request := self.ctl.stop_requested():
             raise Stopped(request)
 
-    async def _save(self, step: int, state: dict[str, Any]) -> None:
-        """Write a checkpoint in a worker thread: a large model takes seconds to save and
-        the learner must keep answering health checks meanwhile."""
-        state = {**state, "best": self.best, "evals_since_best": self.evals_since_best}
-        path = await self._in_thread(ckpt.save_checkpoint, self.ckpt_root, step, self.model, self.tokenizer, state)
+    async def _save(
+        self,
+        step: int,
+        state: dict[str, Any],
+        optimizer: torch.optim.Optimizer,
+        value_head: ValueHead | None = None,
+    ) -> None:
+        """Write a checkpoint in a worker thread: a large model takes seconds to save (and
+        under FSDP its shards are gathered first); the learner keeps answering meanwhile."""
+
+        def save() -> pathlib.Path:
+            weights, head, optimizer_state = self.updater.trainer_state(self.model, value_head, optimizer)
+            full = {**state, "optimizer": optimizer_state, "value_head": head, "best": self.best,
+                    "evals_since_best": self.evals_since_best}  # fmt: skip
+            sharded_weights = weights if self.updater.sharded else None
+            return ckpt.save_checkpoint(self.ckpt_root, step, self.model, self.tokenizer, full, sharded_weights)
+
+        path = await self._in_thread(save)
         self.ctl.checkpointed(step, path, dict(self.latest_eval))
+
+    def _whole_weights(self) -> dict[str, torch.Tensor] | None:
+        """The policy's weights gathered from the FSDP shards (blocking, collective), or None
+        when the model holds them whole."""
+        return self.updater.weights(self.model) if self.updater.sharded else None
 
     # -- the job -----------------------------------------------------------------
     async def run(self) -> str:
         """Train to the end; returns the exported model directory."""
         settings = self.settings
-        self.updater = Updater(settings.trainer_ranks, settings.micro_batch_tokens, settings.placement)
+        self.updater = Updater(
+            settings.trainer_ranks, settings.micro_batch_tokens, settings.placement, settings.trainer_sharding
+        )
+        self._gathered: dict[str, torch.Tensor] = {}  # under FSDP: the weights of the last push
         await self._in_thread(self.updater.start)
         budget = (
             f"micro-batches of at most {settings.micro_batch_tokens} tokens"
@@ -161,8 +184,9 @@ class JobRun:
             else "whole minibatches"
         )
         self.ctl.event(INFO, f"training on {settings.placement.describe()}, {budget}")
-        if self.settings.trainer_ranks > 1:
-            self.ctl.event(INFO, f"update steps run data-parallel on {self.settings.trainer_ranks} trainer ranks")
+        if settings.trainer_ranks > 1:
+            sharded = " with FSDP-sharded models" if settings.trainer_sharding == "fsdp" and self.lora is None else ""
+            self.ctl.event(INFO, f"update steps run data-parallel on {settings.trainer_ranks} trainer ranks{sharded}")
         try:
             return await self._run()
         finally:
@@ -255,11 +279,15 @@ class JobRun:
             ckpt.save_model_dir(base, self.tokenizer, self.reference_dir)
             self.model = lora.add_adapter(base, self.lora)
         elif params.kl_coef > 0:
-            ckpt.save_model_dir(self.model, self.tokenizer, self.reference_dir)
+            ckpt.save_model_dir(self.model, self.tokenizer, self.reference_dir, self._whole_weights())
 
     async def _push_policy(self, pool: RolloutPool) -> None:
         """Send the policy as it is now to every rollout replica."""
-        if self.lora is None:
+        if self.lora is None and self.updater.sharded:
+            self._gathered = await self._in_thread(self.updater.weights, self.model)
+            pool.set_weights_source(lambda: self._gathered.items())  # refreshed after every update
+            what = "weights"
+        elif self.lora is None:
             pool.set_weights_source(lambda: self.model.state_dict().items())
             what = "weights"
         else:
@@ -301,14 +329,15 @@ class JobRun:
         self, train: list[Example], field: str, batch_size: int, lr_mult: float, steps: int, state: dict
     ) -> None:
         lr = hparams.BASE_LEARNING_RATE * lr_mult
-        optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=lr)
         cursor = DataCursor(len(train), self.seed)
-        start = 0
+        start, optimizer_state = 0, None
         if state.get("phase") == "sft":
-            optimizer.load_state_dict(state["optimizer"])
+            optimizer_state = state["optimizer"]
             cursor.load_state_dict(state["cursor"])
             start = state["step"]
-        await asyncio.to_thread(self.updater.begin_phase, self.request.model, self.model, optimizer, lr, lora=self.lora)
+        optimizer = await self._in_thread(
+            self.updater.begin_phase, self.request.model, self.model, lr, optimizer_state, None, None, self.lora
+        )
         prompts = [
             self.tokenizer.apply_chat_template(e.messages, add_generation_prompt=True, tokenize=True) for e in train
         ]
@@ -342,9 +371,7 @@ class JobRun:
             self.ctl.metrics(step + 1, metrics)
             self.ctl.progress(trained_steps=step + 1)
             if (step + 1) % self.settings.checkpoint_interval == 0 and step + 1 < steps:
-                await self._save(
-                    step + 1, {"phase": "sft", "optimizer": optimizer.state_dict(), "cursor": cursor.state_dict()}
-                )
+                await self._save(step + 1, {"phase": "sft", "cursor": cursor.state_dict()}, optimizer)
 
     async def _rl(self, train, valid, params: hparams.ReinforcementParams, first_step: int, rl_steps: int, state,
                   pool: RolloutPool, grader: GraderClient) -> int:  # fmt: skip
@@ -362,20 +389,19 @@ class JobRun:
             placement = self.settings.placement
             value_head = ValueHead(self.model.config.hidden_size).to(placement.device, placement.weights_dtype)
         lr = hparams.BASE_LEARNING_RATE * params.learning_rate_multiplier
-        optimizer = torch.optim.AdamW(trainable_parameters(self.model, value_head), lr=lr)
         cursor = DataCursor(len(train), self.seed + 1)
         refill_cursor = DataCursor(len(train), self.seed + 2)  # dynamic sampling's extra rounds
-        start = 0
+        start, optimizer_state = 0, None
         if resuming:
-            optimizer.load_state_dict(state["optimizer"])
+            optimizer_state = state["optimizer"]
             cursor.load_state_dict(state["cursor"])
             if "refill_cursor" in state:
                 refill_cursor.load_state_dict(state["refill_cursor"])
             if value_head is not None:
                 value_head.load_state_dict(state["value_head"])
             start = state["step"] - first_step
-        await self._in_thread(
-            self.updater.begin_phase, self.request.model, self.model, optimizer, lr, self.reference, value_head,
+        optimizer = await self._in_thread(
+            self.updater.begin_phase, self.request.model, self.model, lr, optimizer_state, self.reference, value_head,
             self.lora,
         )  # fmt: skip
         await self._push_policy(pool)
@@ -391,21 +417,24 @@ class JobRun:
             return {
                 "phase": "rl",
                 "rl_done": rl_done,
-                "optimizer": optimizer.state_dict(),
                 "cursor": cursor_state,
                 "refill_cursor": refill_cursor.state_dict(),
-                "value_head": value_head.state_dict() if value_head else None,
                 "latest_eval": dict(self.latest_eval),
             }
 
         if warmed_up and not resuming and self.best is not None:
-            await self._save(first_step, trainer_state(cursor.state_dict()))
+            await self._save(first_step, trainer_state(cursor.state_dict()), optimizer, value_head)
+
+        def train_step(groups) -> dict[str, float]:
+            metrics = self.updater.train_rl(
+                self.model, self.reference, optimizer, groups, params, self.tokenizer.pad_token_id, value_head
+            )
+            if self.updater.sharded:  # the next push sends these
+                self._gathered = self.updater.weights(self.model)
+            return metrics
 
         async def update(groups) -> dict[str, float]:
-            return await self._in_thread(
-                self.updater.train_rl, self.model, self.reference, optimizer, groups, params,
-                self.tokenizer.pad_token_id, value_head,
-            )  # fmt: skip
+            return await self._in_thread(train_step, groups)
 
         collector = Collector(pool, train, cursor, refill_cursor, params, self.seed)
         stepper = RLStepper(collector, grader, train, params, update, first_step + rl_steps)
@@ -413,7 +442,7 @@ class JobRun:
         try:
             while step < rl_steps:
                 if self.ctl.stop_requested():
-                    await self._save(first_step + step, trainer_state(stepper.resume_cursor()))
+                    await self._save(first_step + step, trainer_state(stepper.resume_cursor()), optimizer, value_head)
                     self._check_control()
                 metrics = await stepper.run_step(first_step + step + 1)
                 step += 1
@@ -428,7 +457,7 @@ class JobRun:
                     stop = (
                         bool(params.early_stopping_patience) and self.evals_since_best >= params.early_stopping_patience
                     )
-                    await self._save(done, trainer_state(stepper.resume_cursor(), rl_done=stop))
+                    await self._save(done, trainer_state(stepper.resume_cursor(), rl_done=stop), optimizer, value_head)
                     if stop:
                         best = (
                             f"best {self.best['metrics']['valid_reward_mean']:.3f} at step {self.best['step']}"
@@ -443,13 +472,13 @@ class JobRun:
                         self.ctl.progress(total_steps=done)
                         break
                 elif step % self.settings.checkpoint_interval == 0:
-                    await self._save(done, trainer_state(stepper.resume_cursor()))
+                    await self._save(done, trainer_state(stepper.resume_cursor()), optimizer, value_head)
         finally:
             await stepper.close()
         done = first_step + step
         if evaluated_at != done:
             self._consider_best(done, await self._validate(pool, grader, params, valid, done))
-            await self._save(done, trainer_state(cursor.state_dict(), rl_done=True))
+            await self._save(done, trainer_state(cursor.state_dict(), rl_done=True), optimizer, value_head)
         return done
 
     async def _export(self, params: hparams.ReinforcementParams | None, last_step: int) -> str:
@@ -468,7 +497,7 @@ class JobRun:
                 f"{self.latest_eval.get('valid_reward_mean', float('nan')):.3f})",
             )
         else:
-            await self._in_thread(ckpt.save_model_dir, self.model, self.tokenizer, out)
+            await self._in_thread(lambda: ckpt.save_model_dir(self.model, self.tokenizer, out, self._whole_weights()))
             exported_step, metrics = last_step, self.latest_eval
         self.ctl.progress(final_metrics=dict(metrics), exported_step=exported_step)
         self.ctl.event(INFO, f"fine-tuned model exported to {out}")

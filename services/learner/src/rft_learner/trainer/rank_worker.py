@@ -11,11 +11,11 @@ import torch
 import torch.distributed as dist
 
 from rft_learner.hparams import ReinforcementParams
-from rft_learner.trainer import lora
+from rft_learner.trainer import lora, sharding
 from rft_learner.trainer.devices import Placement
 from rft_learner.trainer.distributed import SERVICE_TIMEOUT, DataParallel
-from rft_learner.trainer.policy import ValueHead, load_model, trainable_parameters
-from rft_learner.trainer.ranks import broadcast_module_state
+from rft_learner.trainer.policy import ValueHead, load_model
+from rft_learner.trainer.ranks import gather_state, setup_phase
 from rft_learner.trainer.updates import rl_update, sft_update
 
 
@@ -36,17 +36,23 @@ def main(persistent: bool = False) -> None:
         if kind == "stop":
             model = reference = value_head = optimizer = None
         if kind == "begin":
-            _, model_dir, learning_rate, with_reference, with_value_head, lora_spec, precision = command
+            _, model_dir, learning_rate, with_reference, with_value_head, lora_spec, precision, sharded, resumed = (
+                command
+            )
             placement = Placement(torch.device("cpu"), precision)
-            model = load_model(model_dir, placement)
+            if not (sharded and model is not None and sharding.is_sharded(model)):  # else: the warm-up's shards
+                model = load_model(model_dir, placement)
             if lora_spec is not None:
                 model = lora.add_adapter(model, lora_spec)
             reference = load_model(model_dir, placement, frozen=True).requires_grad_(False) if with_reference else None
             value_head = (
                 ValueHead(model.config.hidden_size).to(dtype=placement.weights_dtype) if with_value_head else None
             )
-            optimizer = torch.optim.AdamW(trainable_parameters(model, value_head), lr=learning_rate)
-            broadcast_module_state([model, reference, value_head], optimizer)
+            optimizer, data_parallel = setup_phase(
+                model, reference, value_head, learning_rate, None, data_parallel, sharded, resumed
+            )
+        elif kind == "gather":
+            gather_state(model, value_head, optimizer, command[1])
         elif kind == "rl_update":
             _, groups, params, pad_id, micro_batch_tokens = command
             params = ReinforcementParams(**params)

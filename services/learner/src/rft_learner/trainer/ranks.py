@@ -10,6 +10,7 @@ identical, so only rank 0 talks to rollout and grader, checkpoints and exports.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import socket
@@ -20,11 +21,18 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 from rft_learner.hparams import LoraSpec, ReinforcementParams
+from rft_learner.trainer import sharding
 from rft_learner.trainer.devices import CPU_FP32, Placement
 from rft_learner.trainer.distributed import SERVICE_TIMEOUT, DataParallel
-from rft_learner.trainer.policy import ValueHead
+from rft_learner.trainer.policy import ValueHead, trainable_parameters
 from rft_learner.trainer.updates import Group, rl_update, sft_update
 
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -36,17 +44,81 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def broadcast_module_state(modules: Sequence[torch.nn.Module | None], optimizer: torch.optim.Optimizer | None) -> None:
-    """Make every rank's weights (and optimizer state) rank 0's."""
+def broadcast_module_state(modules: Sequence[torch.nn.Module | None]) -> None:
+    """Make every rank's weights rank 0's."""
     for module in modules:
         if module is not None:
             for tensor in module.state_dict().values():
                 dist.broadcast(tensor, src=0)
-    if optimizer is not None:
-        holder = [optimizer.state_dict() if dist.get_rank() == 0 else None]
+
+
+class _Trained(torch.nn.Module):
+    """Policy and value head under one root, for torch's state-dict API (parameter names
+    "policy.*", "value_head.*" in a sharded optimizer's state)."""
+
+    def __init__(self, policy: torch.nn.Module, value_head: torch.nn.Module | None) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_head = value_head
+
+
+def setup_phase(
+    model: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    value_head: ValueHead | None,
+    learning_rate: float,
+    optimizer_state: dict | None,
+    data_parallel: DataParallel | None,
+    sharded: bool,
+    resumed: bool,
+) -> tuple[torch.optim.Optimizer, DataParallel | None]:
+    """What every rank does at a phase start, in the same order (collectives): take rank
+    0's weights, shard under FSDP, build AdamW and, when `resumed`, load the optimizer
+    state rank 0 holds (`optimizer_state`; None on the other ranks)."""
+    if data_parallel is not None:
+        # After an SFT warm-up under FSDP the policy is sharded already: its shards stay.
+        kept = sharding.is_sharded(model)
+        broadcast_module_state([None if kept else model, reference, value_head])
+        if sharded:
+            if not kept:
+                sharding.shard_model(model)
+            if reference is not None:
+                sharding.shard_model(reference)
+            if value_head is not None:
+                sharding.shard_value_head(value_head)
+        data_parallel = dataclasses.replace(data_parallel, sharded=sharded)
+    optimizer = torch.optim.AdamW(trainable_parameters(model, value_head), lr=learning_rate)
+    if sharded:
+        if resumed:
+            # Only rank 0 holds the checkpoint's state; it is broadcast tensor by tensor.
+            full = optimizer_state if dist.get_rank() == 0 else {}
+            options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+            set_optimizer_state_dict(_Trained(model, value_head), optimizer, full, options=options)
+        return optimizer, data_parallel
+    if data_parallel is not None and resumed:
+        holder = [optimizer_state if dist.get_rank() == 0 else None]
         dist.broadcast_object_list(holder, src=0)
-        if dist.get_rank() != 0:
-            optimizer.load_state_dict(holder[0])
+        optimizer_state = holder[0]
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    return optimizer, data_parallel
+
+
+def gather_state(
+    model: torch.nn.Module,
+    value_head: ValueHead | None,
+    optimizer: torch.optim.Optimizer | None,
+    with_optimizer: bool,
+) -> tuple[dict[str, torch.Tensor], dict | None, dict | None]:
+    """Whole weights (and value head and optimizer state) from every rank's FSDP shards, in
+    rank 0's host memory (the other ranks get empty dicts). Every rank calls it."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    if not with_optimizer:
+        return weights, None, None
+    head = get_model_state_dict(value_head, options=options) if value_head is not None else None
+    assert optimizer is not None
+    return weights, head, get_optimizer_state_dict(_Trained(model, value_head), optimizer, options=options)
 
 
 def join_torchrun_ranks() -> None:
@@ -70,7 +142,9 @@ class Updater:
     `micro_batch_tokens` bounds the padded tokens (rows x longest sequence) of each forward
     pass of every update on every rank (0: no bound; see trainer.updates)."""
 
-    def __init__(self, world: int, micro_batch_tokens: int = 0, placement: Placement = CPU_FP32) -> None:
+    def __init__(
+        self, world: int, micro_batch_tokens: int = 0, placement: Placement = CPU_FP32, sharding_mode: str = "none"
+    ) -> None:
         if micro_batch_tokens < 0:
             raise ValueError(f"micro_batch_tokens must be >= 0, got {micro_batch_tokens}")
         if world > 1 and placement.device.type != "cpu":
@@ -78,6 +152,7 @@ class Updater:
         self.world = world
         self.micro_batch_tokens = micro_batch_tokens
         self.placement = placement
+        self.sharding_mode = sharding_mode
         self.data_parallel: DataParallel | None = None
         self._workers: list[subprocess.Popen] = []
         self._persistent = False
@@ -107,27 +182,45 @@ class Updater:
         self,
         model_dir: str,
         model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
         learning_rate: float,
+        optimizer_state: dict | None = None,
         reference: torch.nn.Module | None = None,
         value_head: ValueHead | None = None,
         lora: LoraSpec | None = None,
-    ) -> None:
-        """Give every rank rank 0's model (with its LoRA adapter, when `lora`), reference,
-        value head and optimizer state."""
-        if self.data_parallel is None:
-            return
-        begin = (
-            "begin",
-            model_dir,
-            learning_rate,
-            reference is not None,
-            value_head is not None,
-            lora,
-            self.placement.precision,
-        )
-        self._send(begin)
-        broadcast_module_state([model, reference, value_head], optimizer)
+    ) -> torch.optim.Optimizer:
+        """Give every rank rank 0's model (with its LoRA adapter, when `lora`), reference
+        and value head; shard them under FSDP (`sharding_mode`, not for LoRA); build the phase's
+        optimizer with `optimizer_state` (a checkpoint's, from `trainer_state`) and return it."""
+        sharded = self.sharding_mode == "fsdp" and self.data_parallel is not None and lora is None
+        if self.data_parallel is not None:
+            self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None, lora,
+                        self.placement.precision, sharded, optimizer_state is not None))  # fmt: skip
+        optimizer, self.data_parallel = setup_phase(
+            model, reference, value_head, learning_rate, optimizer_state, self.data_parallel, sharded,
+            optimizer_state is not None,
+        )  # fmt: skip
+        return optimizer
+
+    @property
+    def sharded(self) -> bool:
+        return self.data_parallel is not None and self.data_parallel.sharded
+
+    def weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The policy's whole state dict: gathered from every rank's shards under FSDP (a
+        copy in host memory), the model's own tensors otherwise."""
+        if not self.sharded:
+            return model.state_dict()
+        self._send(("gather", False))
+        return gather_state(model, None, None, False)[0]
+
+    def trainer_state(
+        self, model: torch.nn.Module, value_head: ValueHead | None, optimizer: torch.optim.Optimizer
+    ) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
+        """Weights, value head and optimizer state for a checkpoint, whole (gathered under FSDP)."""
+        if not self.sharded:
+            return model.state_dict(), value_head.state_dict() if value_head else None, optimizer.state_dict()
+        self._send(("gather", True))
+        return gather_state(model, value_head, optimizer, True)
 
     def train_rl(self, model, reference, optimizer, groups: Sequence[Group], params: ReinforcementParams, pad_id: int,
                  value_head: ValueHead | None) -> dict[str, float]:  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -20,6 +21,10 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     if layers is None:
         raise ValueError(f"{type(model).__name__} has no model.layers to shard")
     return list(layers)
+
+
+def is_sharded(module: torch.nn.Module) -> bool:
+    return any(isinstance(parameter, DTensor) for parameter in module.parameters())
 
 
 def shard_model(model: torch.nn.Module) -> torch.nn.Module:
