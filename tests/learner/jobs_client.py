@@ -14,6 +14,17 @@ from rft.learner.v1 import fine_tuning_pb2 as ft
 ENDED = {ft.JOB_STATUS_SUCCEEDED, ft.JOB_STATUS_FAILED, ft.JOB_STATUS_CANCELLED}
 
 
+# The grader of the e2e jobs: a random-initialised character model emits a "7" now and
+# then; this rewards it, and RL must make it more frequent.
+HAS_SEVEN = {
+    "type": "string_check",
+    "name": "has_seven",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.digit}}",
+    "operation": "like",
+}
+
+
 def write_jsonl(path: pathlib.Path, rows: list[dict]) -> pathlib.Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

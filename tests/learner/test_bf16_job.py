@@ -6,20 +6,23 @@ match the learner's bf16 policy."""
 from __future__ import annotations
 
 import torch
-from jobs_client import jobs_stub, learner_args, metrics_by_step, reinforcement_request, upload, wait_for, write_jsonl
+from jobs_client import (
+    HAS_SEVEN,
+    jobs_stub,
+    learner_args,
+    metrics_by_step,
+    reinforcement_request,
+    upload,
+    wait_for,
+    write_jsonl,
+)
 from rft.learner.v1 import fine_tuning_pb2 as ft
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_learner.trainer.policy import build_sequence_batch, forward, load_tokenizer
 from service_process import ServiceProcess
 from transformers import AutoModelForCausalLM
 
-SPEC = {
-    "type": "string_check",
-    "name": "has_seven",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.digit}}",
-    "operation": "like",
-}
+SPEC = HAS_SEVEN
 DONE = {ft.JOB_STATUS_SUCCEEDED, ft.JOB_STATUS_FAILED, ft.JOB_STATUS_CANCELLED}
 # vLLM's CPU kernels and torch's eager bf16 round differently (accumulation order, fused
 # ops). Measured on this model: mean |diff| 0.0004, max 0.009 per token.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from jobs_client import (
+    HAS_SEVEN,
     job_events,
     jobs_stub,
     learner_args,
@@ -24,13 +25,7 @@ from transformers import AutoModelForCausalLM
 
 # A random-initialised character model emits a "7" in a sample now and then; the grader
 # rewards it. RL must make it more frequent — a rise no untrained sampler shows.
-SPEC = {
-    "type": "string_check",
-    "name": "has_seven",
-    "input": "{{sample.output_text}}",
-    "reference": "{{item.digit}}",
-    "operation": "like",
-}
+SPEC = HAS_SEVEN
 HYPER = dict(
     batch_size=8,
     group_size=8,
