@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from rft_learner.hparams import ReinforcementParams
+from rft_learner.job_validation import served_dtype_problem
 from rft_learner.trainer.devices import Placement, resolve_placement
-from rft_learner.trainer.policy import ValueHead, load_model
+from rft_learner.trainer.policy import ValueHead, build_sequence_batch, forward, load_model
 from rft_learner.trainer.ranks import Updater
 from rft_learner.trainer.updates import Group
 from test_updates import BAD, GOOD, completion_logprob
@@ -52,3 +53,16 @@ def test_rl_updates_in_bf16_learn_and_keep_their_dtypes(tiny_model, precision: s
     assert completion_logprob(model, PROMPT, GOOD) > good_before + 0.5
     assert completion_logprob(model, PROMPT, BAD) < bad_before
     assert {p.dtype for p in model.parameters()} == {placement.weights_dtype}
+    if value_head is not None:  # GAE runs on fp32 values whatever the precision
+        batch = build_sequence_batch([PROMPT], [GOOD], None, 0)
+        with placement.autocast(), torch.no_grad():
+            assert forward(model, batch, value_head).values.dtype == torch.float32
+
+
+def test_create_job_refuses_only_dtypes_the_weights_cannot_be_cast_to() -> None:
+    fp32, bf16 = Placement(torch.device("cpu"), "fp32"), Placement(torch.device("cpu"), "bf16")
+    assert served_dtype_problem("bfloat16", fp32) is None
+    assert served_dtype_problem("float32", bf16) is None
+    assert served_dtype_problem("float16", fp32) is None
+    assert "start the rollout with --dtype bfloat16" in served_dtype_problem("float16", bf16)
+    assert "cannot be cast" in served_dtype_problem("int64", fp32)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import pathlib
 
+import pytest
 import torch
 from rft.rollout.v1 import rollout_pb2
 from rft_learner.hparams import LoraSpec
-from rft_learner.remote import RolloutPool
+from rft_learner.remote import RemoteError, RolloutPool
 from rft_learner.trainer import lora
 from rft_learner.trainer.policy import load_model
 from service_process import ServiceProcess
@@ -118,3 +119,26 @@ def test_a_lora_replica_restarted_between_pushes_gets_its_base_again(tmp_path):
         expected = torch.log_softmax(logits, dim=-1)[torch.arange(len(sample.token_ids)), sample.token_ids]
         torch.testing.assert_close(torch.tensor(sample.logprobs), expected, atol=1e-3, rtol=0)
     assert any("lost the LoRA base; re-sending it" in m for m in messages), messages
+
+
+def test_a_push_whose_weights_change_midway_fails_with_the_reason(rollout, tiny_model):
+    """An error while streaming (here the weights lose a tensor between the checksum pass
+    and the stream) ends the push with a RemoteError naming it, not a bare cancellation."""
+    model = load_model(tiny_model)
+    reads = []
+
+    def source():
+        reads.append(1)
+        items = list(model.state_dict().items())
+        return items if len(reads) == 1 else items[:-1]
+
+    async def run():
+        pool = RolloutPool([rollout.address], patience_seconds=30)
+        pool.set_weights_source(source)
+        try:
+            await pool.push_weights()
+        finally:
+            await pool.close()
+
+    with pytest.raises(RemoteError, match="failed while sending: the weights have .* tensors, the manifest announced"):
+        asyncio.run(run())

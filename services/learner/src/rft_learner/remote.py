@@ -107,6 +107,9 @@ class RolloutPool:
         # notice a restart together, and the replica must get the weights once.
         self._push_locks = [asyncio.Lock() for _ in addresses]
         self.on_retry: Callable[[str], None] | None = None
+        # Held by the trainer while it changes the weights: a replica that must get them
+        # again waits, rather than reading tensors half-way through an optimizer step.
+        self.weights_guard = asyncio.Lock()
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
@@ -220,19 +223,35 @@ class RolloutPool:
                 )
             self._base_versions[index] = None  # it restarted from its model directory
             assert self._weights_source is not None
-            await self._bring_to_version(index, await self._plan(self._weights_source, [info]))
+            async with self.weights_guard:
+                await self._bring_to_version(index, await self._plan(self._weights_source, [info]))
 
     async def _update(self, index: int, version: int, plan: PushPlan, lora: rollout_pb2.LoraAdapter | None) -> None:
         """One UpdateWeights call, retried on transient errors: the rollout answers a
         repeat of the update it applied last with OK, so a lost reply costs a resend."""
         stub = self._stubs[index]
+        what = f"rollout {self.addresses[index]} UpdateWeights"
 
         async def call():
-            return await stub.UpdateWeights(plan.requests(version, lora), timeout=600)
+            failures: list[Exception] = []
 
-        await retry_transient(
-            call, f"rollout {self.addresses[index]} UpdateWeights", self.patience_seconds, self.on_retry
-        )
+            async def requests():
+                try:
+                    async for request in plan.requests(version, lora):
+                        yield request
+                except Exception as exc:
+                    failures.append(exc)
+                    raise
+
+            try:
+                return await stub.UpdateWeights(requests(), timeout=600)
+            except asyncio.CancelledError:
+                # grpc.aio cancels the call when the request stream raises: report why.
+                if failures:
+                    raise RemoteError(f"{what} failed while sending: {failures[0]}") from failures[0]
+                raise
+
+        await retry_transient(call, what, self.patience_seconds, self.on_retry)
 
     async def generate(
         self,

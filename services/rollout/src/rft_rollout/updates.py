@@ -225,6 +225,8 @@ class WeightUpdates:
             await asyncio.to_thread(write_adapter_config, path.parent, lora, modules)
         async with self._lock:
             self._check_serving()
+            if self._applied is not None and self._applied[0] == _fingerprint(header):
+                return self._repeat(self._applied[1])  # a retry received while the first attempt applied
             self._check_version(version)  # another update may have landed meanwhile
             if lora is not None:
                 self._check_base_version(lora)

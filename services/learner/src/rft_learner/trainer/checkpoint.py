@@ -77,7 +77,8 @@ def save_checkpoint(
 
 
 def load_trainer_state(checkpoint_dir: pathlib.Path) -> dict[str, Any]:
-    return torch.load(checkpoint_dir / TRAINER_STATE, weights_only=False)
+    # On the CPU: a checkpoint written on one device resumes on any other (the phase start places it).
+    return torch.load(checkpoint_dir / TRAINER_STATE, weights_only=False, map_location="cpu")
 
 
 def latest_checkpoint(root: pathlib.Path) -> pathlib.Path | None:

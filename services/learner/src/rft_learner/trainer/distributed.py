@@ -61,8 +61,15 @@ class DataParallel:
 
     def agree_on_count(self, local: int) -> int:
         """The largest of every rank's `local` count."""
+        return self._reduce(local, dist.ReduceOp.MAX)
+
+    def agree_on_minimum(self, local: int) -> int:
+        """The smallest of every rank's `local` count."""
+        return self._reduce(local, dist.ReduceOp.MIN)
+
+    def _reduce(self, local: int, op: dist.ReduceOp) -> int:
         count = torch.tensor([local], dtype=torch.int64)
-        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        dist.all_reduce(count, op=op)
         return int(count.item())
 
     def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:

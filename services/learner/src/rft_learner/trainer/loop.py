@@ -211,6 +211,7 @@ class JobRun:
 
         if method.HasField("supervised"):
             params = hparams.supervised_params(method.supervised)
+            self._check_ranks(params.batch_size)
             sft_steps = params.n_epochs * steps_per_epoch(len(train), params.batch_size)
             self.ctl.progress(total_steps=sft_steps)
             await self._sft(
@@ -224,6 +225,7 @@ class JobRun:
             params, _ = params.resolve_auto(len(train), n_params, bool(valid))
         except ValueError as exc:
             raise JobFailure("invalid_hyperparameters", str(exc)) from exc
+        self._check_ranks(params.batch_size)
         sft_steps = params.sft_warmup_epochs * steps_per_epoch(len(train), params.batch_size)
         rl_steps = params.n_epochs * steps_per_epoch(len(train), params.batch_size)
         self.ctl.progress(total_steps=sft_steps + rl_steps)
@@ -246,6 +248,15 @@ class JobRun:
             await pool.close()
             await grader.close()
         return await self._export(params, last)
+
+    def _check_ranks(self, batch_size: int) -> None:
+        ranks = self.settings.trainer_ranks
+        if batch_size < ranks:
+            raise JobFailure(
+                "invalid_hyperparameters",
+                f"batch_size {batch_size} is below the learner's {ranks} trainer ranks: every rank takes at "
+                f"least one prompt per step; use a batch_size of {ranks} or more",
+            )
 
     def _load_policy(self, latest: pathlib.Path | None, state: dict[str, Any]) -> torch.nn.Module:
         """The policy to train: the job's model, or where the latest checkpoint left it."""
@@ -434,7 +445,8 @@ class JobRun:
             return metrics
 
         async def update(groups) -> dict[str, float]:
-            return await self._in_thread(train_step, groups)
+            async with pool.weights_guard:
+                return await self._in_thread(train_step, groups)
 
         collector = Collector(pool, train, cursor, refill_cursor, params, self.seed)
         stepper = RLStepper(collector, grader, train, params, update, first_step + rl_steps)

@@ -40,17 +40,19 @@ def micro_batches(lengths: Sequence[int], budget: int) -> list[slice]:
     return runs
 
 
-def aligned_runs(lengths: Sequence[int], budget: int, data_parallel: DataParallel | None) -> list[tuple[slice, bool]]:
+def aligned_runs(
+    lengths: Sequence[int], budget: int, data_parallel: DataParallel | None
+) -> list[tuple[slice | None, bool]]:
     """`micro_batches`, each with True, padded under FSDP to the largest count of any rank
     with repeats of the last run marked False (a rank runs those passes, as FSDP's
-    collectives need, and discards them)."""
-    runs = [(rows, True) for rows in micro_batches(lengths, budget)]
+    collectives need, and discards them). A rank with no sequences gets (None, False)
+    entries: the caller runs some row of its own and discards it."""
+    runs: list[tuple[slice | None, bool]] = [(rows, True) for rows in micro_batches(lengths, budget)]
     if data_parallel is None or not data_parallel.sharded:
         return runs
-    if not runs:
-        raise ValueError("under FSDP every rank needs at least one sequence in every minibatch")
     total = data_parallel.agree_on_count(len(runs))
-    return runs + [(runs[-1][0], False)] * (total - len(runs))
+    padding = runs[-1][0] if runs else None
+    return runs + [(padding, False)] * (total - len(runs))
 
 
 def sequence_lengths(batch: SequenceBatch) -> list[int]:

@@ -132,5 +132,6 @@ def forward(
     block = logit_block_positions(logits.shape[-1])
     logprobs = chunked_token_logprobs(logits, batch.input_ids[:, 1:], block)
     entropy = chunked_entropy(logits.detach(), block) if with_entropy else torch.zeros_like(logprobs)
-    values = value_head(out.hidden_states[-1][:, :-1]) if value_head is not None else None
+    # fp32 values: GAE's recursion over bf16 values would round away per-token KL penalties.
+    values = value_head(out.hidden_states[-1][:, :-1]).float() if value_head is not None else None
     return ForwardOutput(logprobs, entropy, values)

@@ -121,9 +121,15 @@ def gather_state(
     return weights, head, get_optimizer_state_dict(_Trained(model, value_head), optimizer, options=options)
 
 
+_torchrun_group = False
+"""Set in rank 0 of a learner started by torchrun: the group lives as long as the service."""
+
+
 def join_torchrun_ranks() -> None:
     """Rank 0 of a learner started by torchrun joins the group its ranks wait in."""
+    global _torchrun_group
     DataParallel.from_environment("gloo", timeout=SERVICE_TIMEOUT)
+    _torchrun_group = True
 
 
 def release_torchrun_ranks() -> None:
@@ -160,7 +166,7 @@ class Updater:
     def start(self) -> None:
         if self.world <= 1:
             return
-        if dist.is_initialized():  # torchrun started the ranks with the service: they wait for commands
+        if _torchrun_group:  # torchrun started the ranks with the service: they wait for commands
             self.data_parallel = DataParallel(dist.get_rank(), dist.get_world_size())
             self._persistent = True
             return
@@ -241,18 +247,21 @@ class Updater:
             return sft_update(model, optimizer, prompts, targets, pad_id, self.data_parallel, self.micro_batch_tokens)
 
     def close(self) -> None:
-        if self.data_parallel is not None and self._persistent:
-            self._send(("stop",))  # the ranks drop this job's models and wait for the next
-            self.data_parallel = None
-        if self.data_parallel is not None:
-            self._send(("stop",))
-            dist.barrier()  # matches rank_worker's exit
-            dist.destroy_process_group()
-            self.data_parallel = None
-        for worker in self._workers:
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        self._workers.clear()
+        """End the job on every rank: torchrun's ranks wait for the next one; the ranks
+        this job started exit, and are killed if they do not."""
+        data_parallel, self.data_parallel = self.data_parallel, None
+        try:
+            if data_parallel is not None:
+                self._send(("stop",))
+                if not self._persistent:
+                    dist.barrier()  # matches rank_worker's exit
+        finally:
+            if data_parallel is not None and not self._persistent:
+                dist.destroy_process_group()  # even after a failed stop: the next job builds a new group
+            for worker in self._workers:
+                try:
+                    worker.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+            self._workers.clear()

@@ -267,9 +267,11 @@ def rl_update(
     if data_parallel is not None:
         groups = data_parallel.shard(groups)
     samples = _flatten(groups, params)
+    # Every rank skips together when one has nothing to train on (its groups' samples all
+    # failed grading or came back empty): the ranks' collectives must stay in step.
+    if data_parallel is not None and data_parallel.agree_on_minimum(len(samples.completions)) == 0:
+        return {"skipped_steps": 1.0}
     if not samples.completions:
-        if data_parallel is not None:
-            raise ValueError("every rank needs at least one graded sample")
         return {"skipped_steps": 1.0}
     batch = build_sequence_batch(samples.prompts, samples.completions, samples.logprobs, pad_id).to(device_of(model))
     mask = batch.action_mask
@@ -318,7 +320,8 @@ def rl_update(
         )
 
     targets = _Targets(old_logprobs, old_values, advantages, returns, ref_logprobs, is_weights)
-    step = _Step(model, optimizer, loss_config(params), params, value_head, data_parallel, micro_batch_tokens)
+    step = _Step(model, optimizer, loss_config(params), params, value_head, data_parallel, micro_batch_tokens,
+                 take(batch, slice(0, 1)))  # fmt: skip
     history: list[dict[str, float]] = []
     for _epoch in range(params.ppo_epochs):
         order = torch.randperm(batch.size) if params.num_minibatches > 1 else torch.arange(batch.size)
@@ -346,6 +349,9 @@ class _Step:
     value_head: ValueHead | None
     data_parallel: DataParallel | None
     micro_batch_tokens: int
+    padding_row: SequenceBatch
+    """A row of this rank's batch, run and discarded when FSDP needs a pass from a rank whose
+    minibatch is empty."""
 
     def train(self, batch: SequenceBatch, targets: _Targets, precomputed: ForwardOutput | None) -> dict[str, float]:
         """One optimizer step on a minibatch. `precomputed` is the whole batch's training
@@ -358,12 +364,13 @@ class _Step:
         p_scale, v_scale = self._data_parallel_scales(whole)
         parts, values, returns = [], [], []
         for rows, active in aligned_runs(sequence_lengths(batch), self.micro_batch_tokens, self.data_parallel):
+            if not active:
+                micro = take(batch, rows) if rows is not None else self.padding_row
+                _discarded_pass(forward(self.model, micro, self.value_head))
+                continue
             micro = take(batch, rows)
             micro_targets = targets.take(rows, micro.action_mask.shape[1])
             out = precomputed if precomputed is not None else forward(self.model, micro, self.value_head)
-            if not active:
-                _discarded_pass(out)
-                continue
             parts.append(self._accumulate(micro, micro_targets, out, whole, p_scale, v_scale))
             if out.values is not None:
                 assert micro_targets.returns is not None
