@@ -18,8 +18,8 @@ Chat prompts use ChatML, "<|im_start|>{role}\\n{content}<|im_end|>\\n" per messa
 "<|im_start|>assistant\\n" when a generation prompt is asked for.
 
 The directory loads in transformers (AutoModelForCausalLM / AutoTokenizer) and in vLLM
-like any other model directory. Presets: "tiny" for tests and the demo, "100m" (same
-family, ~100M parameters) for benchmarks.
+like any other model directory. Presets: "tiny" for tests and the demo, "10m", "100m" and
+"200m" (same family, ~10M, ~100M and ~210M parameters) for benchmarks.
 
     python scripts/build_base_model.py --out models/tiny --preset tiny --seed 0
 
@@ -68,6 +68,10 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(128, 2, 4, 2, 768, 512),
     # ~100M parameters, for weight-update and throughput benchmarks.
     "100m": Preset(768, 12, 12, 2, 3072, 1024),
+    # ~10M parameters, the middle rung of bench/bench_scale.py's ladder (head size 64).
+    "10m": Preset(256, 10, 4, 2, 1024, 1024),
+    # ~210M parameters, for bench_scale.py --sizes only (roughly 6 GB of learner memory in fp32).
+    "200m": Preset(1024, 14, 16, 2, 4096, 1024),
 }
 
 
