@@ -12,9 +12,11 @@ import safetensors.torch
 import torch
 from rft.learner.v1 import fine_tuning_pb2 as ft
 from rft_learner.hparams import ReinforcementParams
-from rft_learner.trainer.loop import JobRun, TrainerSettings
+from rft_learner.trainer import checkpoint as ckpt
+from rft_learner.trainer.loop import JobRun, TrainerSettings, check_optimizer_layout
 from rft_learner.trainer.policy import load_model, load_tokenizer
 from rft_learner.trainer.ranks import Updater
+from rft_learner.trainer.rl_step import JobFailure
 
 
 class Control:
@@ -88,3 +90,15 @@ def test_a_nan_evaluation_never_becomes_the_best(job: JobRun) -> None:
     assert job.best is None
     job._consider_best(2, {"valid_reward_mean": 0.0})
     assert job.best["step"] == 2
+
+
+def test_a_checkpoint_records_its_optimizer_layout_and_a_mismatched_resume_says_which_flag(job: JobRun) -> None:
+    checkpoint_at(job, 3, 0.5, 0.0)
+    state = ckpt.load_trainer_state(ckpt.checkpoint_dir(job.ckpt_root, 3))
+    assert state["optimizer_layout"] == "replicated"
+    check_optimizer_layout(state, sharded=False)  # same learner: resumes
+    with pytest.raises(JobFailure, match="holds replicated optimizer state .* --trainer-sharding none"):
+        check_optimizer_layout(state, sharded=True)
+    with pytest.raises(JobFailure, match="--trainer-sharding fsdp and --trainer-ranks > 1"):
+        check_optimizer_layout({**state, "optimizer_layout": "fsdp"}, sharded=False)
+    check_optimizer_layout({k: v for k, v in state.items() if k != "optimizer_layout"}, sharded=False)  # older

@@ -157,7 +157,8 @@ class JobRun:
         def save() -> pathlib.Path:
             weights, head, optimizer_state = self.updater.trainer_state(self.model, value_head, optimizer)
             full = {**state, "optimizer": optimizer_state, "value_head": head, "best": self.best,
-                    "evals_since_best": self.evals_since_best}  # fmt: skip
+                    "evals_since_best": self.evals_since_best,
+                    "optimizer_layout": optimizer_layout(self.updater.sharded)}  # fmt: skip
             sharded_weights = weights if self.updater.sharded else None
             return ckpt.save_checkpoint(self.ckpt_root, step, self.model, self.tokenizer, full, sharded_weights)
 
@@ -344,6 +345,7 @@ class JobRun:
         start, optimizer_state = 0, None
         if state.get("phase") == "sft":
             optimizer_state = state["optimizer"]
+            check_optimizer_layout(state, self.updater.will_shard(self.lora))
             cursor.load_state_dict(state["cursor"])
             start = state["step"]
         optimizer = await self._in_thread(
@@ -405,6 +407,7 @@ class JobRun:
         start, optimizer_state = 0, None
         if resuming:
             optimizer_state = state["optimizer"]
+            check_optimizer_layout(state, self.updater.will_shard(self.lora))
             cursor.load_state_dict(state["cursor"])
             if "refill_cursor" in state:
                 refill_cursor.load_state_dict(state["refill_cursor"])
@@ -514,6 +517,26 @@ class JobRun:
         self.ctl.progress(final_metrics=dict(metrics), exported_step=exported_step)
         self.ctl.event(INFO, f"fine-tuned model exported to {out}")
         return str(out)
+
+
+def optimizer_layout(sharded: bool) -> str:
+    """How a checkpoint's optimizer state is keyed: by parameter name (FSDP's full state
+    dict) or by parameter index (torch's own)."""
+    return "fsdp" if sharded else "replicated"
+
+
+def check_optimizer_layout(state: dict[str, Any], sharded: bool) -> None:
+    """JobFailure when the checkpoint's optimizer state was written under the other
+    --trainer-sharding (checkpoints from before the field are "replicated")."""
+    saved, expected = state.get("optimizer_layout", "replicated"), optimizer_layout(sharded)
+    if saved != expected:
+        flag = "fsdp" if saved == "fsdp" else "none"
+        raise JobFailure(
+            "invalid_checkpoint",
+            f"the job's checkpoint at step {state.get('step')} holds {saved} optimizer state but this learner "
+            f"trains {expected}; resume it on a learner started with --trainer-sharding {flag}"
+            + (" and --trainer-ranks > 1" if saved == "fsdp" else ""),
+        )
 
 
 def _replace_tree(source: pathlib.Path, target: pathlib.Path) -> None:

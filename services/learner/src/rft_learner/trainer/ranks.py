@@ -197,7 +197,7 @@ class Updater:
         """Give every rank rank 0's model (with its LoRA adapter, when `lora`), reference
         and value head; shard them under FSDP (`sharding_mode`, not for LoRA); build the phase's
         optimizer with `optimizer_state` (a checkpoint's, from `trainer_state`) and return it."""
-        sharded = self.sharding_mode == "fsdp" and self.data_parallel is not None and lora is None
+        sharded = self.will_shard(lora) and self.data_parallel is not None
         if self.data_parallel is not None:
             self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None, lora,
                         self.placement.precision, sharded, optimizer_state is not None))  # fmt: skip
@@ -206,6 +206,10 @@ class Updater:
             optimizer_state is not None,
         )  # fmt: skip
         return optimizer
+
+    def will_shard(self, lora: LoraSpec | None) -> bool:
+        """Whether begin_phase shards a phase's models (FSDP, several ranks, not LoRA)."""
+        return self.sharding_mode == "fsdp" and self.world > 1 and lora is None
 
     @property
     def sharded(self) -> bool:
