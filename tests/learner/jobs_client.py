@@ -65,6 +65,18 @@ def reinforcement_request(
     )
 
 
+def supervised_request(model: str, train_id: str, answer_field: str, **hyper) -> ft.CreateJobRequest:
+    return ft.CreateJobRequest(
+        model=model,
+        training_file=train_id,
+        method=ft.Method(
+            supervised=ft.SupervisedMethod(
+                answer_field=answer_field, hyperparameters=ft.SupervisedHyperparameters(**hyper)
+            )
+        ),
+    )
+
+
 def jobs_stub(channel: grpc.Channel) -> fine_tuning_pb2_grpc.FineTuningServiceStub:
     return fine_tuning_pb2_grpc.FineTuningServiceStub(channel)
 

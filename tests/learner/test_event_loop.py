@@ -9,7 +9,7 @@ import time
 
 from conftest import _build_model_module
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from jobs_client import jobs_stub, upload, wait_for, write_jsonl
+from jobs_client import jobs_stub, supervised_request, upload, wait_for, write_jsonl
 from rft.learner.v1 import fine_tuning_pb2 as ft
 from service_process import ServiceProcess
 
@@ -23,15 +23,7 @@ def test_health_checks_answer_within_a_second_while_checkpoints_of_a_large_model
     args = ["--data-dir", str(tmp_path / "learner"), "--checkpoint-interval", "1", "--metrics-port", "0"]
     with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
         train = upload(channel, write_jsonl(tmp_path / "sft.jsonl", rows))
-        request = ft.CreateJobRequest(
-            model=str(model),
-            training_file=train.id,
-            method=ft.Method(
-                supervised=ft.SupervisedMethod(
-                    answer_field="answer", hyperparameters=ft.SupervisedHyperparameters(n_epochs=3, batch_size=2)
-                )
-            ),
-        )
+        request = supervised_request(str(model), train.id, "answer", n_epochs=3, batch_size=2)
         latencies: list[float] = []
         stop = threading.Event()
 

@@ -45,14 +45,20 @@ def test_rl_updates_in_bf16_learn_and_keep_their_dtypes(tiny_model, precision: s
     updater = Updater(1, micro_batch_tokens=16, placement=placement)  # several micro-batches
     params = ReinforcementParams(algorithm=algorithm, group_size=4, kl_coef=0.01)
     good_before, bad_before = completion_logprob(model, PROMPT, GOOD), completion_logprob(model, PROMPT, BAD)
+    # What the update computes in: bf16 in both modes (weights, or autocast over fp32 weights).
+    seen, computed = [], []
+    model.lm_head.register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
     for _ in range(5):
         old = [completion_logprob(model, PROMPT, c) / len(c) for c in (GOOD, BAD, GOOD, BAD)]
         group = Group(PROMPT, [GOOD, BAD, GOOD, BAD], [[o] * 3 for o in old], [1.0, 0.0, 1.0, 0.0])
+        seen.clear()
         metrics = updater.train_rl(model, reference, optimizer, [group], params, 0, value_head)
+        computed += seen
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values()), metrics
     assert completion_logprob(model, PROMPT, GOOD) > good_before + 0.5
     assert completion_logprob(model, PROMPT, BAD) < bad_before
     assert {p.dtype for p in model.parameters()} == {placement.weights_dtype}
+    assert computed and set(computed) == {torch.bfloat16}, computed
     if value_head is not None:  # GAE runs on fp32 values whatever the precision
         batch = build_sequence_batch([PROMPT], [GOOD], None, 0)
         with placement.autocast(), torch.no_grad():

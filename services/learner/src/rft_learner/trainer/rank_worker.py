@@ -6,6 +6,7 @@ torchrun for the life of the service (`torchrun ... rft-learner serve`: every ra
 from __future__ import annotations
 
 import signal
+import sys
 
 import torch
 import torch.distributed as dist
@@ -31,7 +32,10 @@ def main(persistent: bool = False) -> None:
         dist.broadcast_object_list(holder, src=0)
         command = holder[0]
         kind = command[0]
-        if kind == "exit" or (kind == "stop" and not persistent):
+        if kind == "exit":
+            print(f"trainer rank {data_parallel.rank} released by rank 0", file=sys.stderr, flush=True)
+            break
+        if kind == "stop" and not persistent:
             break
         if kind == "stop":
             model = reference = value_head = optimizer = None
