@@ -44,6 +44,9 @@ class ServiceProcess:
         self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        # The learner's OpenAI-compatible HTTP API, on a port of its own per process.
+        self.http_port = free_port() if command == "rft-learner" else 0
+        self.base_url = f"http://127.0.0.1:{self.http_port}/v1"
         self.extra_args = extra_args or []
         self.env = {**os.environ, **(env or {})}
         self.ready_timeout = ready_timeout
@@ -69,6 +72,7 @@ class ServiceProcess:
             "text",
             "--grace-seconds",
             "20",
+            *(["--http-host", "127.0.0.1", "--http-port", str(self.http_port)] if self.http_port else []),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
 
 from rft.learner.v1 import files_pb2_grpc, fine_tuning_pb2_grpc
@@ -18,6 +20,8 @@ from rft_learner.jobs_servicer import SERVICE_NAME as JOBS_SERVICE
 from rft_learner.jobs_servicer import FineTuningServicer
 from rft_learner.trainer.devices import resolve_placement
 from rft_learner.trainer.loop import TrainerSettings
+
+log = logging.getLogger(__name__)
 
 
 def _read(path: str) -> str:
@@ -41,6 +45,58 @@ def trainer_settings(config: LearnerConfig) -> TrainerSettings:
     )
 
 
+@contextlib.asynccontextmanager
+async def http_api(config: LearnerConfig, jobs: JobManager, files: FileStore, settings: TrainerSettings):
+    """The OpenAI-compatible HTTP API on --http-port (nothing when it is 0)."""
+    if not config.http_port:
+        yield None
+        return
+    from rft.grader.v1 import grader_pb2_grpc
+    from rft_common.api_keys import ApiKeys
+    from rft_common.client import aio_channel
+
+    from rft_learner.http_api.app import ApiContext, build_app
+    from rft_learner.http_api.inference import InferenceServers, InferenceSettings
+    from rft_learner.http_api.models import ModelCatalogue, ModelNames
+    from rft_learner.http_api.server import HttpApiServer
+
+    keys = ApiKeys.load(config.api_keys_file, config.resolved_auth_token())
+    if not keys.required and config.http_host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("the HTTP API takes no API key: every caller is tenant 'default' (set --api-keys-file)")
+    inference = InferenceServers(
+        InferenceSettings(
+            max_models=config.inference_max_models,
+            kv_cache_gib=config.inference_kv_cache_gib,
+            gpu_memory_utilization=config.inference_gpu_memory_utilization,
+            start_timeout_seconds=config.inference_start_timeout_seconds,
+            log_dir=pathlib.Path(config.data_dir) / "inference",
+        )
+    )
+    channel = aio_channel(settings.grader_address, token=settings.grader_token, tls_ca_file=settings.tls_ca_file)
+    context = ApiContext(
+        jobs=jobs,
+        files=files,
+        keys=keys,
+        names=ModelNames(ModelCatalogue.parse(config.model_catalogue), jobs.store),
+        grader=grader_pb2_grpc.GraderServiceStub(channel),
+        inference=inference,
+    )
+    server = HttpApiServer(
+        build_app(context, config.max_file_bytes),
+        config.http_host,
+        config.http_port,
+        config.tls_cert_file,
+        config.tls_key_file,
+    )
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()
+        await inference.close()
+        await channel.close()
+
+
 async def serve(config: LearnerConfig) -> None:
     if config.torch_threads:
         import torch
@@ -48,10 +104,11 @@ async def serve(config: LearnerConfig) -> None:
         torch.set_num_threads(config.torch_threads)
     data_dir = pathlib.Path(config.data_dir)
     db = Database(data_dir / "learner.db")
+    settings = trainer_settings(config)
     try:
         files = FileStore(db, data_dir / "files", config.max_file_bytes, config.max_line_bytes)
         async with (
-            JobManager(JobStore(db), files, LearnerSettings(trainer_settings(config))) as jobs,
+            JobManager(JobStore(db), files, LearnerSettings(settings)) as jobs,
             GrpcServer(config, "learner") as server,
         ):
             server.add_service(files_pb2_grpc.add_FilesServiceServicer_to_server, FilesServicer(files), FILES_SERVICE)
@@ -59,7 +116,8 @@ async def serve(config: LearnerConfig) -> None:
                 fine_tuning_pb2_grpc.add_FineTuningServiceServicer_to_server, FineTuningServicer(jobs), JOBS_SERVICE
             )
             await server.start()
-            await server.set_serving(True)
-            await server.wait_for_termination()
+            async with http_api(config, jobs, files, settings):
+                await server.set_serving(True)
+                await server.wait_for_termination()
     finally:
         db.close()

@@ -49,6 +49,23 @@ class LearnerConfig(ServerConfig):
     micro_batch_tokens: int = pydantic.Field(16384, ge=0)
     """Padded tokens (sequences x longest sequence) per forward/backward pass; a larger minibatch is split and its gradients accumulated. Bounds the trainer's activation memory; 0 = the whole minibatch at once."""
 
+    http_host: str = "0.0.0.0"
+    """Address the OpenAI-compatible HTTP API binds to ("127.0.0.1" for loopback only)."""
+    http_port: int = pydantic.Field(8080, ge=0, le=65535)
+    """Port of the OpenAI-compatible HTTP API (base_url http://HOST:PORT/v1); 0 disables it."""
+    api_keys_file: str = ""
+    """API keys of the HTTP API, one '<tenant> sha256:<hex of the key>' per line; each key sees only its tenant's files, jobs and models. The service token (--auth-token) also works, as tenant "default". With neither, every caller is "default"."""
+    model_catalogue: str = ""
+    """Base models the HTTP API offers, 'name=model-dir,name=model-dir'; jobs and chat completions name a model from here (or a fine-tuned one), never a path."""
+    inference_max_models: int = pydantic.Field(1, ge=1, le=64)
+    """Models chat completions keep loaded at once, each in its own vLLM server process; the least recently used idle one is stopped to make room."""
+    inference_kv_cache_gib: float = pydantic.Field(1.0, ge=0)
+    """CPU only: KV-cache GiB of each chat-completions vLLM server (VLLM_CPU_KVCACHE_SPACE); 0 lets vLLM decide."""
+    inference_gpu_memory_utilization: float = pydantic.Field(0.3, gt=0, le=1)
+    """GPU only: fraction of GPU memory each chat-completions vLLM server may take (the trainer and rollout need the rest)."""
+    inference_start_timeout_seconds: float = pydantic.Field(900.0, gt=0)
+    """How long the first chat completion of a model waits for its vLLM server to load."""
+
     @pydantic.field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:

@@ -70,6 +70,12 @@ CREATE INDEX IF NOT EXISTS checkpoints_by_job ON checkpoints (job_id, step DESC)
 ADDED_COLUMNS = (
     ("jobs", "warmup_metrics", "TEXT NOT NULL DEFAULT '{}'"),
     ("jobs", "exported_step", "INTEGER NOT NULL DEFAULT 0"),
+    # The tenant that owns the row; gRPC callers with the service token act as "default".
+    ("files", "owner", "TEXT NOT NULL DEFAULT 'default'"),
+    ("jobs", "owner", "TEXT NOT NULL DEFAULT 'default'"),
+    # OpenAI's job metadata (string to string) and the model name the HTTP API was given.
+    ("jobs", "metadata", "TEXT NOT NULL DEFAULT '{}'"),
+    ("jobs", "model_name", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -109,3 +115,25 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def newest_first_filter(db: Database, table: str, owner: str | None, after: str) -> tuple[list[str], list]:
+    """WHERE clauses (and their parameters) of a newest-first listing of `table`: only
+    `owner`'s rows when given, and only rows after the row `after` in
+    (created_at DESC, id DESC) order, so a cursor stays valid while rows are added."""
+    where: list[str] = []
+    params: list = []
+    if owner is not None:
+        where.append("owner = ?")
+        params.append(owner)
+    if after:
+        rows = db.query(f"SELECT created_at, owner FROM {table} WHERE id = ?", (after,))
+        if not rows or (owner is not None and rows[0]["owner"] != owner):
+            raise UnknownCursor(f"after: no such id {after!r}")
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        params += [rows[0]["created_at"], rows[0]["created_at"], after]
+    return where, params
+
+
+class UnknownCursor(ValueError):
+    """A list's `after` cursor names no row."""

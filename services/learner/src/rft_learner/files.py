@@ -11,7 +11,7 @@ import time
 import uuid
 
 from rft_learner.datasets import DatasetReport, iter_lines, validate_lines
-from rft_learner.db import Database
+from rft_learner.db import Database, newest_first_filter
 
 
 class FileError(Exception):
@@ -40,6 +40,7 @@ class StoredFile:
     sha256: str
     path: str
     created_at: float
+    owner: str = "default"
 
 
 class FileStore:
@@ -55,7 +56,7 @@ class FileStore:
     def begin_upload(self) -> Upload:
         return Upload(self)
 
-    def commit(self, upload: Upload, filename: str, purpose: int) -> StoredFile:
+    def commit(self, upload: Upload, filename: str, purpose: int, owner: str = "default") -> StoredFile:
         """Validate a finished upload and store it atomically, or raise InvalidFile."""
         upload.close()
         with open(upload.temp_path, "rb") as handle:
@@ -77,31 +78,37 @@ class FileStore:
             sha256=upload.sha256.hexdigest(),
             path=str(final),
             created_at=time.time(),
+            owner=owner,
         )
+        row = dataclasses.asdict(stored)
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                dataclasses.astuple(stored),
+                f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
             )
         return stored
 
-    def get(self, file_id: str) -> StoredFile:
+    def get(self, file_id: str, owner: str | None = None) -> StoredFile:
+        """The file; with `owner`, another tenant's file is reported as missing (not as forbidden,
+        which would confirm that the id exists)."""
         rows = self.db.query("SELECT * FROM files WHERE id = ?", (file_id,))
-        if not rows:
+        if not rows or (owner is not None and rows[0]["owner"] != owner):
             raise FileNotFound(f"no file with id {file_id!r}")
         return StoredFile(**dict(rows[0]))
 
-    def list(self, limit: int, offset: int, purpose: int = 0) -> list[StoredFile]:
-        sql = "SELECT * FROM files"
-        params: tuple = ()
+    def list(
+        self, limit: int, offset: int = 0, purpose: int = 0, owner: str | None = None, after: str = ""
+    ) -> list[StoredFile]:
+        """Newest first; `after` (a file id) starts after that file, as a cursor."""
+        where, params = newest_first_filter(self.db, "files", owner, after)
         if purpose:
-            sql += " WHERE purpose = ?"
-            params = (purpose,)
+            where.append("purpose = ?")
+            params.append(purpose)
+        sql = "SELECT * FROM files" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
         return [StoredFile(**dict(r)) for r in self.db.query(sql, (*params, limit, offset))]
 
-    def delete(self, file_id: str) -> None:
-        stored = self.get(file_id)
+    def delete(self, file_id: str, owner: str | None = None) -> None:
+        stored = self.get(file_id, owner)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
         pathlib.Path(stored.path).unlink(missing_ok=True)

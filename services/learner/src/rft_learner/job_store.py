@@ -9,7 +9,7 @@ import uuid
 
 from rft.learner.v1 import fine_tuning_pb2
 
-from rft_learner.db import Database
+from rft_learner.db import Database, newest_first_filter
 
 JobStatus = fine_tuning_pb2.JobStatus
 FINISHED = (
@@ -40,6 +40,13 @@ class JobRecord:
     final_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     warmup_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     exported_step: int = 0
+    owner: str = "default"
+    """Tenant the job belongs to."""
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    """OpenAI's job metadata: up to 16 string pairs, stored as given."""
+    model_name: str = ""
+    """The model name the HTTP API was given (a catalogue name or a fine-tuned model id);
+    empty for jobs created over gRPC with a directory."""
 
     @property
     def finished(self) -> bool:
@@ -90,6 +97,9 @@ def _job(row) -> JobRecord:
         final_metrics=json.loads(row["final_metrics"]),
         warmup_metrics=json.loads(row["warmup_metrics"]),
         exported_step=row["exported_step"],
+        owner=row["owner"],
+        metadata=json.loads(row["metadata"]),
+        model_name=row["model_name"],
     )
 
 
@@ -97,29 +107,53 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, request: fine_tuning_pb2.CreateJobRequest, seed: int) -> JobRecord:
+    def create(
+        self,
+        request: fine_tuning_pb2.CreateJobRequest,
+        seed: int,
+        owner: str = "default",
+        metadata: dict[str, str] | None = None,
+        model_name: str = "",
+    ) -> JobRecord:
         job = JobRecord(
             id="ftjob-" + uuid.uuid4().hex[:24],
             request=request,
             status=fine_tuning_pb2.JOB_STATUS_VALIDATING_FILES,
             seed=seed,
             created_at=time.time(),
+            owner=owner,
+            metadata=dict(metadata or {}),
+            model_name=model_name,
         )
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO jobs (id, request, status, seed, created_at) VALUES (?, ?, ?, ?, ?)",
-                (job.id, request.SerializeToString(), job.status, seed, job.created_at),
+                "INSERT INTO jobs (id, request, status, seed, created_at, owner, metadata, model_name)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    request.SerializeToString(),
+                    job.status,
+                    seed,
+                    job.created_at,
+                    owner,
+                    json.dumps(job.metadata),
+                    model_name,
+                ),
             )
         return job
 
-    def get(self, job_id: str) -> JobRecord:
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """The job; with `owner`, another tenant's job is reported as missing."""
         rows = self.db.query("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if not rows:
+        if not rows or (owner is not None and rows[0]["owner"] != owner):
             raise JobNotFound(f"no job with id {job_id!r}")
         return _job(rows[0])
 
-    def list(self, limit: int, offset: int) -> list[JobRecord]:
-        rows = self.db.query("SELECT * FROM jobs ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", (limit, offset))
+    def list(self, limit: int, offset: int = 0, owner: str | None = None, after: str = "") -> list[JobRecord]:
+        """Newest first; `after` (a job id) starts after that job, as a cursor."""
+        where, params = newest_first_filter(self.db, "jobs", owner, after)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self.db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", (*params, limit, offset))
         return [_job(r) for r in rows]
 
     def with_status(self, *statuses: int) -> list[JobRecord]:

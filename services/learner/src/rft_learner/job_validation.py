@@ -52,7 +52,8 @@ class JobValidator:
             setattr(hyper, name, getattr(resolved, name))
         return notes
 
-    async def validate(self, request: fine_tuning_pb2.CreateJobRequest) -> None:
+    async def validate(self, request: fine_tuning_pb2.CreateJobRequest, owner: str | None = None) -> None:
+        """Raise InvalidJob naming the field; `owner` limits the files to that tenant's."""
         model_dir = pathlib.Path(request.model)
         if not request.model:
             raise InvalidJob("model: required (a Hugging Face model directory)")
@@ -69,7 +70,7 @@ class JobValidator:
                     raise InvalidJob("training_file: required")
                 continue
             try:
-                stored = self.files.get(file_id)
+                stored = self.files.get(file_id, owner)
             except FileNotFound as exc:
                 raise InvalidJob(f"{field}: {exc}") from exc
             if stored.purpose != files_pb2.FILE_PURPOSE_FINE_TUNE:

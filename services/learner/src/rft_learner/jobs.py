@@ -142,12 +142,19 @@ class JobManager:
         self._watchers.get(job_id, set()).discard(queue)
 
     # -- API ---------------------------------------------------------------------------
-    async def create(self, request: fine_tuning_pb2.CreateJobRequest) -> JobRecord:
-        await self.validator.validate(request)
+    async def create(
+        self,
+        request: fine_tuning_pb2.CreateJobRequest,
+        owner: str = "default",
+        metadata: dict[str, str] | None = None,
+        model_name: str = "",
+    ) -> JobRecord:
+        """Validate and queue a job for `owner`, whose files it may use (and no one else's)."""
+        await self.validator.validate(request, owner)
         request = type(request).FromString(request.SerializeToString())  # the caller's message stays as sent
         notes = await asyncio.to_thread(self.validator.resolve_auto, request)
         seed = request.seed or 42
-        job = self.store.create(request, seed)
+        job = self.store.create(request, seed, owner, metadata, model_name)
         self.add_event(job.id, INFO, "job created; files and grader validated")
         for note in notes:
             self.add_event(job.id, INFO if note.startswith("auto hyperparameters") else WARNING, note)
@@ -159,11 +166,11 @@ class JobManager:
         self._wakeup.set()
         return job
 
-    def get(self, job_id: str) -> JobRecord:
-        return self.store.get(job_id)
+    def get(self, job_id: str, owner: str | None = None) -> JobRecord:
+        return self.store.get(job_id, owner)
 
-    def cancel(self, job_id: str) -> JobRecord:
-        job = self.store.get(job_id)
+    def cancel(self, job_id: str, owner: str | None = None) -> JobRecord:
+        job = self.store.get(job_id, owner)
         if job.finished:
             raise JobStateError(f"job {job_id} already ended ({S.JobStatus.Name(job.status)})")
         if job.id == self._running_job:
@@ -174,8 +181,8 @@ class JobManager:
         self.add_event(job_id, INFO, "job cancelled")
         return job
 
-    def pause(self, job_id: str) -> JobRecord:
-        job = self.store.get(job_id)
+    def pause(self, job_id: str, owner: str | None = None) -> JobRecord:
+        job = self.store.get(job_id, owner)
         if job.status not in (S.JOB_STATUS_QUEUED, S.JOB_STATUS_RUNNING):
             raise JobStateError(
                 f"only queued or running jobs can be paused; this one is {S.JobStatus.Name(job.status)}"
@@ -188,8 +195,8 @@ class JobManager:
         self.add_event(job_id, INFO, "job paused")
         return job
 
-    def resume(self, job_id: str) -> JobRecord:
-        job = self.store.get(job_id)
+    def resume(self, job_id: str, owner: str | None = None) -> JobRecord:
+        job = self.store.get(job_id, owner)
         if job.status != S.JOB_STATUS_PAUSED:
             raise JobStateError(f"only paused jobs can be resumed; this one is {S.JobStatus.Name(job.status)}")
         job = self.update_job(job_id, status=S.JOB_STATUS_QUEUED)

@@ -29,6 +29,15 @@ def main(argv: list[str] | None = None) -> None:
         placement = resolve_placement(config.device, config.precision)
     except ValueError as exc:
         sys.exit(f"rft-learner: {exc}")
+    try:  # a malformed keys file or catalogue is a usage error, reported before anything starts
+        from rft_common.api_keys import ApiKeys
+
+        from rft_learner.http_api.models import ModelCatalogue
+
+        ApiKeys.load(config.api_keys_file)
+        ModelCatalogue.parse(config.model_catalogue)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"rft-learner: {exc}")
     if placement.device.type != "cpu" and config.trainer_ranks > 1:
         sys.exit("rft-learner: --trainer-ranks > 1 runs on CPU (gloo) only for now; use one rank per GPU learner")
     from rft_learner.app import serve

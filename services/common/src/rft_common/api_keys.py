@@ -1,0 +1,82 @@
+"""API keys that name tenants: who a bearer token is, for the services that have tenants.
+
+A keys file holds one key per line as `<tenant> sha256:<hex digest of the key>`, so the
+file (a Kubernetes Secret, say) never holds a usable key. Blank lines and `#` comments
+are ignored. Make a line with
+
+    printf '%s' "$KEY" | sha256sum | awk -v t=alice '{print t, "sha256:" $1}'
+
+The service's own token (`--auth-token[-file]`) stays valid and acts as tenant
+"default", the operator's. With neither configured, every caller is "default": the
+loopback development setup, as with the gRPC services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pathlib
+import re
+
+DEFAULT_TENANT = "default"
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_HASHED = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+class ApiKeys:
+    """Resolves `Authorization: Bearer <key>` to a tenant name."""
+
+    def __init__(self, tenants_by_digest: dict[str, str]) -> None:
+        self._tenants_by_digest = dict(tenants_by_digest)
+
+    @classmethod
+    def load(cls, keys_file: str = "", service_token: str = "") -> ApiKeys:
+        """Keys from `keys_file` plus the service token as tenant "default"; raises ValueError
+        naming the line of a malformed entry."""
+        tenants: dict[str, str] = {}
+        if keys_file:
+            for number, raw in enumerate(pathlib.Path(keys_file).read_text().splitlines(), 1):
+                line = raw.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                parts = line.split()
+                if len(parts) != 2 or not TENANT_NAME.fullmatch(parts[0]) or not _HASHED.fullmatch(parts[1]):
+                    raise ValueError(
+                        f"{keys_file}:{number}: expected '<tenant> sha256:<64 lowercase hex>', with a tenant of"
+                        " letters, digits, '.', '_' or '-' (the key itself never goes in this file)"
+                    )
+                digest = _HASHED.fullmatch(parts[1]).group(1)
+                if digest in tenants and tenants[digest] != parts[0]:
+                    raise ValueError(f"{keys_file}:{number}: this key already belongs to tenant {tenants[digest]!r}")
+                tenants[digest] = parts[0]
+        if service_token:
+            tenants[digest_of(service_token)] = DEFAULT_TENANT
+        return cls(tenants)
+
+    @property
+    def required(self) -> bool:
+        """Whether callers must present a key (False: everyone is tenant "default")."""
+        return bool(self._tenants_by_digest)
+
+    @property
+    def tenants(self) -> set[str]:
+        return set(self._tenants_by_digest.values()) or {DEFAULT_TENANT}
+
+    def tenant_for(self, key: str | None) -> str | None:
+        """The key's tenant, or None when the key is missing or unknown."""
+        if not self.required:
+            return DEFAULT_TENANT
+        if not key:
+            return None
+        presented = digest_of(key)
+        # Compare every digest in constant time rather than a dict lookup, so timing says
+        # nothing about how close a guess came to a stored digest.
+        found = None
+        for digest, tenant in self._tenants_by_digest.items():
+            if hmac.compare_digest(digest, presented):
+                found = tenant
+        return found
+
+
+def digest_of(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
