@@ -168,6 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-interval", type=int, help="override the job's eval_interval")
     parser.add_argument("--seed", type=int, default=1, help="job seed")
     parser.add_argument("--fresh", action="store_true", help="delete the work directory first")
+    parser.add_argument(
+        "--keep-serving",
+        action="store_true",
+        help="after the job, keep the services up (Ctrl-C stops them) to try the fine-tuned model through the"
+        " OpenAI-compatible API",
+    )
     args = parser.parse_args(argv)
 
     data = pathlib.Path(args.data)
@@ -184,10 +190,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     grader = LocalService("rft-grader", ["--data-dir", str(workdir / "grader")], workdir)
     rollout = LocalService("rft-rollout", ["--model", args.model], workdir)
+    http_port = free_port()
+    base_url = f"http://127.0.0.1:{http_port}/v1"
     learner = LocalService(
         "rft-learner",
         ["--data-dir", str(workdir / "learner"), "--rollout-addresses", rollout.address,
-         "--grader-address", grader.address, "--checkpoint-interval", "20"],
+         "--grader-address", grader.address, "--checkpoint-interval", "20",
+         "--http-host", "127.0.0.1", "--http-port", str(http_port),
+         "--model-catalogue", f"demo-base={args.model}"],
         workdir,
     )  # fmt: skip
     services = [grader, rollout, learner]
@@ -198,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         for service in services:
             service.start()
         wait_serving(services)
+        print(f"  OpenAI-compatible API: base_url={base_url} (any API key; docs/openai-migration.md)")
 
         print("2/5 uploading the demo dataset")
         train = find_id(rft(learner, grader, "--json", "files", "upload", str(data / "train.jsonl")), "file-")
@@ -227,6 +238,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  fine-tuned model:  {exported}  (serve it: make serve-rollout ARGS='--model {exported}')")
         print(f"  finished in {time.monotonic() - started:.0f}s")
         (workdir / "job.json").write_text(json.dumps(job, indent=2))
+        model_name = f"ft:demo-base:default:demo:{job_id}"
+        print(f"  through the OpenAI API: model {model_name!r} at base_url {base_url}")
+        if args.keep_serving:
+            print(
+                "  serving until Ctrl-C; try:\n"
+                f"    OpenAI(base_url={base_url!r}, api_key='any').chat.completions.create(\n"
+                f"        model={model_name!r}, messages=[{{'role': 'user', 'content': 'What is 12+34?'}}])"
+            )
+            while all(service.proc.poll() is None for service in services):
+                time.sleep(1)
     except KeyboardInterrupt:
         print("\ninterrupted: cancelling the job and stopping the services")
         if job_id:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
 import pathlib
@@ -98,6 +99,13 @@ class InferenceServers:
         return command, env
 
     async def _start(self, model_id: str, directory: pathlib.Path) -> _Server:
+        if importlib.util.find_spec("vllm") is None:
+            raise ApiError(
+                503,
+                "chat completions need vLLM in the learner's environment (pip install 'rft-learner[inference]',"
+                " or the learner image built with LEARNER_EXTRAS=train,inference)",
+                code="inference_unavailable",
+            )
         port = _free_port()
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.settings.log_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", model_id) + ".log")
