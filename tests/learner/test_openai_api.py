@@ -4,6 +4,7 @@ RFT code does, unchanged but for base_url and the key."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.request
@@ -89,7 +90,7 @@ def rft_method(grader: dict, **hyper) -> dict:
     return {"type": "reinforcement", "reinforcement": {"grader": grader, "hyperparameters": {**HYPER, **hyper}}}
 
 
-def test_files_upload_list_content_and_bad_lines(alice, bob, files, tmp_path) -> None:
+def test_files_upload_list_content_and_bad_lines(learner, alice, bob, files, tmp_path) -> None:
     train, valid = files
     assert train.object == "file" and train.purpose == "fine-tune" and train.filename == "train.jsonl"
     assert alice.files.retrieve(train.id).bytes == train.bytes
@@ -105,6 +106,18 @@ def test_files_upload_list_content_and_bad_lines(alice, bob, files, tmp_path) ->
     assert refused.value.status_code == 400 and error["param"] == "file" and error["code"] == "invalid_file"
     assert "line 2" in error["message"] and "line 3" in error["message"], error["message"]
     assert len(list(alice.files.list())) == 2  # the bad file stored nothing
+
+    # An upload over --max-file-bytes is refused from its Content-Length, before the body.
+    host, port = learner.base_url.removeprefix("http://").removesuffix("/v1").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("POST", "/v1/files")
+    connection.putheader("Authorization", f"Bearer {KEYS['alice']}")
+    connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+    connection.putheader("Content-Length", str(10**12))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and json.load(response)["error"]["code"] == "request_too_large"
+    connection.close()
 
     # Another tenant sees none of it, and cannot read, delete or train on it.
     assert list(bob.files.list()) == []
@@ -199,6 +212,9 @@ def test_rft_jobs_run_to_success_with_events_checkpoints_and_pause(alice, bob, f
     assert alice.fine_tuning.jobs.resume(second.id).status == "queued"
     with pytest.raises(openai.NotFoundError):
         bob.fine_tuning.jobs.cancel(second.id)
+    with pytest.raises(openai.ConflictError) as in_use:
+        alice.files.delete(valid.id)
+    assert in_use.value.body["code"] == "file_in_use"
 
     done = wait_until(alice, first.id, FINISHED)
     assert done.status == "succeeded", done.error
@@ -223,6 +239,9 @@ def test_rft_jobs_run_to_success_with_events_checkpoints_and_pause(alice, bob, f
     checkpoints = list(alice.fine_tuning.jobs.checkpoints.list(first.id))
     assert checkpoints and checkpoints[0].step_number >= checkpoints[-1].step_number
     assert checkpoints[0].fine_tuned_model_checkpoint.startswith(done.fine_tuned_model + ":ckpt-step-")
+    assert alice.models.retrieve(checkpoints[-1].fine_tuned_model_checkpoint).owned_by == "alice"
+    with pytest.raises(openai.NotFoundError):
+        bob.models.retrieve(checkpoints[-1].fine_tuned_model_checkpoint)
 
     resumed = wait_until(alice, second.id, FINISHED)
     assert resumed.status == "succeeded", resumed.error

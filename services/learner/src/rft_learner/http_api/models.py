@@ -115,8 +115,11 @@ class ModelNames:
         if self.checkpoint(job, step) != model_id:
             raise missing
         for record in self.jobs.checkpoints(job.id):
-            if record.step == step and (pathlib.Path(record.path) / "config.json").is_file():
-                return ResolvedModel(model_id, pathlib.Path(record.path), int(record.time), tenant)
+            # A checkpoint directory holds the servable model in model/ (trainer.checkpoint);
+            # one deleted since (older checkpoints are pruned) is no longer a model.
+            directory = pathlib.Path(record.path) / "model"
+            if record.step == step and (directory / "config.json").is_file():
+                return ResolvedModel(model_id, directory, int(record.time), tenant)
         raise missing
 
     def tenant_models(self, tenant: str) -> list[ResolvedModel]:
