@@ -69,6 +69,9 @@ def test_create_job_fails_fast_naming_the_field(learner, tmp_path, tiny_model) -
         return error.value.details()
 
     assert "model:" in create_error(reinforcement_request(str(tmp_path / "nowhere"), train.id, "", SPEC))
+    escape = reinforcement_request(str(tiny_model), train.id, "", SPEC)
+    escape.suffix = "x/../../../../tmp/owned"  # would put the exported model outside the data directory
+    assert "suffix:" in create_error(escape)
     assert "training_file: no file" in create_error(reinforcement_request(str(tiny_model), "file-missing", "", SPEC))
     assert "clip_range" in create_error(reinforcement_request(str(tiny_model), train.id, "", SPEC, clip_range=5.0))
     assert "group_size" in create_error(reinforcement_request(str(tiny_model), train.id, "", SPEC, group_size=1))

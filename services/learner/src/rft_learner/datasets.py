@@ -13,6 +13,9 @@ import json
 from collections.abc import Iterable, Iterator
 
 KNOWN_ROLES = ("system", "developer", "user", "assistant")
+MAX_NESTING = 64
+"""Deepest JSON nesting a line may have: the grader's protobuf Struct and Python's own
+recursion both give out long before a few thousand levels."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +26,7 @@ class LineError:
     reason: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
+        return f"line {self.line}: {self.reason}" if self.line else self.reason
 
 
 @dataclasses.dataclass
@@ -79,35 +82,90 @@ def example_error(obj: object) -> str | None:
     return None
 
 
-def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Split a byte stream into lines without holding the whole file."""
-    pending = b""
+@dataclasses.dataclass(frozen=True)
+class OverlongLine:
+    """A line longer than the limit, kept only as its length."""
+
+    length: int
+
+
+def iter_lines(chunks: Iterable[bytes], max_line_bytes: int | None = None) -> Iterator[bytes | OverlongLine]:
+    """Split a byte stream into lines without holding the whole file: each chunk is scanned
+    once (linear in the file, however long a line), and a line over `max_line_bytes` is
+    not held at all, only measured."""
+    pending: list[bytes] = []
+    held = 0
+
+    def finish() -> bytes | OverlongLine:
+        nonlocal pending, held
+        line = OverlongLine(held) if max_line_bytes is not None and held > max_line_bytes else b"".join(pending)
+        pending, held = [], 0
+        return line
+
     for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        yield from complete
-    if pending:
-        yield pending
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            piece = chunk[start:end]
+            held += len(piece)
+            if max_line_bytes is None or held <= max_line_bytes:
+                pending.append(piece)
+            yield finish()
+            start = end + 1
+        piece = chunk[start:]
+        held += len(piece)
+        if piece and (max_line_bytes is None or held <= max_line_bytes):
+            pending.append(piece)
+    if held:
+        yield finish()
 
 
-def validate_lines(lines: Iterable[bytes], max_line_bytes: int) -> DatasetReport:
+def _nesting_depth(value: object) -> int:
+    """How deep containers nest in a parsed JSON value (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
+
+
+def validate_lines(lines: Iterable[bytes | OverlongLine], max_line_bytes: int) -> DatasetReport:
     """Validate every line; blank lines are ignored."""
     report = DatasetReport()
     for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
+        length = raw.length if isinstance(raw, OverlongLine) else len(raw)
+        if length > max_line_bytes:
+            report.errors.append(LineError(number, f"line is {length} bytes; the limit is {max_line_bytes}"))
             continue
-        if len(raw) > max_line_bytes:
-            report.errors.append(LineError(number, f"line is {len(raw)} bytes; the limit is {max_line_bytes}"))
+        if not raw.strip():
             continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             report.errors.append(LineError(number, f"not valid UTF-8 at byte {exc.start}"))
             continue
+        if "\x00" in text:
+            report.errors.append(
+                LineError(number, f"a NUL byte at column {text.index(chr(0)) + 1}; JSON text has none")
+            )
+            continue
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            report.errors.append(LineError(number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            # json's messages end in " at" ("Invalid control character at"): the column follows.
+            report.errors.append(
+                LineError(number, f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}")
+            )
+            continue
+        except RecursionError:
+            report.errors.append(LineError(number, f"JSON nested too deeply; the limit is {MAX_NESTING} levels"))
+            continue
+        depth = _nesting_depth(obj)
+        if depth > MAX_NESTING:
+            report.errors.append(LineError(number, f"JSON nested {depth} levels deep; the limit is {MAX_NESTING}"))
             continue
         problem = example_error(obj)
         if problem:
@@ -115,5 +173,5 @@ def validate_lines(lines: Iterable[bytes], max_line_bytes: int) -> DatasetReport
         else:
             report.examples += 1
     if report.examples == 0 and not report.errors:
-        report.errors.append(LineError(0, "the file has no examples"))
+        report.errors.append(LineError(0, "the file has no examples: it is empty or holds only blank lines"))
     return report

@@ -60,9 +60,12 @@ class FileStore:
         """Validate a finished upload and store it atomically, or raise InvalidFile."""
         upload.close()
         with open(upload.temp_path, "rb") as handle:
-            report = validate_lines(iter_lines(iter(lambda: handle.read(1 << 20), b"")), self.max_line_bytes)
+            chunks = iter(lambda: handle.read(1 << 20), b"")
+            report = validate_lines(iter_lines(chunks, self.max_line_bytes), self.max_line_bytes)
         if not report.ok:
             upload.discard()
+            if report.errors[0].line == 0:  # about the whole file, not a line
+                raise InvalidFile(f"{filename or 'the file'}: {report.errors[0]}", report)
             raise InvalidFile(
                 f"{filename or 'the file'} has {len(report.errors)} bad line(s):\n{report.summary()}", report
             )

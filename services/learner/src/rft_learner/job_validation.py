@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 import pathlib
+import re
 
 import pydantic
 import torch
@@ -24,6 +25,10 @@ from rft_learner.trainer.loop import TrainerSettings, grader_client, rollout_poo
 
 class InvalidJob(Exception):
     """CreateJob input that cannot run; the message names the field."""
+
+
+SUFFIX = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A job suffix becomes part of the exported model's directory name: nothing that walks paths."""
 
 
 class JobValidator:
@@ -54,6 +59,8 @@ class JobValidator:
 
     async def validate(self, request: fine_tuning_pb2.CreateJobRequest, owner: str | None = None) -> None:
         """Raise InvalidJob naming the field; `owner` limits the files to that tenant's."""
+        if request.suffix and not SUFFIX.fullmatch(request.suffix):
+            raise InvalidJob(f"suffix: {request.suffix[:80]!r} is not 1-64 letters, digits, '_' or '-'")
         model_dir = pathlib.Path(request.model)
         if not request.model:
             raise InvalidJob("model: required (a Hugging Face model directory)")

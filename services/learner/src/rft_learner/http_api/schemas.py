@@ -70,8 +70,8 @@ class CreateJobBody(_Request):
     """A model from GET /v1/models: a catalogue name or one of your fine-tuned models."""
     training_file: str = Field(min_length=1, max_length=128)
     validation_file: str | None = Field(None, max_length=128)
-    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9._-]*$")
-    """Up to 64 letters, digits, '.', '_' or '-', added to the fine-tuned model's name."""
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
+    """Up to 64 letters, digits, '_' or '-', added to the fine-tuned model's name."""
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     metadata: dict[str, str] | None = None
     """Up to 16 pairs; keys up to 64 characters, values up to 512."""

@@ -499,7 +499,10 @@ class JobRun:
     async def _export(self, params: hparams.ReinforcementParams | None, last_step: int) -> str:
         """Export the best checkpoint (by valid_reward_mean) or the last weights."""
         suffix = f"-{self.request.suffix}" if self.request.suffix else ""
-        out = self.settings.data_dir / "models" / f"{self.ctl.job_id}{suffix}"
+        models = (self.settings.data_dir / "models").resolve()
+        out = models / f"{self.ctl.job_id}{suffix}"
+        if out.resolve().parent != models:  # CreateJob refuses such suffixes; a job stored before must not escape
+            raise JobFailure("invalid_job", f"suffix {self.request.suffix!r} would write outside {models}")
         best = self.best if params is not None and params.export_checkpoint == "best" else None
         if best is not None and best["step"] != last_step:
             source = ckpt.checkpoint_dir(self.ckpt_root, best["step"]) / "model"
