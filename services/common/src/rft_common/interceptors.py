@@ -2,8 +2,10 @@
 
 `ObservingInterceptor` gives each call a request id (from `x-request-id` metadata or a
 new one) and records Prometheus metrics labelled by service, method and status code.
-`TokenAuthInterceptor` requires a bearer token on every RPC except health checks and
-reflection, which probes and tools call without credentials.
+`TokenAuthInterceptor` requires a bearer credential on every RPC except health checks and
+reflection, which probes and tools call without credentials: the service token (the
+operator) or a tenant's API key, and makes the caller known to the handler
+(rft_common.tenancy.CALLER).
 
 Streaming responses are timed by wrapping the response iterator, because the handler
 returns before the stream ends.
@@ -23,7 +25,9 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
+from rft_common.api_keys import ApiKeys
 from rft_common.logs import REQUEST_ID
+from rft_common.tenancy import CALLER, OPERATOR, Caller
 
 log = logging.getLogger(__name__)
 
@@ -149,22 +153,48 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects RPCs without `authorization: Bearer <token>` (health and reflection exempt)."""
+    """Rejects RPCs without `authorization: Bearer <credential>` (health and reflection
+    exempt); the credential is the service token (the operator) or a tenant's API key."""
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+    def __init__(self, token: str, keys: ApiKeys | None = None) -> None:
+        self._expected = f"Bearer {token}".encode() if token else None
+        self._keys = keys if keys is not None and keys.required else None
+
+    def _caller(self, supplied: str) -> Caller | None:
+        if self._expected is not None and hmac.compare_digest(supplied.encode(), self._expected):
+            return OPERATOR
+        if self._keys is not None and supplied.startswith("Bearer "):
+            tenant = self._keys.tenant_for(supplied.removeprefix("Bearer "))
+            if tenant is not None:
+                return Caller(tenant)
+        return None
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         if method.startswith(UNAUTHENTICATED_METHODS_PREFIXES):
             return await continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        supplied = str(metadata.get("authorization", "")).encode()
-        if hmac.compare_digest(supplied, self._expected):
-            return await continuation(handler_call_details)
+        caller = self._caller(str(metadata.get("authorization", "")))
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        if caller is not None:
+
+            async def as_caller(call: Callable[[], Any], context: grpc.aio.ServicerContext) -> Any:
+                CALLER.set(caller)  # the handler's own context: nothing leaks to other RPCs
+                result = call()
+                return await result if inspect.isawaitable(result) else result
+
+            async def as_caller_stream(call: Callable[[], Any], context: grpc.aio.ServicerContext):
+                CALLER.set(caller)
+                result = call()
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:
+                    await result
+
+            return _wrap_handler(handler, as_caller, as_caller_stream)
 
         async def deny(_call: Callable[[], Any], context: grpc.aio.ServicerContext) -> Any:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")

@@ -29,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Gauge, start_http_server
 
+from rft_common.api_keys import ApiKeys
 from rft_common.config import Config
 from rft_common.interceptors import ObservingInterceptor, TokenAuthInterceptor
 
@@ -97,13 +98,15 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 class GrpcServer:
     """One service's gRPC server with health, reflection, metrics and graceful stop."""
 
-    def __init__(self, config: ServerConfig, name: str) -> None:
+    def __init__(self, config: ServerConfig, name: str, keys: ApiKeys | None = None) -> None:
+        """`keys`: tenant API keys, for the services whose RPCs act for a tenant (grader,
+        learner); elsewhere only the service token opens the door."""
         self.config = config
         self.name = name
         interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor()]
         token = config.resolved_auth_token()
-        if token:
-            interceptors.append(TokenAuthInterceptor(token))
+        if token or (keys is not None and keys.required):
+            interceptors.append(TokenAuthInterceptor(token, keys))
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),

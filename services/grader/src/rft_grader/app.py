@@ -12,6 +12,7 @@ import logging
 import pathlib
 
 from rft.grader.v1 import grader_pb2_grpc
+from rft_common.api_keys import ApiKeys
 from rft_common.server import GrpcServer
 
 from rft_grader.config import GraderConfig
@@ -60,7 +61,8 @@ async def open_core(config: GraderConfig):
 
 
 async def serve(config: GraderConfig) -> None:
-    async with GrpcServer(config, "grader") as server, open_core(config) as core:
+    keys = ApiKeys.load(config.api_keys_file)
+    async with GrpcServer(config, "grader", keys) as server, open_core(config) as core:
         server.add_service(grader_pb2_grpc.add_GraderServiceServicer_to_server, GraderServicer(core), SERVICE_NAME)
         await server.start()
         await server.set_serving(True)

@@ -19,6 +19,8 @@ class GraderConfig(SandboxSettings, ServerConfig):
     """Port of the Prometheus /metrics HTTP endpoint; 0 disables it."""
     data_dir: str = "./data/grader"
     """Directory of the grader registry database (and the unpacked WordNet used by METEOR)."""
+    api_keys_file: str = ""
+    """Tenant API keys, one '<tenant> sha256:<hex of the key>' per line: a key acts for its own tenant only (a request's tenant field may name it or be empty; another tenant is PERMISSION_DENIED), while --auth-token acts for any tenant."""
     max_batch_items: int = pydantic.Field(4096, ge=1)
     """Most (sample, item) pairs accepted in one Grade call; more is INVALID_ARGUMENT."""
     max_text_chars: int = pydantic.Field(1_000_000, ge=1)

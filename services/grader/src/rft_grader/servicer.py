@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import struct_pb2
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
+from rft_common.tenancy import TenantDenied, acting_tenant
 
 from rft_grader.core import GraderCore, tenant_of
 from rft_grader.domain import (
@@ -52,6 +53,8 @@ def _rpc(
             return await method(self, request, context)
         except GraderError as exc:
             await context.abort(_STATUS[type(exc)], str(exc))
+        except TenantDenied as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
     return handler
 
@@ -117,7 +120,7 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
     async def Grade(
         self, request: grader_pb2.GradeRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.GradeResponse:
-        tenant = tenant_of(request.tenant)
+        tenant = tenant_of(acting_tenant(request.tenant))
         which = request.WhichOneof("grader")
         spec = struct_dict(request.spec) if which == "spec" else None
         grader_id = request.grader_id if which == "grader_id" else ""
@@ -132,7 +135,7 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
     async def ValidateGrader(
         self, request: grader_pb2.ValidateGraderRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.ValidateGraderResponse:
-        tenant_of(request.tenant)
+        tenant_of(acting_tenant(request.tenant))
         kind, issues = self.core.validate(struct_dict(request.spec))
         return grader_pb2.ValidateGraderResponse(
             valid=not issues,
@@ -144,21 +147,23 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
     async def RegisterGrader(
         self, request: grader_pb2.RegisterGraderRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.RegisterGraderResponse:
-        record = await self.core.register(tenant_of(request.tenant), request.name, struct_dict(request.spec))
+        record = await self.core.register(
+            tenant_of(acting_tenant(request.tenant)), request.name, struct_dict(request.spec)
+        )
         return grader_pb2.RegisterGraderResponse(grader=_grader(record))
 
     @_rpc
     async def GetGrader(
         self, request: grader_pb2.GetGraderRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.GetGraderResponse:
-        record = await self.core.get(tenant_of(request.tenant), request.grader_id)
+        record = await self.core.get(tenant_of(acting_tenant(request.tenant)), request.grader_id)
         return grader_pb2.GetGraderResponse(grader=_grader(record))
 
     @_rpc
     async def ListGraders(
         self, request: grader_pb2.ListGradersRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.ListGradersResponse:
-        page = await self.core.list(tenant_of(request.tenant), request.page_size, request.page_token)
+        page = await self.core.list(tenant_of(acting_tenant(request.tenant)), request.page_size, request.page_token)
         return grader_pb2.ListGradersResponse(
             graders=[_grader(record) for record in page.graders], next_page_token=page.next_page_token
         )
@@ -167,7 +172,7 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
     async def DeleteGrader(
         self, request: grader_pb2.DeleteGraderRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.DeleteGraderResponse:
-        await self.core.delete(tenant_of(request.tenant), request.grader_id)
+        await self.core.delete(tenant_of(acting_tenant(request.tenant)), request.grader_id)
         return grader_pb2.DeleteGraderResponse()
 
     @_rpc

@@ -7,6 +7,7 @@ import logging
 import pathlib
 
 from rft.learner.v1 import files_pb2_grpc, fine_tuning_pb2_grpc
+from rft_common.api_keys import ApiKeys
 from rft_common.server import GrpcServer
 
 from rft_learner.config import LearnerConfig
@@ -52,7 +53,6 @@ async def http_api(config: LearnerConfig, jobs: JobManager, files: FileStore, se
         yield None
         return
     from rft.grader.v1 import grader_pb2_grpc
-    from rft_common.api_keys import ApiKeys
     from rft_common.client import aio_channel
 
     from rft_learner.http_api.app import ApiContext, build_app
@@ -109,7 +109,7 @@ async def serve(config: LearnerConfig) -> None:
         files = FileStore(db, data_dir / "files", config.max_file_bytes, config.max_line_bytes)
         async with (
             JobManager(JobStore(db), files, LearnerSettings(settings)) as jobs,
-            GrpcServer(config, "learner") as server,
+            GrpcServer(config, "learner", ApiKeys.load(config.api_keys_file)) as server,
         ):
             server.add_service(files_pb2_grpc.add_FilesServiceServicer_to_server, FilesServicer(files), FILES_SERVICE)
             server.add_service(

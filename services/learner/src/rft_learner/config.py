@@ -54,7 +54,7 @@ class LearnerConfig(ServerConfig):
     http_port: int = pydantic.Field(8080, ge=0, le=65535)
     """Port of the OpenAI-compatible HTTP API (base_url http://HOST:PORT/v1); 0 disables it."""
     api_keys_file: str = ""
-    """API keys of the HTTP API, one '<tenant> sha256:<hex of the key>' per line; each key sees only its tenant's files, jobs and models. The service token (--auth-token) also works, as tenant "default". With neither, every caller is "default"."""
+    """Tenant API keys, one '<tenant> sha256:<hex of the key>' per line. On gRPC a key acts for its own tenant only (a request's tenant field may name it or be empty) while --auth-token acts for any tenant; on the HTTP API each key sees only its tenant's files, jobs and models, and --auth-token is tenant "default"."""
     model_catalogue: str = ""
     """Base models the HTTP API offers, 'name=model-dir,name=model-dir'; jobs and chat completions name a model from here (or a fine-tuned one), never a path."""
     inference_max_models: int = pydantic.Field(1, ge=1, le=64)

@@ -1,4 +1,5 @@
-"""gRPC face of the file store (rft.learner.v1.FilesService)."""
+"""gRPC face of the file store (rft.learner.v1.FilesService). A tenant's credential sees
+and stores its own files only; the operator's sees all and stores as "default"."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from rft.learner.v1 import files_pb2, files_pb2_grpc
+from rft_common.api_keys import DEFAULT_TENANT
 from rft_common.paging import InvalidPageToken, next_page_token, page_window
+from rft_common.tenancy import owner_filter
 
 from rft_learner.files import FileNotFound, FileStore, InvalidFile, StoredFile
 
@@ -50,7 +53,8 @@ class FilesServicer(files_pb2_grpc.FilesServiceServicer):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "only chunks may follow the header")
             if header is None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload: send a header, then chunks")
-            stored = await asyncio.to_thread(self.store.commit, upload, header.filename, header.purpose)
+            owner = owner_filter() or DEFAULT_TENANT
+            stored = await asyncio.to_thread(self.store.commit, upload, header.filename, header.purpose, owner)
         except InvalidFile as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         finally:
@@ -59,7 +63,7 @@ class FilesServicer(files_pb2_grpc.FilesServiceServicer):
 
     async def GetFile(self, request, context):
         try:
-            stored = await asyncio.to_thread(self.store.get, request.file_id)
+            stored = await asyncio.to_thread(self.store.get, request.file_id, owner_filter())
         except FileNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return files_pb2.GetFileResponse(file=file_to_proto(stored))
@@ -69,14 +73,14 @@ class FilesServicer(files_pb2_grpc.FilesServiceServicer):
             limit, offset = page_window(request.page_size, request.page_token)
         except InvalidPageToken as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        files = await asyncio.to_thread(self.store.list, limit, offset, request.purpose)
+        files = await asyncio.to_thread(self.store.list, limit, offset, request.purpose, owner_filter())
         return files_pb2.ListFilesResponse(
             files=[file_to_proto(f) for f in files], next_page_token=next_page_token(offset, limit, len(files))
         )
 
     async def DeleteFile(self, request, context):
         try:
-            await asyncio.to_thread(self.store.delete, request.file_id)
+            await asyncio.to_thread(self.store.delete, request.file_id, owner_filter())
         except FileNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return files_pb2.DeleteFileResponse()

@@ -1,4 +1,5 @@
-"""gRPC face of the job manager (rft.learner.v1.FineTuningService)."""
+"""gRPC face of the job manager (rft.learner.v1.FineTuningService). A tenant's credential
+sees and runs its own jobs only, graded as that tenant; the operator's sees all."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from rft.learner.v1 import fine_tuning_pb2 as pb
 from rft.learner.v1 import fine_tuning_pb2_grpc
+from rft_common.api_keys import DEFAULT_TENANT
 from rft_common.paging import InvalidPageToken, next_page_token, page_window
+from rft_common.tenancy import TenantDenied, acting_tenant, owner_filter
 
 from rft_learner.job_store import CheckpointRecord, EventRecord, JobNotFound, JobRecord, MetricsRecord
 from rft_learner.jobs import InvalidJob, JobManager, JobStateError
@@ -83,6 +86,8 @@ async def _errors(context: grpc.aio.ServicerContext):
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     except InvalidPageToken as exc:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except TenantDenied as exc:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
 
 class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServiceServicer):
@@ -91,40 +96,43 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServiceServicer):
 
     async def CreateJob(self, request, context):
         async with _errors(context):
-            job = await self.manager.create(request)
+            if request.method.HasField("reinforcement"):
+                grader = request.method.reinforcement.grader
+                grader.tenant = acting_tenant(grader.tenant)  # a tenant's key grades as that tenant only
+            job = await self.manager.create(request, owner_filter() or DEFAULT_TENANT)
         return pb.CreateJobResponse(job=job_to_proto(job))
 
     async def GetJob(self, request, context):
         async with _errors(context):
-            job = self.manager.get(request.job_id)
+            job = self.manager.get(request.job_id, owner_filter())
         return pb.GetJobResponse(job=job_to_proto(job))
 
     async def ListJobs(self, request, context):
         async with _errors(context):
             limit, offset = page_window(request.page_size, request.page_token, default_size=20)
-        jobs = self.manager.store.list(limit, offset)
+        jobs = self.manager.store.list(limit, offset, owner=owner_filter())
         return pb.ListJobsResponse(
             jobs=[job_to_proto(j) for j in jobs], next_page_token=next_page_token(offset, limit, len(jobs))
         )
 
     async def CancelJob(self, request, context):
         async with _errors(context):
-            job = self.manager.cancel(request.job_id)
+            job = self.manager.cancel(request.job_id, owner_filter())
         return pb.CancelJobResponse(job=job_to_proto(job))
 
     async def PauseJob(self, request, context):
         async with _errors(context):
-            job = self.manager.pause(request.job_id)
+            job = self.manager.pause(request.job_id, owner_filter())
         return pb.PauseJobResponse(job=job_to_proto(job))
 
     async def ResumeJob(self, request, context):
         async with _errors(context):
-            job = self.manager.resume(request.job_id)
+            job = self.manager.resume(request.job_id, owner_filter())
         return pb.ResumeJobResponse(job=job_to_proto(job))
 
     async def ListCheckpoints(self, request, context):
         async with _errors(context):
-            self.manager.get(request.job_id)
+            self.manager.get(request.job_id, owner_filter())
             limit, offset = page_window(request.page_size, request.page_token)
         records = self.manager.store.checkpoints(request.job_id, limit, offset)
         return pb.ListCheckpointsResponse(
@@ -134,7 +142,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServiceServicer):
 
     async def WatchJob(self, request, context):
         async with _errors(context):
-            job = self.manager.get(request.job_id)
+            job = self.manager.get(request.job_id, owner_filter())
         queue = self.manager.subscribe(job.id)
         try:
             last_event = last_metrics = 0

@@ -92,12 +92,15 @@ def grader_client(
 ) -> GraderClient:
     """A client of the job's grader: its own service address, or the learner's default."""
     spec = json_format.MessageToDict(grader_cfg.spec) if grader_cfg.HasField("spec") else None
+    address = grader_cfg.service_address or settings.grader_address
     return GraderClient(
-        grader_cfg.service_address or settings.grader_address,
+        address,
         grader_cfg.tenant or "default",
         spec=spec,
         grader_id=grader_cfg.grader_id,
-        token=settings.grader_token,
+        # The learner's grader token is for the configured grader only: a service a job
+        # names gets no credential of ours.
+        token=settings.grader_token if address == settings.grader_address else "",
         tls_ca_file=settings.tls_ca_file,
         patience_seconds=patience_seconds,
     )
