@@ -29,6 +29,24 @@ def test_api_keys_map_hashed_keys_to_tenants(tmp_path) -> None:
     assert "k-a" not in keys_file.read_text()  # only digests at rest
 
 
+def test_a_keys_file_without_keys_is_an_error_not_an_open_door(tmp_path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# every key revoked\n")
+    with pytest.raises(ValueError, match="no keys in it"):
+        ApiKeys.load(str(keys_file))
+
+
+def test_keys_are_reloaded_when_the_file_changes(tmp_path, monkeypatch) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"alice sha256:{digest('k-a')}\n")
+    keys = ApiKeys.load(str(keys_file))
+    monkeypatch.setattr(ApiKeys, "RELOAD_CHECK_SECONDS", 0.0)
+    keys_file.write_text(f"bob sha256:{digest('k-b')}\n")  # alice revoked, bob added
+    assert keys.tenant_for("k-a") is None and keys.tenant_for("k-b") == "bob"
+    keys_file.write_text("garbage\n")  # a broken edit keeps the keys that work
+    assert keys.tenant_for("k-b") == "bob"
+
+
 def test_without_keys_everyone_is_default() -> None:
     keys = ApiKeys.load()
     assert not keys.required and keys.tenant_for(None) == "default" and keys.tenant_for("anything") == "default"

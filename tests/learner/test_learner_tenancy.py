@@ -45,7 +45,7 @@ def upload(channel, secret: str, name: str) -> files_pb2.File:
 
 
 def test_learner_files_and_jobs_belong_to_the_keys_tenant(keys_args, tiny_model, tmp_path) -> None:
-    args = ["--data-dir", str(tmp_path), *keys_args]
+    args = ["--data-dir", str(tmp_path), "--model-catalogue", f"tiny={tiny_model}", *keys_args]
     with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
         files = files_pb2_grpc.FilesServiceStub(channel)
         jobs = fine_tuning_pb2_grpc.FineTuningServiceStub(channel)
@@ -60,11 +60,19 @@ def test_learner_files_and_jobs_belong_to_the_keys_tenant(keys_args, tiny_model,
         assert [f.id for f in operator_view.files] == [alices.id]
 
         # Bob can neither train on alice's file nor grade as alice.
-        request = ft.CreateJobRequest(model=str(tiny_model), training_file=alices.id)
+        request = ft.CreateJobRequest(model="tiny", training_file=alices.id)
         request.method.reinforcement.grader.spec.update(SPEC)
         request.method.reinforcement.grader.tenant = "alice"
         assert code_of(jobs.CreateJob, request, bob) == grpc.StatusCode.PERMISSION_DENIED
         request.method.reinforcement.grader.tenant = ""
+        request.method.reinforcement.grader.service_address = "127.0.0.1:1"
+        assert code_of(jobs.CreateJob, request, bob) == grpc.StatusCode.PERMISSION_DENIED
+        request.method.reinforcement.grader.service_address = ""
+        request.model = str(tiny_model)  # a tenant names models, never server paths
+        with pytest.raises(grpc.RpcError) as by_path:
+            jobs.CreateJob(request, metadata=bob, timeout=60)
+        assert by_path.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not exist" in by_path.value.details()
+        request.model = "tiny"
         with pytest.raises(grpc.RpcError) as refused:
             jobs.CreateJob(request, metadata=bob, timeout=60)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

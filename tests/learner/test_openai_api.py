@@ -132,6 +132,32 @@ def test_files_upload_list_content_and_bad_lines(learner, alice, bob, files, tmp
     assert other.value.body["param"] == "training_file"
 
 
+def raw_post(learner, path: str, chunks, key: str | None) -> tuple[int, dict]:
+    """POST a chunked body (no Content-Length), as a client streaming a large upload does."""
+    host, port = learner.base_url.removeprefix("http://").removesuffix("/v1").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        connection.request("POST", path, body=chunks, headers=headers, encode_chunked=True)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed before the whole body was sent
+    response = connection.getresponse()
+    body = json.load(response)
+    connection.close()
+    return response.status, body
+
+
+def test_the_key_is_checked_before_the_body_and_bodies_are_bounded(learner) -> None:
+    # A stranger's body is never read: 401, however large or malformed.
+    status, body = raw_post(learner, "/v1/fine_tuning/jobs", iter([b"{not json"] * 4), None)
+    assert (status, body["error"]["code"]) == (401, "invalid_api_key")
+    # A chunked body (no Content-Length) is counted as it arrives and refused past 32 MiB.
+    status, body = raw_post(learner, "/v1/fine_tuning/jobs", (b" " * (1 << 20) for _ in range(40)), KEYS["alice"])
+    assert (status, body["error"]["code"]) == (413, "request_too_large"), body
+
+
 def test_a_wrong_or_missing_key_is_refused(learner) -> None:
     stranger = openai.OpenAI(base_url=learner.base_url, api_key="sk-nobody", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as refused:
@@ -164,6 +190,12 @@ def test_bad_job_requests_get_openai_errors(alice, files) -> None:
     with pytest.raises(openai.BadRequestError) as bad_choice:
         create(model="tiny", training_file=train.id, method=rft_method(HAS_SEVEN, algorithm="magic"))
     assert "grpo" in bad_choice.value.body["message"]  # the choices are listed
+    with pytest.raises(openai.BadRequestError) as endpoint:
+        create(model="tiny", training_file=train.id, method=rft_method({**HAS_SEVEN, "base_url": "http://evil/v1"}))
+    assert endpoint.value.body["param"] == "method.reinforcement.grader.base_url"
+    with pytest.raises(openai.BadRequestError) as misplaced:
+        create(model="tiny", training_file=train.id, method=rft_method(HAS_SEVEN), hyperparameters={"n_epochs": 2})
+    assert misplaced.value.body["param"] == "hyperparameters"
     assert list(alice.fine_tuning.jobs.list()) == []  # nothing was created
 
 

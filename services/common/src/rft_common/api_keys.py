@@ -8,15 +8,25 @@ are ignored. Make a line with
 
 The service's own token (`--auth-token[-file]`) stays valid and acts as tenant
 "default", the operator's. With neither configured, every caller is "default": the
-loopback development setup, as with the gRPC services.
+loopback development setup, as with the gRPC services. A keys file with no key in it is
+an error rather than "no keys", so revoking the last key never opens the door.
+
+The file is read again when it changes (a Kubernetes Secret update, an edited file):
+removing a line revokes that key within a second. A change that does not parse keeps the
+previous keys and is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import pathlib
 import re
+import time
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -26,13 +36,23 @@ _HASHED = re.compile(r"sha256:([0-9a-f]{64})")
 class ApiKeys:
     """Resolves `Authorization: Bearer <key>` to a tenant name."""
 
-    def __init__(self, tenants_by_digest: dict[str, str]) -> None:
+    RELOAD_CHECK_SECONDS = 1.0
+
+    def __init__(self, tenants_by_digest: dict[str, str], keys_file: str = "", service_token: str = "") -> None:
         self._tenants_by_digest = dict(tenants_by_digest)
+        self._keys_file = keys_file
+        self._service_token = service_token
+        self._stamp = _stamp(keys_file)
+        self._checked = time.monotonic()
 
     @classmethod
     def load(cls, keys_file: str = "", service_token: str = "") -> ApiKeys:
         """Keys from `keys_file` plus the service token as tenant "default"; raises ValueError
-        naming the line of a malformed entry."""
+        naming the line of a malformed entry, or when the file holds no key."""
+        return cls(cls._parse(keys_file, service_token), keys_file, service_token)
+
+    @staticmethod
+    def _parse(keys_file: str, service_token: str) -> dict[str, str]:
         tenants: dict[str, str] = {}
         if keys_file:
             for number, raw in enumerate(pathlib.Path(keys_file).read_text().splitlines(), 1):
@@ -49,9 +69,26 @@ class ApiKeys:
                 if digest in tenants and tenants[digest] != parts[0]:
                     raise ValueError(f"{keys_file}:{number}: this key already belongs to tenant {tenants[digest]!r}")
                 tenants[digest] = parts[0]
+            if not tenants:
+                raise ValueError(f"{keys_file}: no keys in it (to run without keys, do not give a keys file)")
         if service_token:
             tenants[digest_of(service_token)] = DEFAULT_TENANT
-        return cls(tenants)
+        return tenants
+
+    def _reload_if_changed(self) -> None:
+        if not self._keys_file or time.monotonic() - self._checked < self.RELOAD_CHECK_SECONDS:
+            return
+        self._checked = time.monotonic()
+        stamp = _stamp(self._keys_file)
+        if stamp == self._stamp:
+            return
+        try:
+            self._tenants_by_digest = self._parse(self._keys_file, self._service_token)
+        except (OSError, ValueError) as exc:
+            log.error("API keys file changed but cannot be used; keeping the previous keys: %s", exc)
+        else:
+            log.info("API keys reloaded", extra={"keys": len(self._tenants_by_digest)})
+        self._stamp = stamp
 
     @property
     def required(self) -> bool:
@@ -64,6 +101,7 @@ class ApiKeys:
 
     def tenant_for(self, key: str | None) -> str | None:
         """The key's tenant, or None when the key is missing or unknown."""
+        self._reload_if_changed()
         if not self.required:
             return DEFAULT_TENANT
         if not key:
@@ -76,6 +114,14 @@ class ApiKeys:
             if hmac.compare_digest(digest, presented):
                 found = tenant
         return found
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size, info.st_ino) if info else None
 
 
 def digest_of(key: str) -> str:

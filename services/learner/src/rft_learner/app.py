@@ -15,6 +15,7 @@ from rft_learner.db import Database
 from rft_learner.files import FileStore
 from rft_learner.files_servicer import SERVICE_NAME as FILES_SERVICE
 from rft_learner.files_servicer import FilesServicer
+from rft_learner.http_api.models import ModelCatalogue, ModelNames
 from rft_learner.job_store import JobStore
 from rft_learner.jobs import JobManager, LearnerSettings
 from rft_learner.jobs_servicer import SERVICE_NAME as JOBS_SERVICE
@@ -47,7 +48,9 @@ def trainer_settings(config: LearnerConfig) -> TrainerSettings:
 
 
 @contextlib.asynccontextmanager
-async def http_api(config: LearnerConfig, jobs: JobManager, files: FileStore, settings: TrainerSettings):
+async def http_api(
+    config: LearnerConfig, jobs: JobManager, files: FileStore, settings: TrainerSettings, names: ModelNames
+):
     """The OpenAI-compatible HTTP API on --http-port (nothing when it is 0)."""
     if not config.http_port:
         yield None
@@ -57,7 +60,6 @@ async def http_api(config: LearnerConfig, jobs: JobManager, files: FileStore, se
 
     from rft_learner.http_api.app import ApiContext, build_app
     from rft_learner.http_api.inference import InferenceServers, InferenceSettings
-    from rft_learner.http_api.models import ModelCatalogue, ModelNames
     from rft_learner.http_api.server import HttpApiServer
 
     keys = ApiKeys.load(config.api_keys_file, config.resolved_auth_token())
@@ -77,7 +79,7 @@ async def http_api(config: LearnerConfig, jobs: JobManager, files: FileStore, se
         jobs=jobs,
         files=files,
         keys=keys,
-        names=ModelNames(ModelCatalogue.parse(config.model_catalogue), jobs.store),
+        names=names,
         grader=grader_pb2_grpc.GraderServiceStub(channel),
         inference=inference,
     )
@@ -107,16 +109,20 @@ async def serve(config: LearnerConfig) -> None:
     settings = trainer_settings(config)
     try:
         files = FileStore(db, data_dir / "files", config.max_file_bytes, config.max_line_bytes)
+        store = JobStore(db)
+        names = ModelNames(ModelCatalogue.parse(config.model_catalogue), store)
         async with (
-            JobManager(JobStore(db), files, LearnerSettings(settings)) as jobs,
+            JobManager(store, files, LearnerSettings(settings)) as jobs,
             GrpcServer(config, "learner", ApiKeys.load(config.api_keys_file)) as server,
         ):
             server.add_service(files_pb2_grpc.add_FilesServiceServicer_to_server, FilesServicer(files), FILES_SERVICE)
             server.add_service(
-                fine_tuning_pb2_grpc.add_FineTuningServiceServicer_to_server, FineTuningServicer(jobs), JOBS_SERVICE
+                fine_tuning_pb2_grpc.add_FineTuningServiceServicer_to_server,
+                FineTuningServicer(jobs, names),
+                JOBS_SERVICE,
             )
             await server.start()
-            async with http_api(config, jobs, files, settings):
+            async with http_api(config, jobs, files, settings, names):
                 await server.set_serving(True)
                 await server.wait_for_termination()
     finally:

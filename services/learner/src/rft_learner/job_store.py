@@ -156,9 +156,13 @@ class JobStore:
         rows = self.db.query(sql + " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", (*params, limit, offset))
         return [_job(r) for r in rows]
 
-    def with_status(self, *statuses: int) -> list[JobRecord]:
+    def with_status(self, *statuses: int, owner: str | None = None) -> list[JobRecord]:
         marks = ",".join("?" * len(statuses))
-        rows = self.db.query(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at", statuses)
+        sql = f"SELECT * FROM jobs WHERE status IN ({marks})"
+        params: tuple = statuses
+        if owner is not None:
+            sql, params = sql + " AND owner = ?", (*statuses, owner)
+        rows = self.db.query(sql + " ORDER BY created_at", params)
         return [_job(r) for r in rows]
 
     def count_by_status(self) -> dict[int, int]:

@@ -14,6 +14,8 @@ from rft_common.api_keys import DEFAULT_TENANT
 from rft_common.paging import InvalidPageToken, next_page_token, page_window
 from rft_common.tenancy import TenantDenied, acting_tenant, owner_filter
 
+from rft_learner.http_api.errors import ApiError
+from rft_learner.http_api.models import ModelNames
 from rft_learner.job_store import CheckpointRecord, EventRecord, JobNotFound, JobRecord, MetricsRecord
 from rft_learner.jobs import InvalidJob, JobManager, JobStateError
 
@@ -91,15 +93,35 @@ async def _errors(context: grpc.aio.ServicerContext):
 
 
 class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServiceServicer):
-    def __init__(self, manager: JobManager) -> None:
+    def __init__(self, manager: JobManager, names: ModelNames | None = None) -> None:
         self.manager = manager
+        self.names = names
+
+    def _tenant_request(self, request: pb.CreateJobRequest, tenant: str) -> pb.CreateJobRequest:
+        """A tenant's job names its model as the HTTP API does (a catalogue name or one of its
+        fine-tuned models), never a server path, and is graded by the learner's grader."""
+        request = pb.CreateJobRequest.FromString(request.SerializeToString())
+        if self.names is None:
+            raise TenantDenied("this learner takes jobs from the operator only")
+        try:
+            request.model = str(self.names.resolve(request.model, tenant).directory)
+        except ApiError as exc:
+            raise InvalidJob(f"model: {exc.message}") from None
+        if request.method.HasField("reinforcement") and request.method.reinforcement.grader.service_address:
+            raise TenantDenied("grader.service_address: a tenant's job is graded by the learner's grader service")
+        return request
 
     async def CreateJob(self, request, context):
         async with _errors(context):
+            tenant = owner_filter()
             if request.method.HasField("reinforcement"):
                 grader = request.method.reinforcement.grader
                 grader.tenant = acting_tenant(grader.tenant)  # a tenant's key grades as that tenant only
-            job = await self.manager.create(request, owner_filter() or DEFAULT_TENANT)
+            model_name = ""
+            if tenant is not None:
+                model_name = request.model
+                request = self._tenant_request(request, tenant)
+            job = await self.manager.create(request, tenant or DEFAULT_TENANT, model_name=model_name)
         return pb.CreateJobResponse(job=job_to_proto(job))
 
     async def GetJob(self, request, context):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import time
 from typing import Any
 
@@ -14,11 +15,12 @@ import grpc
 import httpx
 from fastapi import Body, Depends, FastAPI, File, Form, Query, Request, Security, UploadFile
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from prometheus_client import Counter, Histogram
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
 from rft.learner.v1 import files_pb2
 from rft_common.api_keys import ApiKeys
+from starlette.exceptions import HTTPException
 
 from rft_learner.db import UnknownCursor
 from rft_learner.files import FileNotFound, FileStore, InvalidFile
@@ -50,40 +52,77 @@ class ApiContext:
     inference: InferenceServers
 
 
-class _Observe:
-    """ASGI middleware: refuses bodies over the size limit before reading them, and counts
-    requests by route template (not raw path, which holds ids) for Prometheus."""
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over the limit of {limit} bytes")
 
-    def __init__(self, app, max_file_bytes: int) -> None:
+
+UNAUTHENTICATED_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect")
+METHODS = {"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"}
+
+
+class _Guard:
+    """ASGI middleware in front of every route: the API key is checked from the headers
+    before any byte of the body is read (a stranger cannot make the learner buffer a
+    body); the body is counted as it arrives, Content-Length or chunked, and refused past
+    the limit; and requests are counted by route template (ids stay out of the labels)."""
+
+    def __init__(self, app, keys: ApiKeys, max_file_bytes: int) -> None:
         self.app = app
+        self.keys = keys
         self.max_file_bytes = max_file_bytes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        started, status = time.perf_counter(), {"code": 500}
+
+        async def observed_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                LATENCY.labels(method, getattr(scope.get("route"), "path", "unmatched")).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, observed_send)
+        finally:
+            REQUESTS.labels(method, getattr(scope.get("route"), "path", "unmatched"), str(status["code"])).inc()
+
+    async def _guarded(self, scope, receive, send) -> None:
+        headers = dict(scope["headers"])
+        if scope["path"] not in UNAUTHENTICATED_PATHS:
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            key = authorization[7:] if authorization[:7].lower() == "bearer " else None
+            tenant = self.keys.tenant_for(key)
+            if tenant is None:
+                message = "Incorrect API key provided." if key else "Missing bearer authentication in header."
+                await errors.error_response(401, message, code="invalid_api_key")(scope, receive, send)
+                return
+            scope["rft_tenant"] = tenant
         limit = self.max_file_bytes + (1 << 20) if scope["path"] == "/v1/files" else JSON_BODY_LIMIT
-        length = dict(scope["headers"]).get(b"content-length", b"0")
+        length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > limit:
             response = errors.error_response(
                 413, f"request body of {int(length)} bytes is over the limit of {limit}", code="request_too_large"
             )
             await response(scope, receive, send)
             return
-        started, status = time.perf_counter(), {"code": 500}
+        received = 0
 
-        async def observed_send(message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                route = getattr(scope.get("route"), "path", "unmatched")
-                LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
-            await send(message)
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
 
-        try:
-            await self.app(scope, receive, observed_send)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(scope["method"], route, str(status["code"])).inc()
+        await self.app(scope, counted_receive, send)
 
 
 def _page(items: list, limit: int, to_json) -> dict[str, Any]:
@@ -118,18 +157,11 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
-    app.add_middleware(_Observe, max_file_bytes=max_file_bytes)
+    app.add_middleware(_Guard, keys=ctx.keys, max_file_bytes=max_file_bytes)
     bearer = HTTPBearer(auto_error=False, description="An API key from the operator's --api-keys-file.")
 
-    async def tenant(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> str:
-        name = ctx.keys.tenant_for(credentials.credentials if credentials else None)
-        if name is None:
-            raise ApiError(
-                401,
-                "Incorrect API key provided." if credentials else "Missing bearer authentication in header.",
-                code="invalid_api_key",
-            )
-        return name
+    async def tenant(request: Request, _documents_the_scheme=Security(bearer)) -> str:
+        return request.scope["rft_tenant"]  # set by _Guard, which has checked the key
 
     def owned_job(job_id: str, owner: str) -> JobRecord:
         try:
@@ -299,7 +331,7 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
         owner: str = Depends(tenant),
     ) -> dict[str, Any]:
         job = owned_job(fine_tuning_job_id, owner)
-        records = await asyncio.to_thread(ctx.jobs.store.checkpoints, job.id)
+        records = await asyncio.to_thread(ctx.jobs.store.checkpoints, job.id, 1_000_000)
         items = _after([convert.checkpoint_json(job, r, ctx.names) for r in records], after, limit)
         return _page(items, limit, lambda item: item)
 
@@ -318,6 +350,7 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
 
     @app.post("/v1/fine_tuning/alpha/graders/run", response_model=schemas.GraderRunResponse, tags=["graders"])
     async def run_grader(body: schemas.GraderRunBody, owner: str = Depends(tenant)) -> dict[str, Any]:
+        convert.refuse_endpoint(body.grader)
         request = grader_pb2.GradeRequest(tenant=owner, spec=to_struct(body.grader))
         request.items.append(
             grader_pb2.GradeItem(sample=sample_output(body.model_sample), item=to_struct(body.item or {}))
@@ -343,6 +376,7 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
 
     @app.post("/v1/fine_tuning/alpha/graders/validate", response_model=schemas.GraderValidateResponse, tags=["graders"])
     async def validate_grader(body: schemas.GraderValidateBody, owner: str = Depends(tenant)) -> dict[str, Any]:
+        convert.refuse_endpoint(body.grader)
         request = grader_pb2.ValidateGraderRequest(tenant=owner, spec=to_struct(body.grader))
         response = await grader_call(ctx.grader.ValidateGrader, request)
         if not response.valid:
@@ -373,10 +407,15 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "model: required, a model from GET /v1/models", param="model")
         model = ctx.names.resolve(name, owner)
+        # Prefix-cache hits across tenants would let one time another's prompts: each
+        # tenant's requests get a cache of their own.
+        body = {**body, "cache_salt": "tenant-" + hashlib.sha256(owner.encode()).hexdigest()[:32]}
         stack = contextlib.AsyncExitStack()
         try:
-            url = await stack.enter_async_context(ctx.inference.serving(model.id, model.directory))
-            upstream_request = ctx.inference.client.build_request("POST", url + path, json=body)
+            server = await stack.enter_async_context(ctx.inference.serving(model.id, model.directory))
+            upstream_request = ctx.inference.client.build_request(
+                "POST", server.url + path, json=body, headers={"Authorization": f"Bearer {server.api_key}"}
+            )
             upstream = await ctx.inference.client.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             await stack.aclose()

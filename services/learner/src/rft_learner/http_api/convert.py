@@ -94,6 +94,31 @@ def hyperparameters_json(message: Message) -> dict[str, Any]:
     return out
 
 
+def _endpoint_in(spec: Any, where: str) -> str | None:
+    """The path of a `base_url` anywhere in a grader spec (multi nests graders), or None."""
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key == "base_url":
+                return f"{where}.base_url"
+            if found := _endpoint_in(value, f"{where}.{key}"):
+                return found
+    elif isinstance(spec, list):
+        for index, value in enumerate(spec):
+            if found := _endpoint_in(value, f"{where}[{index}]"):
+                return found
+    return None
+
+
+def refuse_endpoint(spec: dict[str, Any], where: str = "grader") -> None:
+    if found := _endpoint_in(spec, where):
+        raise ApiError(
+            400,
+            f"{found}: a grader spec sent to this API cannot name a model endpoint; model graders use the"
+            " endpoint the operator configured",
+            found,
+        )
+
+
 def create_job_request(body: schemas.CreateJobBody, model_dir: str, tenant: str) -> S.CreateJobRequest:
     """The gRPC request for an OpenAI job body; the grader runs as the caller's tenant on
     the learner's own grader service (a body cannot point it elsewhere)."""
@@ -112,6 +137,13 @@ def create_job_request(body: schemas.CreateJobBody, model_dir: str, tenant: str)
     if method.type == "reinforcement":
         if method.reinforcement is None:
             raise ApiError(400, "method.reinforcement: required when method.type is reinforcement", "method")
+        if body.hyperparameters is not None:
+            raise ApiError(
+                400,
+                "hyperparameters: a reinforcement job takes them in method.reinforcement.hyperparameters",
+                "hyperparameters",
+            )
+        refuse_endpoint(method.reinforcement.grader, "method.reinforcement.grader")
         target = request.method.reinforcement
         target.grader.spec.update(method.reinforcement.grader)
         target.grader.tenant = tenant

