@@ -153,6 +153,8 @@ def test_the_key_is_checked_before_the_body_and_bodies_are_bounded(learner) -> N
     # A stranger's body is never read: 401, however large or malformed.
     status, body = raw_post(learner, "/v1/fine_tuning/jobs", iter([b"{not json"] * 4), None)
     assert (status, body["error"]["code"]) == (401, "invalid_api_key")
+    status, body = raw_post(learner, "/v1/fine_tuning/jobs", iter([b"{not json"]), KEYS["alice"])
+    assert (status, body["error"]["code"], body["error"]["param"]) == (400, "invalid_json", None)
     # A chunked body (no Content-Length) is counted as it arrives and refused past 32 MiB.
     status, body = raw_post(learner, "/v1/fine_tuning/jobs", (b" " * (1 << 20) for _ in range(40)), KEYS["alice"])
     assert (status, body["error"]["code"]) == (413, "request_too_large"), body

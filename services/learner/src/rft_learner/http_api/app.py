@@ -28,7 +28,7 @@ from rft_learner.http_api import convert, errors, schemas
 from rft_learner.http_api.errors import ApiError, not_found
 from rft_learner.http_api.inference import InferenceServers
 from rft_learner.http_api.models import ModelNames
-from rft_learner.job_store import JobNotFound, JobRecord
+from rft_learner.job_store import FINISHED, JobNotFound, JobRecord
 from rft_learner.job_validation import InvalidJob
 from rft_learner.jobs import JobManager, JobStateError
 from rft_learner.remote import RemoteError, sample_output, to_struct
@@ -37,6 +37,7 @@ from rft_learner.trainer.loop import WARNING
 REQUESTS = Counter("rft_http_requests_total", "HTTP API requests by route and status.", ["method", "route", "code"])
 LATENCY = Histogram("rft_http_request_seconds", "HTTP API time to the response's start.", ["method", "route"])
 JSON_BODY_LIMIT = 32 * 1024 * 1024
+UNFINISHED = tuple(status for status in convert.STATUS if status not in FINISHED)
 GRADE_TIMEOUT_SECONDS = 300.0
 
 
@@ -220,8 +221,9 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
     @app.delete("/v1/files/{file_id}", response_model=schemas.FileDeleted, tags=["files"])
     async def delete_file(file_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
         owned_file(file_id, owner)
-        for job in ctx.jobs.store.list(10_000, owner=owner):
-            if not job.finished and file_id in (job.request.training_file, job.request.validation_file):
+        unfinished = await asyncio.to_thread(ctx.jobs.store.with_status, *UNFINISHED, owner=owner)
+        for job in unfinished:
+            if file_id in (job.request.training_file, job.request.validation_file):
                 raise ApiError(409, f"file {file_id} is used by {job.id}, which has not ended", code="file_in_use")
         await asyncio.to_thread(ctx.files.delete, file_id, owner)
         return {"id": file_id, "object": "file", "deleted": True}

@@ -164,6 +164,17 @@ def create_job_request(body: schemas.CreateJobBody, model_dir: str, tenant: str)
     return request
 
 
+def _integral(value: Any) -> Any:
+    """A Struct keeps every number as a double: give back the integers the user wrote."""
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def file_json(stored: StoredFile) -> dict[str, Any]:
     return schemas.FileObject(
         id=stored.id,
@@ -186,7 +197,7 @@ def job_json(job: JobRecord, names: ModelNames) -> dict[str, Any]:
     if kind == "reinforcement":
         rl = request.method.reinforcement
         hyper = hyperparameters_json(rl.hyperparameters)
-        grader = json_format.MessageToDict(rl.grader.spec) if rl.grader.HasField("spec") else {}
+        grader = _integral(json_format.MessageToDict(rl.grader.spec)) if rl.grader.HasField("spec") else {}
         method["reinforcement"] = {"grader": grader, "hyperparameters": hyper}
     else:
         sft = request.method.supervised

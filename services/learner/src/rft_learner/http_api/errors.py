@@ -56,6 +56,8 @@ def install(app: FastAPI) -> None:
             where = field_path(tuple(error.get("loc", ())))
             problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its location is a character offset, not a field
+            return error_response(400, f"the body is not valid JSON: {first.get('msg')}", code="invalid_json")
         param = field_path(tuple(first.get("loc", ()))) or None
         return error_response(400, "Invalid request: " + "; ".join(problems), param=param, code="invalid_request")
 
