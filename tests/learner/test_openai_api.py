@@ -231,7 +231,7 @@ def test_rft_jobs_run_to_success_with_events_checkpoints_and_pause(alice, bob, f
         suffix="sevens",
         seed=7,
         metadata={"team": "search"},
-        method=rft_method(HAS_SEVEN),
+        method=rft_method(HAS_SEVEN, n_epochs=3),  # 12 steps: time to pause it mid-run
     )
     assert first.object == "fine_tuning.job" and first.model == "tiny" and first.metadata == {"team": "search"}
     assert first.method.reinforcement.hyperparameters.batch_size == 8
@@ -250,8 +250,18 @@ def test_rft_jobs_run_to_success_with_events_checkpoints_and_pause(alice, bob, f
         alice.files.delete(valid.id)
     assert in_use.value.body["code"] == "file_in_use"
 
+    # Pausing the running job checkpoints it; resuming continues from there to success.
+    deadline = time.monotonic() + 600
+    while (running := alice.fine_tuning.jobs.retrieve(first.id)).trained_steps < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running.status == "running" and running.trained_steps < running.total_steps
+    alice.fine_tuning.jobs.pause(first.id)
+    paused = wait_until(alice, first.id, {"paused", *FINISHED})
+    assert paused.status == "paused" and paused.trained_steps < paused.total_steps
+    assert alice.fine_tuning.jobs.resume(first.id).status == "queued"
     done = wait_until(alice, first.id, FINISHED)
     assert done.status == "succeeded", done.error
+    assert any("pause" in e.message for e in alice.fine_tuning.jobs.list_events(first.id, limit=1000))
     assert done.fine_tuned_model == f"ft:tiny:alice:sevens:{first.id}"
     assert done.finished_at >= done.created_at
 
