@@ -4,33 +4,16 @@ while the service token is the operator's and acts for any tenant."""
 
 from __future__ import annotations
 
-import hashlib
-
 import grpc
 import pytest
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
 from service_process import ServiceProcess
-
-OPERATOR = "op-token-0123456789"
-KEYS = {"alice": "sk-alice-0123456789", "bob": "sk-bob-9876543210"}
-SPEC = {"type": "string_check", "name": "eq", "input": "{{sample.output_text}}", "reference": "7", "operation": "eq"}
-
-
-def auth(secret: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {secret}")]
+from tenant_keys import KEYS, OPERATOR, SPEC, auth, code_of, service_args
 
 
 @pytest.fixture(scope="module")
 def keys_args(tmp_path_factory) -> list[str]:
-    keys_file = tmp_path_factory.mktemp("keys") / "api-keys"
-    keys_file.write_text("".join(f"{t} sha256:{hashlib.sha256(k.encode()).hexdigest()}\n" for t, k in KEYS.items()))
-    return ["--auth-token", OPERATOR, "--api-keys-file", str(keys_file)]
-
-
-def code_of(call, request, metadata) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as error:
-        call(request, metadata=metadata, timeout=30)
-    return error.value.code()
+    return service_args(tmp_path_factory.mktemp("keys"))
 
 
 def test_grader_tenants_come_from_keys(keys_args, tmp_path) -> None:

@@ -13,8 +13,8 @@ import openai
 import pytest
 from jobs_client import HAS_SEVEN, learner_args, write_jsonl
 from service_process import ServiceProcess
+from tenant_keys import KEYS, write_keys_file
 
-KEYS = {"alice": "sk-alice-0123456789", "bob": "sk-bob-9876543210"}
 PYTHON_GRADER = {
     "type": "python",
     "name": "sevens",
@@ -38,13 +38,7 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 @pytest.fixture(scope="module")
 def learner(rollout, grader_service, tiny_model, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("openai-api")
-    import hashlib
-
-    keys_file = workdir / "api-keys"
-    keys_file.write_text(
-        "# tenant sha256:<digest of the key>\n"
-        + "".join(f"{t} sha256:{hashlib.sha256(k.encode()).hexdigest()}\n" for t, k in KEYS.items())
-    )
+    keys_file = write_keys_file(workdir / "api-keys")
     args = learner_args(workdir / "learner", rollout, grader_service, checkpoint_interval=2)
     args += ["--api-keys-file", str(keys_file), "--model-catalogue", f"tiny={tiny_model}"]
     with ServiceProcess("rft-learner", args) as proc:
