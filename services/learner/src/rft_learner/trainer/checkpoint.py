@@ -81,6 +81,39 @@ def load_trainer_state(checkpoint_dir: pathlib.Path) -> dict[str, Any]:
     return torch.load(checkpoint_dir / TRAINER_STATE, weights_only=False, map_location="cpu")
 
 
+CORRUPT_PREFIX = "corrupt-"
+
+
+def _check_readable(directory: pathlib.Path) -> dict[str, Any]:
+    """The trainer state, after checking every weights file's header and size: a torn or
+    truncated file raises here, not halfway through loading a model."""
+    from safetensors import safe_open
+
+    state = load_trainer_state(directory)
+    weights = sorted((directory / "model").rglob("*.safetensors"))
+    if not weights:
+        raise ValueError("no weights in model/")
+    for path in weights:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    return state
+
+
+def latest_readable(root: pathlib.Path) -> tuple[pathlib.Path | None, dict[str, Any], list[str]]:
+    """The newest checkpoint that loads, its trainer state, and one note per newer checkpoint
+    that did not (renamed to corrupt-step-N, so no later resume tries it again)."""
+    notes: list[str] = []
+    while (latest := latest_checkpoint(root)) is not None:
+        try:
+            return latest, _check_readable(latest), notes
+        except Exception as exc:  # noqa: BLE001 - any failure to read it makes it unusable
+            aside = latest.with_name(CORRUPT_PREFIX + latest.name)
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(latest, aside)
+            notes.append(f"checkpoint {latest.name} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); set aside")
+    return None, {}, notes
+
+
 def latest_checkpoint(root: pathlib.Path) -> pathlib.Path | None:
     if not root.exists():
         return None

@@ -202,8 +202,9 @@ class JobRun:
         train = load_examples(self.ctl.file_path(self.request.training_file))
         valid = load_examples(self.ctl.file_path(self.request.validation_file)) if self.request.validation_file else []
         self.tokenizer = await self._in_thread(load_tokenizer, self.request.model)
-        latest = ckpt.latest_checkpoint(self.ckpt_root)
-        state = await self._in_thread(ckpt.load_trainer_state, latest) if latest else {}
+        latest, state, unreadable = await self._in_thread(ckpt.latest_readable, self.ckpt_root)
+        for note in unreadable:  # a torn write or a bad disk: resume from the newest checkpoint that loads
+            self.ctl.event(WARNING, note)
         # Metrics past the checkpoint come from a run that died after it; this run records those steps again.
         self.ctl.truncate_metrics_after(state["step"] if latest else -1)
         self.model = await self._in_thread(self._load_policy, latest, state)
