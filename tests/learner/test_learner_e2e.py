@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import errno
+import pathlib
+import subprocess
+
 import pytest
 from jobs_client import (
     HAS_SEVEN,
@@ -367,3 +371,52 @@ def test_early_stopping_and_best_checkpoint_export(rollout, grader_service, tiny
             next(c.path for c in checkpoints.checkpoints if c.step == 1) + "/model/model.safetensors"
         )
         assert exported.keys() == best.keys() and all(exported[k].equal(best[k]) for k in best)
+
+
+def _fill(disk: pathlib.Path, leave_bytes: int) -> pathlib.Path:
+    """Fill `disk` up, then give back `leave_bytes`: room for the database, not a checkpoint."""
+    filler = disk / "filler"
+    chunk = b"\0" * (1 << 20)
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(chunk)
+                handle.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    with open(filler, "r+b") as handle:
+        handle.truncate(max(0, filler.stat().st_size - leave_bytes))
+    return filler
+
+
+def test_a_full_data_disk_pauses_the_job_and_resume_finishes_it(rollout, grader_service, tiny_model, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a small tmpfs is needed to fill a disk: {mounted.stderr.decode().strip()}")
+    try:
+        args = learner_args(disk / "learner", rollout, grader_service, checkpoint_interval=2)
+        with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+            job_id = start_job(channel, tiny_model, tmp_path, n_epochs=2)  # 8 steps, a checkpoint every 2
+            wait_for_steps(channel, job_id, 1)
+            filler = _fill(disk, leave_bytes=6 << 20)  # a checkpoint of the tiny model needs ~9 MB
+            job = wait_for(channel, job_id, {ft.JOB_STATUS_PAUSED, *DONE})
+            assert job.status == ft.JOB_STATUS_PAUSED, job.error
+            replay = jobs_stub(channel).WatchJob(ft.WatchJobRequest(job_id=job_id, replay=True), timeout=30)
+            messages = []
+            for update in replay:  # a paused job's stream stays open: read the replay, up to the job's state
+                if update.HasField("job"):
+                    replay.cancel()
+                    break
+                messages.append(update.event.message)
+            assert any("data disk" in m and "is full" in m for m in messages), messages
+            filler.unlink()
+            jobs_stub(channel).ResumeJob(ft.ResumeJobRequest(job_id=job_id), timeout=10)
+            job = wait_for(channel, job_id, DONE)
+            assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+            assert job.trained_steps == job.total_steps == 8
+            trained = [p.step for p in metrics_points(channel, job_id) if "train_reward_mean" in p.values]
+            assert sorted(trained) == list(range(1, 9)), trained
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import pathlib
+import shutil
 import time
 from typing import Any
 
@@ -29,6 +31,8 @@ from rft_learner.trainer.rl_step import JobFailure
 
 log = logging.getLogger(__name__)
 S = fine_tuning_pb2
+LOW_DISK_BYTES = 64 * 1024 * 1024
+"""Free space under which a failed job is taken to have hit a full disk."""
 
 
 class JobStateError(Exception):
@@ -236,14 +240,45 @@ class JobManager:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the job fails, the service does not
-            log.exception("job %s failed", job.id)
-            self._fail(job.id, "internal", f"{type(exc).__name__}: {exc}")
+            if self._disk_full(exc):
+                self._pause_for_space(job.id, exc)
+            else:
+                log.exception("job %s failed", job.id)
+                self._fail(job.id, "internal", f"{type(exc).__name__}: {exc}")
         else:
             self.update_job(job.id, status=S.JOB_STATUS_SUCCEEDED, fine_tuned_model=model_dir, finished_at=time.time())
             self.add_event(job.id, INFO, "job succeeded")
         finally:
             self._running_job = None
             self.stop_requests.pop(job.id, None)
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        """Whether a failure comes from a full data disk. torch.save and safetensors report it
+        in their own exception types, so the free space decides when errno does not."""
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+                return True
+            seen = seen.__cause__ or seen.__context__
+        try:
+            return shutil.disk_usage(self.settings.trainer.data_dir).free < LOW_DISK_BYTES
+        except OSError:
+            return False
+
+    def _pause_for_space(self, job_id: str, exc: BaseException) -> None:
+        """Pause rather than fail: the job keeps its last checkpoint and continues from it once
+        the operator frees space and resumes it."""
+        log.error("job %s: the data disk is full (%s); pausing it", job_id, exc)
+        try:
+            self.update_job(job_id, status=S.JOB_STATUS_PAUSED)
+            self.add_event(
+                job_id,
+                ERROR,
+                f"the learner's data disk ({self.settings.trainer.data_dir}) is full: the job is paused at its last"
+                f" checkpoint; free space, then resume it ({type(exc).__name__}: {str(exc)[:200]})",
+            )
+        except Exception:  # noqa: BLE001 - the database is on the same disk; a restart re-queues the job
+            log.exception("job %s: could not record the pause", job_id)
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         self.update_job(
