@@ -42,6 +42,9 @@ def test_shortened_demo_through_the_cli(tmp_path) -> None:
     assert "BASE" in out and "FINE-TUNED" in out
     assert any(line.startswith("valid_reward_mean") for line in out.splitlines()), out[-2000:]
     assert "4/4 steps" in out
+    # The OpenAI-compatible API was up, and the fine-tuned model's name under it is printed.
+    assert "OpenAI-compatible API: base_url=http://127.0.0.1:" in out
+    assert "model 'ft:demo-base:default:demo:ftjob-" in out
 
     plot = workdir / "reward.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000

@@ -293,6 +293,26 @@ def test_rft_jobs_run_to_success_with_events_checkpoints_and_pause(alice, bob, f
     assert done.fine_tuned_model not in [m.id for m in bob.models.list()]
 
 
+def test_supervised_job_and_cancel(alice, files) -> None:
+    train, valid = files
+    sft = alice.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=train.id,
+        method={
+            "type": "supervised",
+            "supervised": {"answer_field": "digit", "hyperparameters": {"n_epochs": 1, "batch_size": 8}},
+        },
+    )
+    assert sft.method.type == "supervised" and sft.hyperparameters.batch_size == 8
+    queued = alice.fine_tuning.jobs.create(model="tiny", training_file=train.id, method=rft_method(HAS_SEVEN))
+    assert alice.fine_tuning.jobs.cancel(queued.id).status == "cancelled"
+    with pytest.raises(openai.ConflictError):
+        alice.fine_tuning.jobs.cancel(queued.id)
+    done = wait_until(alice, sft.id, FINISHED)
+    assert done.status == "succeeded", done.error
+    assert done.trained_steps == done.total_steps == 4  # 32 examples / 8 per step, one epoch
+
+
 def test_chat_completions_on_the_fine_tuned_model(alice, bob) -> None:
     job = next(j for j in alice.fine_tuning.jobs.list() if j.user_provided_suffix == "sevens")
     messages = [{"role": "user", "content": "Write anything #1"}]
