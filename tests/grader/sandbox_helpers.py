@@ -291,6 +291,96 @@ ATTACKS = [
         """),
         score=0.0,
     ),
+    # -- memory outside the rlimits (issue #13, item 2): each returns 1.0 when it got the
+    # memory (or an object that outlives the grading process), 0.0 when it was refused.
+    Attack(
+        "memfd_beyond_memory_limit",
+        _src("""
+            import os
+            def grade(s, i):
+                try:
+                    fds = [os.memfd_create(f'hoard{n}') for n in range(6)]
+                except OSError:
+                    return 0.0
+                for fd in fds:  # 6 x 48 MiB = 288 MiB of pages, beyond the 256 MiB memory limit
+                    for _ in range(48):
+                        os.write(fd, b'x' * (1 << 20))
+                return 1.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "sysv_shm_beyond_memory_limit",
+        _src("""
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.shmat.restype = ctypes.c_void_p
+            def grade(s, i):
+                for n in range(3):  # 3 x 100 MiB segments, filled and detached: they stay after exit
+                    sid = libc.shmget(0x5EC0 + n, 100 << 20, 0o1000 | 0o600)
+                    if sid < 0:
+                        return 0.0
+                    addr = libc.shmat(sid, None, 0)
+                    if addr in (None, ctypes.c_void_p(-1).value):
+                        return 0.0
+                    ctypes.memset(addr, 1, 100 << 20)
+                    libc.shmdt(ctypes.c_void_p(addr))
+                return 1.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "sysv_message_queue",
+        _src("""
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            def grade(s, i):
+                qid = libc.msgget(0x5EC1, 0o1000 | 0o600)
+                if qid < 0:
+                    return 0.0
+                message = ctypes.create_string_buffer(8 + 8192)
+                ctypes.c_long.from_buffer(message).value = 1  # mtype
+                return 1.0 if libc.msgsnd(qid, message, 8192, 0o4000) == 0 else 0.5
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "sysv_semaphores",
+        _src("""
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            def grade(s, i):
+                return 1.0 if libc.semget(0x5EC2, 16, 0o1000 | 0o600) >= 0 else 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "posix_message_queue",
+        _src("""
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            def grade(s, i):
+                qd = libc.mq_open(b'/hoard', os.O_CREAT | os.O_RDWR, 0o600, None)
+                if qd < 0:
+                    return 0.0
+                return 1.0 if libc.mq_send(qd, b'x' * 1024, 1024, 0) == 0 else 0.5
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "posix_shared_memory_dev_shm",
+        _src("""
+            from multiprocessing import shared_memory
+            def grade(s, i):
+                try:
+                    block = shared_memory.SharedMemory(name='hoard', create=True, size=100 << 20)
+                except OSError:
+                    return 0.0
+                block.buf[:] = b'x' * (100 << 20)
+                return 1.0
+        """),
+        score=0.0,
+    ),
     Attack("nan_score", _src("def grade(s, i):\n    return float('nan')"), _kinds("invalid_score")),
     Attack("inf_score", _src("def grade(s, i):\n    return float('inf')"), _kinds("invalid_score")),
     Attack("huge_score", _src("def grade(s, i):\n    return 1e308"), _kinds("invalid_score")),
@@ -335,6 +425,33 @@ ATTACKS = [
         output_json=nested(30),  # the deepest the wire format takes (see the test of deeper input)
     ),
 ]
+
+
+# System V and POSIX IPC objects live in the jail's IPC namespace, not in the process: one
+# that a grader could create would outlive it (and every limit) until the jail stops.
+IPC_KEYS = (0x5EC10, 0x5EC11, 0x5EC12)
+IPC_CREATE = _src(f"""
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    def grade(s, i):
+        made = 0
+        made += libc.shmget({IPC_KEYS[0]}, 1 << 20, 0o1000 | 0o600) >= 0
+        made += libc.msgget({IPC_KEYS[1]}, 0o1000 | 0o600) >= 0
+        made += libc.semget({IPC_KEYS[2]}, 1, 0o1000 | 0o600) >= 0
+        made += libc.mq_open(b'/persist', os.O_CREAT | os.O_RDWR, 0o600, None) >= 0
+        return made / 4
+""")
+IPC_PROBE = _src(f"""
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    def grade(s, i):
+        seen = 0
+        seen += libc.shmget({IPC_KEYS[0]}, 0, 0) >= 0
+        seen += libc.msgget({IPC_KEYS[1]}, 0) >= 0
+        seen += libc.semget({IPC_KEYS[2]}, 0, 0) >= 0
+        seen += libc.mq_open(b'/persist', os.O_RDONLY, 0, None) >= 0
+        return seen / 4
+""")
 
 
 def sandbox_processes() -> set[int]:

@@ -21,12 +21,22 @@ import psutil
 import pytest
 from graderlib import KIND, Stub, grade, scores, types
 from rft.grader.v1 import grader_pb2
-from sandbox_helpers import ATTACKS, HONEST, SECRET_ENV, Attack, nested, sandbox_processes
+from sandbox_helpers import (
+    ATTACKS,
+    HONEST,
+    IPC_CREATE,
+    IPC_PROBE,
+    SECRET_ENV,
+    Attack,
+    nested,
+    sandbox_processes,
+)
 from service_process import ServiceProcess
 
 pytestmark = pytest.mark.python_grader
 
 TENANT = "attacker"
+BYSTANDER = "bystander"
 SECRET = "s3cret-" + secrets.token_hex(8)
 LIMIT_FLAGS = [
     "--sandbox-timeout-seconds", "2",
@@ -146,6 +156,7 @@ def assert_no_stray_process(server_pid: int, others_before: set[int]) -> None:
 @pytest.fixture(scope="module")
 def baseline(service: ServiceProcess, stub: Stub) -> set[int]:
     honest_batch(stub)
+    honest_batch(stub, BYSTANDER)
     jails = jails_of(service.proc.pid)
     assert len(jails) >= 2, "the attacker tenant's two workers should be warm"
     return {c.pid for c in psutil.Process(service.proc.pid).children()} - {j.pid for j in jails}
@@ -158,6 +169,7 @@ def test_attack_suite_is_big_enough() -> None:
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
 def test_attack_is_contained(service: ServiceProcess, stub: Stub, baseline: set[int], attack: Attack) -> None:
+    jails_before = {j.pid for j in jails_of(service.proc.pid)}
     item = {"secret": SECRET, **attack.item}
     entry = (attack.output_text, item, attack.output_json) if attack.output_json else (attack.output_text, item)
     response = grade(stub, python_spec(attack.source), [entry], tenant=TENANT)
@@ -170,8 +182,11 @@ def test_attack_is_contained(service: ServiceProcess, stub: Stub, baseline: set[
     else:
         assert not result.HasField("error"), f"{result.error.kind}: {result.error.message[:300]}"
         assert result.score == attack.score
-    # The service still serves, the next honest grade is right, nothing is left behind.
+    # The service still serves, the next honest grades are right (the attacker's and another
+    # tenant's), no worker was killed or restarted, nothing is left behind.
     honest_batch(stub)
+    honest_batch(stub, BYSTANDER)
+    assert {j.pid for j in jails_of(service.proc.pid)} == jails_before, "a worker jail was killed or restarted"
     assert_no_stray_process(service.proc.pid, baseline)
 
 
@@ -197,6 +212,18 @@ def test_batch_pins_the_culprit_and_keeps_other_scores(stub: Stub, baseline: set
     texts = ["a", "hang", "bb", "die", "ccc", "oom", "dddd"]
     response = grade(stub, python_spec(source), [(t, {}) for t in texts], tenant=TENANT)
     assert scores(response) == [0.01, "TIMEOUT", 0.02, "CRASHED", 0.03, "RESOURCE_LIMIT", 0.04]
+
+
+def test_ipc_objects_do_not_outlive_the_batch(service: ServiceProcess, stub: Stub, baseline: set[int]) -> None:
+    """Issue #13, item 2: SysV shared memory, message queues, semaphores and POSIX message
+    queues are refused; none of them outlives a grading process (each worker is probed)."""
+    created = grade(stub, python_spec(IPC_CREATE), [("x", {})] * 64, tenant=TENANT)
+    assert scores(created) == [0.0] * 64
+    seen = grade(stub, python_spec(IPC_PROBE), [("x", {})] * 64, tenant=TENANT)
+    assert scores(seen) == [0.0] * 64
+    honest_batch(stub)
+    honest_batch(stub, BYSTANDER)
+    assert_no_stray_process(service.proc.pid, baseline)
 
 
 def test_tenants_cannot_read_each_others_files(stub: Stub, baseline: set[int]) -> None:

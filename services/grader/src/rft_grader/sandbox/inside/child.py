@@ -45,6 +45,11 @@ DENIED_SYSCALLS = """execve execveat fork vfork ptrace process_vm_readv process_
     sethostname setdomainname settimeofday clock_settime clock_adjtime adjtimex open_by_handle_at name_to_handle_at
     quotactl syslog uselib lookup_dcookie move_pages migrate_pages kcmp pidfd_open pidfd_getfd pidfd_send_signal
     tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo fanotify_init iopl ioperm memfd_secret mknod mknodat""".split()
+# Memory that no rlimit counts: memfd pages are not mapped (RLIMIT_AS / DATA miss them) and
+# not on the size-capped /tmp; System V and POSIX IPC objects belong to the jail's IPC
+# namespace, so they also outlive the grading process until the whole jail stops.
+DENIED_SYSCALLS += """memfd_create shmget shmat shmdt shmctl msgget msgsnd msgrcv msgctl semget semop semtimedop
+    semctl mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr""".split()
 
 
 def build_seccomp_filter(sc) -> object:
@@ -185,6 +190,7 @@ class Child:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits["file_bytes"],) * 2)
         resource.setrlimit(resource.RLIMIT_NOFILE, (limits["open_files"],) * 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))  # POSIX message queues (mq_open is denied too)
         # RLIMIT_NPROC counts every task of this uid in the jail's user namespace (the
         # jail's init and the zygote are two of them). It is ignored for root, hence the
         # uid drop (done by the jail, or below in the weaker mode) before anything runs.
