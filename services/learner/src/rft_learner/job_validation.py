@@ -64,8 +64,12 @@ class JobValidator:
         model_dir = pathlib.Path(request.model)
         if not request.model:
             raise InvalidJob("model: required (a Hugging Face model directory)")
-        if not (model_dir / "config.json").is_file():
-            raise InvalidJob(f"model: {request.model!r} is not a model directory (no config.json)")
+        try:
+            is_model = (model_dir / "config.json").is_file()
+        except OSError:  # a name too long for the filesystem, say
+            is_model = False
+        if not is_model:
+            raise InvalidJob(f"model: {request.model[:200]!r} is not a model directory (no config.json)")
         try:
             await asyncio.to_thread(check_model_dir, model_dir)
         except Exception as exc:  # noqa: BLE001 - any load failure is the user's to fix
