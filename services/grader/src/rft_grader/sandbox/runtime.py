@@ -173,9 +173,10 @@ def zygote_config(settings: SandboxSettings, runtime: Runtime, mode: str, workdi
             "file_bytes": settings.sandbox_tmp_bytes,
             "open_files": settings.sandbox_open_files,
             "processes": settings.sandbox_processes,
-            # Tasks of the jail's user namespace besides the grader: the zygote, and one
-            # child of a failed run not yet reaped. Unjailed, the uid is shared host-wide, so every tenant's workers count.
-            "nproc_base": 2 if jailed else 2 * settings.sandbox_max_tenants * settings.sandbox_workers_per_tenant,
+            # Tasks of the jail's user namespace besides the grader: the zygote, the fork server
+            # and one child of a failed run not yet reaped. Unjailed, the uid is shared
+            # host-wide, so every tenant's workers count.
+            "nproc_base": 3 if jailed else 3 * settings.sandbox_max_tenants * settings.sandbox_workers_per_tenant,
             "max_output_bytes": settings.sandbox_max_output_bytes,
             "max_message_bytes": settings.sandbox_max_output_bytes + 4096,
         },

@@ -32,6 +32,7 @@ END_INDEX = 0xFFFFFFFF
 FLUSH_SECONDS = 0.02
 FLUSH_BYTES = 1 << 16
 PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 4, 22, 2
+PR_SET_PDEATHSIG = 1
 RESOURCE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EDQUOT}
 CLONE_THREAD = 0x00010000
 CLONE_NAMESPACES = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080]
@@ -204,6 +205,12 @@ class Child:
             libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # a uid change resets it
         if os.getuid() == 0 or os.geteuid() == 0:
             raise PermissionError("refusing to run a grader as root")
+        # Dies with the fork server (after the uid change, which clears it); unjailed there is
+        # no pid namespace to end it.
+        parent = os.getppid()
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            raise OSError("the fork server is gone")
         bpf = self.zygote.seccomp_bpf
         prog = ctypes.create_string_buffer(bpf, len(bpf))
         fprog = _SockFprog(len(bpf) // 8, ctypes.cast(prog, ctypes.c_void_p))

@@ -4,7 +4,9 @@ Started as `python -I -S -B zygote.py CONFIG_JSON` by the server, inside a bubbl
 jail (or, in the explicit weaker mode, directly). It imports the allowed packages once
 and builds the seccomp filter once, then serves requests on fd `request_fd` and answers
 on fd `response_fd`, both framed as a 4-byte big-endian length + JSON. For each batch it
-forks a child (child.py) that confines itself and runs the grader.
+runs a child (child.py) that confines itself and runs the grader. Children are forked
+by the fork server (forker.py), a copy of this process made before the first request:
+the zygote holds every batch it served, so a child forked from it could read them.
 
 The zygote accepts the child's result frames only in order and with the batch's nonce,
 enforces the per-sample wall-clock deadline from outside (SIGKILL), and re-runs the
@@ -38,12 +40,12 @@ from child import (  # noqa: E402
     MAX_ABS_SCORE,
     OK,
     PR_SET_DUMPABLE,
-    Child,
     build_seccomp_filter,
     cap_text,
     export_bpf,
     read_exact,
 )
+from forker import Forker  # noqa: E402
 
 KIND_NAMES = {1: "exception", 2: "timeout", 3: "invalid_score", 4: "resource_limit", 5: "crashed"}
 
@@ -67,7 +69,7 @@ class Zygote:
         self.libc = ctypes.CDLL(config["libs"].get("c") or None, use_errno=True)
         self.kills: dict[str, int] = {}
         self.seccomp_bpf = b""
-        self.spare: tuple[int, int, int] | None = None
+        self.forker: Forker | None = None
         self.to_reap: list[int] = []
         self.base_data = 0
         self.base_as = 0
@@ -172,11 +174,13 @@ class Zygote:
 
         The zygote never parses the pairs (model output): the grading child does, under its
         limits. A spare child is forked ahead of each batch, so a request does not wait for
-        fork (tens of milliseconds for a process holding numpy, scipy and sympy).
+        fork (tens of milliseconds for a process holding numpy, scipy and sympy). The fork
+        server is started before the first request, so it never holds one.
         """
         rfd, wfd = self.config["request_fd"], self.config["response_fd"]
         self.response_fd = wfd
         send(wfd, self.start())
+        self.forker = Forker(self, (rfd, wfd))
         self.spawn_spare()
         while True:
             try:
@@ -194,47 +198,20 @@ class Zygote:
             send(wfd, {"clean": self.wipe_workdir()})
 
     def spawn_spare(self) -> None:
-        """Fork the child of the next batch now; it waits for its job on a pipe."""
-        if self.spare is None:
-            self.spare = self.fork_child()
-
-    def fork_child(self) -> tuple[int, int, int]:
-        job_r, job_w = os.pipe()
-        result_r, result_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            status = 70
-            try:
-                os.close(job_w)
-                os.close(result_r)
-                status = Child(self, job_r, result_w).main()
-            finally:
-                os._exit(status)
-        os.close(job_r)
-        os.close(result_w)
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child did it first, or is already gone
-        return pid, job_w, result_r
+        """Have the child of the next batch forked now; it waits for its job on a pipe."""
+        self.forker.request()
 
     def shutdown(self) -> None:
-        """The server closed the pipe: end the spare and reap every child before exiting, so
-        the jail collapses in order and nothing is left to the host's init."""
-        if self.spare is not None:
-            pid, job_w, result_r = self.spare
-            self.spare = None
-            os.close(job_w)  # the spare reads EOF instead of a job and exits
-            os.close(result_r)
-            self.to_reap.append(pid)
+        """The server closed the pipe: reap every child, then stop the fork server (which
+        kills and reaps the spare), so the jail collapses in order and nothing is left to
+        the host's init."""
         self.reap()
+        self.forker.close()
 
     def reap(self) -> None:
+        """Reap the children killed in the last batch (the fork server is their parent)."""
         for pid in self.to_reap:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
+            self.forker.wait(pid)
         self.to_reap.clear()
 
     def heartbeat(self) -> None:
@@ -285,11 +262,8 @@ class Zygote:
     def run_child(self, code: bytes, body: bytes, indices: list) -> tuple[dict, list | None]:
         """Run `indices` in one child; return (outcomes got, outcome of its death or None)."""
         nonce = os.urandom(16)
-        if self.spare is not None:
-            (pid, job_w, r), self.spare = self.spare, None
-        else:
-            self.reap()  # a re-run: the killed child must not count against the new one's limits
-            pid, job_w, r = self.fork_child()
+        self.reap()  # a re-run: the killed child must not count against the new one's limits
+        pid, job_w, r, pidfd = self.forker.child()
         self.heartbeat()
         job = JOB.pack(nonce, len(indices), len(code), len(body)) + struct.pack(f"!{len(indices)}I", *indices)
         try:
@@ -349,18 +323,36 @@ class Zygote:
                 self.count_kill("tampered")
                 break
         os.close(r)
-        if death is None and not finished:  # it died by itself: its exit status says why
-            _, status, usage = os.wait4(pid, 0)
-            death = self.classify_death(status, usage, len(indices) - position)
-        else:  # done, or killed by us: reaped after the answer is sent
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            self.to_reap.append(pid)
-            if death is None and position < len(indices):
-                death = ["crashed", None, "grader stopped without a result"]
+        if death is None and not finished:
+            # Its result pipe closed: it exited (its status says why), or it closed the pipe
+            # and runs on, which the deadline ends.
+            if self.exited(pidfd, deadline):
+                os.close(pidfd)
+                status, cpu = self.forker.wait(pid)
+                return got, self.classify_death(status, cpu, len(indices) - position)
+            death = ["timeout", None, f"grader ran longer than the {timeout:g} s wall-clock limit"]
+            self.count_kill("timeout")
+        # Done, or killed by us: by pidfd, which names this process whatever its group is
+        # (graded code cannot leave its group, but a kill must not depend on that). The
+        # fork server reaps it after the answer is sent, so the pid is not reused before.
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        os.close(pidfd)
+        self.to_reap.append(pid)
+        if death is None and position < len(indices):
+            death = ["crashed", None, "grader stopped without a result"]
         return got, death
+
+    def exited(self, pidfd: int, deadline: float) -> bool:
+        """Whether the process of `pidfd` exits before `deadline` (a pidfd polls readable then)."""
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while (left := deadline - time.monotonic()) > 0:
+            if poller.poll(left * 1000):
+                return True
+        return False
 
     def check_frame(self, index: int, kind: int, score: float, message: str, indices: list, position: int):
         if position >= len(indices) or index != indices[position]:
@@ -373,8 +365,7 @@ class Zygote:
             return None
         return [KIND_NAMES[kind], None, message]
 
-    def classify_death(self, status: int, usage: resource.struct_rusage, left: int) -> list:
-        cpu = usage.ru_utime + usage.ru_stime
+    def classify_death(self, status: int, cpu: float, left: int) -> list:
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
