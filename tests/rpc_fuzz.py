@@ -120,11 +120,7 @@ def messages(descriptor: Descriptor, cls: type[Message], depth: int = 3) -> st.S
 
 
 def _class_of(cls: type[Message], field: FieldDescriptor) -> type[Message]:
-    return (
-        type(getattr(cls(), field.name))
-        if not field.is_repeated
-        else type(getattr(cls(), field.name).add())
-    )
+    return type(getattr(cls(), field.name)) if not field.is_repeated else type(getattr(cls(), field.name).add())
 
 
 def check_answer(call, request, metadata=(), timeout: float = 30) -> None:
