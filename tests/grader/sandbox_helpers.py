@@ -381,6 +381,119 @@ ATTACKS = [
         """),
         score=0.0,
     ),
+    # -- reaching the zygote and other processes (issue #13, item 3): 1.0 when a call that
+    # touches another process worked, 0.0 when every one was refused.
+    Attack(
+        "setpgid_into_zygote_group_then_kill",
+        _src("""
+            import os, signal
+            def grade(s, i):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                for group in (1, os.getppid()):
+                    try:
+                        os.setpgid(0, group)
+                    except OSError:
+                        continue
+                    os.kill(0, signal.SIGINT)  # the zygote turns SIGINT into KeyboardInterrupt
+                    return 1.0
+                return 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "linger_in_zygote_group",
+        _src("""
+            import os, signal, time
+            def grade(s, i):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU):
+                    signal.signal(sig, signal.SIG_IGN)
+                for group in (1, os.getppid()):
+                    try:
+                        os.setpgid(0, group)  # out of our own group: a kill of our group misses us
+                    except OSError:
+                        continue
+                    time.sleep(600)
+                    return 1.0
+                try:
+                    os.setsid()
+                except OSError:
+                    return 0.0
+                time.sleep(600)
+                return 1.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "prlimit_the_parent",
+        _src("""
+            import os, resource
+            def grade(s, i):
+                worked = 0
+                for pid in {os.getppid(), 1}:
+                    for which, value in ((resource.RLIMIT_NOFILE, (20, 20)), (resource.RLIMIT_CPU, (1, 1)),
+                                         (resource.RLIMIT_AS, (1 << 26, 1 << 26))):
+                        try:
+                            resource.prlimit(pid, which, value)
+                            worked += 1
+                        except (OSError, ValueError):
+                            pass
+                return 1.0 if worked else 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "touch_other_processes",
+        _src("""
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            def grade(s, i):
+                worked = []
+                for pid in {os.getppid(), 1}:
+                    calls = {
+                        'setpriority': lambda: os.setpriority(os.PRIO_PROCESS, pid, 19),
+                        'setpriority_user': lambda: os.setpriority(os.PRIO_USER, 0, 19),
+                        'setpriority_pgrp': lambda: os.setpriority(os.PRIO_PGRP, pid, 19),
+                        'sched_setaffinity': lambda: os.sched_setaffinity(pid, {0}),
+                        'sched_setscheduler': lambda: os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0)),
+                        'ioprio_set': lambda: libc.syscall(251, 1, pid, 7 << 13) == 0 or 1 / 0,
+                    }
+                    for name, call in calls.items():
+                        try:
+                            call()
+                            worked.append(name)
+                        except (OSError, ZeroDivisionError):
+                            pass
+                if worked:
+                    raise RuntimeError('worked: ' + ' '.join(worked))
+                return 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "sigio_to_the_zygote",
+        _src("""
+            import fcntl, os, signal
+            FIOSETOWN = 0x8901
+            def grade(s, i):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                owned = []
+                for how in ('fcntl', 'ioctl'):
+                    r, w = os.pipe()
+                    try:  # I/O on r now signals the zygote (pid 1)...
+                        if how == 'fcntl':
+                            fcntl.fcntl(r, fcntl.F_SETOWN, 1)
+                        else:
+                            fcntl.ioctl(r, FIOSETOWN, (1).to_bytes(4, 'little'))
+                    except OSError:
+                        continue
+                    fcntl.fcntl(r, fcntl.F_SETSIG, signal.SIGINT)  # ... with SIGINT instead of SIGIO
+                    fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+                    os.write(w, b'x')
+                    owned.append(how)
+                return 1.0 if owned else 0.0
+        """),
+        score=0.0,
+    ),
     Attack("nan_score", _src("def grade(s, i):\n    return float('nan')"), _kinds("invalid_score")),
     Attack("inf_score", _src("def grade(s, i):\n    return float('inf')"), _kinds("invalid_score")),
     Attack("huge_score", _src("def grade(s, i):\n    return 1e308"), _kinds("invalid_score")),

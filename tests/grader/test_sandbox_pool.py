@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
 import psutil
 import pytest
+from prometheus_client import REGISTRY
 from rft_grader.sandbox import PythonOutcome, SandboxPool, SandboxSettings, SandboxUnavailable
+from rft_grader.sandbox import pool as pool_module
 
 pytestmark = pytest.mark.python_grader
 
 FAST = {"sandbox_timeout_seconds": 2, "sandbox_cpu_seconds": 2, "sandbox_memory_bytes": 256 * 1024**2}
 SOURCE = "def grade(sample, item):\n    return 1.0 if sample['output_text'] == item['answer'] else 0.0\n"
+RIGHT = [({"output_text": "1"}, {"answer": "1"})]
 
 
 def jail_tree(pool: SandboxPool) -> set[int]:
@@ -86,3 +92,96 @@ def test_outcome_rejects_non_finite_scores() -> None:
         PythonOutcome(None, None, "")
     with pytest.raises(ValueError):
         PythonOutcome(None, "made_up", "")
+
+
+def kills(reason: str) -> float:
+    return REGISTRY.get_sample_value("rft_grader_sandbox_kills_total", {"reason": reason}) or 0.0
+
+
+async def gone(pid: int, seconds: float = 15) -> bool:
+    """Whether `pid` exits within a (generous) bound; the pool stops workers in the background."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def unconfined(pid: int) -> bool:
+    """No CPU limit yet: a spare child waiting for its batch (not the last batch's child, dying)."""
+    try:
+        with open(f"/proc/{pid}/limits") as limits:
+            cpu = next(line for line in limits if line.startswith("Max cpu time"))
+        return cpu.split()[3:5] == ["unlimited", "unlimited"]
+    except (OSError, StopIteration):
+        return False
+
+
+async def settled_tree(jail: int) -> list[int]:
+    """zygote, fork server and spare child of a jail, once the spare of the next batch is there."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        tree = psutil.Process(jail).children(recursive=True)
+        if len(tree) == 3 and all(p.status() != psutil.STATUS_ZOMBIE for p in tree) and unconfined(tree[-1].pid):
+            return [p.pid for p in tree]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"jail {jail} did not settle: {tree}")
+
+
+def lower_limits(pids: list[int]) -> None:
+    """What graded code did to its parent: prlimit, as the sandbox uid (root here may lack
+    CAP_SYS_RESOURCE, and the uid is what the kernel checks)."""
+    script = (
+        "import os, resource, sys\n"
+        "os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n"
+        "for pid in sys.argv[1:]:\n"
+        "    resource.prlimit(int(pid), resource.RLIMIT_NOFILE, (20, 20))\n"
+    )
+    subprocess.run([sys.executable, "-I", "-c", script, *map(str, pids)], check=True, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="damages a jail from outside as the sandbox uid, which needs root")
+def test_a_damaged_worker_is_replaced_and_the_batch_retried() -> None:
+    """Issue #13, item 3: when something lowered the worker's limits (graded code did, with
+    prlimit on its parent), every later grade crashed and the server never noticed."""
+
+    async def run() -> None:
+        settings = SandboxSettings(sandbox_workers_per_tenant=1, **FAST)
+        async with SandboxPool(settings) as pool:
+            assert (await pool.grade("t", SOURCE, RIGHT))[0].score == 1.0
+            (jail,) = pool.worker_pids()["t"]
+            lower_limits(await settled_tree(jail))
+            before = kills("damaged")
+            outcomes = await pool.grade("t", SOURCE, RIGHT * 3)
+            assert outcomes == [PythonOutcome(1.0, None, "")] * 3
+            assert kills("damaged") == before + 1
+            assert await gone(jail)
+            assert (await pool.grade("t", SOURCE, RIGHT))[0].score == 1.0
+
+    asyncio.run(run())
+
+
+def test_a_worker_whose_grades_all_crash_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety net behind it: CRASH_STREAK batches in a row in which every sample crashed
+    replace the worker (a metric and a log say so); the grades themselves stand."""
+    monkeypatch.setattr(pool_module, "CRASH_STREAK", 3)
+    crash = "import os\ndef grade(sample, item):\n    os._exit(3)\n"
+
+    async def run() -> None:
+        settings = SandboxSettings(sandbox_workers_per_tenant=1, **FAST)
+        async with SandboxPool(settings) as pool:
+            assert (await pool.grade("t", SOURCE, RIGHT))[0].score == 1.0
+            (jail,) = pool.worker_pids()["t"]
+            before = kills("crash_streak")
+            for _ in range(2):
+                assert [o.error_kind for o in await pool.grade("t", crash, RIGHT * 2)] == ["crashed"] * 2
+            assert (await pool.grade("t", SOURCE, RIGHT))[0].score == 1.0  # a good batch ends the streak
+            for _ in range(3):
+                assert [o.error_kind for o in await pool.grade("t", crash, RIGHT * 2)] == ["crashed"] * 2
+            assert await gone(jail)
+            assert kills("crash_streak") == before + 1
+            assert (await pool.grade("t", SOURCE, RIGHT))[0].score == 1.0
+            assert pool.worker_pids()["t"] != [jail]
+
+    asyncio.run(run())

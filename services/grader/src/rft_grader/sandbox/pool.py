@@ -31,6 +31,8 @@ from rft_grader.sandbox.worker import SandboxWorker, WorkerFailed, encode_reques
 
 log = logging.getLogger(__name__)
 
+CRASH_STREAK = 5
+"""A worker whose last this many batches crashed in every sample is replaced."""
 SELF_TEST_TENANT = "default"
 SELF_TEST_SOURCE = "def grade(sample, item):\n    return float(len(sample['output_text']))\n"
 MIN_CHUNK = 32
@@ -243,11 +245,14 @@ class SandboxPool:
                     if not worker.alive:
                         await worker.start()
                         self._update_gauge(group)
-                    return await worker.grade(source, pairs, body)
+                    outcomes = await worker.grade(source, pairs, body)
+                    self._count_crashes(worker, outcomes)
+                    return outcomes
                 except WorkerFailed as exc:
                     # Graded code cannot reach the zygote (seccomp, no ptrace, non-dumpable); a dead
-                    # worker means the host killed it (e.g. OOM) or it broke: retry once on a fresh one.
-                    metrics.KILLS.labels("worker_died").inc()
+                    # or damaged worker means the host killed it (e.g. OOM) or it broke: retry
+                    # once on a fresh one.
+                    metrics.KILLS.labels(exc.reason).inc()
                     self._update_gauge(group)
                     log.warning("sandbox worker failed", extra={"worker": worker.name, "error": str(exc)[:500]})
                     if attempt == 2:
@@ -258,10 +263,30 @@ class SandboxPool:
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
 
+    @staticmethod
+    def _count_crashes(worker: SandboxWorker, outcomes: list[PythonOutcome]) -> None:
+        """The safety net behind the zygote's own checks: a worker that only crashes for
+        CRASH_STREAK batches in a row is replaced (a grader that always crashes costs its
+        tenant a restart now and then; a worker broken in a way nobody foresaw recovers)."""
+        if outcomes and all(o.error_kind == "crashed" for o in outcomes):
+            worker.crash_streak += 1
+        else:
+            worker.crash_streak = 0
+        if worker.crash_streak >= CRASH_STREAK:
+            log.warning(
+                "replacing a sandbox worker whose last %d batches all crashed",
+                worker.crash_streak,
+                extra={"worker": worker.name},
+            )
+            metrics.KILLS.labels("crash_streak").inc()
+            worker.replace = True
+
     async def _release(self, group: _Tenant, worker: SandboxWorker) -> None:
         """Return a worker once its /tmp is empty again; restart it if that failed."""
         try:
-            if worker.alive and not await worker.settle():
+            if worker.replace:
+                await worker.stop()  # started afresh on its next batch
+            elif worker.alive and not await worker.settle():
                 log.info("restarting sandbox worker whose /tmp could not be emptied", extra={"worker": worker.name})
                 await worker.stop()
         finally:

@@ -59,7 +59,12 @@ async def _wait(proc: subprocess.Popen, seconds: float) -> bool:
 
 
 class WorkerFailed(RuntimeError):
-    """The worker died, stopped answering or broke the protocol; it has been killed."""
+    """The worker died, stopped answering, broke the protocol or reported itself damaged;
+    it has been killed. `reason` labels the kill in metrics."""
+
+    def __init__(self, message: str, reason: str = "worker_died") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SandboxWorker:
@@ -84,6 +89,10 @@ class SandboxWorker:
         self._stderr_task: asyncio.Task | None = None
         self._stderr_tail = b""
         self._unsettled = False
+        self.crash_streak = 0
+        """Batches in a row in which every sample crashed (the pool replaces the worker past a bound)."""
+        self.replace = False
+        """Set by the pool: stop this worker instead of returning it (it restarts on next use)."""
 
     @property
     def alive(self) -> bool:
@@ -98,6 +107,7 @@ class SandboxWorker:
     async def start(self) -> None:
         """Start the zygote and wait until it has imported everything and said it is ready."""
         await self.stop()
+        self.crash_streak, self.replace = 0, False
         loop = asyncio.get_running_loop()
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
@@ -240,6 +250,10 @@ class SandboxWorker:
                     continue
                 outcomes = parse_results(frame, len(pairs), self.settings.sandbox_max_output_bytes + 4096)
                 self._unsettled = True
+                if frame.get("damaged"):
+                    # A child ended before confining itself: the zygote or its fork server was
+                    # tampered with (limits lowered from outside, ...). Nothing it runs is sound.
+                    raise WorkerFailed(f"sandbox worker damaged: {str(frame['damaged'])[:500]}", "damaged")
                 return outcomes
         except WorkerFailed:
             await self.stop(graceful=False)

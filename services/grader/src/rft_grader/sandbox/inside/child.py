@@ -29,12 +29,19 @@ MAX_ABS_SCORE = 1e300
 FRAME = struct.Struct("!16sIBdI")  # nonce, index, kind, score, message length
 JOB = struct.Struct("!16sIII")  # nonce, sample count, code length, pairs length
 END_INDEX = 0xFFFFFFFF
+CONFINED_INDEX = 0xFFFFFFFE  # first frame: the child has confined itself (sent before any user code runs)
 FLUSH_SECONDS = 0.02
 FLUSH_BYTES = 1 << 16
 PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 4, 22, 2
 PR_SET_PDEATHSIG = 1
 RESOURCE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EDQUOT}
 CLONE_THREAD = 0x00010000
+PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
+F_SETOWN, F_SETOWN_EX, FIOSETOWN, SIOCSPGRP = 8, 15, 0x8901, 0x8902
+# Calls that name a process: allowed on the caller only (pid 0). Another pid would be the
+# zygote or the fork server (same uid, so the kernel lets it): prlimit64 on them made
+# every later child of the worker crash, setpriority / sched_* / ioprio slow them down.
+SELF_ONLY_ARG0 = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr")
 CLONE_NAMESPACES = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080]
 # Denied with EPERM: no new programs or processes, no network, no looking into or
 # changing other processes, no kernel attack surface a grader has no use for. Signals:
@@ -45,7 +52,8 @@ DENIED_SYSCALLS = """execve execveat fork vfork ptrace process_vm_readv process_
     kexec_load kexec_file_load init_module finit_module delete_module socket socketpair acct swapon swapoff reboot
     sethostname setdomainname settimeofday clock_settime clock_adjtime adjtimex open_by_handle_at name_to_handle_at
     quotactl syslog uselib lookup_dcookie move_pages migrate_pages kcmp pidfd_open pidfd_getfd pidfd_send_signal
-    tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo fanotify_init iopl ioperm memfd_secret mknod mknodat""".split()
+    tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo fanotify_init iopl ioperm memfd_secret mknod mknodat
+    setpgid setsid process_mrelease get_robust_list""".split()
 # Memory that no rlimit counts: memfd pages are not mapped (RLIMIT_AS / DATA miss them) and
 # not on the size-capped /tmp; System V and POSIX IPC objects belong to the jail's IPC
 # namespace, so they also outlive the grading process until the whole jail stops.
@@ -68,7 +76,21 @@ def build_seccomp_filter(sc) -> object:
     f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
     for flag in CLONE_NAMESPACES:
         f.add_rule(deny, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    # Processes: signals to its own group only, which it cannot leave (setpgid / setsid are
+    # denied above) and which holds nothing else, so a kill reaches the grader and its threads.
     f.add_rule(deny, "kill", sc.Arg(0, sc.NE, 0))
+    for name in SELF_ONLY_ARG0:
+        f.add_rule(deny, name, sc.Arg(0, sc.NE, 0))
+    f.add_rule(deny, "setpriority", sc.Arg(0, sc.NE, PRIO_PROCESS))  # no PRIO_PGRP / PRIO_USER
+    f.add_rule(deny, "setpriority", sc.Arg(1, sc.NE, 0))
+    f.add_rule(deny, "ioprio_set", sc.Arg(0, sc.NE, IOPRIO_WHO_PROCESS))
+    f.add_rule(deny, "ioprio_set", sc.Arg(1, sc.NE, 0))
+    # F_SETOWN / FIOSETOWN make I/O on an fd signal another process (SIGIO, or any signal
+    # chosen with F_SETSIG): a way around the kill rule.
+    for command in (F_SETOWN, F_SETOWN_EX):
+        f.add_rule(deny, "fcntl", sc.Arg(1, sc.EQ, command))
+    for request in (FIOSETOWN, SIOCSPGRP):
+        f.add_rule(deny, "ioctl", sc.Arg(1, sc.EQ, request))
     return f
 
 
@@ -166,7 +188,11 @@ class Child:
         try:
             self.confine()
         except BaseException:
-            return 71
+            return 71  # the zygote sees no CONFINED frame: the worker is damaged, not the grader at fault
+        try:
+            os.write(self.result_fd, FRAME.pack(self.nonce, CONFINED_INDEX, OK, 0.0, 0))
+        except OSError:
+            return 0  # the zygote is gone
         self.run(code, body)
         return 0
 

@@ -34,6 +34,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's dir out
 
 from child import (  # noqa: E402
+    CONFINED_INDEX,
     END_INDEX,
     FRAME,
     JOB,
@@ -68,6 +69,7 @@ class Zygote:
         self.code_cache: dict[str, object] = {}
         self.libc = ctypes.CDLL(config["libs"].get("c") or None, use_errno=True)
         self.kills: dict[str, int] = {}
+        self.damaged = ""
         self.seccomp_bpf = b""
         self.forker: Forker | None = None
         self.to_reap: list[int] = []
@@ -79,6 +81,9 @@ class Zygote:
 
     def start(self) -> dict:
         self.libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no /proc/<pid>/mem, no ptrace by peers
+        # Python's only handler: as the jail's init with no handler left, the kernel drops every
+        # signal sent from inside the jail (a second line behind seccomp's kill rules).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[name] = "1"  # one thread: a grading child may not create many
         sys.path[:0] = self.config["site"]
@@ -191,7 +196,10 @@ class Zygote:
                 return
             self.kills = {}
             results = self.grade(header["source"], body, int(header["count"]))
-            send(wfd, {"results": results, "kills": self.kills})
+            answer = {"results": results, "kills": self.kills}
+            if self.damaged:
+                answer["damaged"] = self.damaged  # the server replaces this worker and retries elsewhere
+            send(wfd, answer)
             # The answer first; reaping, the next spare and the clean-up only delay the next batch.
             self.reap()
             self.spawn_spare()
@@ -246,6 +254,10 @@ class Zygote:
                 results[index] = outcome
             if death is None:
                 break
+            if self.damaged:  # no child of this worker can be trusted to run: stop here
+                for index in pending:
+                    results[index] = results[index] or ["crashed", None, self.damaged]
+                break
             remaining = [i for i in pending if i not in got]
             culprit = remaining[0]
             if len(pending) > 1:
@@ -280,6 +292,7 @@ class Zygote:
         deadline = time.monotonic() + timeout
         max_frame = FRAME.size + self.limits["max_message_bytes"]
         finished = False
+        confined = False
         poller = select.poll()
         poller.register(r, select.POLLIN | select.POLLHUP)
         while not finished:
@@ -305,6 +318,14 @@ class Zygote:
                     break
                 message = bytes(buf[FRAME.size : FRAME.size + length]).decode("utf-8", "replace")
                 del buf[: FRAME.size + length]
+                if not confined:  # the child's own first frame, written before any user code ran
+                    if index != CONFINED_INDEX or kind != OK or length:
+                        death = ["crashed", None, "the grader wrote into the sandbox's result channel"]
+                        self.count_kill("tampered")
+                        finished = True
+                        break
+                    confined = True
+                    continue
                 if index == END_INDEX and position == len(indices):
                     finished = True
                     break
@@ -329,7 +350,12 @@ class Zygote:
             if self.exited(pidfd, deadline):
                 os.close(pidfd)
                 status, cpu = self.forker.wait(pid)
-                return got, self.classify_death(status, cpu, len(indices) - position)
+                death = self.classify_death(status, cpu, len(indices) - position)
+                if not confined:
+                    # It ended before running any user code: this worker's state is broken
+                    # (e.g. its limits were lowered from outside), not the grader at fault.
+                    self.damaged = f"a grading process ended before confining itself: {death[2]}"
+                return got, death
             death = ["timeout", None, f"grader ran longer than the {timeout:g} s wall-clock limit"]
             self.count_kill("timeout")
         # Done, or killed by us: by pidfd, which names this process whatever its group is
