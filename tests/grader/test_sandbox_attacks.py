@@ -333,3 +333,33 @@ def test_weaker_mode_must_be_chosen_and_then_works(tmp_path: pathlib.Path) -> No
         spin = "def grade(s, i):\n    while True: pass"
         assert scores(grade(stub, python_spec(spin), [("x", {})])) == ["TIMEOUT"]
         assert "WEAKER MODE" in proc.logs()
+
+
+def test_max_tenants_bounds_the_jails(tmp_path: pathlib.Path) -> None:
+    """Issue #13, item 7: busy tenants beyond --sandbox-max-tenants wait for a slot instead of
+    adding jails; every one of them is still graded right, and so is a tenant after them."""
+    args = ["--data-dir", str(tmp_path), *LIMIT_FLAGS, "--sandbox-max-tenants", "2"]
+    args += ["--sandbox-workers-per-tenant", "1", "--sandbox-tenant-wait-seconds", "50"]
+    slow = "import time\ndef grade(sample, item):\n    time.sleep(0.3)\n    return len(sample['output_text']) / 100\n"
+    with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
+        stub = Stub(channel)
+        peak, stop = [0], [False]
+
+        def watch() -> None:
+            while not stop[0]:
+                peak[0] = max(peak[0], len(jails_of(proc.proc.pid)))
+                time.sleep(0.01)
+
+        def run(k: int) -> list:
+            return scores(grade(stub, python_spec(slow), [("x" * k, {})] * 2, tenant=f"busy-{k}"))
+
+        with concurrent.futures.ThreadPoolExecutor(7) as pool:
+            watcher = pool.submit(watch)
+            try:
+                results = list(pool.map(run, range(1, 7)))
+            finally:
+                stop[0] = True
+            watcher.result()
+        assert results == [[k / 100] * 2 for k in range(1, 7)]
+        assert peak[0] <= 2, f"{peak[0]} jails with --sandbox-max-tenants 2"
+        assert scores(grade(stub, python_spec(HONEST), [("x" * 7, {})], tenant="after")) == [0.07]

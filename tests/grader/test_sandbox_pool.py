@@ -185,3 +185,30 @@ def test_a_worker_whose_grades_all_crash_is_replaced(monkeypatch: pytest.MonkeyP
             assert pool.worker_pids()["t"] != [jail]
 
     asyncio.run(run())
+
+
+def test_a_new_tenant_waits_for_a_slot_then_gives_up_with_a_clear_error() -> None:
+    """Issue #13, item 7: --sandbox-max-tenants is a bound. Beyond it, a new tenant waits
+    (at most --sandbox-tenant-wait-seconds) for a busy tenant to go idle; then its samples
+    fail with resource_limit, and it is served once a slot is free."""
+    slow = "import time\ndef grade(sample, item):\n    time.sleep(1.5)\n    return 0.5\n"
+
+    async def run() -> None:
+        settings = SandboxSettings(
+            sandbox_workers_per_tenant=1, sandbox_max_tenants=1, sandbox_tenant_wait_seconds=0.5, **FAST
+        )
+        async with SandboxPool(settings) as pool:
+            busy = asyncio.create_task(pool.grade("a", slow, RIGHT * 4))
+            deadline = time.monotonic() + 30
+            while "a" not in pool.worker_pids() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert "a" in pool.worker_pids()
+            refused = await pool.grade("b", SOURCE, RIGHT * 2)
+            assert [o.error_kind for o in refused] == ["resource_limit"] * 2
+            assert "--sandbox-max-tenants" in refused[0].message
+            assert not busy.done(), "the busy tenant should still be grading"
+            assert [o.score for o in await busy] == [0.5] * 4
+            assert (await pool.grade("b", SOURCE, RIGHT))[0].score == 1.0  # "a" is idle now: it makes room
+            assert list(pool.worker_pids()) == ["b"]
+
+    asyncio.run(run())

@@ -6,14 +6,18 @@
 Each tenant gets `sandbox_workers_per_tenant` workers, each a separate jail (own
 namespaces, own tmpfs /tmp): tenants share nothing, and a batch of one tenant never
 waits behind another tenant's. Workers start on a tenant's first python grade; idle
-tenants (and the least recently used one beyond `sandbox_max_tenants`) are stopped.
-A large batch is split across the tenant's workers. A worker that fails (dies, stops
-answering, breaks the protocol) is killed, restarted, and the batch retried once.
+tenants are stopped. At most `sandbox_max_tenants` tenants have workers, counting those
+still stopping: a new tenant beyond that takes the slot of the least recently used idle
+tenant, or waits in line (at most `sandbox_tenant_wait_seconds`) for one to go idle,
+after which its samples fail with resource_limit. A large batch is split across the
+tenant's workers. A worker that fails (dies, stops answering, breaks the protocol) is
+killed, restarted, and the batch retried once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -59,8 +63,15 @@ class SandboxPool:
         self._runtime: Runtime | None = None
         self._stage: str | None = None
         self._tenants: dict[str, _Tenant] = {}
+        self._closing = 0
+        """Tenants whose workers are stopping: they still hold their slot."""
+        self._waiting: collections.deque[object] = collections.deque()
+        """New tenants waiting for a slot, first come first served (one ticket per grade call)."""
+        self._changed = asyncio.Event()
+        """Set (and replaced) when a slot may have freed up: a tenant went idle or finished stopping."""
         self._reaper: asyncio.Task | None = None
         self._settling: set[asyncio.Task] = set()
+        self._closers: set[asyncio.Task] = set()
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -125,6 +136,7 @@ class SandboxPool:
         for task in list(self._settling):
             task.cancel()
         await asyncio.gather(*self._settling, return_exceptions=True)
+        await asyncio.gather(*self._closers, return_exceptions=True)
         for name in list(self._tenants):
             await self._close_tenant(name)
         if self._stage is not None:
@@ -150,6 +162,7 @@ class SandboxPool:
             "missing_packages": list(runtime.missing_packages) if runtime else [],
             "workers_per_tenant": s.sandbox_workers_per_tenant,
             "max_tenants": s.sandbox_max_tenants,
+            "tenants_waiting": len(self._waiting),
             "tenants": {name: sum(w.alive for w in t.workers) for name, t in self._tenants.items()},
             "limits": {
                 "memory_bytes": s.sandbox_memory_bytes,
@@ -172,51 +185,105 @@ class SandboxPool:
             raise SandboxUnavailable(self.unavailable_reason)
         if not pairs:
             return []
-        group = self._tenant(tenant)
+        group = await self._admit(tenant)
+        if group is None:
+            s = self.settings
+            message = (
+                f"the python sandbox is at --sandbox-max-tenants ({s.sandbox_max_tenants}) with every tenant busy, "
+                f"and no slot freed up within {s.sandbox_tenant_wait_seconds:g} s: retry later"
+            )
+            return [PythonOutcome.error("resource_limit", message) for _ in pairs]
         parts = min(len(group.workers), max(1, len(pairs) // MIN_CHUNK))
         size = math.ceil(len(pairs) / parts)
         chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
-        group.busy += 1
         try:
             results = await asyncio.gather(*(self._run_chunk(group, source, chunk) for chunk in chunks))
         finally:
             group.busy -= 1
             group.last_used = time.monotonic()
+            if group.busy == 0:
+                self._notify()
         return [outcome for chunk in results for outcome in chunk]
 
     # -- internals ---------------------------------------------------------------------
 
-    def _tenant(self, name: str) -> _Tenant:
+    async def _admit(self, name: str) -> _Tenant | None:
+        """The tenant's group, marked busy; None if no slot freed up in time.
+
+        A tenant with workers goes straight in. A new one queues; at the head of the queue
+        it takes a free slot, or stops the least recently used idle tenant and takes its
+        slot once its workers are gone, or waits for a change. The jails never exceed
+        sandbox_max_tenants x sandbox_workers_per_tenant, stopping ones included.
+        """
         group = self._tenants.get(name)
         if group is None:
-            self._evict_for_new_tenant()
-            n = self.settings.sandbox_workers_per_tenant
-            workers = [
-                SandboxWorker(self.settings, self._runtime, self.mode, self._bwrap, self._stage, f"{name}/{i}")
-                for i in range(n)
-            ]
-            group = _Tenant(name, workers, asyncio.Queue())
-            for worker in workers:
-                group.idle.put_nowait(worker)
-            self._tenants[name] = group
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.sandbox_tenant_wait_seconds
+            ticket = object()
+            self._waiting.append(ticket)
+            try:
+                while (group := self._tenants.get(name)) is None:
+                    if self._waiting[0] is ticket:
+                        if len(self._tenants) + self._closing < self.settings.sandbox_max_tenants:
+                            group = self._new_tenant(name)
+                            break
+                        idle = [t for t in self._tenants.values() if t.busy == 0]
+                        if idle:
+                            await self._close_tenant(min(idle, key=lambda t: t.last_used).name)
+                            continue
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        log.warning("sandbox tenant slots all busy", extra={"tenant": name})
+                        return None
+                    changed = self._changed
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(changed.wait(), left)
+            finally:
+                self._waiting.remove(ticket)
+                self._notify()
+        group.busy += 1
         group.last_used = time.monotonic()
         return group
 
-    def _evict_for_new_tenant(self) -> None:
-        if len(self._tenants) < self.settings.sandbox_max_tenants:
-            return
-        idle = [t for t in self._tenants.values() if t.busy == 0]
-        if idle:
-            oldest = min(idle, key=lambda t: t.last_used)
-            asyncio.create_task(self._close_tenant(oldest.name))
+    def _notify(self) -> None:
+        """Wake the tenants waiting for a slot: something changed."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _new_tenant(self, name: str) -> _Tenant:
+        n = self.settings.sandbox_workers_per_tenant
+        workers = [
+            SandboxWorker(self.settings, self._runtime, self.mode, self._bwrap, self._stage, f"{name}/{i}")
+            for i in range(n)
+        ]
+        group = _Tenant(name, workers, asyncio.Queue())
+        for worker in workers:
+            group.idle.put_nowait(worker)
+        self._tenants[name] = group
+        return group
 
     async def _close_tenant(self, name: str) -> None:
+        """Stop a tenant's workers. The tenant is gone at once (no grade can start on it);
+        its slot stays taken until its jails are, and a cancelled caller does not cut the
+        stop short."""
         group = self._tenants.pop(name, None)
         if group is None:
             return
-        await asyncio.gather(*(w.stop() for w in group.workers), return_exceptions=True)
-        with contextlib.suppress(KeyError):
-            metrics.WORKERS.remove(name)
+        self._closing += 1
+        task = asyncio.create_task(self._stop_workers(group))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+        await asyncio.shield(task)
+
+    async def _stop_workers(self, group: _Tenant) -> None:
+        try:
+            await asyncio.gather(*(w.stop() for w in group.workers), return_exceptions=True)
+        finally:
+            self._closing -= 1
+            if group.name not in self._tenants:  # (it may be back already, with new workers)
+                with contextlib.suppress(KeyError):
+                    metrics.WORKERS.remove(group.name)
+            self._notify()
 
     async def _reap_idle(self) -> None:
         period = min(self.settings.sandbox_idle_seconds / 2, 30.0)

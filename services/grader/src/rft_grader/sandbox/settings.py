@@ -44,7 +44,11 @@ class SandboxSettings(Config):
     sandbox_workers_per_tenant: int = pydantic.Field(2, ge=1, le=64)
     """Pre-forked workers (one jail each) per tenant: how many batches of one tenant run at once."""
     sandbox_max_tenants: int = pydantic.Field(32, ge=1)
-    """Tenants with warm workers at once; the least recently used tenant's workers stop beyond this."""
+    """Tenants with workers (jails) at once, a hard bound: a new tenant takes the slot of the least recently
+    used idle one (whose workers stop), or waits for one to go idle (see sandbox_tenant_wait_seconds)."""
+    sandbox_tenant_wait_seconds: float = pydantic.Field(60.0, ge=0)
+    """How long a new tenant waits, in order of arrival, for a slot when all sandbox_max_tenants tenants are busy;
+    after that its samples fail with resource_limit (retry later)."""
     sandbox_idle_seconds: float = pydantic.Field(900.0, gt=0)
     """A tenant's workers stop after this many seconds without a python grade."""
     sandbox_start_seconds: float = pydantic.Field(60.0, gt=0)
