@@ -34,6 +34,7 @@ FLUSH_SECONDS = 0.02
 FLUSH_BYTES = 1 << 16
 PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 4, 22, 2
 PR_SET_PDEATHSIG = 1
+M_ARENA_MAX = -8
 RESOURCE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EDQUOT}
 CLONE_THREAD = 0x00010000
 PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
@@ -219,11 +220,17 @@ class Child:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))  # POSIX message queues (mq_open is denied too)
         # RLIMIT_NPROC counts every task of this uid in the jail's user namespace (the
-        # jail's init and the zygote are two of them). It is ignored for root, hence the
+        # zygote and the fork server are two of them). It is ignored for root, hence the
         # uid drop (done by the jail, or below in the weaker mode) before anything runs.
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"] + limits["nproc_base"],) * 2)
         os.chdir(config["workdir"])
         libc = self.zygote.libc
+        # One malloc arena: glibc reserves 64 MiB of address space per thread arena, which
+        # RLIMIT_AS counts as if used. Without this a few threads eat the memory limit, and
+        # a thread whose first allocation then fails dies before Python sees it started,
+        # hanging Thread.start() until the deadline instead of raising.
+        if hasattr(libc, "mallopt"):
+            libc.mallopt(M_ARENA_MAX, 1)
         if config["mode"] == "unjailed" and os.geteuid() == 0:
             os.setgroups([])
             os.setresgid(config["gid"], config["gid"], config["gid"])
