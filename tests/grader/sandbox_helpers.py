@@ -424,6 +424,19 @@ ATTACKS = [
         score=0.0,
     ),
     Attack(
+        "close_result_pipe_and_linger",
+        _src("""
+            import os, signal, time
+            def grade(s, i):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_IGN)
+                os.closerange(3, 1024)  # the zygote reads end-of-file as "it exited"
+                time.sleep(600)
+                return 1.0
+        """),
+        _kinds("timeout"),
+    ),
+    Attack(
         "prlimit_the_parent",
         _src("""
             import os, resource
