@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import hashlib
 
 from rft_common.api_keys import DEFAULT_TENANT
 
@@ -45,3 +46,11 @@ def acting_tenant(requested: str) -> str:
 def owner_filter() -> str | None:
     """The tenant whose objects the caller may see: its own, or None (all) for the operator."""
     return CALLER.get().tenant
+
+
+def tenant_label(tenant: str) -> str:
+    """A tenant as a metrics label: a stable pseudonym ("t-" and 12 hex digits of its
+    SHA-256), so /metrics, which Prometheus and probes read without credentials, does not
+    list who the tenants are. An operator finds a tenant's series with
+    `printf '%s' alice | sha256sum | cut -c1-12`."""
+    return "t-" + hashlib.sha256(tenant.encode()).hexdigest()[:12]

@@ -27,6 +27,8 @@ import tempfile
 import time
 from typing import Any
 
+from rft_common.tenancy import tenant_label
+
 from rft_grader.sandbox import metrics
 from rft_grader.sandbox.outcome import PythonOutcome, SandboxUnavailable
 from rft_grader.sandbox.runtime import Runtime, find_bwrap
@@ -282,7 +284,7 @@ class SandboxPool:
             self._closing -= 1
             if group.name not in self._tenants:  # (it may be back already, with new workers)
                 with contextlib.suppress(KeyError):
-                    metrics.WORKERS.remove(group.name)
+                    metrics.WORKERS.remove(tenant_label(group.name))
             self._notify()
 
     async def _reap_idle(self) -> None:
@@ -297,7 +299,7 @@ class SandboxPool:
 
     def _update_gauge(self, group: _Tenant) -> None:
         if self._tenants.get(group.name) is group:
-            metrics.WORKERS.labels(group.name).set(sum(w.alive for w in group.workers))
+            metrics.WORKERS.labels(tenant_label(group.name)).set(sum(w.alive for w in group.workers))
 
     async def _run_chunk(self, group: _Tenant, source: str, pairs: list[tuple[dict, dict]]) -> list[PythonOutcome]:
         try:
