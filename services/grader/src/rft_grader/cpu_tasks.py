@@ -25,6 +25,7 @@ import warnings
 from multiprocessing.connection import Connection
 from typing import Any
 
+from rft_grader.limits import excerpt
 from rft_grader.templates import format_value
 
 
@@ -86,7 +87,7 @@ def math_equivalence(text: str, reference: str, float_rounding: int) -> float:
     # A bare LaTeX reference such as "x^2+1" is only found inside $...$.
     gold = parse(reference) or parse(f"${reference}$")
     if not gold:
-        raise InputProblem(f"the reference {reference[:200]!r} is not a math expression math-verify can read")
+        raise InputProblem(f"the reference {excerpt(reference)} is not a math expression math-verify can read")
     answer = parse(text)
     return 1.0 if answer and verify(gold, answer, float_rounding=float_rounding) else 0.0
 

@@ -22,6 +22,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 
+from rft_grader.limits import EXCERPT_CHARS, clip
+
 MAX_LENGTH = 4096
 MAX_DEPTH = 64
 # Bounds evaluation recursion too: a chain of N operators nests N closures.
@@ -179,7 +181,7 @@ class _Parser:
             if self.peek()[1] == "(" and self.peek()[0] == "op":
                 return self.call(value, position)
             if value not in self.names:
-                hint = f"; known: {', '.join(sorted(self.names))}" if self.names else ""
+                hint = f"; known: {clip(', '.join(sorted(self.names)), EXCERPT_CHARS)}" if self.names else ""
                 if value in FUNCTIONS:
                     raise ExpressionSyntaxError(f"function {value!r} at position {position} needs arguments in ( )")
                 raise ExpressionSyntaxError(f"unknown name {value!r} at position {position}{hint}")

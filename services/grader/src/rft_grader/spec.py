@@ -17,6 +17,7 @@ from pydantic import Field
 
 from rft_grader.domain import InvalidSpec, Issue
 from rft_grader.expression import Expression, ExpressionSyntaxError
+from rft_grader.limits import excerpt
 from rft_grader.templates import template_problems
 
 MAX_PYTHON_SOURCE_BYTES = 256 * 1024
@@ -203,7 +204,7 @@ class LabelModelSpec(_ModelSpec):
             issues.append(Issue("labels", "labels must be distinct"))
         for i, label in enumerate(self.passing_labels):
             if label not in self.labels:
-                issues.append(Issue(f"passing_labels.{i}", f"{label!r} is not one of labels {self.labels}"))
+                issues.append(Issue(f"passing_labels.{i}", f"{excerpt(label)} is not one of `labels`"))
         return issues
 
 

@@ -15,6 +15,9 @@ when the label is in `passing_labels`, else 0.0; metric label_index is the label
 position in `labels`. A reply that names no label is INVALID_SCORE.
 
 A failed call (connection, HTTP status, timeout) is a MODEL_CALL error.
+
+Replies are read in linear time (str.find, no backtracking regex: "```" followed by a
+megabyte of spaces used to take hours).
 """
 
 from __future__ import annotations
@@ -26,25 +29,50 @@ from typing import Any
 
 from rft_grader.domain import ErrorKind, Outcome, Pair
 from rft_grader.graders.base import Grader, Runtime
+from rft_grader.limits import excerpt
 from rft_grader.model_client import ModelCallError
 from rft_grader.spec import LabelModelSpec, SamplingParams, ScoreModelSpec
 from rft_grader.templates import Template, TemplateError
 
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
-_OBJECT = re.compile(r"\{.*\}", re.S)
+_SPACES = re.compile(r"\s*")  # one greedy class, nothing after it: never backtracks
 _QUOTES = "\"'`"
+_LISTED_LABELS = 10
 
 
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def fenced_blocks(text: str) -> list[str]:
+    """Bodies of ``` / ```json blocks: what the regex ```(?:json)?\\s*(.*?)``` finds, in one
+    pass. Once a fence has no closing one after it, no later fence has either."""
+    bodies = []
+    position = 0
+    while (start := text.find("```", position)) != -1:
+        body = start + 3
+        if text.startswith("json", body):
+            body += 4
+        body = _SPACES.match(text, body).end()
+        end = text.find("```", body)
+        if end == -1:
+            break
+        bodies.append(text[body:end])
+        position = end + 3
+    return bodies
+
+
+def braced(text: str) -> str | None:
+    """From the first '{' to the last '}' (what the regex \\{.*\\} finds), or None."""
+    start, end = text.find("{"), text.rfind("}")
+    return text[start : end + 1] if start != -1 and end > start else None
+
+
 def parse_score(reply: str) -> float | None:
     """The score in a model's reply, or None when it has none."""
     text = reply.strip()
-    candidates = [text, *_FENCE.findall(text)]
-    if found := _OBJECT.search(text):
-        candidates.append(found.group(0))
+    candidates = [text, *fenced_blocks(text)]
+    if (found := braced(text)) is not None:
+        candidates.append(found)
     for candidate in candidates:
         try:
             value = json.loads(candidate)
@@ -74,7 +102,8 @@ def parse_label(reply: str, labels: list[str]) -> str | None:
     candidate = candidate.strip().rstrip(".").strip().strip(_QUOTES).rstrip(".").strip()
     if candidate in labels:
         return candidate
-    folded = [label for label in labels if label.casefold() == candidate.casefold()]
+    wanted = candidate.casefold()  # once: a long reply is not folded again for every label
+    folded = [label for label in labels if label.casefold() == wanted]
     return folded[0] if len(folded) == 1 else None
 
 
@@ -129,7 +158,7 @@ class ScoreModelGrader(_ModelGrader):
         if score is None:
             return Outcome.failed(
                 ErrorKind.INVALID_SCORE,
-                f'the model\'s reply has no score (expected a number or {{"result": <number>}}): {reply[:200]!r}',
+                f'the model\'s reply has no score (expected a number or {{"result": <number>}}): {excerpt(reply)}',
             )
         return Outcome(score=score, passed=self.passed(score))
 
@@ -140,9 +169,12 @@ class LabelModelGrader(_ModelGrader):
     def read(self, reply: str) -> Outcome:
         label = parse_label(reply, self.spec.labels)
         if label is None:
+            labels = self.spec.labels
+            shown = ", ".join(excerpt(label, 40) for label in labels[:_LISTED_LABELS])
+            more = f" and {len(labels) - _LISTED_LABELS} more" if len(labels) > _LISTED_LABELS else ""
             return Outcome.failed(
                 ErrorKind.INVALID_SCORE,
-                f"the model's reply names none of the labels {self.spec.labels}: {reply[:200]!r}",
+                f"the model's reply names none of the labels ({shown}{more}): {excerpt(reply)}",
             )
         ok = label in self.spec.passing_labels
         return Outcome(

@@ -1,0 +1,207 @@
+"""Issue #13 item 5, amplification and event-loop blocking: a small request must not
+become a huge response, a huge render or a quadratic parse. Each limit answers with a
+clear error that names the field and the limit, and the service keeps grading
+correctly afterwards.
+
+No test here measures time. Quadratic work is ruled out by construction: the parsers are
+checked against the regexes they replace on small inputs, then fed megabyte inputs that
+the old regexes would need hours or more for (about 10^12 steps).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from typing import Any
+
+import pytest
+from graderlib import grade, scores, string_check, validate
+from rft_grader.domain import Sample
+from rft_grader.graders.model_graders import parse_score
+from rft_grader.limits import clip, excerpt
+from rft_grader.templates import Template, TemplateError, template_problems
+
+# --- the regexes replaced by linear scanners, kept here as the reference behaviour ---------
+
+_OLD_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_OLD_OBJECT = re.compile(r"\{.*\}", re.S)
+_OLD_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
+
+
+def _old_parse_score(reply: str) -> float | None:
+    text = reply.strip()
+    candidates = [text, *_OLD_FENCE.findall(text)]
+    if found := _OLD_OBJECT.search(text):
+        candidates.append(found.group(0))
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            for key in ("result", "score"):
+                number = value.get(key)
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    return float(number)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
+def _random_texts(alphabet: list[str], count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24))) for _ in range(count)]
+
+
+# --- unit: the reply parser -------------------------------------------------------------
+
+
+def test_reply_parser_reads_replies_as_the_old_regexes_did() -> None:
+    alphabet = ["`", "```", "json", " ", "\n", "{", "}", '"result"', ":", "1", "0.5", "x", '"score": 2']
+    for text in _random_texts(alphabet, 20_000, seed=5):
+        assert _same(parse_score(text), _old_parse_score(text)), repr(text)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "{" * 1_000_000,  # `\{.*\}`: every '{' scanned to the end for a '}'
+        "```" + " " * 1_000_000 + "x",  # `\s*(.*?)```` with no closing fence: O(n^2) backtracking
+        "```json\n" + "\t" * 1_000_000 + "0",
+        "```" * 300_000 + "{",
+    ],
+)
+def test_reply_parser_is_linear_on_hostile_megabyte_replies(reply: str) -> None:
+    assert parse_score(reply) is None
+
+
+def test_reply_parser_still_finds_scores_in_long_replies() -> None:
+    assert parse_score("thinking " * 100_000 + '```json\n{"result": 3}\n```') == 3.0
+    assert parse_score("{" * 100_000 + ' "score": 0.25}') is None  # not JSON, as before
+    assert parse_score("x " * 100_000 + '{"score": 0.25} bye') == 0.25
+
+
+# --- unit: templates ----------------------------------------------------------------------
+
+
+def _old_template_problems(text: str) -> list[str]:
+    problems = []
+    for match in _OLD_PLACEHOLDER.finditer(text):
+        ref = match.group(1).strip()
+        parsed = re.match(r"^(item|sample)((?:\.[^.\s{}]+)+)$", ref)
+        if parsed is None:
+            problems.append(
+                f"template {match.group(0)!r} must be {{{{item.<field>}}}} or {{{{sample.<field>}}}} "
+                "(namespaces: item, sample; nested fields with dots)"
+            )
+            continue
+        namespace, path = parsed.group(1), parsed.group(2)[1:].split(".")
+        if namespace == "sample" and path[0] not in ("output_text", "output_json"):
+            problems.append(f"template {match.group(0)!r}: sample has only output_text and output_json")
+        elif namespace == "sample" and path[0] == "output_text" and len(path) > 1:
+            problems.append(f"template {match.group(0)!r}: sample.output_text is a string and has no fields")
+    if "{{" in _OLD_PLACEHOLDER.sub("", text):
+        problems.append("template has '{{' without a closing '}}'")
+    return problems
+
+
+def _old_render(text: str, item: dict[str, Any]) -> str | None:
+    """The old rendering for templates of top-level item fields; None when one is missing."""
+    missing = []
+
+    def one(match: re.Match) -> str:
+        path = match.group(1).strip().split(".")[1:]
+        if len(path) != 1 or path[0] not in item:
+            missing.append(path)
+            return ""
+        return item[path[0]]
+
+    rendered = _OLD_PLACEHOLDER.sub(one, text)
+    return None if missing else rendered
+
+
+def test_template_scanner_reads_templates_as_the_old_regex_did() -> None:
+    alphabet = ["{", "}", "{{", "}}", "item.a", "item.b", " ", "x", "sample.output_text", "sample.answer", "."]
+    item = {"a": "A", "b": "B"}
+    for text in _random_texts(alphabet, 20_000, seed=7):
+        assert template_problems(text) == _old_template_problems(text), repr(text)
+        if not template_problems(text) and "sample" not in text:
+            try:
+                rendered = Template(text).render(Sample(""), item)
+            except TemplateError:
+                rendered = None
+            assert rendered == _old_render(text, item), repr(text)
+
+
+def test_template_scanner_is_linear_on_hostile_megabyte_templates() -> None:
+    assert template_problems("{{" * 500_000) == ["template has '{{' without a closing '}}'"]
+    assert template_problems("{{item.a}" * 100_000) == ["template has '{{' without a closing '}}'"]
+    problems = template_problems("{{bad}}" * 100_000)  # one problem each, but a short list
+    assert len(problems) == 11 and "99990 more" in problems[-1]
+
+
+# --- unit: caches, clipping, the response budget -----------------------------------------
+
+
+def test_clip_and_excerpt_say_how_much_was_left_out() -> None:
+    assert clip("short", 100) == "short"
+    clipped = clip("a" * 10_000, 100)
+    assert len(clipped) <= 100 and clipped.startswith("aaa") and clipped.endswith(" more characters)")
+    shown = excerpt("\x01" * 5_000)
+    assert shown.startswith("'\\x01") and shown.endswith("… (4800 more characters)") and len(shown) < 1_000
+
+
+# --- live: the shared grader (default limits, --max-batch-items 300) --------------------------
+
+
+def _assert_short_errors(response, kind: str, count: int) -> None:
+    assert scores(response) == [kind] * count
+    for result in response.results:
+        assert len(result.error.message) <= 2_000
+
+
+def test_an_error_echoing_a_huge_field_name_stays_small(stub) -> None:
+    # 16k control characters as a field name: every sample's TEMPLATE error repeated it,
+    # repr'd (4 characters each): 80 kB a result, 24 MB for 300 items (328 MB at 4096).
+    spec = string_check(reference="{{item." + "\x01" * 16_000 + "}}")
+    response = grade(stub, spec, [("x", {})] * 300)
+    _assert_short_errors(response, "TEMPLATE", 300)
+    assert "more characters)" in response.results[0].error.message
+    assert response.ByteSize() < 300 * 2_100
+    assert scores(grade(stub, string_check(), [("4", {"answer": "4"})])) == [1.0]
+
+
+def test_a_label_model_error_does_not_repeat_every_label(stub) -> None:
+    labels = ["\x01" * 2_000 + str(i) for i in range(8)]
+    spec = {
+        "type": "label_model",
+        "name": "l",
+        "model": "m",
+        "input": [{"role": "user", "content": "REPLY:none of them"}],
+        "labels": labels,
+        "passing_labels": labels[:1],
+    }
+    response = grade(stub, spec, [("x", {})] * 300)
+    _assert_short_errors(response, "INVALID_SCORE", 300)
+    assert response.ByteSize() < 300 * 2_000
+    # validation of passing_labels names the bad label briefly, not the whole list per label
+    issues = validate(stub, {**spec, "passing_labels": ["\x02" * 1_000] * 100}).issues
+    assert len(issues) == 100 and all(len(issue.message) < 1_000 for issue in issues)
+
+
+def test_a_hostile_model_reply_is_read_in_linear_time(stub) -> None:
+    spec = {
+        "type": "score_model",
+        "name": "judge",
+        "model": "m",
+        "input": [{"role": "user", "content": "REPLY:{{sample.output_text}}"}],
+    }
+    fence = "```" + " " * 99_000 + "x"  # ~70 s of regex backtracking on the event loop before
+    items = [(fence, {}), ("{" * 99_000, {}), ("0.5", {})]
+    assert scores(grade(stub, spec, items)) == ["INVALID_SCORE", "INVALID_SCORE", 0.5]
