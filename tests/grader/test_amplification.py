@@ -16,12 +16,17 @@ import random
 import re
 from typing import Any
 
+import grpc
 import pytest
-from graderlib import grade, scores, string_check, validate
+from graderlib import grade, register, scores, string_check, validate
 from rft_grader.domain import Sample
 from rft_grader.graders.model_graders import parse_score
-from rft_grader.limits import clip, excerpt
+from rft_grader.limits import Limits, clip, excerpt
+from rft_grader.spec import parse_spec
+from rft_grader.spec_cache import SpecCache
 from rft_grader.templates import Template, TemplateError, template_problems
+
+DEFAULTS = Limits()
 
 # --- the regexes replaced by linear scanners, kept here as the reference behaviour ---------
 
@@ -149,12 +154,31 @@ def test_template_scanner_is_linear_on_hostile_megabyte_templates() -> None:
 # --- unit: caches, clipping, the response budget -----------------------------------------
 
 
+def test_parsed_spec_cache_is_bounded_by_bytes() -> None:
+    cache = SpecCache(max_bytes=100_000, max_entries=1000)
+    for i in range(50):
+        raw = string_check(reference="x" * 10_000 + str(i))
+        assert cache.parse(raw).reference.endswith(str(i))
+    assert cache.bytes <= 100_000 and len(cache) <= 10
+    huge = string_check(reference="y" * 200_000)
+    assert cache.parse(huge).type == "string_check"  # parsed, but too large to keep
+    assert cache.bytes <= 100_000
+
+
 def test_clip_and_excerpt_say_how_much_was_left_out() -> None:
     assert clip("short", 100) == "short"
     clipped = clip("a" * 10_000, 100)
     assert len(clipped) <= 100 and clipped.startswith("aaa") and clipped.endswith(" more characters)")
     shown = excerpt("\x01" * 5_000)
     assert shown.startswith("'\\x01") and shown.endswith("… (4800 more characters)") and len(shown) < 1_000
+
+
+def test_multi_sub_grader_count_and_names_are_limited() -> None:
+    graders = {f"g{i}": string_check() for i in range(DEFAULTS.max_multi_graders + 1)}
+    with pytest.raises(Exception, match=rf"graders: {len(graders)} sub-graders; at most 16 \(max_multi_graders\)"):
+        parse_spec({"type": "multi", "name": "m", "graders": graders, "calculate_output": "g0"})
+    with pytest.raises(Exception, match="longer than 64 characters"):
+        parse_spec({"type": "multi", "name": "m", "graders": {"n" * 65: string_check()}, "calculate_output": "1"})
 
 
 # --- live: the shared grader (default limits, --max-batch-items 300) --------------------------
@@ -193,6 +217,42 @@ def test_a_label_model_error_does_not_repeat_every_label(stub) -> None:
     # validation of passing_labels names the bad label briefly, not the whole list per label
     issues = validate(stub, {**spec, "passing_labels": ["\x02" * 1_000] * 100}).issues
     assert len(issues) == 100 and all(len(issue.message) < 1_000 for issue in issues)
+
+
+def test_oversized_spec_is_invalid_argument_naming_the_limit(stub) -> None:
+    spec = string_check(reference="x" * (DEFAULTS.max_spec_bytes + 1))
+    with pytest.raises(grpc.RpcError) as error:
+        grade(stub, spec, [("x", {})])
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"at most {DEFAULTS.max_spec_bytes} (max_spec_bytes)" in error.value.details()
+    response = validate(stub, spec)
+    assert not response.valid and "max_spec_bytes" in response.issues[0].message
+    with pytest.raises(grpc.RpcError) as error:
+        register(stub, "too-big", spec)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert scores(grade(stub, string_check(), [("4", {"answer": "4"})])) == [1.0]
+
+
+def test_multi_with_too_many_sub_graders_is_invalid_argument(stub) -> None:
+    many = {f"g{i}": string_check() for i in range(17)}
+    spec = {"type": "multi", "name": "m", "graders": many, "calculate_output": "g0"}
+    with pytest.raises(grpc.RpcError) as error:
+        grade(stub, spec, [("4", {"answer": "4"})])
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "graders: 17 sub-graders; at most 16 (max_multi_graders)" in error.value.details()
+    spec["graders"] = dict(list(many.items())[:16])
+    spec["calculate_output"] = "+".join(spec["graders"]) + " - 15"
+    assert scores(grade(stub, spec, [("4", {"answer": "4"})] * 300)) == [1.0] * 300
+
+
+def test_a_spec_with_thousands_of_problems_is_reported_briefly(stub) -> None:
+    spec = {**string_check(), **{f"unknown_{i}": i for i in range(5_000)}}
+    with pytest.raises(grpc.RpcError) as error:
+        grade(stub, spec, [("x", {})])
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown field" in error.value.details() and len(error.value.details()) <= 2_000
+    issues = validate(stub, spec).issues
+    assert len(issues) == 101 and "4900 more issues" in issues[-1].message
 
 
 def test_a_hostile_model_reply_is_read_in_linear_time(stub) -> None:

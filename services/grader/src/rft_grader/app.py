@@ -57,7 +57,7 @@ async def open_core(config: GraderConfig):
             log.info("python sandbox ready", extra={"sandbox": sandbox.describe()})
         if reason := models.disabled_reason:
             log.info("score_model and label_model graders are disabled: %s", reason)
-        yield GraderCore(registry, Runtime(lanes, models, sandbox), config.max_batch_items, config.max_text_chars)
+        yield GraderCore(registry, Runtime(lanes, models, sandbox, config.limits()))
 
 
 async def serve(config: GraderConfig) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import pydantic
 from rft_common.server import ServerConfig
 
+from rft_grader.limits import Limits
 from rft_grader.sandbox import SandboxSettings
 
 
@@ -21,10 +23,16 @@ class GraderConfig(SandboxSettings, ServerConfig):
     """Directory of the grader registry database (and the unpacked WordNet used by METEOR)."""
     api_keys_file: str = ""
     """Tenant API keys, one '<tenant> sha256:<hex of the key>' per line: a key acts for its own tenant only (a request's tenant field may name it or be empty; another tenant is PERMISSION_DENIED), while --auth-token acts for any tenant."""
-    max_batch_items: int = pydantic.Field(4096, ge=1)
+    max_batch_items: int = pydantic.Field(Limits.max_batch_items, ge=1)
     """Most (sample, item) pairs accepted in one Grade call; more is INVALID_ARGUMENT."""
-    max_text_chars: int = pydantic.Field(1_000_000, ge=1)
+    max_text_chars: int = pydantic.Field(Limits.max_text_chars, ge=1)
     """Longest sample output_text graded; a longer one is a per-sample INVALID_INPUT error."""
+    max_spec_bytes: int = pydantic.Field(Limits.max_spec_bytes, ge=1024)
+    """Largest grader spec, as compact JSON in bytes (Grade, ValidateGrader, RegisterGrader); larger is INVALID_ARGUMENT."""
+    max_multi_graders: int = pydantic.Field(Limits.max_multi_graders, ge=1, le=1024)
+    """Most sub-graders in one multi grader; more is INVALID_ARGUMENT (an issue on `graders`)."""
+    spec_cache_bytes: int = pydantic.Field(Limits.spec_cache_bytes, ge=0)
+    """Memory for parsed specs kept between calls, counted as their JSON size; the least recently used go first."""
     cpu_workers: int = pydantic.Field(2, ge=1, le=64)
     """Worker processes for library graders (text_similarity, math_equivalence, json_check)."""
     cpu_sample_timeout_seconds: float = pydantic.Field(10.0, gt=0)
@@ -43,6 +51,10 @@ class GraderConfig(SandboxSettings, ServerConfig):
     """Most chat-completion calls in flight at once."""
     allow_spec_base_url: bool = False
     """Let specs name their own model endpoint (`base_url`); off by default: it makes the server call any URL."""
+
+    def limits(self) -> Limits:
+        """The size limits the core and the graders enforce."""
+        return Limits(**{field.name: getattr(self, field.name) for field in dataclasses.fields(Limits)})
 
     def resolved_model_api_key(self) -> str:
         """The model endpoint's token, read from model_api_key_file when set."""

@@ -1,14 +1,15 @@
 """The grader core: validate, grade, and the tenant registry, in plain Python.
 
 The servicer turns protobuf into these calls and domain errors into status codes;
-tests drive it through a real channel.
+tests drive it through a real channel. Specs are measured, parsed and validated on a
+thread (see spec_cache.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
-import json
 import logging
 import re
 import time
@@ -19,16 +20,17 @@ from rft_common.paging import InvalidPageToken, next_page_token, page_window
 from rft_grader.domain import Disabled, ErrorKind, GraderError, InvalidRequest, InvalidSpec, Issue, Outcome, Pair
 from rft_grader.graders import Runtime, build_grader
 from rft_grader.graders.python import sandbox_unavailable_reason
+from rft_grader.limits import Limits
 from rft_grader.metrics import BATCH_SIZE, GRADE_SECONDS, GRADES
 from rft_grader.registry import GraderRecord, Registry
-from rft_grader.spec import AnySpec, MultiSpec, parse_spec, spec_type
+from rft_grader.spec import AnySpec, MultiSpec, spec_type
+from rft_grader.spec_cache import SpecCache
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_NAME_CHARS = 256
-_PARSED_CACHE_SIZE = 256
 
 # name -> (description, defined by OpenAI's grader schema)
 GRADER_TYPES: dict[str, tuple[str, bool]] = {
@@ -77,12 +79,15 @@ def tenant_of(raw: str) -> str:
 
 
 class GraderCore:
-    def __init__(self, registry: Registry, runtime: Runtime, max_batch_items: int, max_text_chars: int) -> None:
+    def __init__(self, registry: Registry, runtime: Runtime) -> None:
         self.registry = registry
         self.runtime = runtime
-        self.max_batch_items = max_batch_items
-        self.max_text_chars = max_text_chars
-        self._parsed: collections.OrderedDict[str, AnySpec] = collections.OrderedDict()
+        self.limits: Limits = runtime.limits
+        self._specs = SpecCache(
+            self.limits.spec_cache_bytes,
+            max_spec_bytes=self.limits.max_spec_bytes,
+            max_graders=self.limits.max_multi_graders,
+        )
 
     # --- types ------------------------------------------------------------------------
 
@@ -110,44 +115,35 @@ class GraderCore:
                 issues.append(Issue(field, f"{part.type} graders are disabled on this server: {reason}"))
         return issues
 
-    def _parse(self, raw: Any) -> AnySpec:
-        """parse_spec with a small cache: a registered or repeated spec (a python source
-        can be 256 kB) is validated once, not on every Grade call."""
-        key = json.dumps(raw, sort_keys=True, separators=(",", ":"))
-        spec = self._parsed.get(key)
-        if spec is None:
-            spec = parse_spec(raw)
-            self._parsed[key] = spec
-            if len(self._parsed) > _PARSED_CACHE_SIZE:
-                self._parsed.popitem(last=False)
-        else:
-            self._parsed.move_to_end(key)
-        return spec
+    async def _parse(self, raw: Any) -> AnySpec:
+        """The typed spec (cached; measured against max_spec_bytes), parsed on a thread."""
+        return await asyncio.to_thread(self._specs.parse, raw)
 
-    def _runnable(self, raw: Any) -> AnySpec:
-        spec = self._parse(raw)
+    async def _runnable(self, raw: Any) -> AnySpec:
+        spec = await self._parse(raw)
         if issues := self._disabled_issues(spec):
             raise Disabled("; ".join(f"{i.field}: {i.message}" for i in issues))
         return spec
 
     # --- validate and grade ----------------------------------------------------------
 
-    def validate(self, raw: Any) -> tuple[str, list[Issue]]:
+    async def validate(self, raw: Any) -> tuple[str, list[Issue]]:
         """(type, issues): every problem of the spec, including a type disabled here."""
         try:
-            spec = self._parse(raw)
+            spec = await self._parse(raw)
         except InvalidSpec as exc:
             return spec_type(raw), exc.issues
         return spec.type, self._disabled_issues(spec)
 
     async def grade(self, tenant: str, pairs: list[Pair], spec: Any = None, grader_id: str = "") -> GradeReport:
-        if len(pairs) > self.max_batch_items:
-            raise InvalidRequest(f"items: {len(pairs)} items in one call; at most {self.max_batch_items} are allowed")
+        limit = self.limits.max_batch_items
+        if len(pairs) > limit:
+            raise InvalidRequest(f"items: {len(pairs)} items in one call; at most {limit} (max_batch_items)")
         if grader_id:
             spec = (await self.registry.get(tenant, grader_id)).spec
         elif spec is None:
             raise InvalidRequest("grader: set spec or grader_id")
-        parsed = self._runnable(spec)
+        parsed = await self._runnable(spec)
         started = time.perf_counter()
         outcomes = await self._grade(parsed, tenant, pairs)
         seconds = time.perf_counter() - started
@@ -157,9 +153,10 @@ class GraderCore:
     async def _grade(self, spec: AnySpec, tenant: str, pairs: list[Pair]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(pairs)
         todo = []
+        limit = self.limits.max_text_chars
         for i, pair in enumerate(pairs):
-            if len(pair.sample.output_text) > self.max_text_chars:
-                message = f"output_text has {len(pair.sample.output_text)} characters; at most {self.max_text_chars}"
+            if len(pair.sample.output_text) > limit:
+                message = f"output_text has {len(pair.sample.output_text)} characters; at most {limit} (max_text_chars)"
                 outcomes[i] = Outcome.failed(ErrorKind.INVALID_INPUT, message)
             else:
                 todo.append(i)
@@ -187,7 +184,7 @@ class GraderCore:
     async def register(self, tenant: str, name: str, raw: Any) -> GraderRecord:
         if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
             raise InvalidRequest(f"name: must be 1-{MAX_NAME_CHARS} printable characters")
-        spec = self._runnable(raw)
+        spec = await self._runnable(raw)
         return await self.registry.create(tenant, name, spec.type, raw)
 
     async def get(self, tenant: str, grader_id: str) -> GraderRecord:

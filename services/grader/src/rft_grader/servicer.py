@@ -5,6 +5,7 @@ Domain errors become status codes in one place (`_STATUS`, applied by `_rpc`).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,7 +28,11 @@ from rft_grader.domain import (
     Pair,
     Sample,
 )
+from rft_grader.limits import clip_bytes
 from rft_grader.registry import GraderRecord
+
+MAX_STATUS_DETAILS_BYTES = 2000
+"""Status details travel in a header (gRPC clients refuse more than 16 KiB, percent-encoded)."""
 
 SERVICE_NAME = grader_pb2.DESCRIPTOR.services_by_name["GraderService"].full_name
 
@@ -52,7 +57,7 @@ def _rpc(
         try:
             return await method(self, request, context)
         except GraderError as exc:
-            await context.abort(_STATUS[type(exc)], str(exc))
+            await context.abort(_STATUS[type(exc)], clip_bytes(str(exc), MAX_STATUS_DETAILS_BYTES))
         except TenantDenied as exc:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
@@ -136,7 +141,7 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
         self, request: grader_pb2.ValidateGraderRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.ValidateGraderResponse:
         tenant_of(acting_tenant(request.tenant))
-        kind, issues = self.core.validate(struct_dict(request.spec))
+        kind, issues = await self.core.validate(await asyncio.to_thread(struct_dict, request.spec))
         return grader_pb2.ValidateGraderResponse(
             valid=not issues,
             issues=[grader_pb2.ValidationIssue(field=i.field, message=i.message) for i in issues],
@@ -147,9 +152,8 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
     async def RegisterGrader(
         self, request: grader_pb2.RegisterGraderRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.RegisterGraderResponse:
-        record = await self.core.register(
-            tenant_of(acting_tenant(request.tenant)), request.name, struct_dict(request.spec)
-        )
+        tenant = tenant_of(acting_tenant(request.tenant))
+        record = await self.core.register(tenant, request.name, await asyncio.to_thread(struct_dict, request.spec))
         return grader_pb2.RegisterGraderResponse(grader=_grader(record))
 
     @_rpc

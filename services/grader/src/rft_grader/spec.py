@@ -17,10 +17,14 @@ from pydantic import Field
 
 from rft_grader.domain import InvalidSpec, Issue
 from rft_grader.expression import Expression, ExpressionSyntaxError
-from rft_grader.limits import excerpt
+from rft_grader.limits import Limits, excerpt
 from rft_grader.templates import template_problems
 
 MAX_PYTHON_SOURCE_BYTES = 256 * 1024
+MAX_SUB_GRADER_NAME_CHARS = 64
+"""Longest name of a multi's sub-grader (it is a key of every result's sub_scores and metrics)."""
+MAX_LISTED_ISSUES = 100
+"""Issues listed for one spec; the rest are counted in a last issue."""
 ROUGE_METRICS = ("rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l")
 RANKED_METRICS = ("top@1", "top@5", "top@max", "reciprocal_rank")
 
@@ -395,12 +399,33 @@ class _MultiFields(MultiSpec):
     graders: dict[str, Any] = Field(min_length=1)
 
 
-def parse_spec(raw: Any) -> AnySpec:
-    """The typed spec for a grader JSON object, or InvalidSpec listing every problem."""
+def _invalid(issues: list[Issue]) -> InvalidSpec:
+    """InvalidSpec listing the first MAX_LISTED_ISSUES issues and counting the rest."""
+    if len(issues) > MAX_LISTED_ISSUES:
+        more = len(issues) - MAX_LISTED_ISSUES
+        issues = [*issues[:MAX_LISTED_ISSUES], Issue("", f"… and {more} more issues")]
+    return InvalidSpec(issues)
+
+
+def _sub_grader_issues(graders: dict[str, Any], max_graders: int) -> list[Issue]:
+    issues = []
+    if len(graders) > max_graders:
+        issues.append(Issue("graders", f"{len(graders)} sub-graders; at most {max_graders} (max_multi_graders)"))
+    for name in graders:
+        if len(name) > MAX_SUB_GRADER_NAME_CHARS:
+            message = f"sub-grader name {excerpt(name)} is longer than {MAX_SUB_GRADER_NAME_CHARS} characters"
+            issues.append(Issue("graders", message))
+    return issues
+
+
+def parse_spec(raw: Any, max_graders: int = Limits.max_multi_graders) -> AnySpec:
+    """The typed spec for a grader JSON object, or InvalidSpec listing every problem.
+
+    `max_graders`: the most sub-graders a multi may have (more is an issue on `graders`)."""
     if not isinstance(raw, dict) or raw.get("type") != "multi":
         spec, issues = _parse_leaf(raw, "")
         if issues:
-            raise InvalidSpec(issues)
+            raise _invalid(issues)
         return spec
     issues = []
     try:
@@ -408,18 +433,21 @@ def parse_spec(raw: Any) -> AnySpec:
     except pydantic.ValidationError as exc:
         issues.extend(_issues_from(exc, ""))
     graders = raw.get("graders") if isinstance(raw.get("graders"), dict) else {}
-    for name, sub in graders.items():
-        issues.extend(_parse_leaf(sub, f"graders.{name}")[1])
+    if names_issues := _sub_grader_issues(graders, max_graders):
+        issues.extend(names_issues)  # the sub-graders themselves are not parsed: the spec is refused anyway
+    else:
+        for name, sub in graders.items():
+            issues.extend(_parse_leaf(sub, f"graders.{name}")[1])
     if isinstance(raw.get("calculate_output"), str):
         try:
             Expression(raw["calculate_output"], set(graders))
         except ExpressionSyntaxError as exc:
             issues.append(Issue("calculate_output", str(exc)))
     if issues:
-        raise InvalidSpec(issues)
+        raise _invalid(issues)
     spec = MultiSpec.model_validate(raw)
     if issues := spec.problems():
-        raise InvalidSpec(issues)
+        raise _invalid(issues)
     return spec
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from rft_grader.domain import ErrorKind, Outcome, Pair, check_score
 from rft_grader.lanes import CpuLanes, LaneResult
+from rft_grader.limits import Limits
 from rft_grader.model_client import ModelClient
 from rft_grader.sandbox import SandboxPool
 from rft_grader.spec import AnySpec
@@ -16,11 +17,12 @@ from rft_grader.templates import Template, TemplateError
 
 @dataclasses.dataclass
 class Runtime:
-    """Resources graders run on; all owned by the app's lifespan."""
+    """Resources graders run on, all owned by the app's lifespan, and the server's limits."""
 
     lanes: CpuLanes
     models: ModelClient
     sandbox: SandboxPool
+    limits: Limits = Limits()
 
 
 class Grader:
