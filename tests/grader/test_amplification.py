@@ -18,13 +18,14 @@ from typing import Any
 
 import grpc
 import pytest
-from graderlib import grade, register, scores, string_check, validate
-from rft_grader.domain import Sample
+from graderlib import FakeChatModel, Stub, grade, grade_request, register, require, scores, string_check, validate
+from rft_grader.domain import ErrorKind, Outcome, Sample
 from rft_grader.graders.model_graders import parse_score
-from rft_grader.limits import Limits, clip, excerpt
+from rft_grader.limits import Limits, RenderBudget, clip, excerpt, fit_messages
 from rft_grader.spec import parse_spec
 from rft_grader.spec_cache import SpecCache
-from rft_grader.templates import Template, TemplateError, template_problems
+from rft_grader.templates import RenderTooLarge, Template, TemplateError, template_problems
+from service_process import ServiceProcess
 
 DEFAULTS = Limits()
 
@@ -151,6 +152,33 @@ def test_template_scanner_is_linear_on_hostile_megabyte_templates() -> None:
     assert len(problems) == 11 and "99990 more" in problems[-1]
 
 
+class CountingItem(dict):
+    """An item that counts how often the renderer looks a field up."""
+
+    lookups = 0
+
+    def __contains__(self, key: object) -> bool:
+        CountingItem.lookups += 1
+        return super().__contains__(key)
+
+
+def test_rendering_stops_as_soon_as_it_passes_its_limit() -> None:
+    # The attack of the issue: 20k references to a 1 MB field would render 20 GB.
+    template = Template("{{item.big}}" * 20_000)
+    item = CountingItem(big="x" * 1_000_000)
+    with pytest.raises(RenderTooLarge):
+        template.render(Sample(""), item, limit=DEFAULTS.max_rendered_chars)
+    assert CountingItem.lookups <= DEFAULTS.max_rendered_chars // 1_000_000 + 1
+
+
+def test_render_budget_is_shared_by_the_whole_call() -> None:
+    budget = RenderBudget(per_sample=10, per_call=25)
+    grants = [budget.reserve() for _ in range(4)]
+    assert grants == [10, 10, 5, 0]
+    budget.release(grants[0], used=4)  # 6 unused characters come back
+    assert budget.reserve() == 6
+
+
 # --- unit: caches, clipping, the response budget -----------------------------------------
 
 
@@ -173,6 +201,16 @@ def test_clip_and_excerpt_say_how_much_was_left_out() -> None:
     assert shown.startswith("'\\x01") and shown.endswith("… (4800 more characters)") and len(shown) < 1_000
 
 
+def test_fit_messages_keeps_short_messages_and_shares_the_rest() -> None:
+    outcomes = [Outcome.failed(ErrorKind.EXCEPTION, "short")] + [
+        Outcome.failed(ErrorKind.EXCEPTION, "é" * 5_000) for _ in range(99)
+    ]
+    fit_messages(outcomes, max_message_bytes=100_000)
+    sizes = [len(o.error.message.encode()) for o in outcomes]
+    assert outcomes[0].error.message == "short" and sum(sizes) <= 100_000
+    assert all(o.error.message.endswith(" more characters)") for o in outcomes[1:])
+
+
 def test_multi_sub_grader_count_and_names_are_limited() -> None:
     graders = {f"g{i}": string_check() for i in range(DEFAULTS.max_multi_graders + 1)}
     with pytest.raises(Exception, match=rf"graders: {len(graders)} sub-graders; at most 16 \(max_multi_graders\)"):
@@ -187,7 +225,7 @@ def test_multi_sub_grader_count_and_names_are_limited() -> None:
 def _assert_short_errors(response, kind: str, count: int) -> None:
     assert scores(response) == [kind] * count
     for result in response.results:
-        assert len(result.error.message) <= 2_000
+        assert len(result.error.message) <= DEFAULTS.max_error_message_chars
 
 
 def test_an_error_echoing_a_huge_field_name_stays_small(stub) -> None:
@@ -217,6 +255,27 @@ def test_a_label_model_error_does_not_repeat_every_label(stub) -> None:
     # validation of passing_labels names the bad label briefly, not the whole list per label
     issues = validate(stub, {**spec, "passing_labels": ["\x02" * 1_000] * 100}).issues
     assert len(issues) == 100 and all(len(issue.message) < 1_000 for issue in issues)
+
+
+@pytest.mark.python_grader
+def test_python_grader_output_in_errors_is_cut(stub) -> None:
+    require(stub, "python")
+    source = "def grade(sample, item):\n    print('\\x00' * 65536)\n    raise ValueError('\\x01' * 10000)\n"
+    response = grade(stub, {"type": "python", "name": "p", "source": source}, [("x", {})] * 300)
+    _assert_short_errors(response, "EXCEPTION", 300)
+    assert "ValueError" in response.results[0].error.message
+    assert response.ByteSize() < 300 * 2_100
+
+
+@pytest.mark.parametrize("references", [5, 20_000])
+def test_rendering_past_max_rendered_chars_is_invalid_input_naming_the_field(stub, references: int) -> None:
+    spec = string_check(reference="x")
+    spec["input"] = "{{item.big}}" * references
+    response = grade(stub, spec, [("x", {"big": "y" * 1_000_000}), ("x", {"big": "x"})])
+    assert scores(response) == ["INVALID_INPUT", 0.0]
+    message = response.results[0].error.message
+    assert "input" in message and f"{DEFAULTS.max_rendered_chars}" in message and "max_rendered_chars" in message
+    assert scores(grade(stub, string_check(), [("4", {"answer": "4"})])) == [1.0]
 
 
 def test_oversized_spec_is_invalid_argument_naming_the_limit(stub) -> None:
@@ -265,3 +324,67 @@ def test_a_hostile_model_reply_is_read_in_linear_time(stub) -> None:
     fence = "```" + " " * 99_000 + "x"  # ~70 s of regex backtracking on the event loop before
     items = [(fence, {}), ("{" * 99_000, {}), ("0.5", {})]
     assert scores(grade(stub, spec, items)) == ["INVALID_SCORE", "INVALID_SCORE", 0.5]
+
+
+# --- live: a grader with small limits, so every limit is quick to reach ---------------------
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeChatModel):
+    args = [
+        "--data-dir", str(tmp_path_factory.mktemp("grader-small")),
+        "--model-base-url", fake_model.url,
+        "--max-batch-items", "300",
+        "--max-error-message-chars", "500",
+        "--max-response-bytes", "65536",
+        "--max-rendered-chars", "1000",
+        "--max-call-rendered-chars", "10000",
+        "--max-multi-graders", "4",
+    ]  # fmt: skip
+    with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
+        yield Stub(channel)
+
+
+def test_error_messages_are_cut_to_keep_the_response_under_max_response_bytes(small) -> None:
+    # Four sub-graders fail on every sample; multi joins their ~450-character messages.
+    missing = string_check(reference="{{item." + "k" * 2_000 + "}}")
+    spec = {"type": "multi", "name": "m", "graders": dict.fromkeys("abcd", missing), "calculate_output": "a"}
+    few = grade(small, spec, [("x", {})] * 10)
+    assert all(450 <= len(r.error.message) <= 500 for r in few.results)  # max_error_message_chars
+    response = grade(small, spec, [("x", {})] * 300)  # 300 x 500 characters would be 150 kB
+    assert scores(response) == ["TEMPLATE"] * 300
+    assert response.ByteSize() <= 65536
+    for result in response.results:
+        assert result.error.message.startswith("graders.a: {{item.kkk") and "more characters)" in result.error.message
+
+
+def test_results_too_large_to_send_are_invalid_argument(small) -> None:
+    ranked = {"type": "ranked_list", "name": "r", "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+    graders = {f"ranking_{i}_" + "n" * 50: ranked for i in range(4)}
+    spec = {"type": "multi", "name": "m", "graders": graders, "calculate_output": "1"}
+    with pytest.raises(grpc.RpcError) as error:  # 20 metrics with long names a result
+        grade(small, spec, [("a", {"answer": "a"})] * 300)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error.value.details()
+    assert "items" in details and "at most 65536 (max_response_bytes)" in details
+    fits = int(re.search(r"send at most (\d+) items", details).group(1))
+    assert 10 <= fits < 300
+    assert grade(small, spec, [("a", {"answer": "a"})] * fits).ByteSize() <= 65536
+
+
+def test_templates_render_within_the_sample_and_call_budgets(small) -> None:
+    spec = string_check(reference="x")
+    too_long = grade(small, spec, [("y" * 1_001, {}), ("x", {})])
+    assert scores(too_long) == ["INVALID_INPUT", 1.0]
+    message = too_long.results[0].error.message
+    assert message.startswith("input:") and "1000 characters (max_rendered_chars)" in message
+    # 600 characters each: 16 samples fit the call's 10000, the rest are refused, by name
+    response = grade(small, spec, [("y" * 600, {})] * 30)
+    assert scores(response) == [0.0] * 16 + ["INVALID_INPUT"] * 14
+    assert "max_call_rendered_chars" in response.results[-1].error.message
+    assert scores(grade(small, spec, [("x", {})] * 30)) == [1.0] * 30  # a new call, a new budget
+
+
+def test_the_small_request_limits_still_allow_ordinary_work(small) -> None:
+    request = grade_request(string_check(), [("4", {"answer": "4"})] * 300)
+    assert scores(small.Grade(request, timeout=60)) == [1.0] * 300

@@ -31,6 +31,14 @@ class GraderConfig(SandboxSettings, ServerConfig):
     """Largest grader spec, as compact JSON in bytes (Grade, ValidateGrader, RegisterGrader); larger is INVALID_ARGUMENT."""
     max_multi_graders: int = pydantic.Field(Limits.max_multi_graders, ge=1, le=1024)
     """Most sub-graders in one multi grader; more is INVALID_ARGUMENT (an issue on `graders`)."""
+    max_rendered_chars: int = pydantic.Field(Limits.max_rendered_chars, ge=1)
+    """Most characters one grader's templates render for one sample (all its fields together); more is a per-sample INVALID_INPUT error naming the field."""
+    max_call_rendered_chars: int = pydantic.Field(Limits.max_call_rendered_chars, ge=1)
+    """Most characters all templates render in one Grade call (every sample and sub-grader); samples past it get INVALID_INPUT."""
+    max_error_message_chars: int = pydantic.Field(Limits.max_error_message_chars, ge=100)
+    """Longest per-sample error message; longer ones keep their start and say how many characters were cut."""
+    max_response_bytes: int = pydantic.Field(Limits.max_response_bytes, ge=64 * 1024)
+    """Largest Grade response: error messages are cut to fit it; results whose scores and metrics alone pass it are INVALID_ARGUMENT."""
     spec_cache_bytes: int = pydantic.Field(Limits.spec_cache_bytes, ge=0)
     """Memory for parsed specs kept between calls, counted as their JSON size; the least recently used go first."""
     cpu_workers: int = pydantic.Field(2, ge=1, le=64)
@@ -51,6 +59,12 @@ class GraderConfig(SandboxSettings, ServerConfig):
     """Most chat-completion calls in flight at once."""
     allow_spec_base_url: bool = False
     """Let specs name their own model endpoint (`base_url`); off by default: it makes the server call any URL."""
+
+    @pydantic.model_validator(mode="after")
+    def _response_fits_a_message(self) -> GraderConfig:
+        if self.max_response_bytes > self.max_message_bytes:
+            raise ValueError("max_response_bytes must not exceed max_message_bytes (gRPC would refuse to send it)")
+        return self
 
     def limits(self) -> Limits:
         """The size limits the core and the graders enforce."""

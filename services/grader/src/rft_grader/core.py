@@ -2,7 +2,7 @@
 
 The servicer turns protobuf into these calls and domain errors into status codes;
 tests drive it through a real channel. Specs are measured, parsed and validated on a
-thread (see spec_cache.py).
+thread (see spec_cache.py), and every response is fitted to the limits (limits.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rft_common.paging import InvalidPageToken, next_page_token, page_window
 from rft_grader.domain import Disabled, ErrorKind, GraderError, InvalidRequest, InvalidSpec, Issue, Outcome, Pair
 from rft_grader.graders import Runtime, build_grader
 from rft_grader.graders.python import sandbox_unavailable_reason
-from rft_grader.limits import Limits
+from rft_grader.limits import Limits, fit_response
 from rft_grader.metrics import BATCH_SIZE, GRADE_SECONDS, GRADES
 from rft_grader.registry import GraderRecord, Registry
 from rft_grader.spec import AnySpec, MultiSpec, spec_type
@@ -147,6 +147,7 @@ class GraderCore:
         started = time.perf_counter()
         outcomes = await self._grade(parsed, tenant, pairs)
         seconds = time.perf_counter() - started
+        await asyncio.to_thread(fit_response, outcomes, self.limits)
         self._record(parsed.type, tenant, outcomes, seconds)
         return GradeReport(parsed.type, outcomes, seconds)
 
@@ -162,7 +163,8 @@ class GraderCore:
                 todo.append(i)
         if todo:
             try:
-                graded = await build_grader(spec, self.runtime).grade(tenant, [pairs[i] for i in todo])
+                grader = await asyncio.to_thread(build_grader, spec, self.runtime.for_call())  # compiles templates
+                graded = await grader.grade(tenant, [pairs[i] for i in todo])
             except GraderError:
                 raise
             except Exception as exc:  # a bug in a grader must cost this batch, not the service

@@ -1,6 +1,8 @@
 """gRPC face of the grader: translates protobuf to the core and back.
 
-Domain errors become status codes in one place (`_STATUS`, applied by `_rpc`).
+Domain errors become status codes in one place (`_STATUS`, applied by `_rpc`). Turning
+a request of up to max_message_bytes into Python, and thousands of results back into
+protobuf, runs on a thread, not on the event loop.
 """
 
 from __future__ import annotations
@@ -99,6 +101,14 @@ def _pairs(items: Any) -> list[Pair]:
     ]
 
 
+def _grade_inputs(request: grader_pb2.GradeRequest) -> tuple[dict[str, Any] | None, str, list[Pair]]:
+    """(spec, grader_id, pairs) of a GradeRequest."""
+    which = request.WhichOneof("grader")
+    spec = struct_dict(request.spec) if which == "spec" else None
+    grader_id = request.grader_id if which == "grader_id" else ""
+    return spec, grader_id, _pairs(request.items)
+
+
 def _result(outcome: Outcome) -> grader_pb2.GradeResult:
     if outcome.error is not None:
         return grader_pb2.GradeResult(
@@ -126,15 +136,17 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
         self, request: grader_pb2.GradeRequest, context: grpc.aio.ServicerContext
     ) -> grader_pb2.GradeResponse:
         tenant = tenant_of(acting_tenant(request.tenant))
-        which = request.WhichOneof("grader")
-        spec = struct_dict(request.spec) if which == "spec" else None
-        grader_id = request.grader_id if which == "grader_id" else ""
-        report = await self.core.grade(tenant, _pairs(request.items), spec=spec, grader_id=grader_id)
-        return grader_pb2.GradeResponse(
-            results=[_result(outcome) for outcome in report.outcomes],
-            grader_type=report.grader_type,
-            grade_seconds=report.seconds,
-        )
+        spec, grader_id, pairs = await asyncio.to_thread(_grade_inputs, request)
+        report = await self.core.grade(tenant, pairs, spec=spec, grader_id=grader_id)
+
+        def response() -> grader_pb2.GradeResponse:
+            return grader_pb2.GradeResponse(
+                results=[_result(outcome) for outcome in report.outcomes],
+                grader_type=report.grader_type,
+                grade_seconds=report.seconds,
+            )
+
+        return await asyncio.to_thread(response)
 
     @_rpc
     async def ValidateGrader(

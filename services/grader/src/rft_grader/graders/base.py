@@ -1,37 +1,49 @@
-"""What every grader shares: the runtime it may use, rendering helpers and the final
-score check."""
+"""What every grader shares: the runtime it may use, rendering within the call's budget,
+and the final check every result passes (score finite and in range, message short)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from rft_grader.domain import ErrorKind, Outcome, Pair, check_score
 from rft_grader.lanes import CpuLanes, LaneResult
-from rft_grader.limits import Limits
+from rft_grader.limits import Limits, RenderBudget, clip_messages
 from rft_grader.model_client import ModelClient
 from rft_grader.sandbox import SandboxPool
 from rft_grader.spec import AnySpec
-from rft_grader.templates import Template, TemplateError
+from rft_grader.templates import RenderTooLarge, Template, TemplateError
+
+Field = tuple[str, Template]
+"""A template and the spec field it came from ("input", "input.0.content", ...)."""
 
 
 @dataclasses.dataclass
 class Runtime:
-    """Resources graders run on, all owned by the app's lifespan, and the server's limits."""
+    """What graders run on: resources owned by the app's lifespan, the server's limits
+    and, in the copy `for_call` makes for one Grade call, that call's render budget."""
 
     lanes: CpuLanes
     models: ModelClient
     sandbox: SandboxPool
     limits: Limits = Limits()
+    budget: RenderBudget | None = None
+
+    def for_call(self) -> Runtime:
+        """This runtime with a fresh render budget, shared by every grader of one call."""
+        return dataclasses.replace(self, budget=RenderBudget.of(self.limits))
 
 
 class Grader:
-    """One grader built from a spec. Subclasses implement `_grade`; `grade` adds the
-    score check every result passes through (finite, inside the declared range)."""
+    """One grader built from a spec for one Grade call. Subclasses implement `_grade`;
+    `grade` adds the checks every result passes through. Heavy per-batch work (rendering,
+    parsing) runs on a thread, never on the event loop."""
 
     def __init__(self, spec: AnySpec, runtime: Runtime) -> None:
         self.spec = spec
         self.runtime = runtime
+        self.budget = runtime.budget or RenderBudget.of(runtime.limits)
 
     async def grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
         outcomes = await self._grade(tenant, pairs)
@@ -39,6 +51,7 @@ class Grader:
         for outcome in outcomes:
             if outcome.error is None and (problem := check_score(outcome.score, low, high)):
                 outcome.error = Outcome.failed(ErrorKind.INVALID_SCORE, problem).error
+        clip_messages(outcomes, self.runtime.limits.max_error_message_chars)
         return outcomes
 
     async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
@@ -51,27 +64,33 @@ class Grader:
             threshold = self.spec.score_range[1]
         return threshold is not None and score >= threshold
 
-
-def render_each(template: Template, pairs: list[Pair]) -> list[str | Outcome]:
-    """The rendered template per pair, or a TEMPLATE error outcome."""
-    rendered: list[str | Outcome] = []
-    for pair in pairs:
+    def render(self, pair: Pair, fields: Sequence[Field], raw: Collection[str] = ()) -> list[Any] | Outcome:
+        """The fields' values for one sample, or its error: TEMPLATE for a missing field,
+        INVALID_INPUT naming the field and the limit past the render budget. A field named
+        in `raw` whose template is one `{{...}}` gives the JSON value itself (no copy)."""
+        grant = self.budget.reserve()
+        used = 0
+        values: list[Any] = []
         try:
-            rendered.append(template.render(pair.sample, pair.item))
+            for name, template in fields:
+                if name in raw and template.single:
+                    values.append(template.value(pair.sample, pair.item))
+                    continue
+                text = template.render(pair.sample, pair.item, grant - used)
+                used += len(text)
+                values.append(text)
         except TemplateError as exc:
-            rendered.append(Outcome.failed(ErrorKind.TEMPLATE, str(exc)))
-    return rendered
+            return Outcome.failed(ErrorKind.TEMPLATE, str(exc))
+        except RenderTooLarge:
+            used = grant
+            return Outcome.failed(ErrorKind.INVALID_INPUT, self.budget.too_large(name, grant))
+        finally:
+            self.budget.release(grant, used)
+        return values
 
-
-def render_input_and_reference(
-    input_template: Template, reference_template: Template, pairs: list[Pair]
-) -> list[tuple[str, str] | Outcome]:
-    """(input, reference) per pair, or the TEMPLATE error of whichever failed first."""
-    out: list[tuple[str, str] | Outcome] = []
-    for text, reference in zip(render_each(input_template, pairs), render_each(reference_template, pairs), strict=True):
-        failed = text if isinstance(text, Outcome) else reference if isinstance(reference, Outcome) else None
-        out.append(failed or (text, reference))
-    return out
+    def render_all(self, pairs: list[Pair], fields: Sequence[Field], raw: Collection[str] = ()) -> list[Any]:
+        """`render` for every pair (call it on a thread: see asyncio.to_thread)."""
+        return [self.render(pair, fields, raw) for pair in pairs]
 
 
 async def run_on_lanes(runtime: Runtime, task: str, jobs: list[tuple | Outcome], to_outcome: Any) -> list[Outcome]:

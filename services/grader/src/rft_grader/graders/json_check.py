@@ -10,13 +10,14 @@ Metrics: valid_json, schema_valid, fields_matched (share of fields that matched)
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from rft_grader.domain import ErrorKind, Outcome, Pair
-from rft_grader.graders.base import Grader, Runtime, render_each, run_on_lanes
+from rft_grader.domain import Outcome, Pair
+from rft_grader.graders.base import Grader, Runtime, run_on_lanes
 from rft_grader.lanes import LaneResult
 from rft_grader.spec import JsonCheckSpec
-from rft_grader.templates import Template, TemplateError
+from rft_grader.templates import Template
 
 
 class JsonCheckGrader(Grader):
@@ -24,30 +25,24 @@ class JsonCheckGrader(Grader):
 
     def __init__(self, spec: JsonCheckSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
-        self.input = Template(spec.input)
-        self.fields: list[tuple[str, Template | Any]] = [
-            (path, Template(expected) if isinstance(expected, str) else expected)
-            for path, expected in (spec.fields or {}).items()
+        expected = (spec.fields or {}).items()
+        # Rendered per sample: `input`, then every templated expected value (raw when it is one {{...}}).
+        self.templates = [("input", Template(spec.input))] + [
+            (f"fields.{path}", Template(value)) for path, value in expected if isinstance(value, str)
         ]
+        self.raw = {name for name, _ in self.templates[1:]}
+        self.fields: list[tuple[str, Any]] = list(expected)
 
-    def _expected(self, pair: Pair) -> list[tuple[str, Any]]:
-        return [
-            (path, expected.value(pair.sample, pair.item) if isinstance(expected, Template) else expected)
-            for path, expected in self.fields
-        ]
+    def _job(self, pair: Pair) -> tuple | Outcome:
+        rendered = self.render(pair, self.templates, self.raw)
+        if isinstance(rendered, Outcome):
+            return rendered
+        text, values = rendered[0], iter(rendered[1:])
+        expected = [(path, next(values) if isinstance(value, str) else value) for path, value in self.fields]
+        return (text, self.spec.json_schema, expected, self.spec.scoring)
 
     async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
-        jobs: list[tuple | Outcome] = []
-        for pair, text in zip(pairs, render_each(self.input, pairs), strict=True):
-            if isinstance(text, Outcome):
-                jobs.append(text)
-                continue
-            try:
-                expected = self._expected(pair)
-            except TemplateError as exc:
-                jobs.append(Outcome.failed(ErrorKind.TEMPLATE, str(exc)))
-                continue
-            jobs.append((text, self.spec.json_schema, expected, self.spec.scoring))
+        jobs: list[tuple | Outcome] = await asyncio.to_thread(lambda: [self._job(pair) for pair in pairs])
 
         def outcome(answer: LaneResult) -> Outcome:
             return Outcome(score=answer.score, passed=answer.score == 1.0, metrics=answer.metrics)

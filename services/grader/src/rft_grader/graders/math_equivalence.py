@@ -5,8 +5,10 @@ is found), else 0.0. A reference math-verify cannot read is INVALID_INPUT.
 
 from __future__ import annotations
 
+import asyncio
+
 from rft_grader.domain import Outcome, Pair
-from rft_grader.graders.base import Grader, Runtime, render_input_and_reference, run_on_lanes
+from rft_grader.graders.base import Grader, Runtime, run_on_lanes
 from rft_grader.lanes import LaneResult
 from rft_grader.spec import MathEquivalenceSpec
 from rft_grader.templates import Template
@@ -17,13 +19,12 @@ class MathEquivalenceGrader(Grader):
 
     def __init__(self, spec: MathEquivalenceSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
-        self.input = Template(spec.input)
-        self.reference = Template(spec.reference)
+        self.fields = [("input", Template(spec.input)), ("reference", Template(spec.reference))]
 
     async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
+        rendered = await asyncio.to_thread(self.render_all, pairs, self.fields)
         jobs: list[tuple | Outcome] = [
-            rendered if isinstance(rendered, Outcome) else (*rendered, self.spec.float_rounding)
-            for rendered in render_input_and_reference(self.input, self.reference, pairs)
+            texts if isinstance(texts, Outcome) else (*texts, self.spec.float_rounding) for texts in rendered
         ]
 
         def outcome(answer: LaneResult) -> Outcome:

@@ -17,7 +17,7 @@ position in `labels`. A reply that names no label is INVALID_SCORE.
 A failed call (connection, HTTP status, timeout) is a MODEL_CALL error.
 
 Replies are read in linear time (str.find, no backtracking regex: "```" followed by a
-megabyte of spaces used to take hours).
+megabyte of spaces used to take hours), large ones on a thread.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import Any
 
 from rft_grader.domain import ErrorKind, Outcome, Pair
 from rft_grader.graders.base import Grader, Runtime
-from rft_grader.limits import excerpt
+from rft_grader.limits import excerpt, offload
 from rft_grader.model_client import ModelCallError
 from rft_grader.spec import LabelModelSpec, SamplingParams, ScoreModelSpec
-from rft_grader.templates import Template, TemplateError
+from rft_grader.templates import Template
 
 _SPACES = re.compile(r"\s*")  # one greedy class, nothing after it: never backtracks
 _QUOTES = "\"'`"
@@ -125,7 +125,8 @@ class _ModelGrader(Grader):
 
     def __init__(self, spec: ScoreModelSpec | LabelModelSpec, runtime: Runtime) -> None:
         super().__init__(spec, runtime)
-        self.messages = [(message.role, Template(message.text)) for message in spec.input]
+        self.roles = [message.role for message in spec.input]
+        self.fields = [(f"input.{i}.content", Template(message.text)) for i, message in enumerate(spec.input)]
         self.params = request_params(spec.sampling_params)
 
     async def _grade(self, tenant: str, pairs: list[Pair]) -> list[Outcome]:
@@ -133,18 +134,18 @@ class _ModelGrader(Grader):
             base_url = self.runtime.models.endpoint(self.spec.base_url)
         except ModelCallError as exc:
             return [Outcome.failed(ErrorKind.MODEL_CALL, str(exc)) for _ in pairs]
-        return list(await asyncio.gather(*(self._one(base_url, pair) for pair in pairs)))
+        prompts = await asyncio.to_thread(self.render_all, pairs, self.fields)
+        return list(await asyncio.gather(*(self._one(base_url, prompt) for prompt in prompts)))
 
-    async def _one(self, base_url: str, pair: Pair) -> Outcome:
-        try:
-            messages = [{"role": role, "content": t.render(pair.sample, pair.item)} for role, t in self.messages]
-        except TemplateError as exc:
-            return Outcome.failed(ErrorKind.TEMPLATE, str(exc))
+    async def _one(self, base_url: str, prompt: list[str] | Outcome) -> Outcome:
+        if isinstance(prompt, Outcome):
+            return prompt
+        messages = [{"role": role, "content": text} for role, text in zip(self.roles, prompt, strict=True)]
         try:
             reply = await self.runtime.models.chat(base_url, self.spec.model, messages, self.params)
         except ModelCallError as exc:
             return Outcome.failed(ErrorKind.MODEL_CALL, str(exc))
-        return self.read(reply)
+        return await offload(len(reply), self.read, reply)
 
     def read(self, reply: str) -> Outcome:
         raise NotImplementedError

@@ -9,6 +9,7 @@ scipy, sympy, rapidfuzz).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -39,8 +40,10 @@ class PythonGrader(Grader):
         pool = self.runtime.sandbox
         if reason := sandbox_unavailable_reason(pool):
             raise Disabled(f"python graders are disabled on this server: {reason}")
+        # as_dict parses each answer that is a JSON object: up to a whole request of JSON, on a thread.
+        samples = await asyncio.to_thread(lambda: [(p.sample.as_dict(), p.item) for p in pairs])
         try:
-            outcomes = await pool.grade(tenant, self.spec.source, [(p.sample.as_dict(), p.item) for p in pairs])
+            outcomes = await pool.grade(tenant, self.spec.source, samples)
         except SandboxUnavailable as exc:  # the pool failed after start-up
             raise Disabled(f"python graders are disabled on this server: {exc}") from None
         if len(outcomes) != len(pairs):
