@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 from graderlib import FakeChatModel, Stub, grade, grade_request, register, require, scores, string_check, validate
+from rft_grader import cpu_tasks
 from rft_grader.domain import ErrorKind, Outcome, Sample
 from rft_grader.graders.model_graders import parse_score
 from rft_grader.limits import Limits, RenderBudget, clip, excerpt, fit_messages
@@ -193,6 +194,15 @@ def test_parsed_spec_cache_is_bounded_by_bytes() -> None:
     assert cache.bytes <= 100_000
 
 
+def test_worker_schema_cache_is_bounded_by_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_tasks, "_validators", type(cpu_tasks._validators)())
+    monkeypatch.setattr(cpu_tasks, "_VALIDATOR_CACHE_BYTES", 50_000)
+    for i in range(100):
+        schema = {"type": "object", "description": "d" * 5_000, "required": [f"field_{i}"]}
+        assert cpu_tasks.json_check(json.dumps({f"field_{i}": 1}), schema, [], "all")[0] == 1.0
+    assert sum(map(len, cpu_tasks._validators)) <= 50_000 and len(cpu_tasks._validators) <= 10
+
+
 def test_clip_and_excerpt_say_how_much_was_left_out() -> None:
     assert clip("short", 100) == "short"
     clipped = clip("a" * 10_000, 100)
@@ -340,6 +350,7 @@ def small(tmp_path_factory: pytest.TempPathFactory, fake_model: FakeChatModel):
         "--max-rendered-chars", "1000",
         "--max-call-rendered-chars", "10000",
         "--max-multi-graders", "4",
+        "--model-max-reply-bytes", "2048",
     ]  # fmt: skip
     with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
         yield Stub(channel)
@@ -383,6 +394,19 @@ def test_templates_render_within_the_sample_and_call_budgets(small) -> None:
     assert scores(response) == [0.0] * 16 + ["INVALID_INPUT"] * 14
     assert "max_call_rendered_chars" in response.results[-1].error.message
     assert scores(grade(small, spec, [("x", {})] * 30)) == [1.0] * 30  # a new call, a new budget
+
+
+def test_a_model_reply_past_model_max_reply_bytes_is_a_model_call_error(small) -> None:
+    spec = {
+        "type": "score_model",
+        "name": "j",
+        "model": "m",
+        "input": [{"role": "user", "content": "REPLY:{{sample.output_text}}"}],
+    }
+    # 400 control characters: a 406-character prompt, but 2400 bytes of JSON in the reply
+    response = grade(small, spec, [("\x01" * 400, {}), ("0.25", {})])
+    assert scores(response) == ["MODEL_CALL", 0.25]
+    assert "2048 bytes (model_max_reply_bytes)" in response.results[0].error.message
 
 
 def test_the_small_request_limits_still_allow_ordinary_work(small) -> None:

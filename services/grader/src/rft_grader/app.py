@@ -48,6 +48,7 @@ async def open_core(config: GraderConfig):
                 config.model_timeout_seconds,
                 config.model_max_concurrency,
                 config.allow_spec_base_url,
+                config.model_max_reply_bytes,
             )
         )
         sandbox = await stack.enter_async_context(open_sandbox(config))

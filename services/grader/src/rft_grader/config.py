@@ -57,6 +57,8 @@ class GraderConfig(SandboxSettings, ServerConfig):
     """Timeout of one chat-completion call (a MODEL_CALL error past it)."""
     model_max_concurrency: int = pydantic.Field(16, ge=1)
     """Most chat-completion calls in flight at once."""
+    model_max_reply_bytes: int = pydantic.Field(4 * 1024**2, ge=1024)
+    """Largest chat-completion answer read; past it the call stops with a MODEL_CALL error."""
     allow_spec_base_url: bool = False
     """Let specs name their own model endpoint (`base_url`); off by default: it makes the server call any URL."""
 

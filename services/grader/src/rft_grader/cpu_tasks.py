@@ -15,6 +15,7 @@ Metric definitions (docs/graders.md repeats them):
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import json
 import math
@@ -36,7 +37,9 @@ class InputProblem(Exception):
 _rouge_scorers: dict[str, Any] = {}
 _wordnet_loaded = False
 _conn: Connection | None = None  # the worker's pipe to the server, for "loading" notices
-_validators: dict[str, Any] = {}
+# Compiled JSON Schemas by their JSON, least recently used first, at most this many bytes of JSON.
+_validators: collections.OrderedDict[str, Any] = collections.OrderedDict()
+_VALIDATOR_CACHE_BYTES = 32 * 1024**2
 
 
 def text_similarity(metric: str, text: str, reference: str) -> float:
@@ -116,6 +119,19 @@ def _matches(found: Any, expected: Any) -> bool:
     return found == expected
 
 
+def _validator(schema: dict[str, Any]) -> Any:
+    import jsonschema
+
+    key = json.dumps(schema, sort_keys=True)
+    if key in _validators:
+        _validators.move_to_end(key)
+        return _validators[key]
+    validator = _validators[key] = jsonschema.validators.validator_for(schema)(schema)
+    while sum(map(len, _validators)) > _VALIDATOR_CACHE_BYTES and len(_validators) > 1:
+        _validators.popitem(last=False)
+    return validator
+
+
 def json_check(
     text: str, schema: dict[str, Any] | None, fields: list[tuple[str, Any]], scoring: str
 ) -> tuple[float, dict[str, float]]:
@@ -129,12 +145,7 @@ def json_check(
     checks: list[bool] = []
     metrics = {"valid_json": 1.0}
     if schema is not None:
-        import jsonschema
-
-        key = json.dumps(schema, sort_keys=True)
-        if key not in _validators:
-            _validators[key] = jsonschema.validators.validator_for(schema)(schema)
-        valid = _validators[key].is_valid(value)
+        valid = _validator(schema).is_valid(value)
         metrics["schema_valid"] = 1.0 if valid else 0.0
         checks.append(valid)
     if fields:

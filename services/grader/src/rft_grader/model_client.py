@@ -2,16 +2,20 @@
 
 Any OpenAI-compatible endpoint works (OpenAI, vLLM's `vllm serve`, our rollout model
 behind such a server): POST {base_url}/chat/completions. Failures (connection, HTTP
-status, timeout, a reply without text) raise ModelCallError, which becomes a
-per-sample MODEL_CALL error.
+status, timeout, a reply without text, a reply larger than `max_reply_bytes`) raise
+ModelCallError, which becomes a per-sample MODEL_CALL error. The reply is read as it
+arrives and dropped as soon as it passes the limit; a large one is decoded on a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
+
+from rft_grader.limits import offload
 
 
 class ModelCallError(Exception):
@@ -25,8 +29,17 @@ _ATTEMPTS = 2
 class ModelClient:
     """Owned by the app's lifespan: `async with ModelClient(...) as client`."""
 
-    def __init__(self, base_url: str, api_key: str, timeout: float, max_concurrency: int, allow_spec_base_url: bool):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        timeout: float,
+        max_concurrency: int,
+        allow_spec_base_url: bool,
+        max_reply_bytes: int = 4 * 1024**2,
+    ):
         self.base_url = base_url.rstrip("/")
+        self.max_reply_bytes = max_reply_bytes
         self.allow_spec_base_url = allow_spec_base_url
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
@@ -68,25 +81,38 @@ class ModelClient:
         async with self._limit:
             for attempt in range(_ATTEMPTS):
                 try:
-                    response = await self._http.post(url, json=payload)
+                    async with self._http.stream("POST", url, json=payload) as response:
+                        body = await self._read(response, url)
                 except httpx.HTTPError as exc:
                     last_error = f"{type(exc).__name__} calling {url}: {exc}"
                 else:
                     if response.status_code == 200:
-                        return _reply_text(response)
-                    last_error = f"{url} answered HTTP {response.status_code}: {response.text[:300]}"
+                        return await offload(len(body), _reply_text, body)
+                    shown = body[:300].decode("utf-8", "replace")
+                    last_error = f"{url} answered HTTP {response.status_code}: {shown}"
                     if response.status_code not in _RETRY_STATUS:
                         break
                 if attempt + 1 < _ATTEMPTS:
                     await asyncio.sleep(0.2 * (attempt + 1))
         raise ModelCallError(last_error)
 
+    async def _read(self, response: httpx.Response, url: str) -> bytes:
+        """The body, or ModelCallError (not retried) once it passes max_reply_bytes."""
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self.max_reply_bytes:
+                raise ModelCallError(f"{url} sent more than {self.max_reply_bytes} bytes (model_max_reply_bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
-def _reply_text(response: httpx.Response) -> str:
+
+def _reply_text(body: bytes) -> str:
     try:
-        content = response.json()["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise ModelCallError(f"not a chat-completion answer: {response.text[:300]}") from None
+        content = json.loads(body)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+        shown = body[:300].decode("utf-8", "replace")
+        raise ModelCallError(f"not a chat-completion answer: {shown}") from None
     if not isinstance(content, str):
         raise ModelCallError("the chat-completion answer has no text content")
     return content

@@ -14,7 +14,8 @@ label_model reads the reply as one of `labels`: {"label": "..."} or the bare lab
 when the label is in `passing_labels`, else 0.0; metric label_index is the label's
 position in `labels`. A reply that names no label is INVALID_SCORE.
 
-A failed call (connection, HTTP status, timeout) is a MODEL_CALL error.
+A failed call (connection, HTTP status, timeout, a reply past model_max_reply_bytes) is a
+MODEL_CALL error.
 
 Replies are read in linear time (str.find, no backtracking regex: "```" followed by a
 megabyte of spaces used to take hours), large ones on a thread.
