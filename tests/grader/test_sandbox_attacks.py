@@ -202,6 +202,7 @@ def test_kills_and_workers_are_in_metrics(service: ServiceProcess, stub: Stub, b
     assert kills and float(kills.group(1)) >= 1
     # Tenants appear as pseudonyms: /metrics is read without credentials.
     assert re.search(rf'rft_grader_sandbox_workers\{{tenant="{tenant_label(TENANT)}"\}} 2\.0', text)
+    assert f'tenant="{TENANT}"' not in text
 
 
 def test_batch_pins_the_culprit_and_keeps_other_scores(stub: Stub, baseline: set[int]) -> None:
@@ -365,3 +366,25 @@ def test_max_tenants_bounds_the_jails(tmp_path: pathlib.Path) -> None:
         assert results == [[k / 100] * 2 for k in range(1, 7)]
         assert peak[0] <= 2, f"{peak[0]} jails with --sandbox-max-tenants 2"
         assert scores(grade(stub, python_spec(HONEST), [("x" * 7, {})], tenant="after")) == [0.07]
+
+
+def test_a_tenant_past_the_wait_gets_resource_exhausted(tmp_path: pathlib.Path) -> None:
+    """Past --sandbox-tenant-wait-seconds the whole call is refused as RESOURCE_EXHAUSTED (the
+    learner retries that), not graded as per-sample errors that would count against a job."""
+    args = ["--data-dir", str(tmp_path), *LIMIT_FLAGS, "--sandbox-max-tenants", "1"]
+    args += ["--sandbox-workers-per-tenant", "1", "--sandbox-tenant-wait-seconds", "0.5"]
+    args += ["--sandbox-timeout-seconds", "20"]  # the holder's grade outlasts the latecomer's wait
+    slow = "import time\ndef grade(sample, item):\n    time.sleep(4)\n    return 0.5\n"
+    with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
+        stub = Stub(channel)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(grade, stub, python_spec(slow), [("x", {})], tenant="holder")
+            deadline = time.monotonic() + 30
+            while not jails_of(proc.proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with pytest.raises(grpc.RpcError) as refused:
+                grade(stub, python_spec(HONEST), [("x", {})], tenant="latecomer")
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--sandbox-max-tenants" in refused.value.details()
+            assert scores(busy.result()) == [0.5]
+        assert scores(grade(stub, python_spec(HONEST), [("x" * 7, {})], tenant="latecomer")) == [0.07]

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from rft_common.paging import InvalidPageToken, next_page_token, page_window
+from rft_common.tenancy import tenant_label
 
 from rft_grader.domain import Disabled, ErrorKind, GraderError, InvalidRequest, InvalidSpec, Issue, Outcome, Pair
 from rft_grader.graders import Runtime, build_grader
@@ -177,7 +178,7 @@ class GraderCore:
     @staticmethod
     def _record(kind: str, tenant: str, outcomes: list[Outcome], seconds: float) -> None:
         for label, count in collections.Counter(o.outcome_label for o in outcomes).items():
-            GRADES.labels(kind, tenant, label).inc(count)
+            GRADES.labels(kind, tenant_label(tenant), label).inc(count)
         GRADE_SECONDS.labels(kind).observe(seconds)
         BATCH_SIZE.observe(len(outcomes))
 

@@ -145,3 +145,7 @@ class AlreadyExists(GraderError):
 
 class Disabled(GraderError):
     """The spec needs a grader type that is disabled on this server."""
+
+
+class Busy(GraderError):
+    """A capacity bound was reached and stayed reached for the whole wait; retrying later works."""

@@ -20,6 +20,7 @@ from rft_common.tenancy import TenantDenied, acting_tenant
 from rft_grader.core import GraderCore, tenant_of
 from rft_grader.domain import (
     AlreadyExists,
+    Busy,
     Disabled,
     ErrorKind,
     GraderError,
@@ -44,6 +45,7 @@ _STATUS: dict[type[GraderError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Disabled: grpc.StatusCode.FAILED_PRECONDITION,
+    Busy: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 _ERROR_KIND = {kind: grader_pb2.GradeErrorKind.Value(f"GRADE_ERROR_KIND_{kind.name}") for kind in ErrorKind}
 

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from rft_grader.domain import Disabled, ErrorKind, Outcome, Pair, check_score
+from rft_grader.domain import Busy, Disabled, ErrorKind, Outcome, Pair, check_score
 from rft_grader.graders.base import Grader
-from rft_grader.sandbox import SandboxPool, SandboxSettings, SandboxUnavailable
+from rft_grader.sandbox import SandboxBusy, SandboxPool, SandboxSettings, SandboxUnavailable
 from rft_grader.spec import PythonSpec
 
 _KINDS = {kind.value: kind for kind in ErrorKind}
@@ -46,6 +46,8 @@ class PythonGrader(Grader):
             outcomes = await pool.grade(tenant, self.spec.source, samples)
         except SandboxUnavailable as exc:  # the pool failed after start-up
             raise Disabled(f"python graders are disabled on this server: {exc}") from None
+        except SandboxBusy as exc:  # the whole call is refused, so the caller retries it (the learner does)
+            raise Busy(str(exc)) from None
         if len(outcomes) != len(pairs):
             message = f"the sandbox returned {len(outcomes)} results for {len(pairs)} samples"
             return [Outcome.failed(ErrorKind.CRASHED, message) for _ in pairs]

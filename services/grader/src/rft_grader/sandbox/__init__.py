@@ -8,8 +8,8 @@
 See docs/sandbox.md for the threat model and the layers.
 """
 
-from rft_grader.sandbox.outcome import ERROR_KINDS, PythonOutcome, SandboxUnavailable
+from rft_grader.sandbox.outcome import ERROR_KINDS, PythonOutcome, SandboxBusy, SandboxUnavailable
 from rft_grader.sandbox.pool import SandboxPool
 from rft_grader.sandbox.settings import SandboxSettings
 
-__all__ = ["ERROR_KINDS", "PythonOutcome", "SandboxPool", "SandboxSettings", "SandboxUnavailable"]
+__all__ = ["ERROR_KINDS", "PythonOutcome", "SandboxBusy", "SandboxPool", "SandboxSettings", "SandboxUnavailable"]

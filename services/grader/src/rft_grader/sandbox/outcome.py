@@ -35,3 +35,7 @@ class PythonOutcome:
 
 class SandboxUnavailable(RuntimeError):
     """Python graders cannot run here (no bubblewrap and the weaker mode not chosen, or start-up failed)."""
+
+
+class SandboxBusy(RuntimeError):
+    """Every tenant slot (--sandbox-max-tenants) stayed busy for the whole wait: retry later."""

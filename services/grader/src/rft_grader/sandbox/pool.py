@@ -30,7 +30,7 @@ from typing import Any
 from rft_common.tenancy import tenant_label
 
 from rft_grader.sandbox import metrics
-from rft_grader.sandbox.outcome import PythonOutcome, SandboxUnavailable
+from rft_grader.sandbox.outcome import PythonOutcome, SandboxBusy, SandboxUnavailable
 from rft_grader.sandbox.runtime import Runtime, find_bwrap
 from rft_grader.sandbox.settings import SandboxSettings
 from rft_grader.sandbox.worker import SandboxWorker, WorkerFailed, encode_request
@@ -182,7 +182,8 @@ class SandboxPool:
         return {name: [w.pid for w in t.workers if w.alive and w.pid] for name, t in self._tenants.items()}
 
     async def grade(self, tenant: str, source: str, pairs: list[tuple[dict, dict]]) -> list[PythonOutcome]:
-        """One outcome per (sample, item) pair, in order. Raises SandboxUnavailable when disabled."""
+        """One outcome per (sample, item) pair, in order. Raises SandboxUnavailable when disabled,
+        SandboxBusy when no tenant slot freed up within the wait."""
         if not self.available:
             raise SandboxUnavailable(self.unavailable_reason)
         if not pairs:
@@ -190,11 +191,10 @@ class SandboxPool:
         group = await self._admit(tenant)
         if group is None:
             s = self.settings
-            message = (
+            raise SandboxBusy(
                 f"the python sandbox is at --sandbox-max-tenants ({s.sandbox_max_tenants}) with every tenant busy, "
                 f"and no slot freed up within {s.sandbox_tenant_wait_seconds:g} s: retry later"
             )
-            return [PythonOutcome.error("resource_limit", message) for _ in pairs]
         parts = min(len(group.workers), max(1, len(pairs) // MIN_CHUNK))
         size = math.ceil(len(pairs) / parts)
         chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
