@@ -4,6 +4,8 @@ while the service token is the operator's and acts for any tenant."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from rft.learner.v1 import files_pb2, files_pb2_grpc, fine_tuning_pb2_grpc
@@ -79,6 +81,10 @@ def test_the_grader_token_goes_only_to_the_configured_grader(monkeypatch, tmp_pa
     settings = TrainerSettings(tmp_path, "127.0.0.1:1", "grader.internal:50052", 10, grader_token="operator-secret")
     configured = ft.GraderConfig()
     elsewhere = ft.GraderConfig(service_address="grader.attacker.example:443")
-    grader_client(configured, settings, 1.0)
-    grader_client(elsewhere, settings, 1.0)
+
+    async def make_clients() -> None:  # grpc.aio channels belong to an event loop
+        for client in (grader_client(configured, settings, 1.0), grader_client(elsewhere, settings, 1.0)):
+            await client.close()
+
+    asyncio.run(make_clients())
     assert sent == {"grader.internal:50052": "operator-secret", "grader.attacker.example:443": ""}
