@@ -60,7 +60,7 @@ class GraderConfig(SandboxSettings, ServerConfig):
     model_max_reply_bytes: int = pydantic.Field(4 * 1024**2, ge=1024)
     """Largest chat-completion answer read; past it the call stops with a MODEL_CALL error."""
     allow_spec_base_url: bool = False
-    """Let specs name their own model endpoint (`base_url`); off by default: it makes the server call any URL."""
+    """Let specs name their own model endpoint (`base_url`); off by default: it makes the server call any URL. Such endpoints never get --model-api-key."""
 
     @pydantic.model_validator(mode="after")
     def _response_fits_a_message(self) -> GraderConfig:

@@ -55,7 +55,8 @@ class ModelClient:
         return "" if self.enabled else "no model endpoint configured (--model-base-url)"
 
     async def __aenter__(self) -> ModelClient:
-        self._http = httpx.AsyncClient(timeout=self._timeout, headers=self._headers)
+        # No default headers: the operator's key goes only to the configured endpoint (chat()).
+        self._http = httpx.AsyncClient(timeout=self._timeout)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -77,11 +78,14 @@ class ModelClient:
         assert self._http is not None, "ModelClient used outside its context"
         payload = {"model": model, "messages": messages, **params}
         url = f"{base_url}/chat/completions"
+        # A spec's own base_url (--allow-spec-base-url) gets no credential of the operator's:
+        # it would hand the key to whoever the spec's author points at.
+        headers = self._headers if base_url == self.base_url else {}
         last_error = ""
         async with self._limit:
             for attempt in range(_ATTEMPTS):
                 try:
-                    async with self._http.stream("POST", url, json=payload) as response:
+                    async with self._http.stream("POST", url, json=payload, headers=headers) as response:
                         body = await self._read(response, url)
                 except httpx.HTTPError as exc:
                     last_error = f"{type(exc).__name__} calling {url}: {exc}"
