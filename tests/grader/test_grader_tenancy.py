@@ -4,6 +4,8 @@ while the service token is the operator's and acts for any tenant."""
 
 from __future__ import annotations
 
+import pathlib
+
 import grpc
 import pytest
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
@@ -53,3 +55,53 @@ def test_grader_tenants_come_from_keys(keys_args, tmp_path) -> None:
             timeout=30,
         )
         assert graded.results[0].score == 1.0
+
+
+def test_a_client_certificate_names_its_tenant_under_mutual_tls(tmp_path) -> None:
+    """With --tls-client-ca-file, a keys-file line '<tenant> x509:<common name>' makes a
+    verified client certificate act as that tenant, without a bearer key."""
+    import subprocess
+    import sys
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    pki = tmp_path / "pki"
+    make_secrets = pathlib.Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "make_secrets.py"
+    subprocess.run([sys.executable, str(make_secrets), str(pki)], check=True, capture_output=True)
+    keys = tmp_path / "keys"
+    keys.write_text("alice x509:rft-rollout\n")  # the rollout's certificate stands in for alice's client
+    args = ["--data-dir", str(tmp_path / "data"), "--api-keys-file", str(keys), "--auth-token", OPERATOR]
+    args += ["--tls-cert-file", str(pki / "grader.crt"), "--tls-key-file", str(pki / "grader.key")]
+    args += ["--tls-client-ca-file", str(pki / "ca.crt")]
+
+    def channel_as(name: str) -> grpc.Channel:
+        credentials = grpc.ssl_channel_credentials(
+            (pki / "ca.crt").read_bytes(), (pki / f"{name}.key").read_bytes(), (pki / f"{name}.crt").read_bytes()
+        )
+        return grpc.secure_channel(grader.address, credentials, [("grpc.ssl_target_name_override", "rft-grader")])
+
+    with ServiceProcess("rft-grader", args, wait_serving=False) as grader:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with channel_as("rollout") as channel:
+                    health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                break
+            except grpc.RpcError:
+                assert grader.proc.poll() is None and time.monotonic() < deadline, grader.logs()
+                time.sleep(0.3)
+        request = grader_pb2.RegisterGraderRequest(name="judge")
+        request.spec.update(SPEC)
+        with channel_as("rollout") as alice:
+            stub = grader_pb2_grpc.GraderServiceStub(alice)
+            assert stub.RegisterGrader(request, timeout=30).grader.tenant == "alice"
+            denied = grader_pb2.ListGradersRequest(tenant="bob")
+            assert code_of(stub.ListGraders, denied, ()) == grpc.StatusCode.PERMISSION_DENIED
+        with channel_as("learner") as stranger:  # a certificate the CA signed, but no tenant's
+            stub = grader_pb2_grpc.GraderServiceStub(stranger)
+            assert code_of(stub.ListGraders, grader_pb2.ListGradersRequest(), ()) == grpc.StatusCode.UNAUTHENTICATED
+            listed = stub.ListGraders(
+                grader_pb2.ListGradersRequest(tenant="alice"), metadata=auth(OPERATOR), timeout=30
+            )
+            assert [g.name for g in listed.graders] == ["judge"]

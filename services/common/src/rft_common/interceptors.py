@@ -153,54 +153,53 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects RPCs without `authorization: Bearer <credential>` (health and reflection
-    exempt); the credential is the service token (the operator) or a tenant's API key."""
+    """Rejects RPCs without a credential (health and reflection exempt): `authorization:
+    Bearer <service token>` (the operator), `Bearer <tenant API key>`, or, with mutual
+    TLS, a client certificate whose common name the keys file gives a tenant."""
 
     def __init__(self, token: str, keys: ApiKeys | None = None) -> None:
         self._expected = f"Bearer {token}".encode() if token else None
         self._keys = keys if keys is not None and keys.required else None
 
-    def _caller(self, supplied: str) -> Caller | None:
+    def _caller(self, supplied: str, context: grpc.aio.ServicerContext) -> Caller | None:
         if self._expected is not None and hmac.compare_digest(supplied.encode(), self._expected):
             return OPERATOR
-        if self._keys is not None and supplied.startswith("Bearer "):
+        if self._keys is None:
+            return None
+        if supplied.startswith("Bearer "):
             tenant = self._keys.tenant_for(supplied.removeprefix("Bearer "))
-            if tenant is not None:
-                return Caller(tenant)
-        return None
+            return Caller(tenant) if tenant is not None else None
+        # The certificate's names are only in the auth context once the TLS handshake has
+        # verified it against --tls-client-ca-file.
+        names = [v.decode(errors="replace") for v in context.auth_context().get("x509_common_name", [])]
+        tenant = self._keys.tenant_for_certificate(names) if names else None
+        return Caller(tenant) if tenant is not None else None
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
-        if method.startswith(UNAUTHENTICATED_METHODS_PREFIXES):
-            return await continuation(handler_call_details)
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        caller = self._caller(str(metadata.get("authorization", "")))
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        if caller is not None:
+        if handler is None or method.startswith(UNAUTHENTICATED_METHODS_PREFIXES):
+            return handler
+        supplied = str(dict(handler_call_details.invocation_metadata or ()).get("authorization", ""))
 
-            async def as_caller(call: Callable[[], Any], context: grpc.aio.ServicerContext) -> Any:
-                CALLER.set(caller)  # the handler's own context: nothing leaks to other RPCs
-                result = call()
-                return await result if inspect.isawaitable(result) else result
+        async def as_caller(call: Callable[[], Any], context: grpc.aio.ServicerContext) -> Any:
+            caller = self._caller(supplied, context)
+            if caller is None:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            CALLER.set(caller)  # the handler's own context: nothing leaks to other RPCs
+            result = call()
+            return await result if inspect.isawaitable(result) else result
 
-            async def as_caller_stream(call: Callable[[], Any], context: grpc.aio.ServicerContext):
-                CALLER.set(caller)
-                result = call()
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+        async def as_caller_stream(call: Callable[[], Any], context: grpc.aio.ServicerContext):
+            caller = self._caller(supplied, context)
+            if caller is None:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            CALLER.set(caller)
+            result = call()
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:
+                await result
 
-            return _wrap_handler(handler, as_caller, as_caller_stream)
-
-        async def deny(_call: Callable[[], Any], context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-
-        async def deny_stream(_call: Callable[[], Any], context: grpc.aio.ServicerContext):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-            yield  # pragma: no cover - makes this an async generator
-
-        return _wrap_handler(handler, deny, deny_stream)
+        return _wrap_handler(handler, as_caller, as_caller_stream)
