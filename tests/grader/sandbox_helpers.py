@@ -550,6 +550,184 @@ ATTACKS = [
         score=0.3,
         output_json=nested(30),  # the deepest the wire format takes (see the test of deeper input)
     ),
+    # Privilege and kernel-surface probes: each returns 1.0 if the call took effect.
+    Attack(
+        "unshare_namespaces",
+        _src("""
+            import ctypes
+            def grade(s, i):
+                libc = ctypes.CDLL(None, use_errno=True)
+                for flags in (0x10000000, 0x00020000, 0x40000000, 0x20000000):  # user, mount, net, pid
+                    if libc.unshare(flags) == 0:
+                        return 1.0
+                return 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "mount_a_filesystem",
+        _src("""
+            import ctypes, os
+            def grade(s, i):
+                libc = ctypes.CDLL(None, use_errno=True)
+                os.makedirs('/tmp/m', exist_ok=True)
+                return 1.0 if libc.mount(b'none', b'/tmp/m', b'tmpfs', 0, None) == 0 else 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "ptrace_the_parent",
+        _src("""
+            import ctypes, os
+            def grade(s, i):
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+                return 1.0 if libc.ptrace(16, os.getppid(), None, None) == 0 else 0.0  # PTRACE_ATTACH
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "kernel_surface_syscalls",
+        _src("""
+            import ctypes
+            def grade(s, i):
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.syscall.restype = ctypes.c_long
+                entries = ctypes.create_string_buffer(512)
+                calls = [
+                    (425, 8, ctypes.byref(entries)),  # io_uring_setup: a working ring is an fd >= 0
+                    (323, 0),  # userfaultfd
+                    (321, 0, None, 0),  # bpf BPF_MAP_CREATE with no attributes
+                    (298, None, 0, -1, -1, 0),  # perf_event_open
+                    (248, b'user', b'k', b'v', 1, -4),  # add_key into the session keyring
+                ]
+                return 1.0 if any(libc.syscall(*call) >= 0 for call in calls) else 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "packet_and_raw_sockets",
+        _src("""
+            import socket
+            def grade(s, i):
+                for family, kind, proto in ((17, socket.SOCK_RAW, 768), (2, socket.SOCK_RAW, 1), (2, socket.SOCK_RAW, 255)):
+                    try:
+                        socket.socket(family, kind, proto).close()
+                        return 1.0
+                    except OSError:
+                        pass
+                return 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "read_kernel_devices_and_sysfs",
+        _src("""
+            def grade(s, i):
+                for path in ('/dev/mem', '/dev/kmem', '/dev/kmsg', '/dev/port', '/sys/kernel/notes', '/sys/class/net/lo/address'):
+                    try:
+                        with open(path, 'rb') as handle:
+                            handle.read(1)
+                        return 1.0
+                    except OSError:
+                        pass
+                return 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "raise_hard_limits",
+        _src("""
+            import resource
+            def grade(s, i):
+                for limit in (resource.RLIMIT_AS, resource.RLIMIT_NPROC, resource.RLIMIT_NOFILE, resource.RLIMIT_CPU):
+                    soft, hard = resource.getrlimit(limit)
+                    if hard == resource.RLIM_INFINITY:
+                        continue
+                    try:
+                        resource.setrlimit(limit, (hard + 1, hard + 1))
+                        return 1.0
+                    except (ValueError, OSError):
+                        pass
+                return 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "become_root",
+        _src("""
+            import os
+            def grade(s, i):
+                for attempt in (lambda: os.setuid(0), lambda: os.setgid(0), lambda: os.setresuid(0, 0, 0), lambda: os.setgroups([0])):
+                    try:
+                        attempt()
+                        return 1.0
+                    except OSError:
+                        pass
+                return 1.0 if os.geteuid() == 0 else 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "chroot_and_pivot",
+        _src("""
+            import ctypes, os
+            def grade(s, i):
+                try:
+                    os.chroot('/tmp')
+                    return 1.0
+                except OSError:
+                    pass
+                libc = ctypes.CDLL(None, use_errno=True)
+                return 1.0 if libc.syscall(155, b'/tmp', b'/tmp') == 0 else 0.0  # pivot_root
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "raise_priority_or_set_the_clock",
+        _src("""
+            import os, time
+            def grade(s, i):
+                try:
+                    os.nice(-5)
+                    return 1.0
+                except OSError:
+                    pass
+                try:
+                    time.clock_settime(time.CLOCK_REALTIME, time.time() + 3600)
+                    return 1.0
+                except OSError:
+                    pass
+                return 0.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "exhaust_file_descriptors",
+        _src("""
+            import os
+            def grade(s, i):
+                fds = []
+                try:
+                    for _ in range(100_000):
+                        fds.append(os.open('/dev/null', os.O_RDONLY))
+                except OSError:
+                    return 0.0  # EMFILE: the descriptor limit held
+                return 1.0
+        """),
+        score=0.0,
+    ),
+    Attack(
+        "load_a_kernel_module",
+        _src("""
+            import ctypes
+            def grade(s, i):
+                libc = ctypes.CDLL(None, use_errno=True)
+                image = ctypes.create_string_buffer(b'\\x7fELF' + b'\\0' * 60)
+                return 1.0 if libc.syscall(175, image, 64, b'') == 0 else 0.0  # init_module
+        """),
+        score=0.0,
+    ),
 ]
 
 

@@ -167,7 +167,7 @@ def baseline(service: ServiceProcess, stub: Stub) -> set[int]:
 
 
 def test_attack_suite_is_big_enough() -> None:
-    assert len(ATTACKS) >= 30
+    assert len(ATTACKS) >= 60
     assert len({a.name for a in ATTACKS}) == len(ATTACKS)
 
 
