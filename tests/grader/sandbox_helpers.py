@@ -728,6 +728,24 @@ ATTACKS = [
         """),
         score=0.0,
     ),
+    Attack(
+        "fsetown_with_high_bits",
+        _src("""
+            import ctypes, os
+            def grade(s, i):
+                # fcntl's command is a 32-bit int to the kernel: F_SETOWN with a bit above 32 set
+                # is still F_SETOWN there, and makes I/O on the pipe signal the parent.
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.syscall.restype = ctypes.c_long
+                libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_ulong, ctypes.c_long]
+                r, w = os.pipe()
+                for command in (8, 15):  # F_SETOWN, F_SETOWN_EX
+                    if libc.syscall(72, r, command | (1 << 32), os.getppid()) == 0:
+                        return 1.0
+                return 0.0
+        """),
+        score=0.0,
+    ),
 ]
 
 

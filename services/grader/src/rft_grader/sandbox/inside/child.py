@@ -88,10 +88,12 @@ def build_seccomp_filter(sc) -> object:
     f.add_rule(deny, "ioprio_set", sc.Arg(1, sc.NE, 0))
     # F_SETOWN / FIOSETOWN make I/O on an fd signal another process (SIGIO, or any signal
     # chosen with F_SETSIG): a way around the kill rule.
+    # The kernel reads these commands as 32-bit ints while seccomp compares all 64 bits:
+    # compare the low 32 only, or `F_SETOWN | 1 << 32` would pass as another command.
     for command in (F_SETOWN, F_SETOWN_EX):
-        f.add_rule(deny, "fcntl", sc.Arg(1, sc.EQ, command))
+        f.add_rule(deny, "fcntl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, command))
     for request in (FIOSETOWN, SIOCSPGRP):
-        f.add_rule(deny, "ioctl", sc.Arg(1, sc.EQ, request))
+        f.add_rule(deny, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
     return f
 
 
