@@ -47,6 +47,7 @@ LIMIT_FLAGS = [
     "--sandbox-tmp-bytes", str(64 * 1024**2),
     "--sandbox-workers-per-tenant", "2",
     "--max-text-chars", "20000000",
+    "--sandbox-idle-seconds", "86400",  # no idle jail is reaped mid-module (attacks check jails stay put)
 ]  # fmt: skip
 
 
@@ -342,7 +343,8 @@ def test_max_tenants_bounds_the_jails(tmp_path: pathlib.Path) -> None:
     """Issue #13, item 7: busy tenants beyond --sandbox-max-tenants wait for a slot instead of
     adding jails; every one of them is still graded right, and so is a tenant after them."""
     args = ["--data-dir", str(tmp_path), *LIMIT_FLAGS, "--sandbox-max-tenants", "2"]
-    args += ["--sandbox-workers-per-tenant", "1", "--sandbox-tenant-wait-seconds", "50"]
+    args += ["--sandbox-workers-per-tenant", "1", "--sandbox-tenant-wait-seconds", "55"]
+    args += ["--sandbox-packages", ""]  # jails start fast: six tenants take turns in two slots
     slow = "import time\ndef grade(sample, item):\n    time.sleep(0.3)\n    return len(sample['output_text']) / 100\n"
     with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
         stub = Stub(channel)
@@ -378,10 +380,12 @@ def test_a_tenant_past_the_wait_gets_resource_exhausted(tmp_path: pathlib.Path) 
     with ServiceProcess("rft-grader", args) as proc, proc.channel() as channel:
         stub = Stub(channel)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            before = {j.pid for j in jails_of(proc.proc.pid)}  # the start-up self-test's jail
             busy = pool.submit(grade, stub, python_spec(slow), [("x", {})], tenant="holder")
-            deadline = time.monotonic() + 30
-            while not jails_of(proc.proc.pid) and time.monotonic() < deadline:
+            deadline = time.monotonic() + 60
+            while not ({j.pid for j in jails_of(proc.proc.pid)} - before) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            time.sleep(0.5)  # the holder's jail is up: let it take its sample before the latecomer asks
             with pytest.raises(grpc.RpcError) as refused:
                 grade(stub, python_spec(HONEST), [("x", {})], tenant="latecomer")
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

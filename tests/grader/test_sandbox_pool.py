@@ -195,8 +195,11 @@ def test_a_new_tenant_waits_for_a_slot_then_gives_up_with_a_clear_error() -> Non
     slow = "import time\ndef grade(sample, item):\n    time.sleep(1.5)\n    return 0.5\n"
 
     async def run() -> None:
-        settings = SandboxSettings(
-            sandbox_workers_per_tenant=1, sandbox_max_tenants=1, sandbox_tenant_wait_seconds=0.5, **FAST
+        settings = SandboxSettings(  # a roomy per-sample limit: the slow grade must not time out under load
+            sandbox_workers_per_tenant=1,
+            sandbox_max_tenants=1,
+            sandbox_tenant_wait_seconds=0.5,
+            **{**FAST, "sandbox_timeout_seconds": 20.0},
         )
         async with SandboxPool(settings) as pool:
             busy = asyncio.create_task(pool.grade("a", slow, RIGHT * 4))

@@ -158,3 +158,10 @@ def test_catalogue_entries_are_checked(tmp_path) -> None:
     ):
         with pytest.raises(ValueError, match=message):
             ModelCatalogue.parse(spec)
+
+
+def test_the_operators_tenant_name_cannot_be_given_to_a_key(tmp_path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"default sha256:{digest('k')}\n")
+    with pytest.raises(ValueError, match="operator's"):
+        ApiKeys.load(str(keys_file))

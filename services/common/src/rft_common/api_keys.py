@@ -75,6 +75,11 @@ class ApiKeys:
                 parts = line.split()
                 if len(parts) != 2 or not TENANT_NAME.fullmatch(parts[0]):
                     raise ValueError(_bad_line(keys_file, number))
+                if parts[0] == DEFAULT_TENANT:
+                    raise ValueError(
+                        f"{keys_file}:{number}: tenant {DEFAULT_TENANT!r} is the operator's (the service token's);"
+                        " give the tenant another name"
+                    )
                 if certificate := _CERTIFICATE.fullmatch(parts[1]):
                     name = certificate.group(1)
                     if certificates.get(name, parts[0]) != parts[0]:
