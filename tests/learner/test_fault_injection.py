@@ -8,6 +8,7 @@ import random
 import time
 
 import grpc
+import pytest
 from jobs_client import HAS_SEVEN, jobs_stub, learner_args, metrics_points, reinforcement_request, upload, wait_for
 from jobs_client import write_jsonl as write_rows
 from rft.learner.v1 import fine_tuning_pb2 as ft
@@ -39,6 +40,7 @@ def wait_for_progress(learner: ServiceProcess, job_ids: list[str], target: int, 
     raise TimeoutError(f"the jobs did not reach {target} trained steps in all")
 
 
+@pytest.mark.timeout(2400)  # four restarts, three of them of vLLM on a busy CPU
 def test_seeded_kills_of_every_service_leave_every_job_succeeded(tiny_model, tmp_path) -> None:
     rng = random.Random(SEED)
     victims = ["learner", "grader", "rollout"]
@@ -47,13 +49,17 @@ def test_seeded_kills_of_every_service_leave_every_job_succeeded(tiny_model, tmp
     gaps = [rng.randint(1, 4) for _ in victims]  # trained steps between kills
     print(f"fault plan (seed {SEED}): {list(zip(victims, gaps, strict=True))}")
 
+    staging = tmp_path / "staging"  # its own: a killed update leaves nothing in the shared /dev/shm
+    staging.mkdir()
     services = {
         "grader": ServiceProcess("rft-grader", ["--data-dir", str(tmp_path / "grader")]),
-        "rollout": ServiceProcess("rft-rollout", ["--model", str(tiny_model)], ready_timeout=300),
+        "rollout": ServiceProcess(
+            "rft-rollout", ["--model", str(tiny_model), "--staging-dir", str(staging)], ready_timeout=300
+        ),
     }
-    for service in services.values():
-        service.__enter__()
     try:
+        for service in services.values():
+            service.__enter__()
         args = learner_args(tmp_path / "learner", services["rollout"], services["grader"], checkpoint_interval=2)
         services["learner"] = ServiceProcess("rft-learner", [*args, "--remote-patience-seconds", "600"]).__enter__()
         rows = [{"messages": [{"role": "user", "content": f"Write #{i}"}], "digit": "7"} for i in range(32)]
