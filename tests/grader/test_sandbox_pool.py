@@ -121,10 +121,14 @@ def unconfined(pid: int) -> bool:
 async def settled_tree(jail: int) -> list[int]:
     """zygote, fork server and spare child of a jail, once the spare of the next batch is there."""
     deadline = time.monotonic() + 15
+    tree: list = []
     while time.monotonic() < deadline:
-        tree = psutil.Process(jail).children(recursive=True)
-        if len(tree) == 3 and all(p.status() != psutil.STATUS_ZOMBIE for p in tree) and unconfined(tree[-1].pid):
-            return [p.pid for p in tree]
+        try:
+            tree = psutil.Process(jail).children(recursive=True)
+            if len(tree) == 3 and all(p.status() != psutil.STATUS_ZOMBIE for p in tree) and unconfined(tree[-1].pid):
+                return [p.pid for p in tree]
+        except (psutil.Error, OSError):
+            pass  # a process of the tree ended while we looked (the last batch's child): look again
         await asyncio.sleep(0.05)
     raise AssertionError(f"jail {jail} did not settle: {tree}")
 
