@@ -84,7 +84,7 @@ async def http_api(
         inference=inference,
     )
     server = HttpApiServer(
-        build_app(context, config.max_file_bytes),
+        build_app(context, config.max_file_bytes, config.console_dir),
         config.http_host,
         config.http_port,
         config.tls_cert_file,

@@ -57,6 +57,8 @@ class LearnerConfig(ServerConfig):
     """Tenant API keys, one '<tenant> sha256:<hex of the key>' per line. On gRPC a key acts for its own tenant only (a request's tenant field may name it or be empty) while --auth-token acts for any tenant; on the HTTP API each key sees only its tenant's files, jobs and models, and --auth-token is tenant "default"."""
     model_catalogue: str = ""
     """Base models the HTTP API offers, 'name=model-dir,name=model-dir'; jobs and chat completions name a model from here (or a fine-tuned one), never a path."""
+    console_dir: str = ""
+    """Built web console served at /console/ on the HTTP API's port; "" = console/dist of the source tree (`make install` builds it), "none" = no console."""
     inference_max_models: int = pydantic.Field(1, ge=1, le=64)
     """Models chat completions keep loaded at once, each in its own vLLM server process; the least recently used idle one is stopped to make room."""
     inference_kv_cache_gib: float = pydantic.Field(1.0, ge=0)

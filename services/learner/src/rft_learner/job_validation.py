@@ -86,21 +86,12 @@ class JobValidator:
                 raise InvalidJob(f"{field}: {exc}") from exc
             if stored.purpose != files_pb2.FILE_PURPOSE_FINE_TUNE:
                 raise InvalidJob(f"{field}: file {file_id} has purpose {stored.purpose}, expected FINE_TUNE")
-        kind = request.method.WhichOneof("method")
-        if kind is None:
-            raise InvalidJob("method: set either supervised or reinforcement")
-        try:
-            if kind == "supervised":
-                params = hparams.supervised_params(request.method.supervised)
-                if not params.answer_field:
-                    raise InvalidJob("method.supervised.answer_field: required")
-                await asyncio.to_thread(
-                    self._check_field, request.training_file, params.answer_field, "method.supervised.answer_field"
-                )
-                return
-            params = hparams.reinforcement_params(request.method.reinforcement)
-        except pydantic.ValidationError as exc:
-            raise InvalidJob(hparams.describe_validation_error(exc, f"method.{kind}.hyperparameters")) from exc
+        params = method_params(request)
+        if isinstance(params, hparams.SupervisedParams):
+            await asyncio.to_thread(
+                self._check_field, request.training_file, params.answer_field, "method.supervised.answer_field"
+            )
+            return
         if params.sft_answer_field:
             await asyncio.to_thread(
                 self._check_field, request.training_file, params.sft_answer_field, "hyperparameters.sft_answer_field"
@@ -181,6 +172,22 @@ class JobValidator:
                     )
         finally:
             await pool.close()
+
+
+def method_params(request: fine_tuning_pb2.CreateJobRequest) -> hparams.SupervisedParams | hparams.ReinforcementParams:
+    """A job's hyperparameters with defaults filled in, or InvalidJob naming the field."""
+    kind = request.method.WhichOneof("method")
+    if kind is None:
+        raise InvalidJob("method: set either supervised or reinforcement")
+    try:
+        if kind == "supervised":
+            params = hparams.supervised_params(request.method.supervised)
+            if not params.answer_field:
+                raise InvalidJob("method.supervised.answer_field: required")
+            return params
+        return hparams.reinforcement_params(request.method.reinforcement)
+    except pydantic.ValidationError as exc:
+        raise InvalidJob(hparams.describe_validation_error(exc, f"method.{kind}.hyperparameters")) from exc
 
 
 def served_dtype_problem(served: str, placement: Placement) -> str | None:

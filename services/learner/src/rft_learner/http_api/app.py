@@ -24,12 +24,12 @@ from starlette.exceptions import HTTPException
 
 from rft_learner.db import UnknownCursor
 from rft_learner.files import FileNotFound, FileStore, InvalidFile
-from rft_learner.http_api import convert, errors, schemas
+from rft_learner.http_api import console, convert, errors, hyperparameters, schemas
 from rft_learner.http_api.errors import ApiError, not_found
 from rft_learner.http_api.inference import InferenceServers
 from rft_learner.http_api.models import ModelNames
 from rft_learner.job_store import FINISHED, JobNotFound, JobRecord
-from rft_learner.job_validation import InvalidJob
+from rft_learner.job_validation import InvalidJob, method_params
 from rft_learner.jobs import JobManager, JobStateError
 from rft_learner.remote import RemoteError, sample_output, to_struct
 from rft_learner.trainer.loop import WARNING
@@ -95,7 +95,7 @@ class _Guard:
 
     async def _guarded(self, scope, receive, send) -> None:
         headers = dict(scope["headers"])
-        if scope["path"] not in UNAUTHENTICATED_PATHS:
+        if scope["path"] not in UNAUTHENTICATED_PATHS and not console.is_console_path(scope["path"]):
             authorization = headers.get(b"authorization", b"").decode("latin-1")
             key = authorization[7:] if authorization[:7].lower() == "bearer " else None
             tenant = self.keys.tenant_for(key)
@@ -148,7 +148,7 @@ def _after(items: list[dict[str, Any]], after: str | None, limit: int) -> list[d
     return items[: limit + 1]
 
 
-def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
+def build_app(ctx: ApiContext, max_file_bytes: int, console_dir: str = "none") -> FastAPI:
     app = FastAPI(
         title="RFT learner: OpenAI-compatible fine-tuning API",
         version="1",
@@ -159,6 +159,7 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(_Guard, keys=ctx.keys, max_file_bytes=max_file_bytes)
+    console.mount(app, console_dir)
     bearer = HTTPBearer(auto_error=False, description="An API key from the operator's --api-keys-file.")
 
     async def tenant(request: Request, _documents_the_scheme=Security(bearer)) -> str:
@@ -187,7 +188,9 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
                 ctx.files.commit, upload, file.filename or "upload.jsonl", files_pb2.FILE_PURPOSE_FINE_TUNE, owner
             )
         except InvalidFile as exc:
-            raise ApiError(400, str(exc), param="file", code="invalid_file") from None
+            raise ApiError(
+                400, str(exc), param="file", code="invalid_file", extra=convert.line_problems(exc.report)
+            ) from None
         finally:
             upload.discard()
         return convert.file_json(stored)
@@ -337,6 +340,47 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
         items = _after([convert.checkpoint_json(job, r, ctx.names) for r in records], after, limit)
         return _page(items, limit, lambda item: item)
 
+    @app.get(
+        "/v1/fine_tuning/jobs/{fine_tuning_job_id}/metrics", response_model=schemas.MetricsPage, tags=["fine-tuning"]
+    )
+    async def list_metrics(
+        fine_tuning_job_id: str,
+        after_seq: int = Query(0, ge=0, description="Only records after this seq (the last page's last_seq)."),
+        owner: str = Depends(tenant),
+    ) -> dict[str, Any]:
+        """Our extension: every metrics record of a job, oldest first, in one response (the
+        events list pages through them newest first). Poll with after_seq for new ones; a
+        resumed job records its steps again, so keep the newest record of each step."""
+        job = owned_job(fine_tuning_job_id, owner)
+        records = await asyncio.to_thread(ctx.jobs.store.metrics, job.id, after_seq)
+        return {
+            "object": "list",
+            "data": [{"seq": r.seq, "step": r.step, "created_at": r.time, "values": r.values} for r in records],
+            "total_steps": job.total_steps,
+            "last_seq": records[-1].seq if records else after_seq,
+        }
+
+    @app.get("/v1/fine_tuning/hyperparameters", tags=["fine-tuning"])
+    async def hyperparameter_catalogue(owner: str = Depends(tenant)) -> dict[str, Any]:
+        """Our extension: every hyperparameter a job may set, with type, default, bounds,
+        choices and documentation, for forms."""
+        return hyperparameters.catalogue()
+
+    @app.post("/v1/fine_tuning/hyperparameters/validate", tags=["fine-tuning"])
+    async def validate_hyperparameters(
+        body: schemas.ValidateMethodBody, owner: str = Depends(tenant)
+    ) -> dict[str, Any]:
+        """Our extension: check a job's method and hyperparameters as job creation does,
+        without files or a model; 400 with the same message and param, or the values the
+        job would run with (defaults filled in, "auto" left to the job's start)."""
+        probe = schemas.CreateJobBody(model="-", training_file="-", method=body.method)
+        try:
+            params = method_params(convert.create_job_request(probe, "-", owner))
+        except InvalidJob as exc:
+            message = str(exc)
+            raise ApiError(400, message, param=message.split(":", 1)[0], code="invalid_job") from None
+        return {"object": "fine_tuning.hyperparameters.validation", "valid": True, "resolved": params.model_dump()}
+
     # -- graders ---------------------------------------------------------------------------
     async def grader_call(method, request):
         try:
@@ -459,6 +503,10 @@ def build_app(ctx: ApiContext, max_file_bytes: int) -> FastAPI:
     ) -> Response:
         return await relay("/v1/completions", body, owner)
 
+    # Evaluations (/v1/evals) and saved graders (/v1/graders): http_api/evals.py.
+    from rft_learner.http_api import evals
+
+    evals.register(app, ctx)
     return app
 
 

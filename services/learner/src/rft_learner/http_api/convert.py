@@ -3,6 +3,7 @@ and checkpoints out."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from google.protobuf import json_format
@@ -10,6 +11,7 @@ from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from rft.learner.v1 import fine_tuning_pb2 as S
 
+from rft_learner.datasets import DatasetReport
 from rft_learner.files import StoredFile
 from rft_learner.http_api import schemas
 from rft_learner.http_api.errors import ApiError
@@ -30,7 +32,7 @@ STATUS = {
 ACCEPTED_ONLY = {"reasoning_effort"}
 
 
-def _enum_prefix(enum: EnumDescriptor) -> str:
+def enum_prefix(enum: EnumDescriptor) -> str:
     return enum.values[0].name.removesuffix("UNSPECIFIED")
 
 
@@ -39,7 +41,7 @@ def _set_field(message: Message, field: FieldDescriptor, value: Any, param: str)
         return ApiError(400, f"{param}: expected {expected}, got {value!r}", param=param, code="invalid_hyperparameter")
 
     if field.enum_type is not None:
-        prefix = _enum_prefix(field.enum_type)
+        prefix = enum_prefix(field.enum_type)
         choices = [v.name.removeprefix(prefix).lower() for v in field.enum_type.values if v.number]
         if not isinstance(value, str) or value.lower() not in choices:
             raise refuse("one of " + ", ".join(choices))
@@ -89,7 +91,7 @@ def hyperparameters_json(message: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
         if field.enum_type is not None:
-            value = field.enum_type.values_by_number[value].name.removeprefix(_enum_prefix(field.enum_type)).lower()
+            value = field.enum_type.values_by_number[value].name.removeprefix(enum_prefix(field.enum_type)).lower()
         out[field.name] = value
     return out
 
@@ -290,3 +292,27 @@ def checkpoint_json(job: JobRecord, record: CheckpointRecord, names: ModelNames)
         step_number=record.step,
         metrics={"step": float(record.step), **record.metrics},
     ).model_dump()
+
+
+MAX_LINE_PROBLEMS = 10_000
+_FIELD_AT_START = re.compile(r"^'?((?:messages|[A-Za-z_]\w*)(?:\[\d+\])?(?:\.\w+)?)'?\s(?:is|must|has)\b")
+_MISSING_FIELD = re.compile(r"^missing field '([^']+)'")
+
+
+def line_field(reason: str) -> str:
+    """The field a dataset line problem is about ("messages[1].role"), or "" for the line as
+    a whole (bad JSON, too long, not an object)."""
+    if match := _MISSING_FIELD.match(reason) or _FIELD_AT_START.match(reason):
+        return match.group(1)
+    if reason.startswith("the last message"):
+        return "messages"
+    return ""
+
+
+def line_problems(report: DatasetReport | None) -> dict[str, Any]:
+    """A rejected file's bad lines for the error object: `lines` [{line, field, reason}]
+    (every one, up to MAX_LINE_PROBLEMS) and how many were left out."""
+    if report is None:
+        return {}
+    problems = [{"line": e.line, "field": line_field(e.reason), "reason": e.reason} for e in report.errors]
+    return {"lines": problems[:MAX_LINE_PROBLEMS], "lines_left_out": max(0, len(problems) - MAX_LINE_PROBLEMS)}

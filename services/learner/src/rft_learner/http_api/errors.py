@@ -20,21 +20,32 @@ TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "inval
 class ApiError(Exception):
     """A refusal with the fields of OpenAI's error object."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        extra: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.extra = extra or {}
+        """Fields beyond OpenAI's four (e.g. `lines` of a rejected file); SDKs ignore them."""
 
 
 def not_found(what: str, identifier: str, param: str | None = None) -> ApiError:
     return ApiError(404, f"No {what} found with id '{identifier}'.", param=param, code=f"{what}_not_found")
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, param: str | None = None, code: str | None = None, extra: dict | None = None
+) -> JSONResponse:
     kind = TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code, **(extra or {})}}
     return JSONResponse(body, status_code=status)
 
 
@@ -47,7 +58,7 @@ def field_path(location: tuple) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, exc.code)
+        return error_response(exc.status, exc.message, exc.param, exc.code, exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -93,6 +93,12 @@ class CreateJobBody(_Request):
         return value
 
 
+class ValidateMethodBody(_Request):
+    """A job body's method alone, to check its hyperparameters."""
+
+    method: Method
+
+
 class GraderRunBody(_Request):
     grader: dict[str, Any]
     model_sample: str
@@ -237,3 +243,17 @@ class CheckpointPage(Page):
 class ModelPage(_Response):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+class MetricsRecord(_Response):
+    seq: int
+    step: int
+    created_at: float
+    values: dict[str, float]
+
+
+class MetricsPage(_Response):
+    object: Literal["list"] = "list"
+    data: list[MetricsRecord]
+    total_steps: int
+    last_seq: int
