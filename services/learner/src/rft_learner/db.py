@@ -1,4 +1,5 @@
-"""The learner's SQLite database: files, jobs, job events and metrics, checkpoints.
+"""The learner's SQLite database: files, jobs, job events and metrics, checkpoints,
+evaluations and saved graders.
 Every write is a transaction, so a crash never leaves half a record."""
 
 from __future__ import annotations
@@ -64,6 +65,46 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     metrics TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS checkpoints_by_job ON checkpoints (job_id, step DESC);
+-- Evaluations (the HTTP API's /v1/evals): an eval is a grader and an item schema; a run
+-- samples one model on one file and grades every answer; an output item is one row's result.
+CREATE TABLE IF NOT EXISTS evals (
+    id          TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    body        TEXT NOT NULL   -- JSON: name, data_source_config, testing_criteria, metadata
+);
+CREATE INDEX IF NOT EXISTS evals_by_owner ON evals (owner, created_at, id);
+CREATE TABLE IF NOT EXISTS eval_runs (
+    id          TEXT PRIMARY KEY,
+    eval_id     TEXT NOT NULL REFERENCES evals (id) ON DELETE CASCADE,
+    owner       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    finished_at REAL,
+    status      TEXT NOT NULL,  -- queued, in_progress, completed, failed, canceled
+    request     TEXT NOT NULL,  -- JSON: name, model, data_source, metadata
+    results     TEXT NOT NULL DEFAULT '{}',  -- JSON: result_counts, metrics, usage, progress
+    error_code  TEXT NOT NULL DEFAULT '',
+    error_message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS eval_runs_by_eval ON eval_runs (eval_id, created_at, id);
+CREATE TABLE IF NOT EXISTS eval_output_items (
+    run_id      TEXT NOT NULL REFERENCES eval_runs (id) ON DELETE CASCADE,
+    item_index  INTEGER NOT NULL,  -- the row's 0-based position in the file
+    created_at  REAL NOT NULL,
+    status      TEXT NOT NULL,     -- pass, fail, error (the greedy answer's)
+    body        TEXT NOT NULL,     -- JSON: the row, the greedy answer and the K samples, graded
+    PRIMARY KEY (run_id, item_index)
+);
+-- Grader specs a tenant saved (the HTTP API's /v1/graders), validated when saved.
+CREATE TABLE IF NOT EXISTS saved_graders (
+    id          TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    spec        TEXT NOT NULL   -- JSON
+);
+CREATE INDEX IF NOT EXISTS saved_graders_by_owner ON saved_graders (owner, created_at, id);
 """
 # Columns added after a release: (table, column, definition). A database written by an
 # older learner gets them on open, so upgrading keeps every job.

@@ -1,0 +1,395 @@
+"""Evaluation runs: sample a model on every row of a file (one greedy answer and K sampled
+ones), grade each answer, and summarise as OpenAI's result counts plus the suite's metrics
+(reward mean, pass@1 / pass@K, greedy pass@1, the grader's top@k and sub-scores).
+
+Plain Python: the model and the grader come in as two small callables (`Sampler`,
+`Grader`), so the HTTP routes (http_api/evals.py) wire in the inference pool and the
+grader service, and tests can drive this with anything that answers.
+
+Runs execute one at a time (a run holds its model's inference server), as background
+asyncio tasks owned by `EvalRunner`; rows are sampled a few at a time and graded a chunk
+at a time, and each chunk's output items and the run's running totals are stored as they
+finish, so a reader sees progress and a canceled run keeps what it had graded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from rft_learner.eval_store import CANCELED, COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED, EvalStore
+from rft_learner.rl.passk import mean_pass_at_k
+
+log = logging.getLogger(__name__)
+ROWS_IN_FLIGHT = 8
+"""Rows whose answers are being sampled at once (two requests each: greedy and K samples)."""
+ROWS_PER_GRADE = 32
+"""Rows graded in one grader call (K + 1 answers each)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    n: int
+    """K: sampled answers per row (ours); each row also gets one greedy answer."""
+    temperature: float
+    top_p: float
+    max_completion_tokens: int
+    seed: int | None
+
+
+@dataclasses.dataclass
+class Answers:
+    """One sampling request's answers and the tokens it used."""
+
+    texts: list[str]
+    finish_reasons: list[str]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@dataclasses.dataclass
+class Graded:
+    """One answer's grade; `error` ({code, message}) when it could not be sampled or graded."""
+
+    score: float = 0.0
+    passed: bool = False
+    sub_scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    error: dict[str, str] | None = None
+
+
+class SamplingError(Exception):
+    """This row could not be sampled (its answers are errors); the run goes on."""
+
+
+class RunFailure(Exception):
+    """The run cannot go on (model or grader unavailable, invalid grader)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# Sample one row: (messages, n, temperature, seed) -> Answers, or raise SamplingError / RunFailure.
+Sampler = Callable[[list[dict[str, Any]], int, float, "int | None"], Awaitable[Answers]]
+# Grade (answer text, item) pairs -> one Graded per pair, in order, or raise RunFailure.
+Grader = Callable[[list[tuple[str, dict[str, Any]]]], Awaitable[list[Graded]]]
+
+
+# -- the metrics ---------------------------------------------------------------------------------
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def eval_metrics(sampled: Sequence[Sequence[Graded]], greedy: Sequence[Graded], k: int) -> dict[str, float | None]:
+    """Metrics over rows, with the names and meaning of `rft evals run` (cli/rft_cli/evals.py)
+    and the learner's validation: `sampled[i]` holds row i's K answers, `greedy[i]` its greedy one.
+
+    reward_mean        mean score of the K samples that graded (errors left out)
+    greedy_reward_mean mean score of the greedy answers that graded
+    pass@1, pass@K     unbiased pass@k (Chen et al. 2021) from each row's K samples, mean
+                       over rows; an answer that errored counts as not passing
+    greedy_pass@1      share of graded greedy answers that passed
+    grader_errors      answers (samples and greedy) that errored
+    top@1, ...         each metric the grader reports (ranked-list graders), mean over greedy
+    sub_score.<name>   each sub-grader score (multi graders), mean over greedy
+    A mean over nothing is None (JSON null), never NaN.
+    """
+    flat = [g for group in sampled for g in group if g.error is None]
+    greedy_ok = [g for g in greedy if g.error is None]
+    correct = [sum(1 for g in group if g.error is None and g.passed) for group in sampled]
+    metrics: dict[str, float | None] = {
+        "reward_mean": _mean([g.score for g in flat]),
+        "greedy_reward_mean": _mean([g.score for g in greedy_ok]),
+        "pass@1": mean_pass_at_k(correct, k, 1) if correct else None,
+        f"pass@{k}": mean_pass_at_k(correct, k, k) if correct else None,
+        "greedy_pass@1": _mean([1.0 if g.passed else 0.0 for g in greedy_ok]),
+        "grader_errors": float(sum(len(group) for group in sampled) + len(greedy) - len(flat) - len(greedy_ok)),
+    }
+    for name in sorted({n for g in greedy_ok for n in g.metrics}):
+        metrics[name] = _mean([g.metrics[name] for g in greedy_ok if name in g.metrics])
+    for name in sorted({n for g in greedy_ok for n in g.sub_scores}):
+        metrics[f"sub_score.{name}"] = _mean([g.sub_scores[name] for g in greedy_ok if name in g.sub_scores])
+    return metrics
+
+
+def result_counts(greedy: Sequence[Graded]) -> dict[str, int]:
+    """OpenAI's counts, one per row, judged by the row's greedy answer."""
+    errored = sum(1 for g in greedy if g.error is not None)
+    passed = sum(1 for g in greedy if g.error is None and g.passed)
+    return {"total": len(greedy), "passed": passed, "failed": len(greedy) - passed - errored, "errored": errored}
+
+
+@dataclasses.dataclass
+class RowResult:
+    index: int
+    row: dict[str, Any]
+    greedy_text: str
+    greedy_finish: str
+    greedy: Graded
+    sample_texts: list[str]
+    sample_finishes: list[str]
+    samples: list[Graded]
+
+
+def summary(rows: Sequence[RowResult], k: int, criterion: str, total_rows: int, usage: dict[str, Any]) -> dict:
+    """The run's results object (stored, and returned by the API with the run)."""
+    counts = result_counts([r.greedy for r in rows])
+    return {
+        "result_counts": counts,
+        "per_testing_criteria_results": [
+            {"testing_criteria": criterion, "passed": counts["passed"], "failed": counts["failed"]}
+        ],
+        "metrics": eval_metrics([r.samples for r in rows], [r.greedy for r in rows], k),
+        "per_model_usage": [usage] if usage.get("invocation_count") else [],
+        "progress": {"items_done": len(rows), "items_total": total_rows},
+    }
+
+
+def _graded_json(graded: Graded, text: str, finish: str, index: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {} if index is None else {"index": index}
+    out.update(
+        output_text=text,
+        finish_reason=finish,
+        score=graded.score,
+        passed=graded.passed,
+        sub_scores=graded.sub_scores,
+        metrics=graded.metrics,
+        error=graded.error,
+    )
+    return out
+
+
+def item_status(row: RowResult) -> str:
+    return "error" if row.greedy.error else "pass" if row.greedy.passed else "fail"
+
+
+def output_item(row: RowResult, k: int, criterion: dict[str, str], model: str, settings: SamplingSettings) -> dict:
+    """A row's stored output item: OpenAI's `sample` and `results` (the greedy answer) plus
+    ours: `greedy`, the K `samples`, and the row's own pass counts."""
+    correct = sum(1 for g in row.samples if g.error is None and g.passed)
+    messages = row.row.get("messages", [])
+    return {
+        "datasource_item": row.row,
+        "results": [
+            {
+                "name": criterion["name"],
+                "type": criterion["type"],
+                "score": row.greedy.score,
+                "passed": row.greedy.passed,
+                "sample": None,
+                "sub_scores": row.greedy.sub_scores,
+                "metrics": row.greedy.metrics,
+                "error": row.greedy.error,
+            }
+        ],
+        "sample": {
+            "input": [{"role": m.get("role", "user"), "content": _text(m.get("content"))} for m in messages],
+            "output": [{"role": "assistant", "content": row.greedy_text}],
+            "finish_reason": row.greedy_finish,
+            "model": model,
+            "error": row.greedy.error,
+            "temperature": 0.0,
+            "max_completion_tokens": settings.max_completion_tokens,
+            "top_p": 1.0,
+            "seed": settings.seed,
+            "usage": None,
+        },
+        "greedy": _graded_json(row.greedy, row.greedy_text, row.greedy_finish),
+        "samples": [
+            _graded_json(g, t, f, i)
+            for i, (g, t, f) in enumerate(zip(row.samples, row.sample_texts, row.sample_finishes, strict=True))
+        ],
+        "passed_samples": correct,
+        "sample_reward_mean": _mean([g.score for g in row.samples if g.error is None]),
+        "pass@1": correct / k,
+        f"pass@{k}": mean_pass_at_k([correct], k, k),
+    }
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # OpenAI text parts
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
+# -- the run -------------------------------------------------------------------------------------
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """The file's rows (validated at upload: each an object with `messages`)."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+async def evaluate_rows(
+    rows: Sequence[dict[str, Any]],
+    sample: Sampler,
+    grade: Grader,
+    settings: SamplingSettings,
+    on_chunk: Callable[[list[RowResult]], Awaitable[None]],
+) -> None:
+    """Answer and grade every row; `on_chunk` gets each chunk's results in row order."""
+    limit = asyncio.Semaphore(ROWS_IN_FLIGHT)
+    k = settings.n
+
+    async def answer(index: int, row: dict[str, Any]) -> tuple[Answers, Answers] | SamplingError:
+        # Each row's K samples get seeds of their own (vLLM adds the sample's index).
+        seed = None if settings.seed is None else settings.seed + index * k
+        async with limit:
+            try:
+                greedy, sampled = await asyncio.gather(
+                    sample(row["messages"], 1, 0.0, settings.seed),
+                    sample(row["messages"], k, settings.temperature, seed),
+                )
+            except SamplingError as exc:
+                return exc
+        return greedy, sampled
+
+    for start in range(0, len(rows), ROWS_PER_GRADE):
+        chunk = rows[start : start + ROWS_PER_GRADE]
+        answered = await asyncio.gather(*(answer(start + i, row) for i, row in enumerate(chunk)))
+        pairs: list[tuple[str, dict[str, Any]]] = []
+        for row, outcome in zip(chunk, answered, strict=True):
+            if not isinstance(outcome, SamplingError):
+                item = {key: value for key, value in row.items() if key != "messages"}
+                pairs += [(text, item) for text in (*outcome[0].texts, *outcome[1].texts)]
+        grades = iter(await grade(pairs) if pairs else [])
+        results = []
+        for offset, (row, outcome) in enumerate(zip(chunk, answered, strict=True)):
+            if isinstance(outcome, SamplingError):
+                error = {"code": "sampling_error", "message": str(outcome)}
+                results.append(
+                    RowResult(
+                        start + offset,
+                        row,
+                        "",
+                        "",
+                        Graded(error=error),
+                        [""] * k,
+                        [""] * k,
+                        [Graded(error=error) for _ in range(k)],
+                    )
+                )
+                continue
+            greedy, sampled = outcome
+            results.append(
+                RowResult(
+                    start + offset,
+                    row,
+                    greedy.texts[0],
+                    greedy.finish_reasons[0],
+                    next(grades),
+                    sampled.texts,
+                    sampled.finish_reasons,
+                    [next(grades) for _ in sampled.texts],
+                )
+            )
+        await on_chunk(results)
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything a run needs, resolved and checked by the caller before it is queued."""
+
+    run_id: str
+    file_path: str
+    total_rows: int
+    settings: SamplingSettings
+    criterion: dict[str, str]
+    """The testing criterion's name and type."""
+    model: str
+    open_sampler: Callable[[], contextlib.AbstractAsyncContextManager[Sampler]]
+    """Enter to get a ready sampler of the model (holds its inference server meanwhile)."""
+    grade: Grader
+
+
+class EvalRunner:
+    """Runs queued evaluation runs in the background, one at a time, and cancels them."""
+
+    def __init__(self, store: EvalStore, concurrent_runs: int = 1) -> None:
+        self.store = store
+        self._slots = asyncio.Semaphore(concurrent_runs)
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._canceled: set[str] = set()
+        interrupted = store.fail_unfinished(
+            "the learner restarted while this run was queued or in progress; create it again"
+        )
+        if interrupted:
+            log.warning("marked %d evaluation run(s) of a previous learner process as failed", interrupted)
+
+    def submit(self, plan: RunPlan) -> None:
+        task = asyncio.get_running_loop().create_task(self._execute(plan), name=f"eval-run-{plan.run_id}")
+        self._tasks[plan.run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(plan.run_id, None))
+
+    async def cancel(self, run_id: str) -> None:
+        """Stop a run (queued or in progress) and wait until it has stopped."""
+        task = self._tasks.get(run_id)
+        if task is None:
+            self.store.set_run_status(run_id, CANCELED)
+            return
+        self._canceled.add(run_id)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _execute(self, plan: RunPlan) -> None:
+        rows: list[RowResult] = []
+        usage = {"model_name": plan.model, "invocation_count": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                 "total_tokens": 0, "cached_tokens": 0}  # fmt: skip
+
+        def results() -> dict:
+            return summary(rows, plan.settings.n, plan.criterion["name"], plan.total_rows, usage)
+
+        async def counted(sample: Sampler, messages, n, temperature, seed) -> Answers:
+            answers = await sample(messages, n, temperature, seed)
+            usage["invocation_count"] += 1
+            usage["prompt_tokens"] += answers.prompt_tokens
+            usage["completion_tokens"] += answers.completion_tokens
+            usage["cached_tokens"] += answers.cached_tokens
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            return answers
+
+        async def on_chunk(chunk: list[RowResult]) -> None:
+            rows.extend(chunk)
+            k = plan.settings.n
+            items = [
+                (r.index, item_status(r), output_item(r, k, plan.criterion, plan.model, plan.settings)) for r in chunk
+            ]
+            await asyncio.to_thread(self.store.add_output_items, plan.run_id, items)
+            await asyncio.to_thread(self.store.set_run_status, plan.run_id, IN_PROGRESS, results())
+
+        try:
+            async with self._slots:
+                if not self.store.set_run_status(plan.run_id, IN_PROGRESS):
+                    return  # canceled or deleted while queued
+                data = await asyncio.to_thread(read_rows, plan.file_path)
+                async with plan.open_sampler() as sample:
+
+                    async def sampler(messages, n, temperature, seed):
+                        return await counted(sample, messages, n, temperature, seed)
+
+                    await evaluate_rows(data, sampler, plan.grade, plan.settings, on_chunk)
+            self.store.set_run_status(plan.run_id, COMPLETED, results())
+        except asyncio.CancelledError:
+            if plan.run_id in self._canceled:
+                self._canceled.discard(plan.run_id)
+                self.store.set_run_status(plan.run_id, CANCELED, results())
+            else:  # the learner is stopping; the database may be closed already
+                with contextlib.suppress(Exception):
+                    self.store.set_run_status(
+                        plan.run_id, FAILED, results(), (INTERRUPTED, "the learner stopped during this run")
+                    )
+            raise
+        except RunFailure as exc:
+            self.store.set_run_status(plan.run_id, FAILED, results(), (exc.code, exc.message))
+        except Exception as exc:  # a bug: the run fails with a reason, the learner goes on
+            log.exception("evaluation run %s failed", plan.run_id)
+            self.store.set_run_status(plan.run_id, FAILED, results(), ("internal_error", type(exc).__name__))
+

@@ -1,0 +1,478 @@
+"""Routes of evaluations (a subset of OpenAI's Evals API) and saved graders (ours).
+
+Thin: each route checks the tenant's ownership, validates, and calls the store
+(eval_store.py) or the run engine (evaluations.py); the two adapters at the end connect
+the engine to the learner's inference pool (one vLLM server per model, the tenant's
+cache_salt, as chat completions use) and grader service. docs/openai-migration.md has
+the shapes and what differs from OpenAI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from typing import Any
+
+import grpc
+import httpx
+from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi.security import HTTPBearer
+from rft.grader.v1 import grader_pb2
+
+from rft_learner.db import UnknownCursor
+from rft_learner.eval_store import (
+    CANCELED,
+    FINAL,
+    INTERRUPTED,
+    EvalStore,
+    NotFound,
+    OutputItemRecord,
+    RunRecord,
+    output_item_index,
+)
+from rft_learner.evaluations import Answers, EvalRunner, Graded, RunFailure, RunPlan, SamplingError, SamplingSettings
+from rft_learner.files import FileNotFound
+from rft_learner.http_api import eval_schemas as S
+from rft_learner.http_api.convert import refuse_endpoint
+from rft_learner.http_api.errors import ApiError, not_found
+from rft_learner.remote import RemoteError, retry_transient, sample_output, to_struct
+
+GRADE_BATCH = 512
+GRADER_PATIENCE_SECONDS = 300.0
+SAMPLE_SCHEMA = {
+    "type": "object",
+    "properties": {"output_text": {"type": "string"}, "output_json": {"type": "object"}},
+    "required": ["output_text"],
+}
+ORDER = Query("asc", pattern="^(asc|desc)$", description="By creation time: asc (oldest first) or desc.")
+
+
+def tenant_cache_salt(owner: str) -> str:
+    """The prefix-cache salt of a tenant's requests, the same one chat completions send."""
+    return "tenant-" + hashlib.sha256(owner.encode()).hexdigest()[:32]
+
+
+def page_of(objects: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """A cursor page from up to limit + 1 objects (the extra one only says there is more)."""
+    data = objects[:limit]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(objects) > limit,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+def criterion_of(spec: dict[str, Any]) -> dict[str, str]:
+    kind = str(spec.get("type", ""))
+    return {"name": str(spec.get("name") or kind), "type": kind}
+
+
+def eval_json(record) -> dict[str, Any]:
+    body = record.body
+    schema: dict[str, Any] = {"type": "object", "properties": {"item": body["item_schema"]}, "required": ["item"]}
+    if body["include_sample_schema"]:
+        schema["properties"]["sample"] = SAMPLE_SCHEMA
+        schema["required"].append("sample")
+    return {
+        "id": record.id,
+        "object": "eval",
+        "created_at": int(record.created_at),
+        "name": body["name"],
+        "data_source_config": {"type": "custom", "schema": schema},
+        "testing_criteria": body["testing_criteria"],
+        "metadata": body["metadata"],
+    }
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "object": "eval.run",
+        "eval_id": run.eval_id,
+        "name": run.request["name"],
+        "model": run.request["data_source"]["model"],
+        "status": run.status,
+        "created_at": int(run.created_at),
+        "data_source": run.request["data_source"],
+        "error": {"code": run.error_code, "message": run.error_message} if run.error_code else None,
+        "metadata": run.request["metadata"],
+        "report_url": "",
+        **run.results,
+        "finished_at": int(run.finished_at) if run.finished_at else None,
+    }
+
+
+def output_item_json(eval_id: str, item: OutputItemRecord) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "object": "eval.run.output_item",
+        "created_at": int(item.created_at),
+        "eval_id": eval_id,
+        "run_id": item.run_id,
+        "datasource_item_id": item.index,
+        "status": item.status,
+        **item.body,
+    }
+
+
+def saved_grader_json(record) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "object": "grader",
+        "name": record.name,
+        "grader": record.spec,
+        "created_at": int(record.created_at),
+    }
+
+
+def register(app: FastAPI, ctx) -> None:
+    """Add the /v1/evals and /v1/graders routes; `ctx` is the API's ApiContext."""
+    store = EvalStore(ctx.jobs.store.db)
+    runner = EvalRunner(store)
+    bearer = HTTPBearer(auto_error=False, description="An API key from the operator's --api-keys-file.")
+
+    async def tenant(request: Request, _documents_the_scheme=Security(bearer)) -> str:
+        return request.scope["rft_tenant"]  # set by the API's guard, which has checked the key
+
+    def owned(getter, *ids_and_owner, what: str, param: str):
+        try:
+            return getter(*ids_and_owner)
+        except NotFound:
+            raise not_found(what, ids_and_owner[-2], param) from None
+
+    async def validate(spec: dict[str, Any], owner: str, param: str) -> None:
+        """As /v1/fine_tuning/alpha/graders/validate: 400 naming the field, 503 without a grader."""
+        refuse_endpoint(spec, param)
+        request = grader_pb2.ValidateGraderRequest(tenant=owner, spec=to_struct(spec))
+        try:
+            response = await ctx.grader.ValidateGrader(request, timeout=60)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                raise ApiError(400, f"{param}: {exc.details()}", param=param, code="invalid_grader") from None
+            raise ApiError(
+                503, f"grader service: {exc.code().name}: {exc.details()}", code="grader_unavailable"
+            ) from None
+        if not response.valid:
+            issues = [f"{i.field}: {i.message}" if i.field else i.message for i in response.issues]
+            field = next((i.field for i in response.issues if i.field), "")
+            raise ApiError(
+                400,
+                f"invalid grader in {param}: " + "; ".join(issues),
+                param=f"{param}.{field}" if field else param,
+                code="invalid_grader",
+            )
+
+    def cursor_error(exc: UnknownCursor) -> ApiError:
+        return ApiError(400, str(exc), param="after")
+
+    # -- evals -------------------------------------------------------------------------------
+    @app.post("/v1/evals", response_model=S.Eval, tags=["evals"])
+    async def create_eval(body: S.CreateEvalBody, owner: str = Depends(tenant)) -> dict[str, Any]:
+        if len(body.testing_criteria) != 1:
+            raise ApiError(
+                400,
+                f"testing_criteria: exactly one grader is supported, got {len(body.testing_criteria)};"
+                " combine several with a multi grader",
+                param="testing_criteria",
+            )
+        await validate(body.testing_criteria[0], owner, "testing_criteria[0]")
+        stored = {
+            "name": body.name or "",
+            "item_schema": body.data_source_config.item_schema,
+            "include_sample_schema": body.data_source_config.include_sample_schema,
+            "testing_criteria": body.testing_criteria,
+            "metadata": body.metadata,
+        }
+        return eval_json(await asyncio.to_thread(store.create_eval, owner, stored))
+
+    @app.get("/v1/evals", response_model=S.EvalPage, tags=["evals"])
+    async def list_evals(
+        after: str | None = Query(None),
+        limit: int = Query(20, ge=1, le=100),
+        order: str = ORDER,
+        order_by: str = Query("created_at", pattern="^(created_at|updated_at)$"),
+        owner: str = Depends(tenant),
+    ) -> dict[str, Any]:
+        try:
+            records = await asyncio.to_thread(store.list_evals, owner, limit + 1, after or "", order, order_by)
+        except UnknownCursor as exc:
+            raise cursor_error(exc) from None
+        return page_of([eval_json(r) for r in records], limit)
+
+    @app.get("/v1/evals/{eval_id}", response_model=S.Eval, tags=["evals"])
+    async def retrieve_eval(eval_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
+        return eval_json(owned(store.get_eval, eval_id, owner, what="eval", param="eval_id"))
+
+    @app.post("/v1/evals/{eval_id}", response_model=S.Eval, tags=["evals"])
+    async def update_eval(eval_id: str, body: S.UpdateEvalBody, owner: str = Depends(tenant)) -> dict[str, Any]:
+        changes = body.model_dump(exclude_unset=True)
+        return eval_json(owned(store.update_eval, eval_id, owner, changes, what="eval", param="eval_id"))
+
+    @app.delete("/v1/evals/{eval_id}", response_model=S.EvalDeleted, tags=["evals"])
+    async def delete_eval(eval_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
+        owned(store.get_eval, eval_id, owner, what="eval", param="eval_id")
+        for run in store.runs_with_status("queued", "in_progress", eval_id=eval_id):
+            await runner.cancel(run.id)
+        owned(store.delete_eval, eval_id, owner, what="eval", param="eval_id")
+        return {"object": "eval.deleted", "deleted": True, "eval_id": eval_id}
+
+    # -- runs --------------------------------------------------------------------------------
+    @app.post("/v1/evals/{eval_id}/runs", response_model=S.EvalRun, tags=["evals"])
+    async def create_run(eval_id: str, body: S.CreateRunBody, owner: str = Depends(tenant)) -> dict[str, Any]:
+        evaluation = owned(store.get_eval, eval_id, owner, what="eval", param="eval_id")
+        source = body.data_source
+        try:
+            stored = ctx.files.get(source.source.id, owner)
+        except FileNotFound:
+            raise ApiError(
+                400,
+                f"data_source.source.id: no file {source.source.id!r} (upload one with POST /v1/files)",
+                param="data_source.source.id",
+                code="file_not_found",
+            ) from None
+        model = ctx.names.resolve(source.model, owner, param="data_source.model")
+        params = source.sampling_params
+        settings = SamplingSettings(
+            params.n, params.temperature, params.top_p, params.max_completion_tokens, params.seed
+        )
+        data_source = source.model_dump()
+        data_source["input_messages"] = {"type": "item_reference", "item_reference": "item.messages"}
+        spec = evaluation.body["testing_criteria"][0]
+        criterion = criterion_of(spec)
+        results = {
+            "result_counts": {"total": 0, "passed": 0, "failed": 0, "errored": 0},
+            "per_testing_criteria_results": [{"testing_criteria": criterion["name"], "passed": 0, "failed": 0}],
+            "per_model_usage": [],
+            "metrics": {},
+            "progress": {"items_done": 0, "items_total": stored.line_count},
+        }
+        request = {"name": body.name or source.model, "data_source": data_source, "metadata": body.metadata}
+        try:
+            run = await asyncio.to_thread(store.create_run, eval_id, owner, request, results)
+        except NotFound:
+            raise not_found("eval", eval_id, "eval_id") from None
+        runner.submit(
+            RunPlan(
+                run_id=run.id,
+                file_path=stored.path,
+                total_rows=stored.line_count,
+                settings=settings,
+                criterion=criterion,
+                model=model.id,
+                open_sampler=lambda: _inference_sampler(ctx.inference, model, owner, settings),
+                grade=_grader(ctx.grader, owner, spec),
+            )
+        )
+        return run_json(run)
+
+    @app.get("/v1/evals/{eval_id}/runs", response_model=S.EvalRunPage, tags=["evals"])
+    async def list_runs(
+        eval_id: str,
+        after: str | None = Query(None),
+        limit: int = Query(20, ge=1, le=100),
+        order: str = ORDER,
+        status: str | None = Query(None, pattern="^(queued|in_progress|completed|canceled|failed)$"),
+        owner: str = Depends(tenant),
+    ) -> dict[str, Any]:
+        owned(store.get_eval, eval_id, owner, what="eval", param="eval_id")
+        try:
+            runs = await asyncio.to_thread(store.list_runs, eval_id, owner, limit + 1, after or "", order, status or "")
+        except UnknownCursor as exc:
+            raise cursor_error(exc) from None
+        return page_of([run_json(r) for r in runs], limit)
+
+    def owned_run(eval_id: str, run_id: str, owner: str) -> RunRecord:
+        return owned(store.get_run, eval_id, run_id, owner, what="run", param="run_id")
+
+    @app.get("/v1/evals/{eval_id}/runs/{run_id}", response_model=S.EvalRun, tags=["evals"])
+    async def retrieve_run(eval_id: str, run_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
+        return run_json(owned_run(eval_id, run_id, owner))
+
+    async def cancel_run(eval_id: str, run_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
+        run = owned_run(eval_id, run_id, owner)
+        if run.status in FINAL and run.status != CANCELED:
+            raise ApiError(409, f"run {run_id} has already {run.status}", param="run_id", code="invalid_run_state")
+        await runner.cancel(run_id)
+        return run_json(owned_run(eval_id, run_id, owner))
+
+    for path in ("/v1/evals/{eval_id}/runs/{run_id}", "/v1/evals/{eval_id}/runs/{run_id}/cancel"):
+        app.post(path, response_model=S.EvalRun, tags=["evals"], name="cancel_run", summary="Cancel a run")(cancel_run)
+
+    @app.delete("/v1/evals/{eval_id}/runs/{run_id}", response_model=S.EvalRunDeleted, tags=["evals"])
+    async def delete_run(eval_id: str, run_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
+        run = owned_run(eval_id, run_id, owner)
+        if run.status not in FINAL:
+            await runner.cancel(run_id)
+        owned(store.delete_run, eval_id, run_id, owner, what="run", param="run_id")
+        return {"object": "eval.run.deleted", "deleted": True, "run_id": run_id}
+
+    @app.get("/v1/evals/{eval_id}/runs/{run_id}/output_items", response_model=S.OutputItemPage, tags=["evals"])
+    async def list_output_items(
+        eval_id: str,
+        run_id: str,
+        after: str | None = Query(None),
+        limit: int = Query(20, ge=1, le=1000),
+        order: str = Query("asc", pattern="^(asc|desc)$", description="By row: asc (file order) or desc."),
+        status: str | None = Query(None, pattern="^(pass|fail|error)$"),
+        owner: str = Depends(tenant),
+    ) -> dict[str, Any]:
+        owned_run(eval_id, run_id, owner)
+        after_index = None
+        if after:
+            after_index = output_item_index(run_id, after)
+            if after_index is None:
+                raise ApiError(400, f"after: no output item {after!r} in this run", param="after")
+        items = await asyncio.to_thread(store.list_output_items, run_id, limit + 1, after_index, order, status or "")
+        return page_of([output_item_json(eval_id, i) for i in items], limit)
+
+    @app.get(
+        "/v1/evals/{eval_id}/runs/{run_id}/output_items/{output_item_id}", response_model=S.OutputItem, tags=["evals"]
+    )
+    async def retrieve_output_item(
+        eval_id: str, run_id: str, output_item_id: str, owner: str = Depends(tenant)
+    ) -> dict[str, Any]:
+        owned_run(eval_id, run_id, owner)
+        index = output_item_index(run_id, output_item_id)
+        missing = not_found("output_item", output_item_id, "output_item_id")
+        if index is None:
+            raise missing
+        try:
+            return output_item_json(eval_id, store.get_output_item(run_id, index))
+        except NotFound:
+            raise missing from None
+
+    # -- saved graders (ours) ----------------------------------------------------------------
+    @app.post("/v1/graders", response_model=S.SavedGrader, tags=["graders"])
+    async def save_grader(body: S.SaveGraderBody, owner: str = Depends(tenant)) -> dict[str, Any]:
+        """Ours: save a grader spec for the tenant, after the checks of graders/validate."""
+        await validate(body.grader, owner, "grader")
+        return saved_grader_json(await asyncio.to_thread(store.save_grader, owner, body.name, body.grader))
+
+    @app.get("/v1/graders", response_model=S.SavedGraderPage, tags=["graders"])
+    async def list_saved_graders(
+        after: str | None = Query(None),
+        limit: int = Query(20, ge=1, le=100),
+        order: str = Query("desc", pattern="^(asc|desc)$", description="By creation time; newest first by default."),
+        owner: str = Depends(tenant),
+    ) -> dict[str, Any]:
+        """Ours: the tenant's saved graders."""
+        try:
+            records = await asyncio.to_thread(store.list_graders, owner, limit + 1, after or "", order)
+        except UnknownCursor as exc:
+            raise cursor_error(exc) from None
+        return page_of([saved_grader_json(r) for r in records], limit)
+
+    @app.get("/v1/graders/{grader_id}", response_model=S.SavedGrader, tags=["graders"])
+    async def retrieve_saved_grader(grader_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
+        """Ours: one saved grader."""
+        return saved_grader_json(owned(store.get_grader, grader_id, owner, what="grader", param="grader_id"))
+
+    @app.delete("/v1/graders/{grader_id}", response_model=S.SavedGraderDeleted, tags=["graders"])
+    async def delete_saved_grader(grader_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
+        """Ours: delete a saved grader (evals and jobs that copied its spec keep their copy)."""
+        owned(store.delete_grader, grader_id, owner, what="grader", param="grader_id")
+        return {"id": grader_id, "object": "grader.deleted", "deleted": True}
+
+
+# -- the engine's adapters ---------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def _inference_sampler(inference, model, owner: str, settings: SamplingSettings):
+    """A sampler of `model` through its vLLM server, held for the whole run."""
+    try:
+        async with inference.serving(model.id, model.directory) as server:
+
+            async def sample(messages, n: int, temperature: float, seed: int | None) -> Answers:
+                body: dict[str, Any] = {
+                    "model": model.id,
+                    "messages": messages,
+                    "n": n,
+                    "temperature": temperature,
+                    "top_p": settings.top_p if temperature > 0 else 1.0,
+                    "max_tokens": settings.max_completion_tokens,
+                    "cache_salt": tenant_cache_salt(owner),
+                }
+                if seed is not None:
+                    body["seed"] = seed
+                headers = {"Authorization": f"Bearer {server.api_key}"}
+                try:
+                    response = await inference.client.post(
+                        server.url + "/v1/chat/completions", json=body, headers=headers, timeout=600
+                    )
+                except httpx.HTTPError as exc:
+                    raise RunFailure(
+                        "model_unavailable", f"the inference server for {model.id} failed: {exc}"
+                    ) from None
+                except RuntimeError as exc:  # the client was closed: the learner is stopping
+                    raise RunFailure(INTERRUPTED, f"the learner stopped during this run ({exc})") from None
+                if response.status_code == 400:  # this row's request (e.g. a prompt over the context)
+                    raise SamplingError(_upstream_message(response))
+                if response.status_code != 200:
+                    raise RunFailure(
+                        "model_error", f"the inference server for {model.id} answered {response.status_code}:"
+                        f" {_upstream_message(response)}"
+                    )  # fmt: skip
+                reply = response.json()
+                choices = sorted(reply["choices"], key=lambda c: c["index"])
+                usage = reply.get("usage") or {}
+                details = usage.get("prompt_tokens_details") or {}
+                return Answers(
+                    texts=[c["message"].get("content") or "" for c in choices],
+                    finish_reasons=[c.get("finish_reason") or "" for c in choices],
+                    prompt_tokens=usage.get("prompt_tokens", 0),
+                    completion_tokens=usage.get("completion_tokens", 0),
+                    cached_tokens=details.get("cached_tokens") or 0,
+                )
+
+            yield sample
+    except ApiError as exc:  # no vLLM, the server failed to start, every slot busy
+        raise RunFailure(exc.code or "model_unavailable", exc.message) from None
+
+
+def _upstream_message(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error", response.json())
+        return str(error.get("message", error) if isinstance(error, dict) else error)[:2000]
+    except ValueError:
+        return response.text[:2000]
+
+
+def _grader(stub, owner: str, spec: dict[str, Any]):
+    """A Grader (evaluations.py) over the grader service, with the tenant's name."""
+    struct = to_struct(spec)
+
+    async def grade_batch(pairs) -> list[Graded]:
+        request = grader_pb2.GradeRequest(tenant=owner, spec=struct)
+        for text, item in pairs:
+            request.items.append(grader_pb2.GradeItem(sample=sample_output(text), item=to_struct(item)))
+        try:
+            response = await retry_transient(
+                lambda: stub.Grade(request, timeout=600), "grader Grade", GRADER_PATIENCE_SECONDS
+            )
+        except RemoteError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, grpc.aio.AioRpcError) and cause.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.NOT_FOUND,
+            ):
+                raise RunFailure("invalid_grader", f"grader: {cause.details()}") from None
+            raise RunFailure("grader_unavailable", str(exc)) from None
+        if len(response.results) != len(pairs):
+            raise RunFailure("grader_error", f"the grader returned {len(response.results)} results for {len(pairs)}")
+        return [_graded(r) for r in response.results]
+
+    async def grade(pairs) -> list[Graded]:
+        out: list[Graded] = []
+        for start in range(0, len(pairs), GRADE_BATCH):
+            out += await grade_batch(pairs[start : start + GRADE_BATCH])
+        return out
+
+    return grade
+
+
+def _graded(result: grader_pb2.GradeResult) -> Graded:
+    if result.HasField("error"):
+        kind = grader_pb2.GradeErrorKind.Name(result.error.kind).removeprefix("GRADE_ERROR_KIND_").lower()
+        return Graded(error={"code": kind, "message": result.error.message})
+    return Graded(result.score, bool(result.passed), dict(result.sub_scores), dict(result.metrics))
