@@ -223,8 +223,11 @@ def _text(content: Any) -> str:
 # -- the run -------------------------------------------------------------------------------------
 def read_rows(path: str) -> list[dict[str, Any]]:
     """The file's rows (validated at upload: each an object with `messages`)."""
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except FileNotFoundError:
+        raise RunFailure("file_not_found", "the run's file was deleted before the run started") from None
 
 
 async def evaluate_rows(
@@ -392,4 +395,3 @@ class EvalRunner:
         except Exception as exc:  # a bug: the run fails with a reason, the learner goes on
             log.exception("evaluation run %s failed", plan.run_id)
             self.store.set_run_status(plan.run_id, FAILED, results(), ("internal_error", type(exc).__name__))
-
