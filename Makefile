@@ -25,8 +25,8 @@ lint: install ## ruff + buf lint + stale-stub check
 test: install ## run the whole test suite
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-demo: install ## run the main job end to end on embedded defaults
-	$(PY) scripts/demo.py
+demo: install ## run the main job end to end on embedded defaults (ARGS=--console keeps the web console up)
+	$(PY) scripts/demo.py $(ARGS)
 
 bench: install ## run the benchmarks (ratios against in-run baselines)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

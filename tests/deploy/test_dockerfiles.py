@@ -50,7 +50,8 @@ def test_multi_stage_pinned_base_non_root(service):
     assert base, "the base image is one ARG, so a digest pin is one change"
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1))
     stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.M)
-    assert len(stages) >= 2 and all(image == "${PYTHON_IMAGE}" for image, _ in stages)
+    python_stages = [(image, name) for image, name in stages if name != "console"]
+    assert len(python_stages) >= 2 and all(image == "${PYTHON_IMAGE}" for image, _ in python_stages)
     assert re.search(r"^COPY --from=build /opt/venv /opt/venv$", text, re.M)
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), "numeric non-root user (runAsNonRoot checks it)"
@@ -61,6 +62,16 @@ def test_multi_stage_pinned_base_non_root(service):
     assert {int(port) for port in exposed.split()} == expected
     # components/tls swaps the probes for this script.
     assert "deploy/docker/rft_grpc_health.py /usr/local/bin/rft-grpc-health" in text
+
+
+def test_learner_image_builds_and_serves_the_console():
+    text = dockerfile("learner").read_text()
+    node = re.search(r"^ARG NODE_IMAGE=(\S+)$", text, re.M)
+    assert node and re.fullmatch(r"node:\d+\.\d+\.\d+-bookworm-slim(@sha256:[0-9a-f]{64})?", node.group(1))
+    assert re.search(r"^FROM \$\{NODE_IMAGE\} AS console$", text, re.M)
+    assert "RUN npm ci" in text  # from the lock file, as make install does
+    assert re.search(r"^COPY --from=console /console/dist /opt/rft-console$", text, re.M)
+    assert "RFT_LEARNER_CONSOLE_DIR=/opt/rft-console" in text
 
 
 def test_learner_image_can_carry_vllm_for_chat_completions():

@@ -1,12 +1,24 @@
 import { html } from "htm/preact";
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { request, saveKey } from "../api.js";
+
+const OPEN_SERVER_KEY = "no-key-needed";
 
 export function LoginPage({ onLogin }) {
   const [key, setKey] = useState("");
   const [remember, setRemember] = useState(false);
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
+
+  // A server without --api-keys-file (make demo's) takes any key: go straight in.
+  useEffect(() => {
+    fetch("/v1/models").then((response) => {
+      if (response.ok) {
+        saveKey(OPEN_SERVER_KEY, false);
+        onLogin(OPEN_SERVER_KEY);
+      }
+    });
+  }, []);
 
   async function submit(event) {
     event.preventDefault();

@@ -295,7 +295,7 @@ def checkpoint_json(job: JobRecord, record: CheckpointRecord, names: ModelNames)
 
 
 MAX_LINE_PROBLEMS = 10_000
-_FIELD_AT_START = re.compile(r"^'?((?:messages|[A-Za-z_]\w*)(?:\[\d+\])?(?:\.\w+)?)'?\s(?:is|must|has)\b")
+_FIELD_AT_START = re.compile(r"^'?(messages(?:\[\d+\])?(?:\.\w+)?)'?\s(?:is|must|has)\b")
 _MISSING_FIELD = re.compile(r"^missing field '([^']+)'")
 
 
