@@ -353,6 +353,28 @@ def test_openapi_document_covers_every_route(learner) -> None:
         ("GET", "/v1/models/{model}"),
         ("POST", "/v1/chat/completions"),
         ("POST", "/v1/completions"),
+        # The console's extensions (d9fc08d).
+        ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/metrics"),
+        ("GET", "/v1/fine_tuning/hyperparameters"),
+        ("POST", "/v1/fine_tuning/hyperparameters/validate"),
+        # Evaluations (OpenAI's Evals API, a subset) and saved graders (ours): http_api/evals.py.
+        ("POST", "/v1/evals"),
+        ("GET", "/v1/evals"),
+        ("GET", "/v1/evals/{eval_id}"),
+        ("POST", "/v1/evals/{eval_id}"),
+        ("DELETE", "/v1/evals/{eval_id}"),
+        ("POST", "/v1/evals/{eval_id}/runs"),
+        ("GET", "/v1/evals/{eval_id}/runs"),
+        ("GET", "/v1/evals/{eval_id}/runs/{run_id}"),
+        ("POST", "/v1/evals/{eval_id}/runs/{run_id}"),
+        ("POST", "/v1/evals/{eval_id}/runs/{run_id}/cancel"),
+        ("DELETE", "/v1/evals/{eval_id}/runs/{run_id}"),
+        ("GET", "/v1/evals/{eval_id}/runs/{run_id}/output_items"),
+        ("GET", "/v1/evals/{eval_id}/runs/{run_id}/output_items/{output_item_id}"),
+        ("POST", "/v1/graders"),
+        ("GET", "/v1/graders"),
+        ("GET", "/v1/graders/{grader_id}"),
+        ("DELETE", "/v1/graders/{grader_id}"),
     }
     assert documented == expected
     assert "HTTPBearer" in document["components"]["securitySchemes"]
