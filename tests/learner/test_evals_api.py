@@ -116,6 +116,9 @@ def test_evals_are_created_listed_and_refused_with_the_field_named(alice, bob, e
         bob.evals.retrieve(evaluation.id)
     with pytest.raises(openai.NotFoundError):
         bob.evals.delete(evaluation.id)
+    with pytest.raises(openai.NotFoundError) as missing:
+        bob.evals.update(evaluation.id, name="mine")
+    assert evaluation.id in missing.value.message and "alice" not in missing.value.message
 
 
 def test_bad_runs_name_the_field(alice, bob, evaluation, rows_file) -> None:

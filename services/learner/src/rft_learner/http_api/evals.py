@@ -136,11 +136,12 @@ def register(app: FastAPI, ctx) -> None:
     async def tenant(request: Request, _documents_the_scheme=Security(bearer)) -> str:
         return request.scope["rft_tenant"]  # set by the API's guard, which has checked the key
 
-    def owned(getter, *ids_and_owner, what: str, param: str):
+    def owned(what: str, param: str, identifier: str, getter, *args):
+        """getter(*args), or the 404 of `what` named `identifier` (never the owner)."""
         try:
-            return getter(*ids_and_owner)
+            return getter(*args)
         except NotFound:
-            raise not_found(what, ids_and_owner[-2], param) from None
+            raise not_found(what, identifier, param) from None
 
     async def validate(spec: dict[str, Any], owner: str, param: str) -> None:
         """As /v1/fine_tuning/alpha/graders/validate: 400 naming the field, 503 without a grader."""
@@ -203,25 +204,25 @@ def register(app: FastAPI, ctx) -> None:
 
     @app.get("/v1/evals/{eval_id}", response_model=S.Eval, tags=["evals"])
     async def retrieve_eval(eval_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
-        return eval_json(owned(store.get_eval, eval_id, owner, what="eval", param="eval_id"))
+        return eval_json(owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner))
 
     @app.post("/v1/evals/{eval_id}", response_model=S.Eval, tags=["evals"])
     async def update_eval(eval_id: str, body: S.UpdateEvalBody, owner: str = Depends(tenant)) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
-        return eval_json(owned(store.update_eval, eval_id, owner, changes, what="eval", param="eval_id"))
+        return eval_json(owned("eval", "eval_id", eval_id, store.update_eval, eval_id, owner, changes))
 
     @app.delete("/v1/evals/{eval_id}", response_model=S.EvalDeleted, tags=["evals"])
     async def delete_eval(eval_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
-        owned(store.get_eval, eval_id, owner, what="eval", param="eval_id")
+        owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner)
         for run in store.runs_with_status("queued", "in_progress", eval_id=eval_id):
             await runner.cancel(run.id)
-        owned(store.delete_eval, eval_id, owner, what="eval", param="eval_id")
+        owned("eval", "eval_id", eval_id, store.delete_eval, eval_id, owner)
         return {"object": "eval.deleted", "deleted": True, "eval_id": eval_id}
 
     # -- runs --------------------------------------------------------------------------------
     @app.post("/v1/evals/{eval_id}/runs", response_model=S.EvalRun, tags=["evals"])
     async def create_run(eval_id: str, body: S.CreateRunBody, owner: str = Depends(tenant)) -> dict[str, Any]:
-        evaluation = owned(store.get_eval, eval_id, owner, what="eval", param="eval_id")
+        evaluation = owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner)
         source = body.data_source
         try:
             stored = ctx.files.get(source.source.id, owner)
@@ -276,7 +277,7 @@ def register(app: FastAPI, ctx) -> None:
         status: str | None = Query(None, pattern="^(queued|in_progress|completed|canceled|failed)$"),
         owner: str = Depends(tenant),
     ) -> dict[str, Any]:
-        owned(store.get_eval, eval_id, owner, what="eval", param="eval_id")
+        owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner)
         try:
             runs = await asyncio.to_thread(store.list_runs, eval_id, owner, limit + 1, after or "", order, status or "")
         except UnknownCursor as exc:
@@ -284,7 +285,7 @@ def register(app: FastAPI, ctx) -> None:
         return page_of([run_json(r) for r in runs], limit)
 
     def owned_run(eval_id: str, run_id: str, owner: str) -> RunRecord:
-        return owned(store.get_run, eval_id, run_id, owner, what="run", param="run_id")
+        return owned("run", "run_id", run_id, store.get_run, eval_id, run_id, owner)
 
     @app.get("/v1/evals/{eval_id}/runs/{run_id}", response_model=S.EvalRun, tags=["evals"])
     async def retrieve_run(eval_id: str, run_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
@@ -305,7 +306,7 @@ def register(app: FastAPI, ctx) -> None:
         run = owned_run(eval_id, run_id, owner)
         if run.status not in FINAL:
             await runner.cancel(run_id)
-        owned(store.delete_run, eval_id, run_id, owner, what="run", param="run_id")
+        owned("run", "run_id", run_id, store.delete_run, eval_id, run_id, owner)
         return {"object": "eval.run.deleted", "deleted": True, "run_id": run_id}
 
     @app.get("/v1/evals/{eval_id}/runs/{run_id}/output_items", response_model=S.OutputItemPage, tags=["evals"])
@@ -367,12 +368,12 @@ def register(app: FastAPI, ctx) -> None:
     @app.get("/v1/graders/{grader_id}", response_model=S.SavedGrader, tags=["graders"])
     async def retrieve_saved_grader(grader_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
         """Ours: one saved grader."""
-        return saved_grader_json(owned(store.get_grader, grader_id, owner, what="grader", param="grader_id"))
+        return saved_grader_json(owned("grader", "grader_id", grader_id, store.get_grader, grader_id, owner))
 
     @app.delete("/v1/graders/{grader_id}", response_model=S.SavedGraderDeleted, tags=["graders"])
     async def delete_saved_grader(grader_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
         """Ours: delete a saved grader (evals and jobs that copied its spec keep their copy)."""
-        owned(store.delete_grader, grader_id, owner, what="grader", param="grader_id")
+        owned("grader", "grader_id", grader_id, store.delete_grader, grader_id, owner)
         return {"id": grader_id, "object": "grader.deleted", "deleted": True}
 
 
