@@ -20,6 +20,7 @@ from rft_rollout.domain import Limits
 from rft_rollout.engine import open_vllm_engine
 from rft_rollout.model_spec import describe_model
 from rft_rollout.servicer import SERVICE_NAME, RolloutServicer
+from rft_rollout.tool_servers import load_tool_servers, open_tool_box
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ ENGINE_WATCH_SECONDS = 2.0
 def settings_from(config: RolloutConfig) -> Settings:
     return Settings(
         model=config.model,
-        limits=Limits(config.max_prompts, config.max_n, config.max_tokens, config.max_prompt_tokens),
+        limits=Limits(
+            config.max_prompts, config.max_n, config.max_tokens, config.max_prompt_tokens, config.max_episode_turns
+        ),
         default_max_tokens=config.default_max_tokens,
         weights_dir=config.weights_dir,
         staging_dir=pathlib.Path(config.staging_dir) if config.staging_dir else default_staging_dir(),
@@ -54,14 +57,15 @@ async def serve(config: RolloutConfig) -> None:
 
 
 async def _run_engine(config: RolloutConfig, servicer: RolloutServicer, server: GrpcServer) -> None:
-    """Start the engine, serve until cancelled, then shut the engine down."""
-    async with open_vllm_engine(config) as engine:
+    """Start the tool servers and the engine, serve until cancelled, then shut both down."""
+    tool_servers = load_tool_servers(config.tool_servers_file) if config.tool_servers_file else []
+    async with open_tool_box(tool_servers) as tools, open_vllm_engine(config) as engine:
         model = await asyncio.to_thread(describe_model, config.model, engine.facts.dtype)
 
         async def stop_serving(reason: str) -> None:
             await server.set_serving(False, reason)
 
-        core = RolloutCore(engine, model, settings_from(config), on_broken=stop_serving)
+        core = RolloutCore(engine, model, settings_from(config), on_broken=stop_serving, tools=tools)
         metrics.QUEUE_DEPTH.set_function(engine.num_unfinished_requests)
         try:
             seconds = await engine.warm_up(config.warmup_requests)

@@ -52,6 +52,13 @@ class RolloutConfig(ServerConfig):
     """max_tokens of a request that leaves it 0."""
     max_prompt_tokens: int = pydantic.Field(4096, ge=1)
     """Longest prompt in tokens (after chat templating)."""
+    max_episode_turns: int = pydantic.Field(16, ge=1, le=1024)
+    """Largest EpisodeParams.max_turns (model turns of one tool-using episode)."""
+
+    # Tools of episodes.
+    tool_servers_file: str = ""
+    """JSON file listing the tool servers episodes may call ({"servers": [...]}, see
+    docs/agents.md); their credentials stay in it. Empty: no tools (episodes without tools still run)."""
 
     # Weight updates.
     weights_dir: str = ""

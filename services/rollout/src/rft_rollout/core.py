@@ -9,6 +9,9 @@ call aborts exactly its unfinished engine requests.
 Weight updates (and so the policy version) are `WeightUpdates`' (updates.py). A
 sample's policy version is the engine's label of its tokens, so it is exact by
 construction.
+
+With EpisodeParams every sample is an episode (episodes.py): one task per sample runs
+its turns, one engine request per turn, with the tools of the `ToolBox`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from rft_rollout import metrics
 from rft_rollout.domain import (
+    EpisodeParams,
     GenerateResult,
     InvalidRequest,
     Limits,
@@ -41,7 +45,9 @@ from rft_rollout.domain import (
     UpdateResult,
 )
 from rft_rollout.engine import Engine
+from rft_rollout.episodes import EpisodeDeps, run_episode
 from rft_rollout.model_spec import ModelDescription
+from rft_rollout.tool_servers import ToolBox
 from rft_rollout.updates import Chunk, WeightUpdates
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,7 @@ class _Plan:
     prompts: list[list[int]]
     requests: list[SampleRequest]  # one per prompt, seeded with the request's seed
     n: int
+    episode: EpisodeParams | None = None
 
 
 class RolloutCore:
@@ -78,8 +85,10 @@ class RolloutCore:
         model: ModelDescription,
         settings: Settings,
         on_broken: Callable[[str], Awaitable[None]] | None = None,
+        tools: ToolBox | None = None,
     ) -> None:
         self.engine = engine
+        self.tools = tools or ToolBox([])
         self.model = model
         self.settings = settings
         self.updates = WeightUpdates(engine, model, settings, self._check_serving, self.stop_serving)
@@ -162,7 +171,23 @@ class RolloutCore:
                 f"prompts[{index}]: {len(ids)} tokens leave no room to generate within max_model_len={max_model_len}"
             )
 
-    def _render(self, prompts: Sequence[PromptInput]) -> list[list[int]]:
+    def _check_episode(self, episode: EpisodeParams | None) -> list[dict]:
+        """The tools (chat-template format) an episode request may call."""
+        if episode is None:
+            return []
+        limit = self.settings.limits.max_episode_turns
+        if not 1 <= episode.max_turns <= limit:
+            raise InvalidRequest(
+                f"episode.max_turns: {episode.max_turns} must be 1 to the limit max_episode_turns={limit}"
+            )
+        unknown = [name for name in episode.tool_servers if name not in self.tools.servers]
+        if unknown:
+            raise InvalidRequest(
+                f"episode.tool_servers: unknown {unknown}; this service has {sorted(self.tools.servers)}"
+            )
+        return [tool.as_template_tool() for tool in self.tools.tools_of(episode.tool_servers)]
+
+    def _render(self, prompts: Sequence[PromptInput], tools: Sequence[dict] = ()) -> list[list[int]]:
         """Token ids of every prompt (blocking: runs on the tokenizer thread)."""
         vocab = self.engine.facts.vocab_size
         rendered = []
@@ -185,14 +210,16 @@ class RolloutCore:
                         if not message.role:
                             raise InvalidRequest(f"prompts[{index}].chat.messages[{m}].role: must not be empty")
                 try:
-                    ids = self.engine.render_prompt(prompt)
+                    ids = self.engine.render_prompt(prompt, tools) if tools else self.engine.render_prompt(prompt)
                 except InvalidRequest as exc:
                     raise InvalidRequest(f"prompts[{index}].{exc}") from None
             self._check_prompt(index, ids)
             rendered.append(ids)
         return rendered
 
-    async def _plan(self, prompts: Sequence[PromptInput], sampling: Sampling) -> _Plan:
+    async def _plan(
+        self, prompts: Sequence[PromptInput], sampling: Sampling, episode: EpisodeParams | None = None
+    ) -> _Plan:
         self._check_serving()
         limits = self.settings.limits
         if not prompts:
@@ -200,11 +227,12 @@ class RolloutCore:
         if len(prompts) > limits.max_prompts:
             raise InvalidRequest(f"prompts: {len(prompts)} prompts is above the limit max_prompts={limits.max_prompts}")
         n, common = self._resolve_sampling(sampling)
+        tools = self._check_episode(episode)
         loop = asyncio.get_running_loop()
-        rendered = await loop.run_in_executor(self._tokenizer_thread, self._render, prompts)
+        rendered = await loop.run_in_executor(self._tokenizer_thread, self._render, prompts, tools)
         requests = [SampleRequest(prompt_token_ids=ids, seed=sampling.seed, **common) for ids in rendered]
         metrics.PROMPT_TOKENS.inc(sum(len(ids) for ids in rendered))
-        return _Plan(rendered, requests, n)
+        return _Plan(rendered, requests, n, episode)
 
     # -- generation ------------------------------------------------------------------
 
@@ -247,6 +275,50 @@ class RolloutCore:
             )
         return samples
 
+    def _episode_deps(self) -> EpisodeDeps:
+        loop = asyncio.get_running_loop()
+
+        def offload(function, *args):
+            return loop.run_in_executor(self._tokenizer_thread, function, *args)
+
+        return EpisodeDeps(
+            generate=self.engine.generate,
+            decode=self.engine.decode,
+            render_tool_turn=self.engine.render_tool_turn,
+            offload=offload,
+            call_tool=self.tools.call,
+            eos_token_id=self.engine.facts.eos_token_id,
+            max_model_len=self.engine.facts.max_model_len,
+        )
+
+    async def _episode(
+        self, episode_id: str, prompt_index: int, sample_index: int, request: SampleRequest, params: EpisodeParams
+    ) -> list[Sample]:
+        """One episode as a one-sample list (the shape `_samples` returns)."""
+        started_version = self.updates.version
+        try:
+            run = await run_episode(self._episode_deps(), episode_id, request, params)
+        except NotReady as exc:
+            await self.stop_serving(str(exc))
+            raise
+        outcome = run.outcome
+        metrics.observe_episode(outcome)
+        sampled = sum(outcome.token_mask)
+        metrics.GENERATED_TOKENS.inc(sampled)
+        finish = {"answer": "stop", "max_turns": "length", "length": "length", "abort": "abort"}[outcome.end]
+        version = int(run.weight_version) if run.weight_version is not None else started_version
+        sample = Sample(
+            prompt_index=prompt_index,
+            sample_index=sample_index,
+            text=run.text,
+            token_ids=run.trajectory.token_ids,
+            logprobs=run.trajectory.logprobs,
+            finish_reason=finish,
+            policy_version=version,
+            episode=outcome,
+        )
+        return [sample]
+
     @staticmethod
     def _engine_request_id(request_id: str) -> str:
         # Engine request ids must be unique even when clients reuse theirs.
@@ -257,6 +329,20 @@ class RolloutCore:
         samples one by one) one per sample, seeded seed + sample index as vLLM seeds the
         samples of an n > 1 request, so both ways give the same samples."""
         base = self._engine_request_id(request_id)
+        if plan.episode is not None:  # one episode per sample, seeded as one_per_sample
+            return [
+                asyncio.create_task(
+                    self._episode(
+                        f"{base}-{p}-{s}",
+                        p,
+                        s,
+                        dataclasses.replace(request, seed=None if request.seed is None else request.seed + s),
+                        plan.episode,
+                    )
+                )
+                for p, request in enumerate(plan.requests)
+                for s in range(plan.n)
+            ]
         if not one_per_sample:
             return [
                 asyncio.create_task(self._samples(f"{base}-{p}", p, request, plan.n))
@@ -276,11 +362,17 @@ class RolloutCore:
             for s in range(plan.n)
         ]
 
-    async def generate(self, prompts: Sequence[PromptInput], sampling: Sampling, request_id: str) -> GenerateResult:
+    async def generate(
+        self,
+        prompts: Sequence[PromptInput],
+        sampling: Sampling,
+        request_id: str,
+        episode: EpisodeParams | None = None,
+    ) -> GenerateResult:
         """All samples of a batch. Cancelling the call aborts them."""
         metrics.REQUESTS.labels("Generate").inc()
         started = time.perf_counter()
-        plan = await self._plan(prompts, sampling)
+        plan = await self._plan(prompts, sampling, episode)
         # vLLM refuses n > 1 for greedy requests: those go one engine request per sample.
         greedy = plan.requests[0].temperature == 0
         tasks = self._start(plan, request_id, one_per_sample=greedy and plan.n > 1)
@@ -298,13 +390,17 @@ class RolloutCore:
         )
 
     async def stream_generate(
-        self, prompts: Sequence[PromptInput], sampling: Sampling, request_id: str
+        self,
+        prompts: Sequence[PromptInput],
+        sampling: Sampling,
+        request_id: str,
+        episode: EpisodeParams | None = None,
     ) -> AsyncIterator[tuple[Sample, list[int]]]:
         """(sample, its prompt's token ids) as each sample finishes. Closing the
         iterator early (a cancelled call) aborts the unfinished samples."""
         metrics.REQUESTS.labels("StreamGenerate").inc()
         started = time.perf_counter()
-        plan = await self._plan(prompts, sampling)
+        plan = await self._plan(prompts, sampling, episode)
         tasks = self._start(plan, request_id, one_per_sample=True)
         async with _cancel_on_exit(tasks):
             for next_done in asyncio.as_completed(tasks):
@@ -336,6 +432,10 @@ class RolloutCore:
             eos_token_id=facts.eos_token_id,
             max_lora_rank=self.settings.max_lora_rank,
             lora=self.updates.lora,
+            tool_servers=tuple(
+                (name, server.config.kind, tuple(tool.name for tool in server.tools))
+                for name, server in self.tools.servers.items()
+            ),
         )
 
 

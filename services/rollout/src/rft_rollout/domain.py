@@ -10,6 +10,7 @@ import dataclasses
 from typing import Literal
 
 FinishReason = Literal["stop", "length", "abort"]
+EpisodeEnd = Literal["answer", "max_turns", "length", "abort"]
 
 
 class RolloutError(Exception):
@@ -89,6 +90,50 @@ class EngineSample:
     time_to_first_token: float | None
 
 
+@dataclasses.dataclass(frozen=True)
+class EpisodeParams:
+    """A request's episode settings: at most `max_turns` model turns, calling the tools
+    of the named tool servers."""
+
+    max_turns: int
+    tool_servers: tuple[str, ...]
+
+
+@dataclasses.dataclass
+class ToolCallRecord:
+    """One tool call of an episode and what the model was shown."""
+
+    id: str
+    turn: int
+    name: str
+    arguments_json: str
+    output: str
+    is_error: bool
+    latency_seconds: float
+
+
+@dataclasses.dataclass
+class EpisodeMessage:
+    """An assistant turn (its text without tool-call blocks) or a tool result."""
+
+    role: str
+    content: str
+    tool_call_ids: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class EpisodeOutcome:
+    """The multi-turn part of a sample: `token_mask[i]` is 1 where the model sampled
+    the sample's token i and 0 where the service inserted it."""
+
+    token_mask: list[int]
+    turns: int
+    end: EpisodeEnd
+    tool_calls: list[ToolCallRecord]
+    messages: list[EpisodeMessage]
+    final_text: str
+
+
 @dataclasses.dataclass
 class Sample:
     prompt_index: int
@@ -98,6 +143,7 @@ class Sample:
     logprobs: list[float]
     finish_reason: FinishReason
     policy_version: int
+    episode: EpisodeOutcome | None = None
 
 
 @dataclasses.dataclass
@@ -157,6 +203,7 @@ class Limits:
     max_n: int
     max_tokens: int
     max_prompt_tokens: int
+    max_episode_turns: int = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +221,7 @@ class ModelInfo:
     eos_token_id: int
     max_lora_rank: int  # 0: adapter updates are refused
     lora: LoraAdapter | None  # the adapter serving on top of the weights, if any
+    tool_servers: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (name, kind, tool names)
 
 
 @dataclasses.dataclass(frozen=True)

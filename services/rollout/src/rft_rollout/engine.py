@@ -44,8 +44,14 @@ class WeightsNotApplied(Exception):
 class Engine(Protocol):
     facts: EngineFacts
 
-    def render_prompt(self, prompt: PromptInput) -> list[int]:
-        """Token ids of a chat or text prompt (blocking; token-id prompts are not passed)."""
+    def render_prompt(self, prompt: PromptInput, tools: Sequence[dict] = ()) -> list[int]:
+        """Token ids of a chat or text prompt (blocking; token-id prompts are not passed);
+        `tools` (OpenAI function format) go to the chat template of a chat prompt."""
+
+    def render_tool_turn(self, tool_messages: list[dict[str, str]], ended_with_eos: bool) -> list[int]:
+        """Token ids that follow an assistant turn whose tool calls gave `tool_messages`:
+        the end-of-turn token unless the turn ended with it, what the chat template
+        writes after it, the tool messages and the next generation prompt (blocking)."""
 
     async def generate(self, request_id: str, request: SampleRequest, n: int = 1) -> list[EngineSample]:
         """`n` samples of one prompt (sample i seeded with seed + i); cancelling the
@@ -108,11 +114,13 @@ class VllmEngine:
 
     # -- prompts ---------------------------------------------------------------------
 
-    def render_prompt(self, prompt: PromptInput) -> list[int]:
+    def render_prompt(self, prompt: PromptInput, tools: Sequence[dict] = ()) -> list[int]:
         if prompt.chat is not None:
             messages = [{"role": message.role, "content": message.content} for message in prompt.chat]
             try:
-                text = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                text = self._tokenizer.apply_chat_template(
+                    messages, tools=list(tools) or None, tokenize=False, add_generation_prompt=True
+                )
             except ValueError as exc:  # transformers: no chat template
                 raise InvalidRequest(
                     f"chat: the model cannot render chat prompts ({exc}); send text or token_ids"
@@ -121,6 +129,11 @@ class VllmEngine:
             return list(self._tokenizer.encode(text, add_special_tokens=False))
         assert prompt.text is not None
         return list(self._tokenizer.encode(prompt.text))
+
+    def render_tool_turn(self, tool_messages: list[dict[str, str]], ended_with_eos: bool) -> list[int]:
+        text = tool_turn_text(self._tokenizer, tool_messages)
+        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+        return ids if ended_with_eos else [self.facts.eos_token_id, *ids]
 
     # -- generation ------------------------------------------------------------------
 
@@ -327,6 +340,30 @@ class VllmEngine:
         for round_index in range(2):
             await asyncio.gather(*(one(round_index * requests + i) for i in range(requests)))
         return time.perf_counter() - started
+
+
+# A stand-in conversation whose assistant turn the tool messages follow: rendering it
+# with and without them gives the template's text for the tool turn alone.
+_BASE_TURN = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+
+def tool_turn_text(tokenizer, tool_messages: list[dict[str, str]]) -> str:
+    """What the chat template writes after an assistant turn's end-of-turn token when
+    `tool_messages` follow it, through the next generation prompt.
+
+    The template renders a stand-in conversation once without and once with the tool
+    messages (and the generation prompt); the second must extend the first, and the
+    text from the first's last end-of-turn token on is the tool turn (for ChatML:
+    "\n<|im_start|>tool\n...<|im_end|>\n<|im_start|>assistant\n")."""
+    eos = tokenizer.eos_token
+    before = tokenizer.apply_chat_template(_BASE_TURN, tokenize=False)
+    after = tokenizer.apply_chat_template(_BASE_TURN + tool_messages, tokenize=False, add_generation_prompt=True)
+    if not after.startswith(before):
+        raise InvalidRequest("episode: the chat template re-renders earlier turns when tool messages follow")
+    end_of_turn = before.rfind(eos) if eos else -1
+    if end_of_turn < 0:
+        raise InvalidRequest("episode: the chat template does not end an assistant turn with the eos token")
+    return before[end_of_turn + len(eos) :] + after[len(before) :]
 
 
 def _engine_args(config: RolloutConfig):

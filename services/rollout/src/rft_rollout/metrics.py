@@ -37,3 +37,32 @@ WEIGHT_UPDATE_FAILURES = Counter(
     "Weight updates refused or failed, by reason (invalid: bad request; engine: the engine failed).",
     ["reason"],
 )
+
+# Episodes (multi-turn, tool-using samples).
+EPISODES = Counter("rft_rollout_episodes_total", "Episodes finished, by how they ended.", ["end"])
+EPISODE_TURNS = Histogram(
+    "rft_rollout_episode_turns", "Model turns per finished episode.", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32)
+)
+TOOL_CALLS = Counter("rft_rollout_tool_calls_total", "Tool calls made by episodes (unparsable ones included).")
+TOOL_ERRORS = Counter(
+    "rft_rollout_tool_errors_total",
+    "Tool calls that failed (unparsable, unknown tool, tool error, timeout, unreachable server).",
+)
+TOOL_CALL_SECONDS = Histogram(
+    "rft_rollout_tool_call_seconds", "Seconds a tool call took (calls that were sent).", buckets=_LATENCY_BUCKETS
+)
+TOOL_TOKENS = Counter(
+    "rft_rollout_tool_tokens_total", "Tokens inserted into episodes (tool results and their chat-template tokens)."
+)
+
+
+def observe_episode(outcome) -> None:
+    """Count one finished episode (a domain EpisodeOutcome)."""
+    EPISODES.labels(outcome.end).inc()
+    EPISODE_TURNS.observe(outcome.turns)
+    TOOL_CALLS.inc(len(outcome.tool_calls))
+    TOOL_ERRORS.inc(sum(call.is_error for call in outcome.tool_calls))
+    for call in outcome.tool_calls:
+        if call.latency_seconds > 0:
+            TOOL_CALL_SECONDS.observe(call.latency_seconds)
+    TOOL_TOKENS.inc(len(outcome.token_mask) - sum(outcome.token_mask))

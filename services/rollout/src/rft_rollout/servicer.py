@@ -14,6 +14,8 @@ from rft_common.weights import CHECKSUM_ALGORITHMS
 from rft_rollout.core import RolloutCore
 from rft_rollout.domain import (
     ChatMessage,
+    EpisodeOutcome,
+    EpisodeParams,
     InvalidRequest,
     LoraAdapter,
     ModelInfo,
@@ -35,6 +37,12 @@ FINISH_REASONS = {
     "stop": rollout_pb2.FINISH_REASON_STOP,
     "length": rollout_pb2.FINISH_REASON_LENGTH,
     "abort": rollout_pb2.FINISH_REASON_ABORT,
+}
+EPISODE_ENDS = {
+    "answer": rollout_pb2.EPISODE_END_ANSWER,
+    "max_turns": rollout_pb2.EPISODE_END_MAX_TURNS,
+    "length": rollout_pb2.EPISODE_END_LENGTH,
+    "abort": rollout_pb2.EPISODE_END_ABORT,
 }
 CHECKSUMS: dict[int, str] = {value: name for name, value in CHECKSUM_ALGORITHMS.items()}
 
@@ -84,6 +92,13 @@ def sampling_from_proto(params: rollout_pb2.SamplingParams) -> Sampling:
     )
 
 
+def episode_from_proto(request) -> EpisodeParams | None:
+    """The request's episode settings (max_turns 0 means 1); None when it has none."""
+    if not request.HasField("episode"):
+        return None
+    return EpisodeParams(request.episode.max_turns or 1, tuple(request.episode.tool_servers))
+
+
 def tensor_spec_from_proto(spec: rollout_pb2.TensorSpec) -> TensorSpec:
     return TensorSpec(spec.name, dtypes.from_proto(spec.dtype), tuple(spec.shape), spec.size_bytes, spec.checksum)
 
@@ -120,6 +135,31 @@ async def _chunks(requests: AsyncIterator[rollout_pb2.UpdateWeightsRequest]) -> 
 # -- domain -> protobuf --------------------------------------------------------------
 
 
+def episode_to_proto(outcome: EpisodeOutcome) -> rollout_pb2.Episode:
+    return rollout_pb2.Episode(
+        token_mask=outcome.token_mask,
+        turns=outcome.turns,
+        end=EPISODE_ENDS[outcome.end],
+        tool_calls=[
+            rollout_pb2.ToolCall(
+                id=call.id,
+                turn=call.turn,
+                name=call.name,
+                arguments_json=call.arguments_json,
+                output=call.output,
+                is_error=call.is_error,
+                latency_seconds=call.latency_seconds,
+            )
+            for call in outcome.tool_calls
+        ],
+        messages=[
+            rollout_pb2.EpisodeMessage(role=m.role, content=m.content, tool_call_ids=m.tool_call_ids)
+            for m in outcome.messages
+        ],
+        final_text=outcome.final_text,
+    )
+
+
 def sample_to_proto(sample: Sample) -> rollout_pb2.Sample:
     return rollout_pb2.Sample(
         prompt_index=sample.prompt_index,
@@ -129,6 +169,7 @@ def sample_to_proto(sample: Sample) -> rollout_pb2.Sample:
         logprobs=sample.logprobs,
         finish_reason=FINISH_REASONS[sample.finish_reason],
         policy_version=sample.policy_version,
+        episode=None if sample.episode is None else episode_to_proto(sample.episode),
     )
 
 
@@ -166,6 +207,7 @@ def model_info_to_proto(info: ModelInfo) -> rollout_pb2.GetModelInfoResponse:
             max_n=limits.max_n,
             max_tokens=limits.max_tokens,
             max_prompt_tokens=limits.max_prompt_tokens,
+            max_episode_turns=limits.max_episode_turns,
         ),
         engine=info.engine,
         eos_token_id=info.eos_token_id,
@@ -173,6 +215,9 @@ def model_info_to_proto(info: ModelInfo) -> rollout_pb2.GetModelInfoResponse:
         lora=None
         if info.lora is None
         else rollout_pb2.LoraAdapter(rank=info.lora.rank, alpha=info.lora.alpha, base_version=info.lora.base_version),
+        tool_servers=[
+            rollout_pb2.ToolServer(name=name, kind=kind, tools=tools) for name, kind, tools in info.tool_servers
+        ],
     )
 
 
@@ -194,6 +239,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 [prompt_from_proto(p) for p in request.prompts],
                 sampling_from_proto(request.sampling),
                 request.request_id,
+                episode_from_proto(request),
             )
             return rollout_pb2.GenerateResponse(
                 results=[
@@ -214,6 +260,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
                 [prompt_from_proto(p) for p in request.prompts],
                 sampling_from_proto(request.sampling),
                 request.request_id,
+                episode_from_proto(request),
             )
             try:
                 async for sample, prompt_ids in samples:

@@ -15,6 +15,14 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_ABORT: _ClassVar[FinishReason]
 
+class EpisodeEnd(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EPISODE_END_UNSPECIFIED: _ClassVar[EpisodeEnd]
+    EPISODE_END_ANSWER: _ClassVar[EpisodeEnd]
+    EPISODE_END_MAX_TURNS: _ClassVar[EpisodeEnd]
+    EPISODE_END_LENGTH: _ClassVar[EpisodeEnd]
+    EPISODE_END_ABORT: _ClassVar[EpisodeEnd]
+
 class TensorDtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TENSOR_DTYPE_UNSPECIFIED: _ClassVar[TensorDtype]
@@ -35,6 +43,11 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ABORT: FinishReason
+EPISODE_END_UNSPECIFIED: EpisodeEnd
+EPISODE_END_ANSWER: EpisodeEnd
+EPISODE_END_MAX_TURNS: EpisodeEnd
+EPISODE_END_LENGTH: EpisodeEnd
+EPISODE_END_ABORT: EpisodeEnd
 TENSOR_DTYPE_UNSPECIFIED: TensorDtype
 TENSOR_DTYPE_FLOAT32: TensorDtype
 TENSOR_DTYPE_FLOAT16: TensorDtype
@@ -90,17 +103,27 @@ class SamplingParams(_message.Message):
     def __init__(self, n: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., max_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompts", "sampling", "request_id")
+    __slots__ = ("prompts", "sampling", "request_id", "episode")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
     sampling: SamplingParams
     request_id: str
-    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    episode: EpisodeParams
+    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., episode: _Optional[_Union[EpisodeParams, _Mapping]] = ...) -> None: ...
+
+class EpisodeParams(_message.Message):
+    __slots__ = ("max_turns", "tool_servers")
+    MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    max_turns: int
+    tool_servers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, max_turns: _Optional[int] = ..., tool_servers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("prompt_index", "sample_index", "text", "token_ids", "logprobs", "finish_reason", "policy_version")
+    __slots__ = ("prompt_index", "sample_index", "text", "token_ids", "logprobs", "finish_reason", "policy_version", "episode")
     PROMPT_INDEX_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +131,7 @@ class Sample(_message.Message):
     LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_FIELD_NUMBER: _ClassVar[int]
     prompt_index: int
     sample_index: int
     text: str
@@ -115,7 +139,52 @@ class Sample(_message.Message):
     logprobs: _containers.RepeatedScalarFieldContainer[float]
     finish_reason: FinishReason
     policy_version: int
-    def __init__(self, prompt_index: _Optional[int] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., policy_version: _Optional[int] = ...) -> None: ...
+    episode: Episode
+    def __init__(self, prompt_index: _Optional[int] = ..., sample_index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., policy_version: _Optional[int] = ..., episode: _Optional[_Union[Episode, _Mapping]] = ...) -> None: ...
+
+class ToolCall(_message.Message):
+    __slots__ = ("id", "turn", "name", "arguments_json", "output", "is_error", "latency_seconds")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TURN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    IS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    turn: int
+    name: str
+    arguments_json: str
+    output: str
+    is_error: bool
+    latency_seconds: float
+    def __init__(self, id: _Optional[str] = ..., turn: _Optional[int] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., output: _Optional[str] = ..., is_error: _Optional[bool] = ..., latency_seconds: _Optional[float] = ...) -> None: ...
+
+class EpisodeMessage(_message.Message):
+    __slots__ = ("role", "content", "tool_call_ids")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_IDS_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    tool_call_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., tool_call_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Episode(_message.Message):
+    __slots__ = ("token_mask", "turns", "end", "tool_calls", "messages", "final_text")
+    TOKEN_MASK_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    FINAL_TEXT_FIELD_NUMBER: _ClassVar[int]
+    token_mask: _containers.RepeatedScalarFieldContainer[int]
+    turns: int
+    end: EpisodeEnd
+    tool_calls: _containers.RepeatedCompositeFieldContainer[ToolCall]
+    messages: _containers.RepeatedCompositeFieldContainer[EpisodeMessage]
+    final_text: str
+    def __init__(self, token_mask: _Optional[_Iterable[int]] = ..., turns: _Optional[int] = ..., end: _Optional[_Union[EpisodeEnd, str]] = ..., tool_calls: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[EpisodeMessage, _Mapping]]] = ..., final_text: _Optional[str] = ...) -> None: ...
 
 class PromptResult(_message.Message):
     __slots__ = ("prompt_index", "prompt_token_ids", "samples")
@@ -138,14 +207,16 @@ class GenerateResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[PromptResult, _Mapping]]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class StreamGenerateRequest(_message.Message):
-    __slots__ = ("prompts", "sampling", "request_id")
+    __slots__ = ("prompts", "sampling", "request_id", "episode")
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_FIELD_NUMBER: _ClassVar[int]
     prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
     sampling: SamplingParams
     request_id: str
-    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    episode: EpisodeParams
+    def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., episode: _Optional[_Union[EpisodeParams, _Mapping]] = ...) -> None: ...
 
 class StreamGenerateResponse(_message.Message):
     __slots__ = ("sample", "prompt_token_ids")
@@ -240,19 +311,31 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RequestLimits(_message.Message):
-    __slots__ = ("max_prompts", "max_n", "max_tokens", "max_prompt_tokens")
+    __slots__ = ("max_prompts", "max_n", "max_tokens", "max_prompt_tokens", "max_episode_turns")
     MAX_PROMPTS_FIELD_NUMBER: _ClassVar[int]
     MAX_N_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPISODE_TURNS_FIELD_NUMBER: _ClassVar[int]
     max_prompts: int
     max_n: int
     max_tokens: int
     max_prompt_tokens: int
-    def __init__(self, max_prompts: _Optional[int] = ..., max_n: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ...) -> None: ...
+    max_episode_turns: int
+    def __init__(self, max_prompts: _Optional[int] = ..., max_n: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., max_episode_turns: _Optional[int] = ...) -> None: ...
+
+class ToolServer(_message.Message):
+    __slots__ = ("name", "kind", "tools")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    tools: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "architecture", "num_parameters", "vocab_size", "max_model_len", "dtype", "policy_version", "tensors", "limits", "engine", "eos_token_id", "max_lora_rank", "lora")
+    __slots__ = ("model", "architecture", "num_parameters", "vocab_size", "max_model_len", "dtype", "policy_version", "tensors", "limits", "engine", "eos_token_id", "max_lora_rank", "lora", "tool_servers")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +349,7 @@ class GetModelInfoResponse(_message.Message):
     EOS_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_LORA_RANK_FIELD_NUMBER: _ClassVar[int]
     LORA_FIELD_NUMBER: _ClassVar[int]
+    TOOL_SERVERS_FIELD_NUMBER: _ClassVar[int]
     model: str
     architecture: str
     num_parameters: int
@@ -279,4 +363,5 @@ class GetModelInfoResponse(_message.Message):
     eos_token_id: int
     max_lora_rank: int
     lora: LoraAdapter
-    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., num_parameters: _Optional[int] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., dtype: _Optional[str] = ..., policy_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., engine: _Optional[str] = ..., eos_token_id: _Optional[int] = ..., max_lora_rank: _Optional[int] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ...) -> None: ...
+    tool_servers: _containers.RepeatedCompositeFieldContainer[ToolServer]
+    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., num_parameters: _Optional[int] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., dtype: _Optional[str] = ..., policy_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., engine: _Optional[str] = ..., eos_token_id: _Optional[int] = ..., max_lora_rank: _Optional[int] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ..., tool_servers: _Optional[_Iterable[_Union[ToolServer, _Mapping]]] = ...) -> None: ...

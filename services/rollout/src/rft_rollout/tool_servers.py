@@ -1,0 +1,296 @@
+"""Tool servers that episodes call: rft.tools.v1 over gRPC, and MCP servers (stdio or
+streamable HTTP) through the `mcp` SDK.
+
+The operator lists them in a JSON file (--tool-servers-file), one `ToolServerConfig`
+each; requests name the servers their episodes may use, never an address or a command,
+so a client cannot make the service start processes or reach hosts, and a server's
+credentials (headers, environment) stay in that file on the rollout side.
+
+`ToolBox` connects to every server when the service starts (an async context manager:
+MCP stdio servers are child processes, closed on exit), lists their tools and runs calls
+with the server's timeout and output cap. A call never raises: whatever goes wrong
+(unknown tool, the tool's own error, a timeout, a dead server) comes back as a
+`ToolOutcome` with `is_error` set and a message for the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal, Protocol
+
+import pydantic
+
+log = logging.getLogger(__name__)
+
+TRUNCATION_MARK = "\n[output truncated]"
+
+
+class ToolServerConfig(pydantic.BaseModel):
+    """One tool server, as the operator configures it."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str = pydantic.Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Name requests use in EpisodeParams.tool_servers."""
+    kind: Literal["grpc", "mcp_stdio", "mcp_http"]
+    """Transport: an rft.tools.v1 gRPC service, an MCP server started as a child process
+    (stdio), or an MCP server reached over streamable HTTP."""
+    target: str = pydantic.Field(min_length=1)
+    """grpc: host:port; mcp_stdio: the command to run; mcp_http: the endpoint URL."""
+    args: list[str] = []
+    """mcp_stdio: the command's arguments."""
+    env: dict[str, str] = {}
+    """mcp_stdio: extra environment variables of the server process (its credentials)."""
+    headers: dict[str, str] = {}
+    """grpc (as metadata, lowercase keys) and mcp_http (as HTTP headers): sent with every
+    call, e.g. an authorization token. Never shown to the model or to clients."""
+    timeout_seconds: float = pydantic.Field(10.0, gt=0, le=600)
+    """Per-call limit; a call past it is an error for the model ("timed out")."""
+    max_output_bytes: int = pydantic.Field(4096, ge=64, le=1 << 20)
+    """Largest tool output shown to the model (UTF-8 bytes); longer output is cut and
+    marked "[output truncated]"."""
+    connect_timeout_seconds: float = pydantic.Field(30.0, gt=0, le=600)
+    """Limit on connecting and listing the tools at start-up."""
+
+
+class ToolServersFile(pydantic.BaseModel):
+    """The --tool-servers-file: {"servers": [ToolServerConfig, ...]}."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    servers: list[ToolServerConfig] = []
+    """Every tool server; names are unique."""
+
+    @pydantic.model_validator(mode="after")
+    def _unique(self) -> ToolServersFile:
+        names = [server.name for server in self.servers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"tool server names must be unique; repeated: {duplicates}")
+        return self
+
+
+def load_tool_servers(path: str | pathlib.Path) -> list[ToolServerConfig]:
+    return ToolServersFile.model_validate_json(pathlib.Path(path).read_text()).servers
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolSpec:
+    """One tool as the chat template shows it (OpenAI function format)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def as_template_tool(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolOutcome:
+    """What one call gave: the text for the model, whether it failed, and its seconds."""
+
+    output: str
+    is_error: bool
+    latency_seconds: float
+
+
+def cap_output(text: str, max_bytes: int) -> str:
+    """`text` if its UTF-8 encoding fits `max_bytes`; otherwise its longest prefix that
+    fits together with TRUNCATION_MARK (never a partial character), then the mark."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    room = max(0, max_bytes - len(TRUNCATION_MARK.encode("utf-8")))
+    return data[:room].decode("utf-8", errors="ignore") + TRUNCATION_MARK
+
+
+class ToolClient(Protocol):
+    """One connected server."""
+
+    async def list_tools(self) -> list[ToolSpec]: ...
+
+    async def call(self, name: str, arguments: dict[str, Any], episode_id: str) -> tuple[str, bool]:
+        """(output text, is_error); may raise on transport failures."""
+
+
+# ---------------------------------------------------------------- rft.tools.v1 over gRPC
+
+
+class GrpcToolClient:
+    def __init__(self, config: ToolServerConfig) -> None:
+        import grpc
+        from rft.tools.v1 import tools_pb2_grpc
+
+        self._channel = grpc.aio.insecure_channel(config.target)
+        self._stub = tools_pb2_grpc.ToolServiceStub(self._channel)
+        self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
+        self._timeout = config.timeout_seconds
+
+    async def list_tools(self) -> list[ToolSpec]:
+        from google.protobuf import json_format
+        from rft.tools.v1 import tools_pb2
+
+        response = await self._stub.ListTools(tools_pb2.ListToolsRequest(), metadata=self._metadata, timeout=30)
+        return [
+            ToolSpec(
+                tool.name,
+                tool.description,
+                json_format.MessageToDict(tool.input_schema)
+                if tool.HasField("input_schema")
+                else {"type": "object", "properties": {}},
+            )
+            for tool in response.tools
+        ]
+
+    async def call(self, name: str, arguments: dict[str, Any], episode_id: str) -> tuple[str, bool]:
+        import grpc
+        from rft.tools.v1 import tools_pb2
+
+        request = tools_pb2.CallToolRequest(name=name, episode_id=episode_id)
+        request.arguments.update(arguments)
+        try:
+            response = await self._stub.CallTool(request, metadata=self._metadata, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise TimeoutError from None
+            return f"{exc.code().name}: {exc.details()}", True
+        return response.content, response.is_error
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+# ---------------------------------------------------------------- MCP
+
+
+def mcp_result_text(result: Any) -> str:
+    """The text of an MCP CallToolResult: its text contents joined by newlines; other
+    content (images, resources) as a placeholder naming its type; structured content as
+    JSON when there is no text."""
+    parts = []
+    for item in result.content or []:
+        text = getattr(item, "text", None)
+        parts.append(text if isinstance(text, str) else f"[{getattr(item, 'type', 'content')} omitted]")
+    if not parts and getattr(result, "structured_content", None) is not None:
+        parts.append(json.dumps(result.structured_content, sort_keys=True))
+    return "\n".join(parts)
+
+
+@contextlib.asynccontextmanager
+async def open_mcp_client(config: ToolServerConfig) -> AsyncIterator[Any]:
+    """An initialised `mcp.Client` session for the server (a stdio server process runs
+    while the block does)."""
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    if config.kind == "mcp_stdio":
+        server: Any = StdioServerParameters(command=config.target, args=list(config.args), env=dict(config.env))
+        async with Client(server, read_timeout_seconds=config.timeout_seconds) as client:
+            yield client
+        return
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with httpx2.AsyncClient(headers=dict(config.headers), timeout=config.timeout_seconds) as http:
+        transport = streamable_http_client(config.target, http_client=http)
+        async with Client(transport, read_timeout_seconds=config.timeout_seconds) as client:
+            yield client
+
+
+class McpToolClient:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def list_tools(self) -> list[ToolSpec]:
+        tools, cursor = [], None
+        while True:
+            page = await self._client.list_tools(cursor=cursor)
+            tools += [ToolSpec(t.name, t.description or "", dict(t.input_schema or {})) for t in page.tools]
+            cursor = getattr(page, "next_cursor", None)
+            if not cursor:
+                return tools
+
+    async def call(self, name: str, arguments: dict[str, Any], episode_id: str) -> tuple[str, bool]:
+        result = await self._client.call_tool(name, arguments)
+        return mcp_result_text(result), bool(result.is_error)
+
+
+# ---------------------------------------------------------------- the tool box
+
+
+@dataclasses.dataclass
+class ConnectedServer:
+    config: ToolServerConfig
+    client: ToolClient
+    tools: list[ToolSpec]
+
+
+class ToolBox:
+    """Every configured server, connected; `call` runs one tool with its server's limits."""
+
+    def __init__(self, servers: Sequence[ConnectedServer]) -> None:
+        self.servers = {server.config.name: server for server in servers}
+
+    def tools_of(self, names: Sequence[str]) -> list[ToolSpec]:
+        """The tools of the named servers, in order (KeyError names an unknown server)."""
+        return [tool for name in names for tool in self.servers[name].tools]
+
+    def resolve(self, server_names: Sequence[str], tool: str) -> ConnectedServer | None:
+        """The first of the named servers that offers `tool`."""
+        for name in server_names:
+            server = self.servers[name]
+            if any(spec.name == tool for spec in server.tools):
+                return server
+        return None
+
+    async def call(
+        self, server_names: Sequence[str], tool: str, arguments: dict[str, Any], episode_id: str
+    ) -> ToolOutcome:
+        server = self.resolve(server_names, tool)
+        if server is None:
+            offered = [spec.name for spec in self.tools_of(server_names)]
+            return ToolOutcome(f"error: unknown tool {tool!r}; the tools are {offered}", True, 0.0)
+        config = server.config
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(config.timeout_seconds):
+                output, is_error = await server.client.call(tool, arguments, episode_id)
+        except TimeoutError:
+            output, is_error = f"error: tool {tool!r} timed out after {config.timeout_seconds:g} s", True
+        except Exception as exc:  # a failing server must not end the episode
+            log.warning("tool %s on %s failed: %r", tool, config.name, exc)
+            output, is_error = f"error: tool {tool!r} failed: {type(exc).__name__}: {exc}", True
+        if is_error and not output.startswith("error"):
+            output = f"error: {output}"
+        return ToolOutcome(cap_output(output, config.max_output_bytes), is_error, time.perf_counter() - started)
+
+
+@contextlib.asynccontextmanager
+async def open_tool_box(configs: Sequence[ToolServerConfig]) -> AsyncIterator[ToolBox]:
+    """Connect to every server and list its tools; a server that cannot be reached
+    fails the start-up (an operator's configuration error). Closed on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        servers = []
+        for config in configs:
+            async with asyncio.timeout(config.connect_timeout_seconds):
+                if config.kind == "grpc":
+                    grpc_client = GrpcToolClient(config)
+                    stack.push_async_callback(grpc_client.close)
+                    client: ToolClient = grpc_client
+                else:
+                    client = McpToolClient(await stack.enter_async_context(open_mcp_client(config)))
+                tools = await client.list_tools()
+            log.info("tool server %s (%s): tools %s", config.name, config.kind, [t.name for t in tools])
+            servers.append(ConnectedServer(config, client, tools))
+        yield ToolBox(servers)

@@ -1,0 +1,101 @@
+"""The pure parts of episodes, checked by hand: tool-call parsing, the trajectory's
+mask and logprobs, the turn budget, the output cap and the tool turn's template text."""
+
+from __future__ import annotations
+
+import pytest
+from rft_rollout.episodes import Trajectory, parse_tool_calls, turn_room, turn_seed
+from rft_rollout.tool_servers import TRUNCATION_MARK, ToolServersFile, cap_output
+
+
+def test_parse_tool_calls_keeps_order_text_and_errors() -> None:
+    text = (
+        'Let me add. <tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>\n'
+        '<tool_call>{"name": "mul", "arguments": "{\\"x\\": 3}"}</tool_call>'
+        "<tool_call>not json</tool_call><tool_call>[1]</tool_call>"
+        '<tool_call>{"name": "f", "arguments": 5}</tool_call> done <tool_call>{"name": '
+    )
+    content, calls = parse_tool_calls(text)
+    assert content == "Let me add. \n done"
+    assert [(c.name, c.arguments) for c in calls] == [
+        ("add", {"a": 1, "b": 2}),
+        ("mul", {"x": 3}),  # arguments written as a JSON string are decoded
+        ("", None),
+        ("", None),
+        ("f", None),
+        ("", None),
+    ]
+    assert "not valid JSON" in calls[2].error and '"name" string' in calls[3].error
+    assert '"arguments" must be a JSON object' in calls[4].error
+    assert "not closed" in calls[5].error and calls[5].raw == '{"name":'
+
+
+def test_no_tool_call_is_an_answer() -> None:
+    assert parse_tool_calls("  42 \n") == ("42", [])
+
+
+def test_trajectory_masks_inserted_tokens_and_zeroes_their_logprobs() -> None:
+    trajectory = Trajectory()
+    trajectory.add_sampled([5, 6, 2], [-0.5, -0.25, -1.0])
+    trajectory.add_inserted([3, 1, 7])
+    trajectory.add_sampled([9], [-2.0])
+    assert trajectory.token_ids == [5, 6, 2, 3, 1, 7, 9]
+    assert trajectory.mask == [1, 1, 1, 0, 0, 0, 1]
+    assert trajectory.logprobs == [-0.5, -0.25, -1.0, 0.0, 0.0, 0.0, -2.0]
+    assert len(trajectory) == 7
+    with pytest.raises(ValueError):
+        trajectory.add_sampled([1, 2], [-1.0])
+
+
+def test_turn_room_is_the_smaller_of_budget_and_context() -> None:
+    # budget 100, 30 used: 70 left; context 512 - 400 prompt - 30 = 82 left -> 70
+    assert turn_room(100, 512, 400, 30) == 70
+    # context binds: 512 - 480 - 30 = 2
+    assert turn_room(100, 512, 480, 30) == 2
+    assert turn_room(10, 512, 4, 30) == 0  # never negative
+    assert turn_seed(None, 3) is None and turn_seed(7, 0) == 7 and turn_seed(7, 2) == 7 + 2 * 1_000_003
+
+
+def test_cap_output_cuts_whole_characters_and_marks_the_cut() -> None:
+    assert cap_output("short", 64) == "short"
+    mark = len(TRUNCATION_MARK.encode())
+    cut = cap_output("é" * 100, 64)  # 2 bytes each
+    assert cut == "é" * ((64 - mark) // 2) + TRUNCATION_MARK
+    assert len(cut.encode()) <= 64
+
+
+def test_tool_servers_file_is_typed() -> None:
+    servers = ToolServersFile.model_validate({"servers": [{"name": "a", "kind": "grpc", "target": "h:1"}]}).servers
+    assert servers[0].timeout_seconds == 10.0 and servers[0].max_output_bytes == 4096
+    with pytest.raises(ValueError, match="unique"):
+        ToolServersFile.model_validate({"servers": [{"name": "a", "kind": "grpc", "target": "h:1"}] * 2})
+    with pytest.raises(ValueError):
+        ToolServersFile.model_validate({"servers": [{"name": "a", "kind": "ftp", "target": "h:1"}]})
+
+
+QWEN_LIKE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'tool' %}"
+    "{% if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{ '<|im_start|>user' }}{% endif %}"
+    "{{ '\\n<tool_response>\\n' + m['content'] + '\\n</tool_response>' }}"
+    "{% if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{ '<|im_end|>\\n' }}{% endif %}"
+    "{% else %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_tool_turn_text_follows_the_chat_template() -> None:
+    import build_base_model
+    from rft_rollout.engine import tool_turn_text
+
+    tokenizer = build_base_model.build_tokenizer()
+    tools = [{"role": "tool", "content": "42"}, {"role": "tool", "content": "7"}]
+    assert tool_turn_text(tokenizer, tools) == (
+        "\n<|im_start|>tool\n42<|im_end|>\n<|im_start|>tool\n7<|im_end|>\n<|im_start|>assistant\n"
+    )
+    tokenizer.chat_template = QWEN_LIKE  # Qwen2.5 groups tool results in one user turn
+    assert tool_turn_text(tokenizer, tools) == (
+        "\n<|im_start|>user\n<tool_response>\n42\n</tool_response>\n<tool_response>\n7\n</tool_response>"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )

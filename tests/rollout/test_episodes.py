@@ -1,0 +1,256 @@
+"""Multi-turn, tool-using episodes end to end: a real rft-rollout (vLLM) serving
+models/tool-base (scripts/build_tool_model.py: it calls `add` for "add 17 25" and a few
+other prompts), a real rft.tools.v1 gRPC tool service process, a real MCP server started
+by the rollout over stdio and another over streamable HTTP."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.request
+
+import grpc
+import pytest
+from rft.common.v1 import common_pb2
+from rft.rollout.v1 import rollout_pb2
+from rollout_helpers import stub
+from service_process import ServiceProcess, free_port
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+TOOL_MODEL = REPO / "models" / "tool-base"
+SERVERS = pathlib.Path(__file__).parent / "tool_servers"
+TOKEN = "s3cret-tool-token"
+TOOL_TURN = "\n<|im_start|>tool\n{}<|im_end|>\n<|im_start|>assistant\n"
+CALL_17_25 = '<tool_call>{"name": "add", "arguments": {"a": 17, "b": 25}}</tool_call>'
+
+
+def _start(args: list[str], ready: str, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+    """A helper process and the first stdout line that starts with `ready`."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith(ready):
+            return proc, line.strip()
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"{args} did not print {ready!r}")
+
+
+def _wait_http(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/mcp", timeout=1)
+        except urllib.error.HTTPError:
+            return  # the server answers (a GET without a session is refused)
+        except OSError:
+            time.sleep(0.2)
+            continue
+        return
+    raise RuntimeError("the MCP HTTP server did not start")
+
+
+@pytest.fixture(scope="module")
+def tool_rollout(tmp_path_factory):
+    """rft-rollout on the tool model with five tool servers: the gRPC service in four
+    modes (ok, error, slow, huge: its x-mode header), the MCP server over stdio (with
+    ADD_OFFSET=1000 in its environment) and over HTTP."""
+    grpc_proc, line = _start([str(SERVERS / "grpc_tools.py"), "--token", TOKEN], "PORT")
+    grpc_address = f"127.0.0.1:{line.split()[1]}"
+    http_port = free_port()
+    mcp_http = subprocess.Popen([sys.executable, str(SERVERS / "mcp_tools.py"), "--http", str(http_port)])
+    try:
+        _wait_http(http_port)
+
+        def adder(name: str, mode: str, **extra) -> dict:
+            headers = {"authorization": f"Bearer {TOKEN}", "x-mode": mode}
+            return {"name": name, "kind": "grpc", "target": grpc_address, "headers": headers, **extra}
+
+        servers = [
+            adder("adder", "ok"),
+            adder("adder-error", "error"),
+            adder("adder-slow", "slow", timeout_seconds=1),
+            adder("adder-huge", "huge", max_output_bytes=256),
+            {
+                "name": "mcp",
+                "kind": "mcp_stdio",
+                "target": sys.executable,
+                "args": [str(SERVERS / "mcp_tools.py")],
+                "env": {"ADD_OFFSET": "1000"},
+            },
+            {"name": "mcp-http", "kind": "mcp_http", "target": f"http://127.0.0.1:{http_port}/mcp"},
+        ]
+        config = tmp_path_factory.mktemp("tools") / "tool-servers.json"
+        config.write_text(json.dumps({"servers": servers}))
+        args = ["--model", str(TOOL_MODEL), "--tool-servers-file", str(config), "--warmup-requests", "2"]
+        args += ["--max-model-len", "512", "--max-episode-turns", "4"]
+        with ServiceProcess("rft-rollout", args, ready_timeout=240) as proc:
+            with proc.channel() as channel:
+                yield proc, stub(channel)
+    finally:
+        grpc_proc.kill()
+        mcp_http.kill()
+        grpc_proc.wait()
+        mcp_http.wait()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(TOOL_MODEL)
+
+
+def chat(text: str) -> rollout_pb2.Prompt:
+    return rollout_pb2.Prompt(chat=rollout_pb2.ChatPrompt(messages=[common_pb2.ChatMessage(role="user", content=text)]))
+
+
+def episode(rollout_stub, servers, max_turns=3, max_tokens=256, prompt="add 17 25", **sampling):
+    request = rollout_pb2.GenerateRequest(
+        prompts=[chat(prompt)],
+        sampling=rollout_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.0, **sampling),
+        episode=rollout_pb2.EpisodeParams(max_turns=max_turns, tool_servers=servers),
+    )
+    response = rollout_stub.Generate(request, timeout=120)
+    return response.results[0], response.results[0].samples[0]
+
+
+def runs(mask: list[int]) -> list[tuple[int, int]]:
+    """(value, length) runs of a mask."""
+    out: list[tuple[int, int]] = []
+    for value in mask:
+        if out and out[-1][0] == value:
+            out[-1] = (value, out[-1][1] + 1)
+        else:
+            out.append((value, 1))
+    return out
+
+
+def test_episode_calls_the_grpc_tool_and_continues_from_the_exact_token_ids(tool_rollout, tokenizer) -> None:
+    _, rollout_stub = tool_rollout
+    result, sample = episode(rollout_stub, ["adder"])
+    ep = sample.episode
+    assert ep.end == rollout_pb2.EPISODE_END_ANSWER and ep.turns == 2
+    assert sample.finish_reason == rollout_pb2.FINISH_REASON_STOP
+    (call,) = ep.tool_calls
+    assert (call.id, call.turn, call.name, call.output, call.is_error) == ("call_0", 0, "add", "42", False)
+    assert json.loads(call.arguments_json) == {"a": 17, "b": 25} and call.latency_seconds > 0
+
+    ids, mask, logprobs = list(sample.token_ids), list(ep.token_mask), list(sample.logprobs)
+    assert len(ids) == len(mask) == len(logprobs)
+    (_, first), (_, inserted), (_, second) = runs(mask)  # sampled, tool turn, sampled
+    assert runs(mask) == [(1, first), (0, inserted), (1, second)]
+    # Turn 1: the call and the end-of-turn token, as sampled.
+    assert tokenizer.decode(ids[:first]) == CALL_17_25 + "<|im_end|>"
+    # The tool turn: the chat template's tokens around the result, tokenised on their own.
+    assert ids[first : first + inserted] == tokenizer.encode(TOOL_TURN.format("42"), add_special_tokens=False)
+    assert all(lp == 0.0 for lp, m in zip(logprobs, mask, strict=True) if m == 0)
+    assert all(lp <= 0.0 for lp in logprobs) and any(lp < 0.0 for lp in logprobs)
+    assert tokenizer.decode(ids[first + inserted :]).endswith("<|im_end|>")
+    assert sample.text == ep.final_text == tokenizer.decode(ids[first + inserted :], skip_special_tokens=True)
+    assert [(m.role, m.content, list(m.tool_call_ids)) for m in ep.messages] == [
+        ("assistant", "", ["call_0"]),
+        ("tool", "42", ["call_0"]),
+        ("assistant", ep.final_text, []),
+    ]
+
+    # Token in, token out: a plain Generate from the prompt and the trajectory before
+    # turn 2, as token ids, samples turn 2 exactly.
+    prefix = list(result.prompt_token_ids) + ids[: first + inserted]
+    plain = rollout_stub.Generate(
+        rollout_pb2.GenerateRequest(
+            prompts=[rollout_pb2.Prompt(token_ids=rollout_pb2.TokenIds(ids=prefix))],
+            sampling=rollout_pb2.SamplingParams(max_tokens=64, temperature=0.0),
+        ),
+        timeout=60,
+    )
+    again = plain.results[0].samples[0]
+    assert list(again.token_ids) == ids[first + inserted :]
+    assert list(again.logprobs) == pytest.approx(logprobs[first + inserted :], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("adder-error", "error: the adder is out of order"),
+        ("adder-slow", "error: tool 'add' timed out after 1 s"),
+        ("mcp-http", "42"),
+        ("mcp", "1042"),  # the stdio server got ADD_OFFSET from the tool-servers file
+    ],
+)
+def test_tool_outputs_and_errors_reach_the_model_as_tool_messages(tool_rollout, tokenizer, server, expected) -> None:
+    _, rollout_stub = tool_rollout
+    _, sample = episode(rollout_stub, [server], max_turns=2)
+    ep = sample.episode
+    call = ep.tool_calls[0]
+    assert call.output == expected
+    assert call.is_error == expected.startswith("error")
+    assert ep.turns == 2  # the episode went on after the tool's answer, error or not
+    (_, first), (_, inserted), *_ = runs(list(ep.token_mask))
+    inserted_ids = list(sample.token_ids)[first : first + inserted]
+    assert inserted_ids == tokenizer.encode(TOOL_TURN.format(expected), add_special_tokens=False)
+
+
+def test_tool_output_is_cut_at_the_servers_cap(tool_rollout) -> None:
+    _, rollout_stub = tool_rollout
+    _, sample = episode(rollout_stub, ["adder-huge"], max_turns=2, max_tokens=480)
+    call = sample.episode.tool_calls[0]
+    assert not call.is_error and call.output.startswith("42xxx")
+    assert call.output.endswith("\n[output truncated]") and len(call.output.encode()) <= 256
+
+
+def test_unknown_tool_is_a_tool_error(tool_rollout) -> None:
+    _, rollout_stub = tool_rollout
+    _, sample = episode(rollout_stub, [], max_turns=2)
+    call = sample.episode.tool_calls[0]
+    assert call.is_error and call.output == "error: unknown tool 'add'; the tools are []"
+
+
+def test_last_turn_calls_are_not_run_and_the_budget_ends_an_episode(tool_rollout, tokenizer) -> None:
+    _, rollout_stub = tool_rollout
+    _, sample = episode(rollout_stub, ["adder"], max_turns=1)
+    assert sample.episode.end == rollout_pb2.EPISODE_END_MAX_TURNS and sample.episode.turns == 1
+    assert not sample.episode.tool_calls and set(sample.episode.token_mask) == {1}
+    assert sample.finish_reason == rollout_pb2.FINISH_REASON_LENGTH
+    call_tokens = len(tokenizer.encode(CALL_17_25 + "<|im_end|>", add_special_tokens=False))
+    # Room for the call but not for the tool turn after it.
+    _, short = episode(rollout_stub, ["adder"], max_tokens=call_tokens + 5)
+    assert short.episode.end == rollout_pb2.EPISODE_END_LENGTH and len(short.token_ids) == call_tokens
+    assert len(short.episode.tool_calls) == 1  # the call ran; its result did not fit
+
+
+def test_stream_generate_runs_episodes(tool_rollout) -> None:
+    _, rollout_stub = tool_rollout
+    request = rollout_pb2.StreamGenerateRequest(
+        prompts=[chat("add 17 25"), chat("add 3 4")],
+        sampling=rollout_pb2.SamplingParams(max_tokens=200, temperature=0.0, n=2),
+        episode=rollout_pb2.EpisodeParams(max_turns=3, tool_servers=["adder"]),
+    )
+    samples = [r.sample for r in rollout_stub.StreamGenerate(request, timeout=120)]
+    assert sorted((s.prompt_index, s.sample_index) for s in samples) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    outputs = {s.prompt_index: [c.output for c in s.episode.tool_calls] for s in samples}
+    assert outputs == {0: ["42"], 1: ["7"]}
+
+
+def test_requests_are_checked_and_credentials_stay_on_the_server(tool_rollout) -> None:
+    proc, rollout_stub = tool_rollout
+    for servers, turns, message in [(["nope"], 2, "episode.tool_servers"), (["adder"], 5, "max_episode_turns=4")]:
+        with pytest.raises(grpc.RpcError) as caught:
+            episode(rollout_stub, servers, max_turns=turns)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in caught.value.details()
+    info = rollout_stub.GetModelInfo(rollout_pb2.GetModelInfoRequest())
+    assert info.limits.max_episode_turns == 4
+    kinds = {s.name: (s.kind, list(s.tools)) for s in info.tool_servers}
+    assert kinds["adder"] == ("grpc", ["add"]) and kinds["mcp"] == ("mcp_stdio", ["add", "fail"])
+    assert TOKEN not in str(info)
+    _, sample = episode(rollout_stub, ["adder"])
+    assert TOKEN not in str(sample)
+    metrics = urllib.request.urlopen(proc.metrics_url, timeout=5).read().decode()
+    for name in ("rft_rollout_episodes_total", "rft_rollout_tool_calls_total", "rft_rollout_tool_tokens_total"):
+        assert name in metrics
+    assert TOKEN not in metrics
