@@ -210,3 +210,33 @@ def test_runner_completes_cancels_fails_and_marks_interrupted_runs(store, tmp_pa
     EvalRunner(store)  # a new learner process
     restarted = store.get_run(evaluation.id, stuck.id, "alice")
     assert restarted.status == FAILED and restarted.error_code == INTERRUPTED and restarted.finished_at
+
+
+def test_a_failing_row_stops_the_others_requests() -> None:
+    rows = [{"messages": [{"role": "user", "content": str(i)}]} for i in range(8)]
+    active = {"now": 0, "canceled": 0}
+
+    async def sample(messages, n, temperature, seed):
+        if messages[0]["content"] == "5":
+            await asyncio.sleep(0.05)
+            raise RunFailure("model_unavailable", "the server went away")
+        active["now"] += 1
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            active["canceled"] += 1
+            raise
+        finally:
+            active["now"] -= 1
+
+    async def grade(pairs):
+        raise AssertionError("nothing is graded")
+
+    async def scenario():
+        settings = SamplingSettings(n=2, temperature=1.0, top_p=1.0, max_completion_tokens=8, seed=0)
+        with pytest.raises(RunFailure):
+            await asyncio.wait_for(evaluate_rows(rows, sample, grade, settings, None), timeout=10)
+        # Checked before asyncio.run's clean-up would cancel anything left over.
+        assert active["now"] == 0 and active["canceled"] == 14  # the other 7 rows x (greedy + samples)
+
+    run(scenario())

@@ -230,6 +230,19 @@ def read_rows(path: str) -> list[dict[str, Any]]:
         raise RunFailure("file_not_found", "the run's file was deleted before the run started") from None
 
 
+async def _all(*awaitables):
+    """asyncio.gather that cancels (and waits for) the others when one fails, so a run
+    that fails leaves no request behind it."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def evaluate_rows(
     rows: Sequence[dict[str, Any]],
     sample: Sampler,
@@ -246,7 +259,7 @@ async def evaluate_rows(
         seed = None if settings.seed is None else settings.seed + index * k
         async with limit:
             try:
-                greedy, sampled = await asyncio.gather(
+                greedy, sampled = await _all(
                     sample(row["messages"], 1, 0.0, settings.seed),
                     sample(row["messages"], k, settings.temperature, seed),
                 )
@@ -256,7 +269,7 @@ async def evaluate_rows(
 
     for start in range(0, len(rows), ROWS_PER_GRADE):
         chunk = rows[start : start + ROWS_PER_GRADE]
-        answered = await asyncio.gather(*(answer(start + i, row) for i, row in enumerate(chunk)))
+        answered = await _all(*(answer(start + i, row) for i, row in enumerate(chunk)))
         pairs: list[tuple[str, dict[str, Any]]] = []
         for row, outcome in zip(chunk, answered, strict=True):
             if not isinstance(outcome, SamplingError):
