@@ -86,7 +86,8 @@ def main() -> None:
             sync_playwright() as pw,
         ):
             browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            # bypass_csp: wait_for_function's polling needs eval, which the console's CSP forbids.
+            page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
             root = learner.base_url.removesuffix("/v1")
             page.goto(root + "/console/")
             page.get_by_role("navigation", name="Main").wait_for()

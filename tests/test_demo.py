@@ -44,6 +44,7 @@ def test_shortened_demo_through_the_cli(tmp_path) -> None:
     assert "4/4 steps" in out
     # The OpenAI-compatible API was up, and the fine-tuned model's name under it is printed.
     assert "OpenAI-compatible API: base_url=http://127.0.0.1:" in out
+    assert "web console: http://127.0.0.1:" in out and "/console/" in out
     assert "model 'ft:demo-base:default:demo:ftjob-" in out
 
     plot = workdir / "reward.png"

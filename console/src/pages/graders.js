@@ -191,9 +191,10 @@ export function GradersPage() {
       }
       const answers = samples.split("\n");
       const rows = [];
-      for (let i = 0; i < Math.max(items.length, 1); i++) {
+      const answersGiven = answers.filter((a, i) => a !== "" || i === 0);
+      for (let i = 0; i < Math.max(items.length, answersGiven.length); i++) {
         const item = items[i % items.length] || {};
-        const sample = answers[i % answers.length] ?? "";
+        const sample = answersGiven[i % answersGiven.length] ?? "";
         const out = await post("/fine_tuning/alpha/graders/run", { grader: spec, item, model_sample: sample });
         const flags = out.metadata.errors || {};
         rows.push({
