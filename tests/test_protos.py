@@ -44,7 +44,7 @@ def test_stale_stubs_are_detected(tmp_path: pathlib.Path) -> None:
     proto = protos / "rft" / "grader" / "v1" / "grader.proto"
     proto.write_text(
         proto.read_text().replace(
-            "  string output_text = 1;", "  string output_text = 1;\n  // New.\n  string extra = 3;"
+            "  string output_text = 1;", "  string output_text = 1;\n  // New.\n  string extra = 99;"
         )
     )
     stale = gen_protos.stale_files(STUBS, proto_root=protos)

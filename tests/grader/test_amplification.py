@@ -109,8 +109,9 @@ def _old_template_problems(text: str) -> list[str]:
             )
             continue
         namespace, path = parsed.group(1), parsed.group(2)[1:].split(".")
-        if namespace == "sample" and path[0] not in ("output_text", "output_json"):
-            problems.append(f"template {match.group(0)!r}: sample has only output_text and output_json")
+        fields = ("output_text", "output_json", "output_tools", "output_messages")
+        if namespace == "sample" and path[0] not in fields:
+            problems.append(f"template {match.group(0)!r}: sample has only {', '.join(fields)}")
         elif namespace == "sample" and path[0] == "output_text" and len(path) > 1:
             problems.append(f"template {match.group(0)!r}: sample.output_text is a string and has no fields")
     if "{{" in _OLD_PLACEHOLDER.sub("", text):

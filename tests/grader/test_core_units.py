@@ -77,7 +77,7 @@ def test_template_rendering_and_raw_values() -> None:
 def test_template_problems() -> None:
     assert template_problems("{{item.a}} and {{ sample.output_json.b }}") == []
     assert len(template_problems("{{items.a}}")) == 1
-    assert "output_text and output_json" in template_problems("{{sample.answer}}")[0]
+    assert "output_text, output_json, output_tools, output_messages" in template_problems("{{sample.answer}}")[0]
     assert "closing" in template_problems("{{item.a")[0]
 
 

@@ -55,14 +55,24 @@ class Outcome:
 
 class Sample:
     """The model's answer. `output_json` is the client's parsed JSON, or else the
-    answer text parsed as a JSON object when it is one (computed on first use)."""
+    answer text parsed as a JSON object when it is one (computed on first use).
+    `output_tools` and `output_messages` are an episode's tool calls and messages
+    (empty for a single-turn sample)."""
 
-    __slots__ = ("output_text", "_output_json", "_parsed")
+    __slots__ = ("output_text", "_output_json", "_parsed", "output_tools", "output_messages")
 
-    def __init__(self, output_text: str, output_json: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        output_text: str,
+        output_json: dict[str, Any] | None = None,
+        output_tools: list[Any] | None = None,
+        output_messages: list[Any] | None = None,
+    ) -> None:
         self.output_text = output_text
         self._output_json = output_json
         self._parsed = output_json is not None
+        self.output_tools = output_tools or []
+        self.output_messages = output_messages or []
 
     @property
     def output_json(self) -> dict[str, Any] | None:
@@ -78,8 +88,14 @@ class Sample:
         return self._output_json
 
     def as_dict(self) -> dict[str, Any]:
-        """The `sample` argument of a python grader: {"output_text", "output_json"}."""
-        return {"output_text": self.output_text, "output_json": self.output_json}
+        """The `sample` argument of a python grader: {"output_text", "output_json",
+        "output_tools", "output_messages"}."""
+        return {
+            "output_text": self.output_text,
+            "output_json": self.output_json,
+            "output_tools": self.output_tools,
+            "output_messages": self.output_messages,
+        }
 
 
 @dataclasses.dataclass(slots=True)

@@ -96,6 +96,8 @@ def _pairs(items: Any) -> list[Pair]:
             Sample(
                 item.sample.output_text,
                 struct_dict(item.sample.output_json) if item.sample.HasField("output_json") else None,
+                [_value(v) for v in item.sample.output_tools.values],
+                [_value(v) for v in item.sample.output_messages.values],
             ),
             struct_dict(item.item),
         )

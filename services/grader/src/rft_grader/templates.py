@@ -28,7 +28,7 @@ from rft_grader.limits import EXCERPT_CHARS, clip, excerpt
 
 # Linear: the segments are separated by dots that no segment contains.
 _REFERENCE = re.compile(r"^(item|sample)((?:\.[^.\s{}]+)+)$")
-_SAMPLE_FIELDS = ("output_text", "output_json")
+_SAMPLE_FIELDS = ("output_text", "output_json", "output_tools", "output_messages")
 MAX_LISTED_PROBLEMS = 10
 """Problems listed per template string; the rest are counted."""
 
@@ -75,7 +75,7 @@ def template_problems(text: str) -> list[str]:
             continue
         namespace, path = parsed.group(1), parsed.group(2)[1:].split(".")
         if namespace == "sample" and path[0] not in _SAMPLE_FIELDS:
-            problems.append(f"template {shown}: sample has only output_text and output_json")
+            problems.append(f"template {shown}: sample has only {', '.join(_SAMPLE_FIELDS)}")
         elif namespace == "sample" and path[0] == "output_text" and len(path) > 1:
             problems.append(f"template {shown}: sample.output_text is a string and has no fields")
     if len(problems) > MAX_LISTED_PROBLEMS:
@@ -166,6 +166,8 @@ def _resolve(ref: tuple[str, list[str]], sample: Sample, item: dict[str, Any]) -
     head, rest = path[0], path[1:]
     if head == "output_text":
         return sample.output_text
+    if head in ("output_tools", "output_messages"):
+        return _lookup(getattr(sample, head), f"sample.{head}", rest)
     output_json = sample.output_json
     if output_json is None:
         raise TemplateError(

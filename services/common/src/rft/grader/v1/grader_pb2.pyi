@@ -33,12 +33,16 @@ GRADE_ERROR_KIND_MODEL_CALL: GradeErrorKind
 GRADE_ERROR_KIND_INVALID_INPUT: GradeErrorKind
 
 class SampleOutput(_message.Message):
-    __slots__ = ("output_text", "output_json")
+    __slots__ = ("output_text", "output_json", "output_tools", "output_messages")
     OUTPUT_TEXT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     output_text: str
     output_json: _struct_pb2.Struct
-    def __init__(self, output_text: _Optional[str] = ..., output_json: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    output_tools: _struct_pb2.ListValue
+    output_messages: _struct_pb2.ListValue
+    def __init__(self, output_text: _Optional[str] = ..., output_json: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_tools: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., output_messages: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ...) -> None: ...
 
 class GradeItem(_message.Message):
     __slots__ = ("sample", "item")
