@@ -254,3 +254,86 @@ def test_requests_are_checked_and_credentials_stay_on_the_server(tool_rollout) -
     for name in ("rft_rollout_episodes_total", "rft_rollout_tool_calls_total", "rft_rollout_tool_tokens_total"):
         assert name in metrics
     assert TOKEN not in metrics
+
+
+def test_the_learner_trains_on_real_episodes_with_tool_tokens_masked(tool_rollout, grader) -> None:
+    """Rollout (episodes over the gRPC tool) -> real grader (reads the tool calls) ->
+    one GRPO update: only sampled tokens are trained on, and the trainer's own logprobs
+    of them match the rollout's kept ones (the trajectory is the same token ids)."""
+    import asyncio
+
+    import torch
+    from rft_learner.hparams import ReinforcementParams
+    from rft_learner.remote import GraderClient, RolloutPool
+    from rft_learner.trainer.data import DataCursor, Example
+    from rft_learner.trainer.policy import load_model, load_tokenizer
+    from rft_learner.trainer.rl_step import Collector, grade_rollouts
+    from rft_learner.trainer.updates import rl_update
+
+    proc, _ = tool_rollout
+    params = ReinforcementParams(
+        batch_size=2,
+        group_size=4,
+        temperature=1.0,
+        max_new_tokens=200,
+        kl_coef=0.0,
+        max_turns=3,
+        tool_servers=["adder"],
+    )
+    examples = [
+        Example([{"role": "user", "content": f"add {a} {b}"}], {"answer": str(a + b), "args": {"a": a, "b": b}})
+        for a, b in [(17, 25), (3, 4)]
+    ]
+    # 0.5 for calling add with the prompt's operands, 0.5 for the right final answer.
+    spec = {
+        "type": "multi",
+        "name": "episode",
+        "graders": {
+            "called": {
+                "type": "string_check",
+                "name": "called",
+                "input": "{{sample.output_tools.0.function.arguments}}",
+                "reference": '"a": {{item.args.a}}, "b": {{item.args.b}}',
+                "operation": "like",
+            },
+            "answer": {
+                "type": "string_check",
+                "name": "answer",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.answer}}",
+                "operation": "eq",
+            },
+        },
+        "calculate_output": "0.5 * called + 0.5 * answer",
+    }
+
+    async def run():
+        pool = RolloutPool([proc.address])
+        scorer = GraderClient(grader.address, "default", spec=spec)
+        try:
+            collector = Collector(pool, examples, DataCursor(2, seed=0), DataCursor(2, seed=1), params, seed=0)
+            rollouts = await collector.collect(step=1)
+            return rollouts, await grade_rollouts(scorer, examples, rollouts)
+        finally:
+            await pool.close()
+            await scorer.close()
+
+    rollouts, graded = asyncio.run(run())
+    samples = [s for p in rollouts.prompts for s in p.samples]
+    assert len(samples) == 8 and all(s.episode is not None for s in samples)
+    assert graded.errors <= sum(not s.episode.tool_calls for s in samples)  # no calls: a template error
+    assert any(r is not None and r >= 0.5 for g in graded.groups for r in g.rewards)
+    groups = graded.groups
+    assert all(g.masks is not None for g in groups)
+
+    model = load_model(TOOL_MODEL)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    # Every sample trains with a reward, so the step sees all their tokens.
+    groups = [type(g)(g.prompt_token_ids, g.completions, g.logprobs, [1.0, 0.0] * 2, g.masks) for g in groups]
+    metrics = rl_update(model, None, optimizer, groups, params, load_tokenizer(TOOL_MODEL).pad_token_id)
+    assert metrics["train_samples"] == 8.0
+    assert metrics["train_tokens"] == sum(sum(s.episode.token_mask) for s in samples)
+    assert metrics["train_tokens"] < sum(len(s.token_ids) for s in samples)  # tool tokens left out
+    assert metrics["mismatch_kl"] < 1e-3  # vLLM's logprobs of the sampled tokens are the trainer's
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

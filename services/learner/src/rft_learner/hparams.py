@@ -133,6 +133,11 @@ class ReinforcementParams(_LoraParams):
     """Maximum tokens per sample."""
     temperature: float = pydantic.Field(1.0, ge=0, le=2)
     """Sampling temperature of training rollouts."""
+    max_turns: int = pydantic.Field(1, ge=1, le=1024)
+    """Model turns per episode (multi-turn, tool-using samples, docs/agents.md); 1 with no
+    tool_servers: single-turn samples. max_new_tokens then bounds the whole trajectory."""
+    tool_servers: list[str] = []
+    """Tool servers (names configured on the rollout service) whose tools episodes may call."""
     sft_warmup_epochs: int = pydantic.Field(0, ge=0, le=100)
     """SFT epochs on sft_answer_field before RL (ReFT)."""
     sft_answer_field: str = ""

@@ -79,6 +79,13 @@ class GeneratedSample:
     logprobs: list[float]
     finish_reason: int
     policy_version: int
+    episode: rollout_pb2.Episode | None = None
+    """Set for a multi-turn episode: token_ids is then the whole trajectory and
+    episode.token_mask marks the sampled tokens (1) among the tool-result ones (0)."""
+
+    @property
+    def token_mask(self) -> list[int] | None:
+        return list(self.episode.token_mask) if self.episode is not None else None
 
 
 @dataclasses.dataclass
@@ -258,8 +265,10 @@ class RolloutPool:
         prompts: Sequence[list[dict[str, Any]]],
         sampling: rollout_pb2.SamplingParams,
         seeds: Sequence[int] | None = None,
+        episode: rollout_pb2.EpisodeParams | None = None,
     ) -> list[GeneratedPrompt]:
-        """Samples for every prompt (chat messages), all from `self.version`.
+        """Samples for every prompt (chat messages), all from `self.version`; with
+        `episode`, each sample is a multi-turn, tool-using episode.
 
         Prompts are spread over the replicas. A replica that answers with another
         version (it restarted and lost our weights) gets the weights again and the
@@ -283,6 +292,7 @@ class RolloutPool:
                 request = rollout_pb2.GenerateRequest(
                     prompts=[rollout_pb2.Prompt(chat=rollout_pb2.ChatPrompt(messages=_messages(prompts[index])))],
                     sampling=params,
+                    episode=episode,
                 )
                 for _attempt in range(3):
                     response = await retry_transient(
@@ -305,6 +315,7 @@ class RolloutPool:
                                     list(s.logprobs),
                                     s.finish_reason,
                                     s.policy_version,
+                                    s.episode if s.HasField("episode") else None,
                                 )
                                 for s in result.samples
                             ],
@@ -344,6 +355,33 @@ def sample_output(text: str) -> grader_pb2.SampleOutput:
     return output
 
 
+def grader_sample(sample: GeneratedSample) -> str | grader_pb2.SampleOutput:
+    """What the grader sees of a sample: its text, and for an episode the tool calls
+    (sample.output_tools, OpenAI's chat-completions format plus output and is_error)
+    and messages (sample.output_messages)."""
+    if sample.episode is None:
+        return sample.text
+    output = sample_output(sample.text)
+    for call in sample.episode.tool_calls:
+        output.output_tools.append(
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+                "output": call.output,
+                "is_error": call.is_error,
+            }
+        )
+    for message in sample.episode.messages:
+        entry: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.role == "tool":
+            entry["tool_call_id"] = message.tool_call_ids[0] if message.tool_call_ids else ""
+        else:
+            entry["tool_calls"] = list(message.tool_call_ids)
+        output.output_messages.append(entry)
+    return output
+
+
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(value)
@@ -377,14 +415,17 @@ class GraderClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    def _request(self, pairs: Iterable[tuple[str, dict[str, Any]]]) -> grader_pb2.GradeRequest:
+    def _request(
+        self, pairs: Iterable[tuple[str | grader_pb2.SampleOutput, dict[str, Any]]]
+    ) -> grader_pb2.GradeRequest:
         request = grader_pb2.GradeRequest(tenant=self.tenant)
         if self.spec is not None:
             request.spec.update(self.spec)
         else:
             request.grader_id = self.grader_id
-        for text, item in pairs:
-            request.items.append(grader_pb2.GradeItem(sample=sample_output(text), item=to_struct(item)))
+        for sample, item in pairs:
+            output = sample_output(sample) if isinstance(sample, str) else sample
+            request.items.append(grader_pb2.GradeItem(sample=output, item=to_struct(item)))
         return request
 
     async def validate(self) -> list[str]:
@@ -398,7 +439,9 @@ class GraderClient:
         response = await self._stub.ValidateGrader(request, timeout=30)
         return [f"{issue.field}: {issue.message}" if issue.field else issue.message for issue in response.issues]
 
-    async def grade(self, pairs: Sequence[tuple[str, dict[str, Any]]]) -> list[grader_pb2.GradeResult]:
+    async def grade(
+        self, pairs: Sequence[tuple[str | grader_pb2.SampleOutput, dict[str, Any]]]
+    ) -> list[grader_pb2.GradeResult]:
         batches = [pairs[i : i + self.BATCH] for i in range(0, len(pairs), self.BATCH)]
 
         async def one(batch):

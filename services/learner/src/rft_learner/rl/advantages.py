@@ -71,8 +71,10 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     Estimation", arXiv 1506.02438. Each row's valid tokens (mask 1) form one episode: after the
     last valid token V = 0 and A = 0 (no bootstrap: the completion has ended). Rows may have
     different lengths; rewards and values at masked-out positions are ignored, and the outputs are
-    0 there. A 0 inside a row's span would end the episode at that point. With gamma = lam = 1,
-    R_t is the suffix sum of rewards.
+    0 there. Masked-out positions inside a row (the tool results of a multi-turn episode) are
+    skipped, not ends: t+1 above is the next valid position, so the last token of a turn
+    bootstraps from the value of the next turn's first token. With gamma = lam = 1, R_t is the
+    suffix sum of rewards.
     """
     valid = mask.bool()
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
@@ -82,10 +84,11 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     next_value = torch.zeros_like(v[:, 0])
     next_adv = torch.zeros_like(v[:, 0])
     for t in reversed(range(v.shape[-1])):
-        delta = r[:, t] + gamma * next_value - v[:, t]
-        next_adv = torch.where(valid[:, t], delta + gamma * lam * next_adv, zero)
-        advantages[:, t] = next_adv
-        next_value = v[:, t]
+        here = valid[:, t]
+        adv = r[:, t] + gamma * next_value - v[:, t] + gamma * lam * next_adv
+        advantages[:, t] = torch.where(here, adv, zero)
+        next_adv = torch.where(here, adv, next_adv)
+        next_value = torch.where(here, v[:, t], next_value)
     returns = torch.where(valid, advantages + v, zero)
     return advantages, returns
 

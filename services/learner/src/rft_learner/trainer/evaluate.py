@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from rft.rollout.v1 import rollout_pb2
 
-from rft_learner.remote import GraderClient, RolloutPool
+from rft_learner.remote import GraderClient, RolloutPool, grader_sample
 from rft_learner.rl import mean_pass_at_k
 from rft_learner.trainer.data import Example
 
@@ -26,17 +26,23 @@ async def evaluate(
     temperature: float,
     max_tokens: int,
     seed: int,
+    episode: rollout_pb2.EpisodeParams | None = None,
 ) -> dict[str, float]:
-    """Metrics over `examples`: sampled (k = samples_per_prompt) and greedy."""
+    """Metrics over `examples`: sampled (k = samples_per_prompt) and greedy; with
+    `episode`, every sample is a tool-using episode, graded with its tool calls."""
     prompts = [e.messages for e in examples]
+    episodic = {"episode": episode} if episode is not None else {}
     sampled = await pool.generate(
         prompts,
         rollout_pb2.SamplingParams(n=samples_per_prompt, temperature=temperature, max_tokens=max_tokens),
         seeds=[seed * 1_000_003 + i for i in range(len(prompts))],
+        **episodic,
     )
-    greedy = await pool.generate(prompts, rollout_pb2.SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens))
-    pairs = [(s.text, e.item) for e, p in zip(examples, sampled, strict=True) for s in p.samples]
-    pairs += [(p.samples[0].text, e.item) for e, p in zip(examples, greedy, strict=True)]
+    greedy = await pool.generate(
+        prompts, rollout_pb2.SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens), **episodic
+    )
+    pairs = [(grader_sample(s), e.item) for e, p in zip(examples, sampled, strict=True) for s in p.samples]
+    pairs += [(grader_sample(p.samples[0]), e.item) for e, p in zip(examples, greedy, strict=True)]
     results = await grader.grade(pairs)
     sampled_results = results[: len(examples) * samples_per_prompt]
     greedy_results = results[len(examples) * samples_per_prompt :]

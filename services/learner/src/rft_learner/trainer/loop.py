@@ -36,7 +36,7 @@ from rft_learner.trainer.devices import CPU_FP32, Placement
 from rft_learner.trainer.evaluate import evaluate
 from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer
 from rft_learner.trainer.ranks import Updater
-from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper
+from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper, episode_params
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,14 @@ class JobRun:
             return None
         started = time.perf_counter()
         metrics = await evaluate(
-            valid, pool, grader, params.eval_samples, params.temperature, params.max_new_tokens, self.seed + step
+            valid,
+            pool,
+            grader,
+            params.eval_samples,
+            params.temperature,
+            params.max_new_tokens,
+            self.seed + step,
+            episode_params(params),
         )
         metrics["eval_seconds"] = time.perf_counter() - started
         self.latest_eval = metrics

@@ -81,7 +81,12 @@ def build_sequence_batch(
     completions: Sequence[Sequence[int]],
     completion_logprobs: Sequence[Sequence[float]] | None,
     pad_id: int,
+    completion_masks: Sequence[Sequence[int] | None] | None = None,
 ) -> SequenceBatch:
+    """Right-padded rows of prompt + completion. The action mask is 1 on each completion
+    token, or, where `completion_masks` gives a row's mask (a multi-turn episode), that
+    mask's value (0 on tool-result tokens: they are in the sequence, so the model reads
+    them, but they are not actions and never enter a loss)."""
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
     width = max(lengths)
     batch = len(lengths)
@@ -94,7 +99,13 @@ def build_sequence_batch(
         input_ids[row, :p] = prompt
         input_ids[row, p : p + c] = completion
         attention[row, : p + c] = 1
-        action[row, p - 1 : p + c - 1] = 1.0
+        given = completion_masks[row] if completion_masks is not None else None
+        if given is None:
+            action[row, p - 1 : p + c - 1] = 1.0
+        else:
+            if len(given) != c:
+                raise ValueError(f"row {row}: a mask of {len(given)} for a completion of {c} tokens")
+            action[row, p - 1 : p + c - 1] = given
         if completion_logprobs is not None:
             old[row, p - 1 : p + c - 1] = completion_logprobs[row]
     return SequenceBatch(

@@ -37,7 +37,7 @@ import torch
 from rft.rollout.v1 import rollout_pb2
 
 from rft_learner.hparams import ReinforcementParams
-from rft_learner.remote import GeneratedPrompt
+from rft_learner.remote import GeneratedPrompt, grader_sample
 from rft_learner.rl import informative_groups, overlong_penalty
 from rft_learner.trainer.data import DataCursor, Example
 from rft_learner.trainer.updates import Group
@@ -57,7 +57,11 @@ class Sampler(Protocol):
     version: int
 
     async def generate(
-        self, prompts: Sequence[list[dict[str, Any]]], sampling: rollout_pb2.SamplingParams, seeds: Sequence[int]
+        self,
+        prompts: Sequence[list[dict[str, Any]]],
+        sampling: rollout_pb2.SamplingParams,
+        seeds: Sequence[int],
+        episode: rollout_pb2.EpisodeParams | None = None,
     ) -> list[GeneratedPrompt]: ...
 
     async def push_weights(self) -> float: ...
@@ -66,7 +70,14 @@ class Sampler(Protocol):
 class Scorer(Protocol):
     """What the pipeline needs from the grader (remote.GraderClient)."""
 
-    async def grade(self, pairs: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]: ...
+    async def grade(self, pairs: Sequence[tuple[Any, dict[str, Any]]]) -> list[Any]: ...
+
+
+def episode_params(params: ReinforcementParams) -> rollout_pb2.EpisodeParams | None:
+    """The job's episode settings for the rollout; None for single-turn jobs."""
+    if params.max_turns <= 1 and not params.tool_servers:
+        return None
+    return rollout_pb2.EpisodeParams(max_turns=params.max_turns, tool_servers=params.tool_servers)
 
 
 def prompt_seed(job_seed: int, step: int, index: int) -> int:
@@ -109,6 +120,7 @@ class Collector:
         self.sampling = rollout_pb2.SamplingParams(
             n=params.samples_per_prompt, temperature=params.temperature, max_tokens=params.max_new_tokens
         )
+        self.episode = episode_params(params)
         self.seed = seed
 
     def start(self, step: int, round_: int = 0) -> asyncio.Task[Rollouts]:
@@ -122,7 +134,11 @@ class Collector:
 
     async def _generate(self, indices: list[int], seeds: list[int]) -> Rollouts:
         started = time.perf_counter()
-        generated = await self.sampler.generate([self.examples[i].messages for i in indices], self.sampling, seeds)
+        messages = [self.examples[i].messages for i in indices]
+        if self.episode is None:  # (fakes of the Sampler protocol may not take `episode`)
+            generated = await self.sampler.generate(messages, self.sampling, seeds)
+        else:
+            generated = await self.sampler.generate(messages, self.sampling, seeds, episode=self.episode)
         return Rollouts(indices, generated, time.perf_counter() - started)
 
 
@@ -147,7 +163,9 @@ class Graded:
 async def grade_rollouts(scorer: Scorer, examples: Sequence[Example], rollouts: Rollouts) -> Graded:
     started = time.perf_counter()
     pairs = [
-        (s.text, examples[i].item) for i, p in zip(rollouts.indices, rollouts.prompts, strict=True) for s in p.samples
+        (grader_sample(s), examples[i].item)
+        for i, p in zip(rollouts.indices, rollouts.prompts, strict=True)
+        for s in p.samples
     ]
     results = iter(await scorer.grade(pairs))
     groups, errors, reasons = [], 0, set()
@@ -167,6 +185,7 @@ async def grade_rollouts(scorer: Scorer, examples: Sequence[Example], rollouts: 
                 [s.token_ids for s in prompt.samples],
                 [s.logprobs for s in prompt.samples],
                 rewards,
+                [s.token_mask for s in prompt.samples] if any(s.episode is not None for s in prompt.samples) else None,
             )
         )
     return Graded(rollouts, groups, errors, sorted(reasons)[:3], time.perf_counter() - started)

@@ -102,6 +102,9 @@ class Group:
     completions: list[list[int]]
     logprobs: list[list[float]]
     rewards: list[float | None]
+    masks: list[list[int] | None] | None = None
+    """Per completion, its episode token mask (1 sampled, 0 tool-result tokens), or None
+    when every token was sampled; None: no completion is an episode."""
 
 
 def group_relative_advantages(groups: Sequence[Group], estimator: str) -> list[float | None]:
@@ -150,6 +153,7 @@ class _Samples:
     logprobs: list[list[float]] = dataclasses.field(default_factory=list)
     rewards: list[float] = dataclasses.field(default_factory=list)
     advantages: list[float] = dataclasses.field(default_factory=list)
+    masks: list[list[int] | None] = dataclasses.field(default_factory=list)
 
 
 def _flatten(groups: Sequence[Group], params: ReinforcementParams) -> _Samples:
@@ -157,11 +161,13 @@ def _flatten(groups: Sequence[Group], params: ReinforcementParams) -> _Samples:
     advantages = group_relative_advantages(groups, estimator) if estimator != "gae" else None
     samples, flat = _Samples(), 0
     for group in groups:
-        for completion, lp, reward in zip(group.completions, group.logprobs, group.rewards, strict=True):
-            if reward is not None and completion:
+        masks = group.masks or [None] * len(group.completions)
+        for completion, lp, reward, mask in zip(group.completions, group.logprobs, group.rewards, masks, strict=True):
+            if reward is not None and completion and (mask is None or any(mask)):
                 samples.prompts.append(group.prompt_token_ids)
                 samples.completions.append(completion)
                 samples.logprobs.append(lp)
+                samples.masks.append(mask)
                 samples.rewards.append(reward)
                 if advantages is not None:
                     samples.advantages.append(advantages[flat])  # type: ignore[arg-type]
@@ -273,7 +279,9 @@ def rl_update(
         return {"skipped_steps": 1.0}
     if not samples.completions:
         return {"skipped_steps": 1.0}
-    batch = build_sequence_batch(samples.prompts, samples.completions, samples.logprobs, pad_id).to(device_of(model))
+    batch = build_sequence_batch(samples.prompts, samples.completions, samples.logprobs, pad_id, samples.masks).to(
+        device_of(model)
+    )
     mask = batch.action_mask
     ppo = params.algorithm == "ppo"
     ref_logprobs = None

@@ -1,0 +1,66 @@
+"""The learner's side of multi-turn episodes, checked by hand: tool-result tokens are in
+the sequence but out of every loss; importance ratios use the rollout's kept logprobs of
+the sampled tokens; GAE skips the tool results instead of ending the episode there."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from rft_learner.rl.advantages import gae, terminal_rewards
+from rft_learner.rl.losses import PolicyLossConfig, policy_loss
+from rft_learner.trainer.policy import build_sequence_batch
+
+
+def close(actual: torch.Tensor, expected, atol: float = 1e-6) -> None:
+    torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype), atol=atol, rtol=0)
+
+
+def test_sequence_batch_takes_the_episode_mask_and_kept_logprobs() -> None:
+    # prompt [10, 11]; trajectory: sampled 5, 6; tool tokens 7, 8; sampled 9
+    batch = build_sequence_batch(
+        [[10, 11], [10]],
+        [[5, 6, 7, 8, 9], [4]],
+        [[-0.5, -1.0, 0.0, 0.0, -2.0], [-3.0]],
+        pad_id=0,
+        completion_masks=[[1, 1, 0, 0, 1], None],
+    )
+    assert batch.input_ids.tolist() == [[10, 11, 5, 6, 7, 8, 9], [10, 4, 0, 0, 0, 0, 0]]
+    # position t predicts token t+1: the prompt's last position predicts the first completion token
+    close(batch.action_mask, [[0, 1, 1, 0, 0, 1], [1, 0, 0, 0, 0, 0]])
+    close(batch.old_logprobs, [[0, -0.5, -1.0, 0, 0, -2.0], [-3.0, 0, 0, 0, 0, 0]])
+    assert batch.attention_mask.tolist() == [[1] * 7, [1, 1, 0, 0, 0, 0, 0]]  # tool tokens are read
+    with pytest.raises(ValueError, match="mask of 2"):
+        build_sequence_batch([[1]], [[2, 3, 4]], None, 0, [[1, 1]])
+
+
+def test_ppo_loss_ignores_tool_tokens_and_uses_the_kept_logprobs() -> None:
+    old = torch.tensor([[-1.0, -2.0, 0.0, 0.0, -0.5]])
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0]])
+    # ratios on the sampled tokens: 1.1, 1.5, 0.5; the tool positions get absurd values
+    new = old + torch.tensor([[math.log(1.1), math.log(1.5), 50.0, float("nan"), math.log(0.5)]])
+    new.requires_grad_(True)
+    loss, metrics = policy_loss(new, old, torch.tensor([1.0]), mask, PolicyLossConfig(clip_range=0.2))
+    # A = 1: min(r, clip(r, 0.8, 1.2)) = 1.1, 1.2, 0.5 -> loss = -(1.1 + 1.2 + 0.5) / 3
+    assert loss.item() == pytest.approx(-(1.1 + 1.2 + 0.5) / 3, abs=1e-6)
+    assert metrics["clip_fraction"] == pytest.approx(1 / 3)  # only the 1.5 is clipped
+    assert metrics["ratio_max"] == pytest.approx(1.5, abs=1e-5)
+    loss.backward()
+    # gradient -A * r / N where the clip is inactive, 0 where active and on tool tokens
+    close(new.grad, [[-1.1 / 3, 0.0, 0.0, 0.0, -0.5 / 3]], atol=1e-6)
+
+
+def test_gae_skips_tool_tokens_instead_of_ending_the_episode() -> None:
+    mask = torch.tensor([[1, 0, 0, 1]])
+    rewards = terminal_rewards(torch.tensor([1.0]), mask)
+    close(rewards, [[0.0, 0.0, 0.0, 1.0]], atol=0)  # the score lands on the last sampled token
+    values = torch.tensor([[0.5, 9.0, float("nan"), 0.25]])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    # t=3: delta = 1 + 0 - 0.25 = 0.75                         A_3 = 0.75
+    # t=0: next valid is t=3: delta = 0 + 0.25 - 0.5 = -0.25   A_0 = -0.25 + 0.75 = 0.5
+    close(adv, [[0.5, 0.0, 0.0, 0.75]])
+    close(ret, [[1.0, 0.0, 0.0, 1.0]])  # both sampled tokens see the episode's reward
+    adv, _ = gae(rewards, values, mask, gamma=0.5, lam=0.5)
+    # t=0: delta = 0 + 0.5*0.25 - 0.5 = -0.375                 A_0 = -0.375 + 0.25*0.75 = -0.1875
+    close(adv, [[-0.1875, 0.0, 0.0, 0.75]])
