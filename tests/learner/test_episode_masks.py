@@ -64,3 +64,26 @@ def test_gae_skips_tool_tokens_instead_of_ending_the_episode() -> None:
     adv, _ = gae(rewards, values, mask, gamma=0.5, lam=0.5)
     # t=0: delta = 0 + 0.5*0.25 - 0.5 = -0.375                 A_0 = -0.375 + 0.25*0.75 = -0.1875
     close(adv, [[-0.1875, 0.0, 0.0, 0.75]])
+
+
+def test_episode_metrics_by_hand() -> None:
+    from rft.rollout.v1 import rollout_pb2
+    from rft_learner.trainer.rl_step import episode_metrics
+
+    def call(is_error: bool, seconds: float) -> rollout_pb2.ToolCall:
+        return rollout_pb2.ToolCall(is_error=is_error, latency_seconds=seconds)
+
+    episodes = [
+        rollout_pb2.Episode(token_mask=[1, 1, 0, 0, 0, 1], turns=2, tool_calls=[call(False, 0.5), call(True, 1.5)]),
+        rollout_pb2.Episode(token_mask=[1, 1, 1, 1], turns=1),
+        rollout_pb2.Episode(token_mask=[1, 0, 1], turns=3, tool_calls=[call(True, 0.0)]),  # unparsable: not sent
+    ]
+    assert episode_metrics(episodes) == {
+        "episode_turns_mean": 2.0,  # (2 + 1 + 3) / 3
+        "tool_calls_mean": 1.0,  # 3 calls / 3 episodes
+        "tool_error_rate": pytest.approx(2 / 3),
+        "tool_seconds_mean": 1.0,  # (0.5 + 1.5) / 2 sent calls
+        "sampled_tokens_mean": 3.0,  # (3 + 4 + 2) / 3
+        "tool_tokens_mean": pytest.approx(4 / 3),  # (3 + 0 + 1) / 3
+    }
+    assert episode_metrics([]) == {}

@@ -34,6 +34,12 @@ GAUGES = {
         ("mismatch_kl", "KL between the rollout's and the trainer's token probabilities at the last step."),
         ("policy_version_lag", "Policy versions between sampling and training at the last step."),
         ("tokens_per_second", "Completion tokens generated per second at the last step."),
+        ("episode_turns_mean", "Model turns per episode at the last step (tool-using jobs)."),
+        ("tool_calls_mean", "Tool calls per episode at the last step."),
+        ("tool_error_rate", "Share of tool calls that failed at the last step."),
+        ("tool_seconds_mean", "Mean seconds of a tool call at the last step."),
+        ("sampled_tokens_mean", "Tokens sampled per episode at the last step."),
+        ("tool_tokens_mean", "Tool-result tokens inserted per episode at the last step."),
     )
 }
 PHASES = {

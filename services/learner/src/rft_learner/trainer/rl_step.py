@@ -284,6 +284,13 @@ METRIC_NAMES: dict[str, str] = {
     "weight_sync_seconds": "seconds to push the weights to every rollout replica",
     "step_seconds": "wall-clock seconds of the whole step",
     "tokens_per_second": "completion tokens generated per second of generation",
+    # RL step: multi-turn episodes (jobs with max_turns > 1 or tool_servers)
+    "episode_turns_mean": "model turns per episode",
+    "tool_calls_mean": "tool calls per episode",
+    "tool_error_rate": "share of tool calls that failed (unparsable, unknown tool, tool error, timeout)",
+    "tool_seconds_mean": "mean seconds of a tool call",
+    "sampled_tokens_mean": "tokens the model sampled per episode (trained on)",
+    "tool_tokens_mean": "tokens inserted per episode (tool results and their template tokens; masked out)",
     # SFT step
     "sft_loss": "token cross-entropy on the reference answers",
     "num_tokens": "answer tokens in the SFT batch",
@@ -309,6 +316,26 @@ def metric_is_documented(name: str) -> bool:
     return bool(k) and f"{family}@k" in METRIC_NAMES
 
 
+def episode_metrics(episodes: Sequence[rollout_pb2.Episode]) -> dict[str, float]:
+    """Means over a step's episodes (none: no metric): turns, tool calls, error rate
+    (failed calls / calls; 0 without calls), call seconds (calls that took time), and
+    sampled vs inserted tokens (episode.token_mask's 1s and 0s)."""
+    if not episodes:
+        return {}
+    calls = [call for e in episodes for call in e.tool_calls]
+    timed = [call.latency_seconds for call in calls if call.latency_seconds > 0]
+    sampled = sum(sum(e.token_mask) for e in episodes)
+    count = len(episodes)
+    return {
+        "episode_turns_mean": sum(e.turns for e in episodes) / count,
+        "tool_calls_mean": len(calls) / count,
+        "tool_error_rate": sum(call.is_error for call in calls) / len(calls) if calls else 0.0,
+        "tool_seconds_mean": sum(timed) / len(timed) if timed else 0.0,
+        "sampled_tokens_mean": sampled / count,
+        "tool_tokens_mean": (sum(len(e.token_mask) for e in episodes) - sampled) / count,
+    }
+
+
 def step_metrics(rounds: Sequence[Graded], groups: Sequence[Group], trained_version: int) -> dict[str, float]:
     """What the samples of a step say, before the update adds its own metrics."""
     rewards = [r for graded in rounds for g in graded.groups for r in g.rewards if r is not None]
@@ -323,6 +350,7 @@ def step_metrics(rounds: Sequence[Graded], groups: Sequence[Group], trained_vers
         "generate_seconds": generate_seconds,
         "grade_seconds": sum(g.seconds for g in rounds),
         "tokens_per_second": tokens / generate_seconds if generate_seconds else 0.0,
+        **episode_metrics([s.episode for s in samples if s.episode is not None]),
     }
 
 
