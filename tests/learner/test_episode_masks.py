@@ -87,3 +87,16 @@ def test_episode_metrics_by_hand() -> None:
         "tool_tokens_mean": pytest.approx(4 / 3),  # (3 + 0 + 1) / 3
     }
     assert episode_metrics([]) == {}
+
+
+def test_job_hyperparameters_carry_the_episode_settings() -> None:
+    from rft.learner.v1 import fine_tuning_pb2 as ft
+    from rft_learner.hparams import reinforcement_params
+    from rft_learner.trainer.rl_step import episode_params
+
+    method = ft.ReinforcementMethod(hyperparameters=ft.ReinforcementHyperparameters(max_turns=4, tool_servers=["a"]))
+    params = reinforcement_params(method)
+    assert (params.max_turns, params.tool_servers) == (4, ["a"])
+    episode = episode_params(params)
+    assert (episode.max_turns, list(episode.tool_servers)) == (4, ["a"])
+    assert episode_params(reinforcement_params(ft.ReinforcementMethod())) is None  # single-turn by default

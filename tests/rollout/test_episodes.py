@@ -337,3 +337,57 @@ def test_the_learner_trains_on_real_episodes_with_tool_tokens_masked(tool_rollou
     assert metrics["train_tokens"] < sum(len(s.token_ids) for s in samples)  # tool tokens left out
     assert metrics["mismatch_kl"] < 1e-3  # vLLM's logprobs of the sampled tokens are the trainer's
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_tool_using_job_runs_end_to_end_through_the_learner(tool_rollout, grader, tmp_path) -> None:
+    """CreateJob with max_turns and tool_servers on a real learner: the job is checked
+    against the rollout's tool servers, trains on episodes, evaluates with them and
+    publishes the episode metrics. Last in this module: it pushes new weights."""
+    sys.path.insert(0, str(REPO / "tests" / "learner"))
+    from jobs_client import (
+        jobs_stub,
+        learner_args,
+        metrics_by_step,
+        reinforcement_request,
+        upload,
+        wait_for,
+        write_jsonl,
+    )
+    from rft.learner.v1 import fine_tuning_pb2 as ft
+
+    proc, _ = tool_rollout
+    rows = [
+        {"messages": [{"role": "user", "content": f"add {a} {b}"}], "answer": str(a + b)}
+        for a, b in [(17, 25), (3, 4), (60, 9), (8, 80)]
+    ]
+    spec = {
+        "type": "string_check",
+        "name": "answer",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.answer}}",
+        "operation": "eq",
+    }
+    hyper = dict(batch_size=2, group_size=4, max_new_tokens=200, n_epochs=1, kl_coef=0.0, eval_interval=0)
+    hyper.update(eval_samples=2, temperature=1.0, max_turns=3)
+    args = learner_args(tmp_path / "learner", proc, grader)
+    with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
+        train = upload(channel, write_jsonl(tmp_path / "train.jsonl", rows))
+        valid = upload(channel, write_jsonl(tmp_path / "valid.jsonl", rows[:2]))
+        bad = reinforcement_request(str(TOOL_MODEL), train.id, valid.id, spec, tool_servers=["nope"], **hyper)
+        with pytest.raises(grpc.RpcError) as caught:
+            jobs_stub(channel).CreateJob(bad, timeout=120)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "hyperparameters.tool_servers" in caught.value.details()
+
+        request = reinforcement_request(str(TOOL_MODEL), train.id, valid.id, spec, tool_servers=["adder"], **hyper)
+        job_id = jobs_stub(channel).CreateJob(request, timeout=120).job.id
+        job = wait_for(channel, job_id, {ft.JOB_STATUS_SUCCEEDED, ft.JOB_STATUS_FAILED}, timeout=600)
+        assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
+        steps = metrics_by_step(channel, job_id)
+    trained = [values for values in steps.values() if "train_reward_mean" in values]
+    assert len(trained) == 2
+    for values in trained:
+        assert values["tool_calls_mean"] > 0 and values["episode_turns_mean"] >= 1
+        assert values["tool_tokens_mean"] > 0 and values["sampled_tokens_mean"] > 0
+        assert values["train_tokens"] < values["response_length_mean"] * values["train_samples"]
+    assert any("valid_reward_mean" in values for values in steps.values())

@@ -324,6 +324,8 @@ def _set_fields(message) -> dict:
         if field.name in ENUM_FIELDS:
             enum_type, prefix = ENUM_FIELDS[field.name]
             value = _choice(enum_type, value, prefix, "")
+        if field.is_repeated:
+            value = list(value)
         values[field.name] = value
     return values
 

@@ -18,9 +18,10 @@ from rft_common import dtypes
 
 from rft_learner import hparams
 from rft_learner.files import FileNotFound, FileStore
-from rft_learner.remote import RemoteError
+from rft_learner.remote import RemoteError, stand_in_episode_sample
 from rft_learner.trainer.devices import Placement
 from rft_learner.trainer.loop import TrainerSettings, grader_client, rollout_pool
+from rft_learner.trainer.rl_step import episode_params
 
 
 class InvalidJob(Exception):
@@ -97,7 +98,7 @@ class JobValidator:
                 self._check_field, request.training_file, params.sft_answer_field, "hyperparameters.sft_answer_field"
             )
         if self.validate_remote:
-            await self._validate_remote(request, model_dir, params.lora_rank)
+            await self._validate_remote(request, model_dir, params.lora_rank, params)
 
     def _check_field(self, file_id: str, field: str, where: str) -> None:
         with open(self.files.get(file_id).path, encoding="utf-8") as handle:
@@ -106,8 +107,13 @@ class JobValidator:
                     raise InvalidJob(f"{where}: line {number} of {file_id} has no field {field!r}")
 
     async def _validate_remote(
-        self, request: fine_tuning_pb2.CreateJobRequest, model_dir: pathlib.Path, lora_rank: int
+        self,
+        request: fine_tuning_pb2.CreateJobRequest,
+        model_dir: pathlib.Path,
+        lora_rank: int,
+        params: hparams.ReinforcementParams | None = None,
     ) -> None:
+        episodic = params is not None and episode_params(params) is not None
         settings = self.settings
         grader_cfg = request.method.reinforcement.grader
         source = grader_cfg.WhichOneof("source")
@@ -126,7 +132,9 @@ class JobValidator:
 
             examples = load_examples(self.files.get(request.training_file).path)[:3]
             try:
-                results = await grader.grade([("", e.item) for e in examples])
+                # An episode job's graders may read the tool calls: give them one.
+                sample = stand_in_episode_sample() if episodic else ""
+                results = await grader.grade([(sample, e.item) for e in examples])
             except Exception as exc:  # noqa: BLE001
                 raise InvalidJob(f"method.reinforcement.grader: grading a sample failed: {rpc_message(exc)}") from exc
             for example_index, result in enumerate(results):
@@ -164,6 +172,8 @@ class JobValidator:
                         f"(unknown to it {unknown}, different shapes {differ}); start the rollout with the same "
                         "architecture"
                     )
+                if episodic and params is not None:
+                    check_episode_support(params, address, info)
                 if lora_rank > info.max_lora_rank:
                     raise InvalidJob(
                         f"method.reinforcement.hyperparameters.lora_rank: {lora_rank} is above the largest LoRA "
@@ -172,6 +182,24 @@ class JobValidator:
                     )
         finally:
             await pool.close()
+
+
+def check_episode_support(params: hparams.ReinforcementParams, address: str, info) -> None:
+    """InvalidJob unless rollout `address` (its GetModelInfoResponse `info`) offers every
+    tool server the job names and as many turns as it asks for."""
+    field = "method.reinforcement.hyperparameters"
+    offered = [server.name for server in info.tool_servers]
+    unknown = [name for name in params.tool_servers if name not in offered]
+    if unknown:
+        raise InvalidJob(
+            f"{field}.tool_servers: rollout {address} has no tool server {unknown}; it has {offered} "
+            "(its --tool-servers-file)"
+        )
+    if params.max_turns > info.limits.max_episode_turns:
+        raise InvalidJob(
+            f"{field}.max_turns: {params.max_turns} is above rollout {address}'s limit "
+            f"max_episode_turns={info.limits.max_episode_turns}"
+        )
 
 
 def method_params(request: fine_tuning_pb2.CreateJobRequest) -> hparams.SupervisedParams | hparams.ReinforcementParams:

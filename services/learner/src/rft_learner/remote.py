@@ -382,6 +382,20 @@ def grader_sample(sample: GeneratedSample) -> str | grader_pb2.SampleOutput:
     return output
 
 
+def stand_in_episode_sample() -> grader_pb2.SampleOutput:
+    """An empty episode with one successful call, for dry runs of a tool-using job's
+    grader: templates such as {{sample.output_tools.0.function.name}} resolve on it."""
+    episode = rollout_pb2.Episode(
+        tool_calls=[rollout_pb2.ToolCall(id="call_0", name="", arguments_json="{}")],
+        messages=[
+            rollout_pb2.EpisodeMessage(role="assistant", tool_call_ids=["call_0"]),
+            rollout_pb2.EpisodeMessage(role="tool", tool_call_ids=["call_0"]),
+            rollout_pb2.EpisodeMessage(role="assistant"),
+        ],
+    )
+    return grader_sample(GeneratedSample(0, "", [], [], 0, 0, episode))
+
+
 def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(value)
