@@ -76,6 +76,7 @@ def tool_rollout(tmp_path_factory):
             adder("adder-error", "error"),
             adder("adder-slow", "slow", timeout_seconds=1),
             adder("adder-huge", "huge", max_output_bytes=256),
+            adder("adder-pause", "pause"),
             {
                 "name": "mcp",
                 "kind": "mcp_stdio",
@@ -337,6 +338,37 @@ def test_the_learner_trains_on_real_episodes_with_tool_tokens_masked(tool_rollou
     assert metrics["train_tokens"] < sum(len(s.token_ids) for s in samples)  # tool tokens left out
     assert metrics["mismatch_kl"] < 1e-3  # vLLM's logprobs of the sampled tokens are the trainer's
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_weight_update_during_an_episode_ends_it_on_one_policy_version(tool_rollout) -> None:
+    """The tool call of turn 0 takes 4 s; an update lands meanwhile: turn 1 would run on
+    the new version, so the episode ends (ABORT) with turn 0's tokens, all of the old one."""
+    import threading
+
+    import safetensors.numpy
+    from rft_common.weights import weight_update_requests
+
+    _, rollout_stub = tool_rollout
+    weights = safetensors.numpy.load_file(str(TOOL_MODEL / "model.safetensors"))
+    weights.setdefault("lm_head.weight", weights["model.embed_tokens.weight"])  # tied: sent too
+    old = rollout_stub.GetModelInfo(rollout_pb2.GetModelInfoRequest()).policy_version
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(sample=episode(rollout_stub, ["adder-pause"])[1]))
+    thread.start()
+    time.sleep(2)  # turn 0 is sampled and its call is running
+    applied = rollout_stub.UpdateWeights(weight_update_requests(old + 1, weights.items()), timeout=120)
+    assert applied.version == old + 1
+    thread.join(timeout=60)
+    sample = done["sample"]
+    assert sample.episode.end == rollout_pb2.EPISODE_END_ABORT
+    assert sample.finish_reason == rollout_pb2.FINISH_REASON_ABORT
+    assert sample.policy_version == old and sample.episode.turns == 1
+    assert [c.output for c in sample.episode.tool_calls] == ["42"]
+    sampled = [i for i, m in zip(sample.token_ids, sample.episode.token_mask, strict=True) if m]
+    assert len(sampled) == len(CALL_17_25) + 1  # turn 0 only: the call and <|im_end|>
+    # The next episode runs wholly on the new version.
+    _, after = episode(rollout_stub, ["adder"])
+    assert after.policy_version == old + 1 and after.episode.end == rollout_pb2.EPISODE_END_ANSWER
 
 
 def test_a_tool_using_job_runs_end_to_end_through_the_learner(tool_rollout, grader, tmp_path) -> None:

@@ -7,6 +7,7 @@ so that one process stands for several servers:
     ok    the sum as text
     error is_error with a message
     slow  sleeps 30 s (past any test timeout)
+    pause sleeps 4 s, then the sum (time for a weight update mid-episode)
     huge  the sum followed by 100,000 "x"
 
     python grpc_tools.py --port 0 --token secret   (prints "PORT <n>" when serving)
@@ -59,6 +60,8 @@ class Tools(tools_pb2_grpc.ToolServiceServicer):
             return tools_pb2.CallToolResponse(content="the adder is out of order", is_error=True)
         if mode == "slow":
             await asyncio.sleep(30)
+        if mode == "pause":
+            await asyncio.sleep(4)
         if mode == "huge":
             return tools_pb2.CallToolResponse(content=str(total) + "x" * 100_000)
         return tools_pb2.CallToolResponse(content=str(total))
