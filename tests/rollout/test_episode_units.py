@@ -99,3 +99,33 @@ def test_tool_turn_text_follows_the_chat_template() -> None:
         "\n<|im_start|>user\n<tool_response>\n42\n</tool_response>\n<tool_response>\n7\n</tool_response>"
         "<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+def test_tool_box_limits_concurrent_calls_and_times_out_waiters() -> None:
+    """A real ToolBox over an in-process client: two slots, three calls of 0.3 s with a
+    0.5 s timeout: two run at once, the third waits 0.3 s and then runs past the limit."""
+    import asyncio
+
+    from rft_rollout.tool_servers import ConnectedServer, ToolBox, ToolServerConfig, ToolSpec
+
+    class Slow:
+        running = peak = 0
+
+        async def call(self, name, arguments, episode_id):
+            Slow.running += 1
+            Slow.peak = max(Slow.peak, Slow.running)
+            try:
+                await asyncio.sleep(0.3)
+            finally:
+                Slow.running -= 1
+            return "ok", False
+
+    async def run():
+        config = ToolServerConfig(name="s", kind="grpc", target="h:1", timeout_seconds=0.5, max_concurrent_calls=2)
+        box = ToolBox([ConnectedServer(config, Slow(), [ToolSpec("t", "", {})])])
+        return await asyncio.gather(*(box.call(["s"], "t", {}, "e") for _ in range(3)))
+
+    outcomes = asyncio.run(run())
+    assert Slow.peak == 2
+    assert [o.output for o in outcomes] == ["ok", "ok", "error: tool 't' timed out after 0.5 s"]
+    assert [o.is_error for o in outcomes] == [False, False, True]

@@ -58,6 +58,9 @@ class ToolServerConfig(pydantic.BaseModel):
     marked "[output truncated]"."""
     connect_timeout_seconds: float = pydantic.Field(30.0, gt=0, le=600)
     """Limit on connecting and listing the tools at start-up."""
+    max_concurrent_calls: int = pydantic.Field(16, ge=1, le=4096)
+    """Calls in flight to this server at once (all episodes together); later calls wait,
+    and the wait counts against their timeout."""
 
 
 class ToolServersFile(pydantic.BaseModel):
@@ -234,6 +237,10 @@ class ConnectedServer:
     config: ToolServerConfig
     client: ToolClient
     tools: list[ToolSpec]
+    slots: asyncio.Semaphore = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = asyncio.Semaphore(self.config.max_concurrent_calls)
 
 
 class ToolBox:
@@ -264,7 +271,7 @@ class ToolBox:
         config = server.config
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(config.timeout_seconds):
+            async with asyncio.timeout(config.timeout_seconds), server.slots:
                 output, is_error = await server.client.call(tool, arguments, episode_id)
         except TimeoutError:
             output, is_error = f"error: tool {tool!r} timed out after {config.timeout_seconds:g} s", True
