@@ -10,6 +10,7 @@ from rft.rollout.v1 import rollout_pb2
 from rft_learner.remote import GraderClient, RolloutPool, grader_sample
 from rft_learner.rl import mean_pass_at_k
 from rft_learner.trainer.data import Example
+from rft_learner.trainer.rl_step import episode_metrics
 
 
 def is_pass(result) -> bool:
@@ -56,6 +57,10 @@ async def evaluate(
         "valid_prompts": float(len(examples)),
         "valid_response_length_mean": _mean(len(s.token_ids) for p in sampled for s in p.samples),
     }
+    episodes = episode_metrics([s.episode for p in sampled for s in p.samples if s.episode is not None])
+    for name in ("episode_turns_mean", "tool_calls_mean", "tool_error_rate"):
+        if name in episodes:
+            metrics[f"valid_{name}"] = episodes[name]
     correct = []
     for index in range(len(examples)):
         group = sampled_results[index * samples_per_prompt : (index + 1) * samples_per_prompt]

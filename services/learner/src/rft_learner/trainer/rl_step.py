@@ -305,6 +305,9 @@ METRIC_NAMES: dict[str, str] = {
     "greedy_pass@1": "share of greedy answers that pass",
     "top@k": "ranked-list graders: share of greedy answers with the reference in the top k (top@1, top@5, top@max)",
     "eval_seconds": "seconds of the evaluation",
+    "valid_episode_turns_mean": "model turns per sampled validation episode (tool-using jobs)",
+    "valid_tool_calls_mean": "tool calls per sampled validation episode",
+    "valid_tool_error_rate": "share of the sampled validation episodes' tool calls that failed",
 }
 
 
