@@ -26,7 +26,7 @@ export function LineChart({ title, steps, series, height = 220 }) {
       ],
     };
     plot.current = new uPlot(options, [steps, ...series.map((s) => s.values)], box.current);
-    const resize = new ResizeObserver(() => plot.current && plot.current.setSize({ width: width(), height }));
+    const resize = new ResizeObserver(() => plot.current && box.current && plot.current.setSize({ width: width(), height }));
     resize.observe(box.current);
     return () => {
       resize.disconnect();

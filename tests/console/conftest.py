@@ -57,7 +57,7 @@ def services(console_built, tmp_path_factory):
     ):
         args = learner_args(workdir / "learner", rollout, grader, checkpoint_interval=4)
         args += ["--api-keys-file", str(keys), "--model-catalogue", f"demo-base={DEMO_MODEL}"]
-        args += ["--inference-max-models", "2", "--inference-kv-cache-gib", "0.5"]
+        args += ["--inference-max-models", "2", "--inference-kv-cache-gib", "1"]
         with ServiceProcess("rft-learner", args) as learner:
             yield learner
 

@@ -75,6 +75,7 @@ export function NewJobPage({ params }) {
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const timer = useRef(null);
+  const latest = useRef(0);
 
   useEffect(() => {
     if (!model && models && models.data.length) setModel(models.data[0].id);
@@ -100,11 +101,12 @@ export function NewJobPage({ params }) {
   useEffect(() => {
     clearTimeout(timer.current);
     timer.current = setTimeout(async () => {
+      const asked = ++latest.current; // answers may come back out of order: keep the newest
       try {
         await post("/fine_tuning/hyperparameters/validate", { method: body() });
-        setErrors({});
+        if (asked === latest.current) setErrors({});
       } catch (err) {
-        setErrors(err.status === 400 ? fieldErrors(err.message) : {});
+        if (asked === latest.current) setErrors(err.status === 400 ? fieldErrors(err.message) : {});
       }
     }, 250);
     return () => clearTimeout(timer.current);

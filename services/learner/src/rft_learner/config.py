@@ -61,8 +61,8 @@ class LearnerConfig(ServerConfig):
     """Built web console served at /console/ on the HTTP API's port; "" = console/dist of the source tree (`make install` builds it), "none" = no console."""
     inference_max_models: int = pydantic.Field(1, ge=1, le=64)
     """Models chat completions keep loaded at once, each in its own vLLM server process; the least recently used idle one is stopped to make room."""
-    inference_kv_cache_gib: float = pydantic.Field(1.0, ge=0)
-    """CPU only: KV-cache GiB of each chat-completions vLLM server (VLLM_CPU_KVCACHE_SPACE); 0 lets vLLM decide."""
+    inference_kv_cache_gib: int = pydantic.Field(1, ge=0)
+    """CPU only: KV-cache of each chat-completions vLLM server in whole GiB (VLLM_CPU_KVCACHE_SPACE, which vLLM reads as an integer); 0 lets vLLM decide."""
     inference_gpu_memory_utilization: float = pydantic.Field(0.3, gt=0, le=1)
     """GPU only: fraction of GPU memory each chat-completions vLLM server may take (the trainer and rollout need the rest)."""
     inference_start_timeout_seconds: float = pydantic.Field(900.0, gt=0)

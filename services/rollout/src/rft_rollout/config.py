@@ -28,8 +28,8 @@ class RolloutConfig(ServerConfig):
     """Longest sequence (prompt + completion) in tokens; 0 takes the model's max_position_embeddings."""
     gpu_memory_utilization: float = pydantic.Field(0.3, gt=0, le=1)
     """Fraction of accelerator memory vLLM may use; on CPU the fraction of RAM it reserves."""
-    kv_cache_gib: float = pydantic.Field(1.0, ge=0)
-    """CPU only: KV-cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE); 0 lets vLLM decide."""
+    kv_cache_gib: int = pydantic.Field(1, ge=0)
+    """CPU only: KV-cache size in whole GiB (sets VLLM_CPU_KVCACHE_SPACE, which vLLM reads as an integer); 0 lets vLLM decide."""
     max_num_seqs: int = pydantic.Field(256, ge=1)
     """Most sequences the engine batches in one step (continuous batching width)."""
     enforce_eager: bool = True

@@ -395,7 +395,7 @@ async def open_vllm_engine(config: RolloutConfig) -> AsyncIterator[VllmEngine]:
     checks keep answering), label the loaded weights version 0, and shut it down on exit."""
     if config.kv_cache_gib > 0:
         # Read by vLLM's CPU backend when its engine process starts.
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{config.kv_cache_gib:g}"
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.kv_cache_gib)
     import vllm
     from vllm.v1.engine.async_llm import AsyncLLM
 

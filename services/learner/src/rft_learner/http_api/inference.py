@@ -42,7 +42,7 @@ VLLM_SERVER = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
 @dataclasses.dataclass
 class InferenceSettings:
     max_models: int = 1
-    kv_cache_gib: float = 1.0
+    kv_cache_gib: int = 1
     gpu_memory_utilization: float = 0.3
     start_timeout_seconds: float = 900.0
     log_dir: pathlib.Path = pathlib.Path("./data/learner/inference")
@@ -103,7 +103,7 @@ class InferenceServers:
             command += ["--gpu-memory-utilization", f"{self.settings.gpu_memory_utilization:g}"]
         else:
             if self.settings.kv_cache_gib > 0:
-                env["VLLM_CPU_KVCACHE_SPACE"] = f"{self.settings.kv_cache_gib:g}"
+                env["VLLM_CPU_KVCACHE_SPACE"] = str(self.settings.kv_cache_gib)
             # vLLM 0.32's CPU worker cannot rewind a seeded request's generator when a
             # prompt's prefill is split (see the rollout's engine): prefills run whole.
             command += ["--no-enable-chunked-prefill"]
