@@ -340,6 +340,49 @@ def test_the_learner_trains_on_real_episodes_with_tool_tokens_masked(tool_rollou
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_a_cancelled_call_aborts_its_episodes_mid_tool_call(tool_rollout) -> None:
+    proc, rollout_stub = tool_rollout
+    with pytest.raises(grpc.RpcError) as caught:
+        request = rollout_pb2.GenerateRequest(
+            prompts=[chat("add 17 25")],
+            sampling=rollout_pb2.SamplingParams(max_tokens=200, temperature=0.0, n=2),
+            episode=rollout_pb2.EpisodeParams(max_turns=3, tool_servers=["adder-pause"]),
+        )
+        rollout_stub.Generate(request, timeout=2)  # the tool takes 4 s
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def queue_depth() -> float:
+        metrics = urllib.request.urlopen(proc.metrics_url, timeout=5).read().decode()
+        return float(
+            next(line.split()[-1] for line in metrics.splitlines() if line.startswith("rft_rollout_queue_depth"))
+        )
+
+    deadline = time.monotonic() + 10
+    while queue_depth() != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert queue_depth() == 0
+    _, sample = episode(rollout_stub, ["adder"])  # the service goes on serving episodes
+    assert sample.episode.end == rollout_pb2.EPISODE_END_ANSWER
+
+
+def test_a_dead_mcp_server_is_a_tool_error_not_a_failed_episode(tool_rollout) -> None:
+    """The stdio MCP server (a child of the rollout) is killed: later calls to it are
+    tool errors, the episodes still finish, and other servers keep working."""
+    import psutil
+
+    proc, rollout_stub = tool_rollout
+    children = psutil.Process(proc.proc.pid).children(recursive=True)
+    (server,) = [c for c in children if any("mcp_tools.py" in part for part in c.cmdline())]
+    server.kill()
+    server.wait(timeout=10)
+    _, sample = episode(rollout_stub, ["mcp"], max_turns=2)
+    (call,) = sample.episode.tool_calls
+    assert call.is_error and call.output.startswith("error: tool 'add'")
+    assert sample.episode.turns == 2
+    _, other = episode(rollout_stub, ["adder"])
+    assert [c.output for c in other.episode.tool_calls] == ["42"]
+
+
 def test_a_weight_update_during_an_episode_ends_it_on_one_policy_version(tool_rollout) -> None:
     """The tool call of turn 0 takes 4 s; an update lands meanwhile: turn 1 would run on
     the new version, so the episode ends (ABORT) with turn 0's tokens, all of the old one."""
