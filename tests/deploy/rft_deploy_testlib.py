@@ -48,6 +48,7 @@ KNOWN_METRICS = {
     "rft_learner_clip_fraction",
     "rft_learner_step_phase_seconds",
     "rft_learner_weight_sync_seconds",
+    "rft_learner_step_seconds",
     "rft_learner_policy_version_lag",
     "rft_learner_tokens_per_second",
     "rft_learner_grader_errors_total",

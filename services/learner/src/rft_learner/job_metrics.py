@@ -23,6 +23,13 @@ WEIGHT_SYNC = Histogram(
     "Seconds to push weights to every rollout replica.",
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30),
 )
+STEP_SECONDS = Histogram(
+    "rft_learner_step_seconds",
+    "Wall-clock seconds of a training step; for an RL step, from its start until its weights are live on every rollout"
+    " replica.",
+    ["job_id"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 GAUGES = {
     name: Gauge(f"rft_learner_{name}", help_text, ["job_id"])
     for name, help_text in (
@@ -64,6 +71,8 @@ def export_step(job_id: str, values: dict[str, float]) -> None:
             PHASE_SECONDS.labels(job_id, PHASES[name]).observe(value)
         if name == "weight_sync_seconds":
             WEIGHT_SYNC.observe(value)
+        if name == "step_seconds":
+            STEP_SECONDS.labels(job_id).observe(value)
 
 
 def export_job_counts(counts: dict[int, int]) -> None:

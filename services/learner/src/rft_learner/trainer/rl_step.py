@@ -282,7 +282,7 @@ METRIC_NAMES: dict[str, str] = {
     "grade_seconds": "seconds spent grading",
     "train_seconds": "seconds of the update",
     "weight_sync_seconds": "seconds to push the weights to every rollout replica",
-    "step_seconds": "wall-clock seconds of the whole step",
+    "step_seconds": "wall-clock seconds of the whole step: for RL, from its start until its weights are live on the rollouts",
     "tokens_per_second": "completion tokens generated per second of generation",
     # RL step: multi-turn episodes (jobs with max_turns > 1 or tool_servers)
     "episode_turns_mean": "model turns per episode",
