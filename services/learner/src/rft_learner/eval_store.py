@@ -25,6 +25,14 @@ class NotFound(LookupError):
     """No row with this id belongs to this owner."""
 
 
+class TooManyRuns(Exception):
+    """The owner already has its most runs queued or in progress."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(active)
+        self.active = active
+
+
 @dataclasses.dataclass
 class EvalRecord:
     id: str
@@ -75,9 +83,14 @@ def output_item_id(run_id: str, index: int) -> str:
 
 
 def output_item_index(run_id: str, item_id: str) -> int | None:
+    """The row index in an output item id of this run, or None for anything else: only
+    ASCII digits as `output_item_id` writes them (no "²", "٣", "+1", "01", no 20-digit
+    number SQLite cannot bind), so a crafted id is a 400/404, never a 500."""
     prefix = output_item_id(run_id, 0)[:-1]
     digits = item_id.removeprefix(prefix)
-    return int(digits) if item_id.startswith(prefix) and digits.isdigit() else None
+    if not item_id.startswith(prefix) or not (digits.isascii() and digits.isdecimal()) or len(digits) > 15:
+        return None
+    return int(digits) if digits == str(int(digits)) else None
 
 
 def _page_sql(
@@ -146,13 +159,28 @@ class EvalStore:
                 raise NotFound(eval_id)
 
     # -- runs --------------------------------------------------------------------------------
-    def create_run(self, eval_id: str, owner: str, request: dict[str, Any], results: dict[str, Any]) -> RunRecord:
+    def create_run(
+        self,
+        eval_id: str,
+        owner: str,
+        request: dict[str, Any],
+        results: dict[str, Any],
+        max_active: int | None = None,
+    ) -> RunRecord:
+        """A queued run; TooManyRuns when the owner already has `max_active` runs queued or
+        in progress (counted in the same transaction, so racing creates cannot pass it)."""
         record = RunRecord(
             "evalrun_" + uuid.uuid4().hex[:24], eval_id, owner, time.time(), None, QUEUED, request, results, "", ""
         )
         with self.db.transaction() as conn:
             if not conn.execute("SELECT 1 FROM evals WHERE id = ? AND owner = ?", (eval_id, owner)).fetchall():
                 raise NotFound(eval_id)
+            if max_active is not None:
+                active = conn.execute(
+                    "SELECT COUNT(*) FROM eval_runs WHERE owner = ? AND status IN (?, ?)", (owner, QUEUED, IN_PROGRESS)
+                ).fetchone()[0]
+                if active >= max_active:
+                    raise TooManyRuns(active)
             conn.execute(
                 "INSERT INTO eval_runs (id, eval_id, owner, created_at, status, request, results)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -225,17 +253,19 @@ class EvalStore:
             ).rowcount
 
     # -- output items ------------------------------------------------------------------------
-    def add_output_items(self, run_id: str, items: list[tuple[int, str, dict[str, Any]]]) -> None:
-        """(index, status, body) rows of one run, written together."""
+    def add_output_items(self, run_id: str, items: list[tuple[int, str, dict[str, Any]]]) -> bool:
+        """(index, status, body) rows of one run, written together; False (nothing written)
+        when the run is gone."""
         now = time.time()
         with self.db.transaction() as conn:
             if not conn.execute("SELECT 1 FROM eval_runs WHERE id = ?", (run_id,)).fetchall():
-                return  # deleted meanwhile
+                return False  # deleted meanwhile
             conn.executemany(
                 "INSERT OR REPLACE INTO eval_output_items (run_id, item_index, created_at, status, body)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(run_id, index, now, status, json.dumps(body)) for index, status, body in items],
             )
+        return True
 
     def list_output_items(
         self, run_id: str, limit: int, after_index: int | None = None, order: str = "asc", status: str = ""

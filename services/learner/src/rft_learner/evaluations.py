@@ -7,9 +7,11 @@ Plain Python: the model and the grader come in as two small callables (`Sampler`
 grader service, and tests can drive this with anything that answers.
 
 Runs execute one at a time (a run holds its model's inference server), as background
-asyncio tasks owned by `EvalRunner`; rows are sampled a few at a time and graded a chunk
-at a time, and each chunk's output items and the run's running totals are stored as they
-finish, so a reader sees progress and a canceled run keeps what it had graded.
+asyncio tasks owned by `EvalRunner`, which takes tenants' queued runs in turn; rows are
+sampled a few at a time and graded a chunk at a time, and each chunk's output items and
+the run's running totals are stored as they finish (the answers' texts are not kept once
+stored), so a reader sees progress and a canceled run keeps what it had graded. A run
+whose row is gone (its eval or itself deleted) stops at its next chunk.
 """
 
 from __future__ import annotations
@@ -19,17 +21,22 @@ import contextlib
 import dataclasses
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from rft_learner.eval_store import CANCELED, COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED, EvalStore
-from rft_learner.rl.passk import mean_pass_at_k
+from rft_learner.rl.passk import mean_pass_at_k, pass_at_k
 
 log = logging.getLogger(__name__)
 ROWS_IN_FLIGHT = 8
 """Rows whose answers are being sampled at once (two requests each: greedy and K samples)."""
 ROWS_PER_GRADE = 32
 """Rows graded in one grader call (K + 1 answers each)."""
+MAX_ACTIVE_RUNS_PER_TENANT = 4
+"""Runs one tenant may have queued or in progress at once; more are refused (429)."""
+MAX_RUN_COMPLETION_TOKENS = 20_000_000
+"""A run's completion-token budget: rows x (n + 1) x max_completion_tokens may not exceed it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +82,19 @@ class RunFailure(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def run_size_issue(rows: int, settings: SamplingSettings) -> str | None:
+    """Why a run of `rows` rows is too big for one run, or None: its most completion tokens,
+    rows x (n + 1) x max_completion_tokens, must fit MAX_RUN_COMPLETION_TOKENS."""
+    budget = rows * (settings.n + 1) * settings.max_completion_tokens
+    if budget <= MAX_RUN_COMPLETION_TOKENS:
+        return None
+    return (
+        f"the run may generate up to {rows} rows x (n {settings.n} + 1 greedy) x max_completion_tokens"
+        f" {settings.max_completion_tokens} = {budget:,} tokens; one run may generate at most"
+        f" {MAX_RUN_COMPLETION_TOKENS:,}: lower sampling_params.n or max_completion_tokens, or split the file"
+    )
 
 
 # Sample one row: (messages, n, temperature, seed) -> Answers, or raise SamplingError / RunFailure.
@@ -127,6 +147,75 @@ def result_counts(greedy: Sequence[Graded]) -> dict[str, int]:
     return {"total": len(greedy), "passed": passed, "failed": len(greedy) - passed - errored, "errored": errored}
 
 
+class RunTotals:
+    """`eval_metrics` and `result_counts` kept as running sums: a chunk's rows are added once
+    (O(rows) per chunk, nothing of them kept), and the summary is read at any time. Every
+    metric is a mean or a count of per-row (or per-answer) values, so the sums give exactly
+    what `eval_metrics` gives over all the rows added."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.rows = 0
+        self.passed = 0
+        self.errored = 0
+        self.samples = 0
+        self.sample_ok = 0
+        self.sample_score = 0.0
+        self.greedy_ok = 0
+        self.greedy_score = 0.0
+        self.pass_1 = 0.0
+        self.pass_k = 0.0
+        self.grader_metrics: dict[str, list[float]] = {}
+        """name -> [sum, count] over the greedy answers that have it."""
+        self.sub_scores: dict[str, list[float]] = {}
+
+    def add(self, greedy: Graded, samples: Sequence[Graded]) -> None:
+        self.rows += 1
+        self.samples += len(samples)
+        correct = 0
+        for g in samples:
+            if g.error is None:
+                self.sample_ok += 1
+                self.sample_score += g.score
+                correct += g.passed
+        self.pass_1 += pass_at_k(self.k, correct, 1)
+        self.pass_k += pass_at_k(self.k, correct, self.k)
+        if greedy.error is not None:
+            self.errored += 1
+            return
+        self.greedy_ok += 1
+        self.greedy_score += greedy.score
+        self.passed += bool(greedy.passed)
+        for into, values in ((self.grader_metrics, greedy.metrics), (self.sub_scores, greedy.sub_scores)):
+            for name, value in values.items():
+                total = into.setdefault(name, [0.0, 0])
+                total[0] += value
+                total[1] += 1
+
+    def result_counts(self) -> dict[str, int]:
+        failed = self.rows - self.passed - self.errored
+        return {"total": self.rows, "passed": self.passed, "failed": failed, "errored": self.errored}
+
+    def metrics(self) -> dict[str, float | None]:
+        def mean(total: float, count: int) -> float | None:
+            return total / count if count else None
+
+        k = self.k
+        metrics: dict[str, float | None] = {
+            "reward_mean": mean(self.sample_score, self.sample_ok),
+            "greedy_reward_mean": mean(self.greedy_score, self.greedy_ok),
+            "pass@1": mean(self.pass_1, self.rows),
+            f"pass@{k}": mean(self.pass_k, self.rows),
+            "greedy_pass@1": mean(self.passed, self.greedy_ok),
+            "grader_errors": float(self.samples + self.rows - self.sample_ok - self.greedy_ok),
+        }
+        for name in sorted(self.grader_metrics):
+            metrics[name] = mean(*self.grader_metrics[name])
+        for name in sorted(self.sub_scores):
+            metrics[f"sub_score.{name}"] = mean(*self.sub_scores[name])
+        return metrics
+
+
 @dataclasses.dataclass
 class RowResult:
     index: int
@@ -139,17 +228,17 @@ class RowResult:
     samples: list[Graded]
 
 
-def summary(rows: Sequence[RowResult], k: int, criterion: str, total_rows: int, usage: dict[str, Any]) -> dict:
+def summary(totals: RunTotals, criterion: str, total_rows: int, usage: dict[str, Any]) -> dict:
     """The run's results object (stored, and returned by the API with the run)."""
-    counts = result_counts([r.greedy for r in rows])
+    counts = totals.result_counts()
     return {
         "result_counts": counts,
         "per_testing_criteria_results": [
             {"testing_criteria": criterion, "passed": counts["passed"], "failed": counts["failed"]}
         ],
-        "metrics": eval_metrics([r.samples for r in rows], [r.greedy for r in rows], k),
+        "metrics": totals.metrics(),
         "per_model_usage": [usage] if usage.get("invocation_count") else [],
-        "progress": {"items_done": len(rows), "items_total": total_rows},
+        "progress": {"items_done": totals.rows, "items_total": total_rows},
     }
 
 
@@ -307,6 +396,7 @@ async def evaluate_rows(
                 )
             )
         await on_chunk(results)
+        del answered, pairs, results  # this chunk's answers are stored: let them go now
 
 
 @dataclasses.dataclass
@@ -323,15 +413,84 @@ class RunPlan:
     open_sampler: Callable[[], contextlib.AbstractAsyncContextManager[Sampler]]
     """Enter to get a ready sampler of the model (holds its inference server meanwhile)."""
     grade: Grader
+    owner: str = ""
+    """The tenant: queued runs take the free slot tenant by tenant, in turn."""
+    eval_id: str = ""
+
+
+class _RunGone(Exception):
+    """The run's row was deleted or made final by someone else: stop, write nothing."""
+
+
+class FairSlots:
+    """`slots` runs at once; a freed slot goes to the tenants with waiting runs in turn
+    (round-robin), each tenant's own runs in the order they came, so one tenant's queue
+    cannot hold the others back for longer than one run each."""
+
+    def __init__(self, slots: int) -> None:
+        self.free = slots
+        self._waiting: dict[str, deque[asyncio.Future]] = {}
+        self._turns: deque[str] = deque()
+        """Tenants with waiting runs, the next to get a slot first."""
+
+    @contextlib.asynccontextmanager
+    async def slot(self, owner: str):
+        await self._acquire(owner)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, owner: str) -> None:
+        if self.free > 0 and not self._turns:
+            self.free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if owner not in self._waiting:
+            self._waiting[owner] = deque()
+            self._turns.append(owner)
+        self._waiting[owner].append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot came with the cancel: pass it on
+            else:
+                self._forget(owner, waiter)
+            raise
+
+    def _forget(self, owner: str, waiter: asyncio.Future) -> None:
+        queue = self._waiting.get(owner)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._waiting[owner]
+                self._turns.remove(owner)
+
+    def _release(self) -> None:
+        while self._turns:
+            owner = self._turns.popleft()
+            queue = self._waiting[owner]
+            waiter = queue.popleft()
+            if queue:
+                self._turns.append(owner)  # its next run waits for the others' turns
+            else:
+                del self._waiting[owner]
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to it as it is
+                return
+        self.free += 1
 
 
 class EvalRunner:
-    """Runs queued evaluation runs in the background, one at a time, and cancels them."""
+    """Runs queued evaluation runs in the background, one at a time (tenants in turn), and
+    cancels them."""
 
     def __init__(self, store: EvalStore, concurrent_runs: int = 1) -> None:
         self.store = store
-        self._slots = asyncio.Semaphore(concurrent_runs)
+        self._slots = FairSlots(concurrent_runs)
         self._tasks: dict[str, asyncio.Task] = {}
+        self._plans: dict[str, RunPlan] = {}
         self._canceled: set[str] = set()
         interrupted = store.fail_unfinished(
             "the learner restarted while this run was queued or in progress; create it again"
@@ -342,26 +501,38 @@ class EvalRunner:
     def submit(self, plan: RunPlan) -> None:
         task = asyncio.get_running_loop().create_task(self._execute(plan), name=f"eval-run-{plan.run_id}")
         self._tasks[plan.run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(plan.run_id, None))
+        self._plans[plan.run_id] = plan
+
+        def forget(_) -> None:
+            if self._tasks.get(plan.run_id) is task:
+                del self._tasks[plan.run_id]
+                del self._plans[plan.run_id]
+
+        task.add_done_callback(forget)
 
     async def cancel(self, run_id: str) -> None:
         """Stop a run (queued or in progress) and wait until it has stopped."""
         task = self._tasks.get(run_id)
         if task is None:
-            self.store.set_run_status(run_id, CANCELED)
+            await asyncio.to_thread(self.store.set_run_status, run_id, CANCELED)
             return
         self._canceled.add(run_id)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def cancel_eval(self, eval_id: str) -> None:
+        """Stop every run of this eval that has a task here (queued or in progress)."""
+        for run_id in [r for r, p in self._plans.items() if p.eval_id == eval_id]:
+            await self.cancel(run_id)
+
     async def _execute(self, plan: RunPlan) -> None:
-        rows: list[RowResult] = []
+        totals = RunTotals(plan.settings.n)
         usage = {"model_name": plan.model, "invocation_count": 0, "prompt_tokens": 0, "completion_tokens": 0,
                  "total_tokens": 0, "cached_tokens": 0}  # fmt: skip
 
         def results() -> dict:
-            return summary(rows, plan.settings.n, plan.criterion["name"], plan.total_rows, usage)
+            return summary(totals, plan.criterion["name"], plan.total_rows, usage)
 
         async def counted(sample: Sampler, messages, n, temperature, seed) -> Answers:
             answers = await sample(messages, n, temperature, seed)
@@ -373,17 +544,20 @@ class EvalRunner:
             return answers
 
         async def on_chunk(chunk: list[RowResult]) -> None:
-            rows.extend(chunk)
             k = plan.settings.n
-            items = [
-                (r.index, item_status(r), output_item(r, k, plan.criterion, plan.model, plan.settings)) for r in chunk
-            ]
-            await asyncio.to_thread(self.store.add_output_items, plan.run_id, items)
-            await asyncio.to_thread(self.store.set_run_status, plan.run_id, IN_PROGRESS, results())
+            items = []
+            for r in chunk:
+                totals.add(r.greedy, r.samples)
+                items.append((r.index, item_status(r), output_item(r, k, plan.criterion, plan.model, plan.settings)))
+            chunk.clear()  # the answers' texts live on in the stored items only
+            if not await asyncio.to_thread(self.store.add_output_items, plan.run_id, items):
+                raise _RunGone
+            if not await asyncio.to_thread(self.store.set_run_status, plan.run_id, IN_PROGRESS, results()):
+                raise _RunGone
 
         try:
-            async with self._slots:
-                if not self.store.set_run_status(plan.run_id, IN_PROGRESS):
+            async with self._slots.slot(plan.owner):
+                if not await asyncio.to_thread(self.store.set_run_status, plan.run_id, IN_PROGRESS):
                     return  # canceled or deleted while queued
                 data = await asyncio.to_thread(read_rows, plan.file_path)
                 async with plan.open_sampler() as sample:
@@ -393,6 +567,8 @@ class EvalRunner:
 
                     await evaluate_rows(data, sampler, plan.grade, plan.settings, on_chunk)
             self.store.set_run_status(plan.run_id, COMPLETED, results())
+        except _RunGone:
+            log.info("evaluation run %s was deleted or finished elsewhere; stopped", plan.run_id)
         except asyncio.CancelledError:
             if plan.run_id in self._canceled:
                 self._canceled.discard(plan.run_id)

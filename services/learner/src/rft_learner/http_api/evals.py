@@ -28,9 +28,20 @@ from rft_learner.eval_store import (
     NotFound,
     OutputItemRecord,
     RunRecord,
+    TooManyRuns,
     output_item_index,
 )
-from rft_learner.evaluations import Answers, EvalRunner, Graded, RunFailure, RunPlan, SamplingError, SamplingSettings
+from rft_learner.evaluations import (
+    MAX_ACTIVE_RUNS_PER_TENANT,
+    Answers,
+    EvalRunner,
+    Graded,
+    RunFailure,
+    RunPlan,
+    SamplingError,
+    SamplingSettings,
+    run_size_issue,
+)
 from rft_learner.files import FileNotFound
 from rft_learner.http_api import eval_schemas as S
 from rft_learner.http_api.convert import refuse_endpoint
@@ -79,7 +90,7 @@ def eval_json(record) -> dict[str, Any]:
         "id": record.id,
         "object": "eval",
         "created_at": int(record.created_at),
-        "name": body["name"],
+        "name": body.get("name") or "",  # never null (an older update could store one)
         "data_source_config": {"type": "custom", "schema": schema},
         "testing_criteria": body["testing_criteria"],
         "metadata": body["metadata"],
@@ -136,10 +147,11 @@ def register(app: FastAPI, ctx) -> None:
     async def tenant(request: Request, _documents_the_scheme=Security(bearer)) -> str:
         return request.scope["rft_tenant"]  # set by the API's guard, which has checked the key
 
-    def owned(what: str, param: str, identifier: str, getter, *args):
-        """getter(*args), or the 404 of `what` named `identifier` (never the owner)."""
+    async def owned(what: str, param: str, identifier: str, getter, *args):
+        """getter(*args) off the event loop, or the 404 of `what` named `identifier` (never
+        the owner)."""
         try:
-            return getter(*args)
+            return await asyncio.to_thread(getter, *args)
         except NotFound:
             raise not_found(what, identifier, param) from None
 
@@ -204,28 +216,30 @@ def register(app: FastAPI, ctx) -> None:
 
     @app.get("/v1/evals/{eval_id}", response_model=S.Eval, tags=["evals"])
     async def retrieve_eval(eval_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
-        return eval_json(owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner))
+        return eval_json(await owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner))
 
     @app.post("/v1/evals/{eval_id}", response_model=S.Eval, tags=["evals"])
     async def update_eval(eval_id: str, body: S.UpdateEvalBody, owner: str = Depends(tenant)) -> dict[str, Any]:
         changes = body.model_dump(exclude_unset=True)
-        return eval_json(owned("eval", "eval_id", eval_id, store.update_eval, eval_id, owner, changes))
+        if changes.get("name", "") is None:
+            del changes["name"]  # null leaves the name as it is, as at OpenAI
+        return eval_json(await owned("eval", "eval_id", eval_id, store.update_eval, eval_id, owner, changes))
 
     @app.delete("/v1/evals/{eval_id}", response_model=S.EvalDeleted, tags=["evals"])
     async def delete_eval(eval_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
-        owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner)
-        for run in store.runs_with_status("queued", "in_progress", eval_id=eval_id):
-            await runner.cancel(run.id)
-        owned("eval", "eval_id", eval_id, store.delete_eval, eval_id, owner)
+        # Rows first, then every task of its runs: a run that starts or writes in between
+        # finds its row gone and stops, so nothing keeps sampling for a deleted eval.
+        await owned("eval", "eval_id", eval_id, store.delete_eval, eval_id, owner)
+        await runner.cancel_eval(eval_id)
         return {"object": "eval.deleted", "deleted": True, "eval_id": eval_id}
 
     # -- runs --------------------------------------------------------------------------------
     @app.post("/v1/evals/{eval_id}/runs", response_model=S.EvalRun, tags=["evals"])
     async def create_run(eval_id: str, body: S.CreateRunBody, owner: str = Depends(tenant)) -> dict[str, Any]:
-        evaluation = owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner)
+        evaluation = await owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner)
         source = body.data_source
         try:
-            stored = ctx.files.get(source.source.id, owner)
+            stored = await asyncio.to_thread(ctx.files.get, source.source.id, owner)
         except FileNotFound:
             raise ApiError(
                 400,
@@ -233,11 +247,19 @@ def register(app: FastAPI, ctx) -> None:
                 param="data_source.source.id",
                 code="file_not_found",
             ) from None
-        model = ctx.names.resolve(source.model, owner, param="data_source.model")
+        model = await asyncio.to_thread(ctx.names.resolve, source.model, owner, param="data_source.model")
         params = source.sampling_params
         settings = SamplingSettings(
             params.n, params.temperature, params.top_p, params.max_completion_tokens, params.seed
         )
+        too_big = run_size_issue(stored.line_count, settings)
+        if too_big:
+            raise ApiError(
+                400,
+                f"data_source.sampling_params: {too_big}",
+                param="data_source.sampling_params.max_completion_tokens",
+                code="run_too_large",
+            )
         data_source = source.model_dump()
         data_source["input_messages"] = {"type": "item_reference", "item_reference": "item.messages"}
         spec = evaluation.body["testing_criteria"][0]
@@ -251,9 +273,18 @@ def register(app: FastAPI, ctx) -> None:
         }
         request = {"name": body.name or source.model, "data_source": data_source, "metadata": body.metadata}
         try:
-            run = await asyncio.to_thread(store.create_run, eval_id, owner, request, results)
+            run = await asyncio.to_thread(
+                store.create_run, eval_id, owner, request, results, MAX_ACTIVE_RUNS_PER_TENANT
+            )
         except NotFound:
             raise not_found("eval", eval_id, "eval_id") from None
+        except TooManyRuns as exc:
+            raise ApiError(
+                429,
+                f"at most {MAX_ACTIVE_RUNS_PER_TENANT} evaluation runs may be queued or in progress per tenant"
+                f" (you have {exc.active}): wait for one to finish, or cancel one",
+                code="rate_limited",
+            ) from None
         runner.submit(
             RunPlan(
                 run_id=run.id,
@@ -264,6 +295,8 @@ def register(app: FastAPI, ctx) -> None:
                 model=model.id,
                 open_sampler=lambda: _inference_sampler(ctx.inference, model, owner, settings),
                 grade=_grader(ctx.grader, owner, spec),
+                owner=owner,
+                eval_id=eval_id,
             )
         )
         return run_json(run)
@@ -277,36 +310,35 @@ def register(app: FastAPI, ctx) -> None:
         status: str | None = Query(None, pattern="^(queued|in_progress|completed|canceled|failed)$"),
         owner: str = Depends(tenant),
     ) -> dict[str, Any]:
-        owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner)
+        await owned("eval", "eval_id", eval_id, store.get_eval, eval_id, owner)
         try:
             runs = await asyncio.to_thread(store.list_runs, eval_id, owner, limit + 1, after or "", order, status or "")
         except UnknownCursor as exc:
             raise cursor_error(exc) from None
         return page_of([run_json(r) for r in runs], limit)
 
-    def owned_run(eval_id: str, run_id: str, owner: str) -> RunRecord:
-        return owned("run", "run_id", run_id, store.get_run, eval_id, run_id, owner)
+    async def owned_run(eval_id: str, run_id: str, owner: str) -> RunRecord:
+        return await owned("run", "run_id", run_id, store.get_run, eval_id, run_id, owner)
 
     @app.get("/v1/evals/{eval_id}/runs/{run_id}", response_model=S.EvalRun, tags=["evals"])
     async def retrieve_run(eval_id: str, run_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
-        return run_json(owned_run(eval_id, run_id, owner))
+        return run_json(await owned_run(eval_id, run_id, owner))
 
     async def cancel_run(eval_id: str, run_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
-        run = owned_run(eval_id, run_id, owner)
+        run = await owned_run(eval_id, run_id, owner)
         if run.status in FINAL and run.status != CANCELED:
             raise ApiError(409, f"run {run_id} has already {run.status}", param="run_id", code="invalid_run_state")
         await runner.cancel(run_id)
-        return run_json(owned_run(eval_id, run_id, owner))
+        return run_json(await owned_run(eval_id, run_id, owner))
 
     for path in ("/v1/evals/{eval_id}/runs/{run_id}", "/v1/evals/{eval_id}/runs/{run_id}/cancel"):
         app.post(path, response_model=S.EvalRun, tags=["evals"], name="cancel_run", summary="Cancel a run")(cancel_run)
 
     @app.delete("/v1/evals/{eval_id}/runs/{run_id}", response_model=S.EvalRunDeleted, tags=["evals"])
     async def delete_run(eval_id: str, run_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
-        run = owned_run(eval_id, run_id, owner)
-        if run.status not in FINAL:
-            await runner.cancel(run_id)
-        owned("run", "run_id", run_id, store.delete_run, eval_id, run_id, owner)
+        # The row first, then its task (if any): the task finds nothing to write and stops.
+        await owned("run", "run_id", run_id, store.delete_run, eval_id, run_id, owner)
+        await runner.cancel(run_id)
         return {"object": "eval.run.deleted", "deleted": True, "run_id": run_id}
 
     @app.get("/v1/evals/{eval_id}/runs/{run_id}/output_items", response_model=S.OutputItemPage, tags=["evals"])
@@ -314,12 +346,12 @@ def register(app: FastAPI, ctx) -> None:
         eval_id: str,
         run_id: str,
         after: str | None = Query(None),
-        limit: int = Query(20, ge=1, le=1000),
+        limit: int = Query(20, ge=1, le=100, description="1-100 (an item holds up to 65 answers)."),
         order: str = Query("asc", pattern="^(asc|desc)$", description="By row: asc (file order) or desc."),
         status: str | None = Query(None, pattern="^(pass|fail|error)$"),
         owner: str = Depends(tenant),
     ) -> dict[str, Any]:
-        owned_run(eval_id, run_id, owner)
+        await owned_run(eval_id, run_id, owner)
         after_index = None
         if after:
             after_index = output_item_index(run_id, after)
@@ -334,13 +366,13 @@ def register(app: FastAPI, ctx) -> None:
     async def retrieve_output_item(
         eval_id: str, run_id: str, output_item_id: str, owner: str = Depends(tenant)
     ) -> dict[str, Any]:
-        owned_run(eval_id, run_id, owner)
+        await owned_run(eval_id, run_id, owner)
         index = output_item_index(run_id, output_item_id)
         missing = not_found("output_item", output_item_id, "output_item_id")
         if index is None:
             raise missing
         try:
-            return output_item_json(eval_id, store.get_output_item(run_id, index))
+            return output_item_json(eval_id, await asyncio.to_thread(store.get_output_item, run_id, index))
         except NotFound:
             raise missing from None
 
@@ -368,12 +400,12 @@ def register(app: FastAPI, ctx) -> None:
     @app.get("/v1/graders/{grader_id}", response_model=S.SavedGrader, tags=["graders"])
     async def retrieve_saved_grader(grader_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
         """Ours: one saved grader."""
-        return saved_grader_json(owned("grader", "grader_id", grader_id, store.get_grader, grader_id, owner))
+        return saved_grader_json(await owned("grader", "grader_id", grader_id, store.get_grader, grader_id, owner))
 
     @app.delete("/v1/graders/{grader_id}", response_model=S.SavedGraderDeleted, tags=["graders"])
     async def delete_saved_grader(grader_id: str, owner: str = Depends(tenant)) -> dict[str, Any]:
         """Ours: delete a saved grader (evals and jobs that copied its spec keep their copy)."""
-        owned("grader", "grader_id", grader_id, store.delete_grader, grader_id, owner)
+        await owned("grader", "grader_id", grader_id, store.delete_grader, grader_id, owner)
         return {"id": grader_id, "object": "grader.deleted", "deleted": True}
 
 
