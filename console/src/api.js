@@ -1,20 +1,20 @@
 // The console's only way to the server: the OpenAI-compatible HTTP API under /v1, with
 // the API key the person logged in with. Errors keep OpenAI's envelope.
 
+// The key lives in sessionStorage only: gone when the tab closes, and never readable by
+// another tab (the same origin also serves /docs, whose Swagger UI loads from a CDN).
 const KEY_STORAGE = "rft-console-key";
 
 export function savedKey() {
-  return sessionStorage.getItem(KEY_STORAGE) || localStorage.getItem(KEY_STORAGE) || "";
+  return sessionStorage.getItem(KEY_STORAGE) || "";
 }
 
-export function saveKey(key, remember) {
+export function saveKey(key) {
   sessionStorage.setItem(KEY_STORAGE, key);
-  if (remember) localStorage.setItem(KEY_STORAGE, key);
 }
 
 export function forgetKey() {
   sessionStorage.removeItem(KEY_STORAGE);
-  localStorage.removeItem(KEY_STORAGE);
 }
 
 export class ApiError extends Error {

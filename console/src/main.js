@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { html } from "htm/preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import "uplot/dist/uPlot.min.css";
 import "./style.css";
 import { forgetKey, savedKey, setUnauthorizedHandler } from "./api.js";
@@ -32,7 +32,7 @@ function page(route) {
   if (path === "/graders") return html`<${GradersPage} />`;
   if (path === "/jobs/new") return html`<${NewJobPage} params=${params} />`;
   const job = path.match(/^\/jobs\/([\w-]+)$/);
-  if (job) return html`<${JobPage} jobId=${job[1]} />`;
+  if (job) return html`<${JobPage} key=${job[1]} jobId=${job[1]} />`;
   if (path === "/evaluate") return html`<${EvaluatePage} params=${params} />`;
   return html`<${JobsPage} />`;
 }
@@ -49,11 +49,17 @@ function App() {
     });
     return () => removeEventListener("hashchange", onHash);
   }, []);
+  const firstRoute = useRef(true);
   useEffect(() => {
-    // Move focus to the new page's heading so keyboard and screen-reader users land on it.
+    // On a move to another page, focus its heading so keyboard and screen-reader users land
+    // on it; on the first page shown, leave focus alone ("Skip to content" comes first).
+    if (firstRoute.current) {
+      firstRoute.current = false;
+      return;
+    }
     const heading = document.querySelector("main h1");
     if (heading) heading.focus({ preventScroll: true });
-  }, [route.path, key]);
+  }, [route.path]);
   if (!key) return html`<${LoginPage} onLogin=${setKey} />`;
   const active = (href) => route.path === href.slice(1) || (href === "#/jobs" && /^\/jobs\/(?!new)/.test(route.path));
   return html`

@@ -1,6 +1,6 @@
 // Small pieces every page uses: error boxes, polling, formatting.
 import { html } from "htm/preact";
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 
 export function ErrorBox({ error }) {
   if (!error) return null;
@@ -10,32 +10,34 @@ export function ErrorBox({ error }) {
   </div>`;
 }
 
-/** Calls `load` now and every `seconds` while `active`; returns [value, error, reload]. */
+/** Calls `load` now and every `seconds` while `active`; returns [value, error, reload].
+ * Each run of the effect has its own `cancelled` flag: an answer to an earlier run (other
+ * deps, or before a reload) is dropped, and its timer never restarts. */
 export function usePoll(load, seconds, deps, active = true) {
   const [value, setValue] = useState(null);
   const [error, setError] = useState(null);
   const [tick, setTick] = useState(0);
-  const alive = useRef(true);
   useEffect(() => {
-    alive.current = true;
+    let cancelled = false;
     let timer = null;
     async function run() {
       try {
         const result = await load();
-        if (!alive.current) return;
+        if (cancelled) return;
         setValue(result);
         setError(null);
       } catch (err) {
-        if (alive.current) setError(err);
+        if (cancelled) return;
+        setError(err);
       }
-      if (alive.current && active && seconds) timer = setTimeout(run, seconds * 1000);
+      if (!cancelled && active && seconds) timer = setTimeout(run, seconds * 1000);
     }
     run();
     return () => {
-      alive.current = false;
+      cancelled = true;
       clearTimeout(timer);
     };
-  }, [...deps, active, tick]);
+  }, [...deps, active, seconds, tick]);
   return [value, error, () => setTick((t) => t + 1)];
 }
 
@@ -68,6 +70,14 @@ export function Status({ status }) {
 export function FileSelect({ id, files, value, onChange, optional }) {
   return html`<select id=${id} value=${value} onChange=${(e) => onChange(e.target.value)}>
     <option value="">${optional ? "(none)" : "Choose a file…"}</option>
-    ${(files || []).map((f) => html`<option value=${f.id}>${f.filename} (${f.id})</option>`)}
+    ${(files || []).map((f) => html`<option value=${f.id} selected=${f.id === value}>${f.filename} (${f.id})</option>`)}
   </select>`;
 }
+
+/** <option>s of the models a key may use (GET /v1/models), `value` selected once they load. */
+export function ModelOptions({ models, value }) {
+  return (models ? models.data : []).map((m) => html`<option value=${m.id} selected=${m.id === value}>${m.id}</option>`);
+}
+
+/** A path segment from user input or the URL, safe to put in an API path. */
+export const seg = encodeURIComponent;

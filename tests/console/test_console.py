@@ -3,6 +3,7 @@ does on each page, in order, as one tenant; then a second tenant sees none of it
 
 from __future__ import annotations
 
+import decimal
 import json
 import pathlib
 import re
@@ -43,6 +44,16 @@ def until(page, expression: str, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def shown(value) -> str:
+    """A number as the console shows it (ui.js num): whole numbers bare, else JavaScript's
+    toFixed(3), which rounds an exact tie away from zero (0.0625 -> 0.063)."""
+    if value is None:
+        return "–"
+    if float(value).is_integer():
+        return str(int(value))
+    return str(decimal.Decimal(value).quantize(decimal.Decimal("0.001"), rounding=decimal.ROUND_HALF_UP))
+
+
 def console_url(services) -> str:
     return services.base_url.removesuffix("/v1") + "/console/"
 
@@ -77,9 +88,13 @@ def test_login_refuses_a_wrong_key_then_logs_in_by_keyboard(page, services) -> N
     page.get_by_label("API key").fill(KEYS["alice"])
     page.keyboard.press("Enter")
     page.get_by_role("navigation", name="Main").wait_for()
-    # Keyboard: each page's heading takes the focus; the menu is a few Shift+Tabs away.
+    # Keyboard: "Skip to content" is the first stop and moves into the page; the menu
+    # works from the keyboard, and each new page's heading takes the focus.
     focused = "document.activeElement.textContent"
-    until(page, f"{focused} === 'Fine-tuning jobs'")
+    page.keyboard.press("Tab")
+    assert page.evaluate(focused) == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
     for _ in range(10):
         page.keyboard.press("Shift+Tab")
         if page.evaluate(focused) == "Files":
@@ -174,7 +189,7 @@ def test_new_job_checks_fields_inline_and_starts(page, services, screenshots) ->
         },
     )
     assert status == 400
-    assert inline.inner_text() == refused["error"]["message"].removeprefix("method.reinforcement.hyperparameters.")
+    assert inline.inner_text() == refused["error"]["message"]
     page.screenshot(path=screenshots / "new-job.png", full_page=True)
     for name, value in {
         "n_epochs": "2", "batch_size": "16", "learning_rate_multiplier": "0.3", "eval_interval": "4",
@@ -192,7 +207,7 @@ def steps_shown(page) -> int:
     return int(page.locator(".summary .steps").inner_text().split("/")[0])
 
 
-def test_job_page_curve_grows_pause_and_resume(page, services, screenshots, browser) -> None:
+def test_job_page_curve_grows_pause_and_resume(page, services, screenshots) -> None:
     chart = page.locator("figure.chart").first
     points = "Number(document.querySelector('figure.chart')?.dataset.points || 0)"
     until(page, f"{points} >= 2", timeout=600)
@@ -208,24 +223,13 @@ def test_job_page_curve_grows_pause_and_resume(page, services, screenshots, brow
     page.get_by_role("figure").filter(has_text="Step time breakdown").wait_for()
     page.locator(".summary .status", has_text="succeeded").wait_for(timeout=900_000)
     until(page, f"{points} >= 8")
-    page.locator("#ckpt-heading + * , #ckpt-heading ~ div table").first.wait_for()
+    page.locator("#ckpt-heading ~ div table").first.wait_for()
     page.screenshot(path=screenshots / "job.png", full_page=True)
-    # Readable on a narrow window: nothing wider than the viewport.
-    narrow = browser.new_context(viewport={"width": 400, "height": 800})
-    small = narrow.new_page()
-    small.goto(console_url(services))
-    small.get_by_label("API key").fill(KEYS["alice"])
-    small.keyboard.press("Enter")
-    small.goto(console_url(services) + f"#/jobs/{STATE['job']}")
-    small.locator("figure.chart").first.wait_for()
-    small.wait_for_timeout(500)
-    small.screenshot(path=screenshots / "job-narrow.png", full_page=False)
-    too_wide = small.evaluate(
-        "[...document.querySelectorAll('body *')].filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > innerWidth + 1)"
-        ".map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 8)"
-    )
-    assert small.evaluate("document.documentElement.scrollWidth <= innerWidth + 1"), too_wide
-    narrow.close()
+    # The chart's text label carries each series' last value.
+    _, metrics = api(services, "GET", f"/fine_tuning/jobs/{STATE['job']}/metrics")
+    last = [r["values"]["train_reward_mean"] for r in metrics["data"] if "train_reward_mean" in r["values"]][-1]
+    label = page.locator("figure.chart div[role=img]").first.get_attribute("aria-label")
+    assert f"train_reward_mean {last:.3f}" in label, label
 
 
 def test_evaluate_base_against_fine_tuned(page, services, screenshots) -> None:
@@ -242,16 +246,48 @@ def test_evaluate_base_against_fine_tuned(page, services, screenshots) -> None:
     assert runs.nth(1).locator(".status").inner_text() == "completed", runs.nth(1).inner_text()
     eval_id = re.search(r"eval=([\w-]+)", page.url).group(1)
     run_ids = re.search(r"runs=([\w,-]+)", page.url).group(1).split(",")
-    _, run_b = api(services, "GET", f"/evals/{eval_id}/runs/{run_ids[1]}")
-    shown = page.locator('tr[data-metric="greedy_pass@1"] td').nth(1).inner_text()
-    assert shown == f"{run_b['metrics']['greedy_pass@1']:.3f}".rstrip("0").rstrip(".") or shown == str(
-        run_b["metrics"]["greedy_pass@1"]
-    )
+    runs = [api(services, "GET", f"/evals/{eval_id}/runs/{run_id}")[1] for run_id in run_ids]
+    assert [run["model"] for run in runs][0] == "demo-base"
+    for name in ("reward_mean", "pass@1", "pass@2", "greedy_pass@1", "greedy_reward_mean"):
+        cells = page.locator(f'tr[data-metric="{name}"] td').all_inner_texts()
+        values = [run["metrics"][name] for run in runs]
+        assert cells[:2] == [shown(v) for v in values], (name, cells, values)
+        diff = values[1] - values[0]
+        assert cells[2] == ("–" if values[0] is None or values[1] is None else ("+" if diff > 0 else "") + shown(diff))
     examples = page.locator("tr[data-example]")
     examples.nth(VALID_ROWS - 1).wait_for()
     assert examples.count() == VALID_ROWS
-    examples.first.get_by_role("button", name="samples").click()
+    examples.first.get_by_role("button", name="samples of example 1").click()
     page.screenshot(path=screenshots / "evaluate.png", full_page=True)
+    STATE["evaluation"] = page.url.split("#", 1)[1]
+    # Reopened from the list, A and B keep their places.
+    page.get_by_role("link", name="New evaluation").click()
+    page.get_by_role("heading", name="Earlier evaluations").wait_for()
+    page.locator("section[aria-labelledby=previous-heading] button").first.click()
+    page.locator("ul.runs li").nth(1).wait_for()
+    assert "demo-base" in page.locator("ul.runs li").nth(0).inner_text()
+    assert "ft:demo-base:" in page.locator("ul.runs li").nth(1).inner_text()
+
+
+def test_every_page_fits_a_narrow_window(browser, services, screenshots) -> None:
+    context = browser.new_context(viewport={"width": 400, "height": 800})
+    small = context.new_page()
+    small.goto(console_url(services))
+    small.get_by_label("API key").fill(KEYS["alice"])
+    small.keyboard.press("Enter")
+    small.get_by_role("navigation", name="Main").wait_for()
+    for route in ("#/files", "#/graders", "#/jobs/new", "#/jobs", f"#/jobs/{STATE['job']}", STATE["evaluation"]):
+        small.goto(console_url(services) + "#" + route.removeprefix("#"))
+        small.locator("main h1").wait_for()
+        small.wait_for_timeout(1500)  # lists and charts arrive
+        if route.startswith("#/jobs/ftjob"):
+            small.screenshot(path=screenshots / "job-narrow.png")
+        too_wide = small.evaluate(
+            "[...document.querySelectorAll('body *')].filter(e => !e.closest('.scroll') &&"
+            " e.getBoundingClientRect().right > innerWidth + 1).map(e => e.tagName + '.' + e.className).slice(0, 8)"
+        )
+        assert small.evaluate("document.documentElement.scrollWidth <= innerWidth + 1"), (route, too_wide)
+    context.close()
 
 
 def test_second_tenant_sees_nothing(browser, services) -> None:

@@ -14,8 +14,10 @@ from rft_common.api_keys import ApiKeys
 from rft_learner import hparams
 from rft_learner.datasets import DatasetReport, LineError
 from rft_learner.db import Database
+from rft_learner.http_api import app as app_module
 from rft_learner.http_api import convert, hyperparameters
 from rft_learner.http_api.app import ApiContext, build_app
+from rft_learner.job_store import JobStore
 
 KEY = "sk-console-test"
 
@@ -45,7 +47,9 @@ def client(tmp_path):
         context = ApiContext(
             jobs=jobs, files=Untouched(), keys=keys, names=Untouched(), grader=Untouched(), inference=Untouched()
         )
-        return TestClient(build_app(context, 1 << 20, console_dir), follow_redirects=False)
+        http = TestClient(build_app(context, 1 << 20, console_dir), follow_redirects=False)
+        http.app_state_jobs = jobs  # a test may give the routes a real job store
+        return http
 
     return make
 
@@ -166,3 +170,41 @@ def test_inline_check_gives_the_job_creation_message(client, keys) -> None:
         check({"batch_size": 0}, "supervised").json()["error"]["param"]
         == "method.supervised.hyperparameters.batch_size"
     )
+
+
+def test_metrics_seqs_are_never_handed_out_twice(tmp_path) -> None:
+    """A console polling with after_seq sees the steps a resumed job records again."""
+    store = JobStore(Database(tmp_path / "learner.db"))
+    job = store.create(fine_tuning_pb2.CreateJobRequest(model="m", training_file="f"), seed=0)
+    for step in range(1, 6):
+        store.add_metrics(job.id, step, {"train_reward_mean": 0.1 * step})
+    seen = store.metrics(job.id)[-1].seq
+    store.truncate_metrics_after(job.id, 3)  # the job resumes from its step-3 checkpoint
+    store.add_metrics(job.id, 4, {"train_reward_mean": 0.9})
+    again = store.metrics(job.id, after_seq=seen)
+    assert [(r.step, r.values["train_reward_mean"]) for r in again] == [(4, 0.9)]
+    assert again[0].seq > seen
+
+
+def test_the_metrics_path_pages_oldest_first(client, keys, tmp_path) -> None:
+    http = client(keys, "none")
+    store = JobStore(Database(tmp_path / "metrics.db"))
+    job = store.create(fine_tuning_pb2.CreateJobRequest(model="m", training_file="f"), seed=0, owner="alice")
+    for step in range(1, 8):
+        store.add_metrics(job.id, step, {"train_reward_mean": step / 10})
+    jobs = http.app_state_jobs
+    jobs.store = store
+    jobs.get = store.get
+    auth = {"Authorization": f"Bearer {KEY}"}
+    steps, after, pages = [], 0, 0
+    while True:
+        page = http.get(f"/v1/fine_tuning/jobs/{job.id}/metrics?after_seq={after}&limit=3", headers=auth).json()
+        steps += [record["step"] for record in page["data"]]
+        pages += 1
+        after = page["last_seq"]
+        if not page["has_more"]:
+            break
+    assert steps == list(range(1, 8)) and pages == 3
+    over = http.get(f"/v1/fine_tuning/jobs/{job.id}/metrics?limit={app_module.METRICS_PAGE + 1}", headers=auth)
+    assert over.status_code == 400 and over.json()["error"]["param"] == "limit"
+    assert http.get("/v1/fine_tuning/jobs/ftjob-nope/metrics", headers=auth).status_code == 404

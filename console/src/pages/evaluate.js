@@ -1,7 +1,7 @@
 import { html } from "htm/preact";
 import { useEffect, useState } from "preact/hooks";
 import { get, listAll, post } from "../api.js";
-import { ErrorBox, FileSelect, Status, num, usePoll, when } from "../ui.js";
+import { ErrorBox, FileSelect, ModelOptions, Status, num, seg, usePoll, when } from "../ui.js";
 
 const DONE = new Set(["completed", "failed", "canceled"]);
 const DEFAULT_GRADER = { type: "string_check", name: "exact", input: "{{sample.output_text}}", reference: "{{item.answer}}", operation: "eq" };
@@ -35,7 +35,7 @@ function Setup({ params, onStarted }) {
   useEffect(() => {
     const jobId = params.get("job");
     if (!jobId) return;
-    get(`/fine_tuning/jobs/${jobId}`)
+    get(`/fine_tuning/jobs/${seg(jobId)}`)
       .then((job) => {
         const rl = job.method.reinforcement;
         if (rl && rl.grader) setGraderText(JSON.stringify(rl.grader, null, 2));
@@ -89,13 +89,12 @@ function Setup({ params, onStarted }) {
     }
   }
 
-  const options = models ? models.data.map((m) => html`<option value=${m.id}>${m.id}</option>`) : null;
   return html`<form onSubmit=${start}>
     <div class="form-grid">
       <label for="eval-a">Model A</label>
-      <select id="eval-a" value=${a} onChange=${(e) => setA(e.target.value)}>${options}</select>
+      <select id="eval-a" value=${a} onChange=${(e) => setA(e.target.value)}><${ModelOptions} models=${models} value=${a} /></select>
       <label for="eval-b">Model B</label>
-      <select id="eval-b" value=${b} onChange=${(e) => setB(e.target.value)}>${options}</select>
+      <select id="eval-b" value=${b} onChange=${(e) => setB(e.target.value)}><${ModelOptions} models=${models} value=${b} /></select>
       <label for="eval-file">Validation file</label>
       <${FileSelect} id="eval-file" files=${files} value=${file} onChange=${setFile} />
       <label for="eval-n">Samples per example (pass@k)</label>
@@ -124,7 +123,7 @@ function Setup({ params, onStarted }) {
 
 function MetricsTable({ runs }) {
   const names = [...new Set(runs.flatMap((r) => Object.keys(r.metrics || {})))].sort();
-  return html`<table class="list compare" aria-label="metrics side by side">
+  return html`<div class="scroll"><table class="list compare" aria-label="metrics side by side">
     <thead>
       <tr><th scope="col">Metric</th>${runs.map((r, i) => html`<th scope="col">${"AB"[i]}: <code>${r.model}</code></th>`)}${runs.length === 2 && html`<th scope="col">B − A</th>`}</tr>
     </thead>
@@ -146,22 +145,26 @@ function MetricsTable({ runs }) {
         ${runs.length === 2 && html`<td></td>`}
       </tr>
     </tbody>
-  </table>`;
+  </table></div>
+  <p class="hint">An example passes, fails or errs by its greedy answer; grader_errors counts every failed grading, samples too.</p>`;
 }
 
 function Answer({ graded }) {
   if (!graded) return html`<td>–</td>`;
   return html`<td class=${graded.error ? "" : graded.passed ? "better" : "worse"}>
     <pre>${graded.output_text}</pre>
-    <small>${graded.error ? `error: ${graded.error}` : `score ${num(graded.score)}${graded.passed ? ", passed" : ""}`}</small>
+    <small>${graded.error ? `error: ${graded.error.message || graded.error.code || graded.error}` : `score ${num(graded.score)}${graded.passed ? ", passed" : ""}`}</small>
   </td>`;
 }
 
+const EXAMPLES_PAGE = 100;
+
 function Examples({ evalId, runs }) {
+  const [shown, setShown] = useState(EXAMPLES_PAGE);
   const [items, error] = usePoll(
-    () => Promise.all(runs.map((r) => listAll(`/evals/${evalId}/runs/${r.id}/output_items`))),
+    () => Promise.all(runs.map((r) => listAll(`/evals/${seg(evalId)}/runs/${seg(r.id)}/output_items`, shown))),
     0,
-    [evalId, runs.map((r) => r.id).join()],
+    [evalId, runs.map((r) => r.id).join(), shown],
   );
   const [open, setOpen] = useState(null);
   if (error) return html`<${ErrorBox} error=${error} />`;
@@ -181,7 +184,7 @@ function Examples({ evalId, runs }) {
             <td><pre>${lastUser(item)}</pre></td>
             <td><code>${reference(item)}</code></td>
             ${pair.map((p) => html`<${Answer} graded=${p && p.greedy} />`)}
-            <td><button class="link" aria-expanded=${open === index} onClick=${() => setOpen(open === index ? null : index)}>samples</button></td>
+            <td><button class="link" aria-expanded=${open === index} aria-label=${`samples of example ${index + 1}`} onClick=${() => setOpen(open === index ? null : index)}>samples</button></td>
           </tr>
           ${open === index &&
           html`<tr><td></td><td colspan=${2 + runs.length + 1}>
@@ -193,16 +196,19 @@ function Examples({ evalId, runs }) {
           </td></tr>`}`;
       })}
     </tbody>
-  </table></div>`;
+  </table></div>
+  ${indices.length >= shown &&
+  html`<button onClick=${() => setShown(shown + EXAMPLES_PAGE)}>Show ${EXAMPLES_PAGE} more examples</button>`}`;
 }
 
 function Results({ evalId, runIds }) {
+  const [finished, setFinished] = useState(false);
   const [runs, error] = usePoll(
-    () => Promise.all(runIds.map((id) => get(`/evals/${evalId}/runs/${id}`))),
+    () => Promise.all(runIds.map((id) => get(`/evals/${seg(evalId)}/runs/${seg(id)}`))),
     2,
     [evalId, runIds.join()],
+    !finished,
   );
-  const [finished, setFinished] = useState(false);
   useEffect(() => {
     if (runs && runs.every((r) => DONE.has(r.status))) setFinished(true);
   }, [runs]);
@@ -226,8 +232,7 @@ function Results({ evalId, runIds }) {
 }
 
 function Previous() {
-  const [page, error] = usePoll(() => get("/evals?limit=20"), 0, []);
-  const [opened, setOpened] = useState(null);
+  const [page, error] = usePoll(() => get("/evals?limit=20&order=desc"), 0, []);
   if (error) return html`<${ErrorBox} error=${error} />`;
   if (!page || !page.data.length) return null;
   return html`<section aria-labelledby="previous-heading">
@@ -235,13 +240,11 @@ function Previous() {
     <ul>
       ${page.data.map(
         (e) => html`<li><button class="link" onClick=${async () => {
-          const runs = await get(`/evals/${e.id}/runs?limit=10`);
-          location.hash = `#/evaluate?eval=${e.id}&runs=${runs.data.map((r) => r.id).reverse().join(",")}`;
-          setOpened(e.id);
+          const runs = await get(`/evals/${seg(e.id)}/runs?limit=10&order=asc`); // A was started first
+          location.hash = `#/evaluate?eval=${e.id}&runs=${runs.data.map((r) => r.id).join(",")}`;
         }}>${e.name}</button> <small>${when(e.created_at)}</small></li>`,
       )}
     </ul>
-    ${opened && ""}
   </section>`;
 }
 

@@ -1,13 +1,14 @@
 import { html } from "htm/preact";
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import { del, fileRows, listAll, uploadFile } from "../api.js";
-import { ErrorBox, usePoll, when } from "../ui.js";
+import { ErrorBox, seg, usePoll, when } from "../ui.js";
 
 function BadLines({ error }) {
   if (!error.lines || !error.lines.length) return html`<${ErrorBox} error=${error} />`;
   return html`<div class="error" role="alert">
-    <strong>${error.lines.length} bad line${error.lines.length > 1 ? "s" : ""}; nothing was stored.</strong>
-    <table class="bad-lines">
+    <strong>${error.lines.length + (error.lines_left_out || 0)} bad line${error.lines.length > 1 ? "s" : ""}; nothing was stored.</strong>
+    ${error.lines_left_out > 0 && html`<p>The first ${error.lines.length} are listed; ${error.lines_left_out} more are not.</p>`}
+    <div class="scroll"><table class="bad-lines">
       <thead>
         <tr><th scope="col">Line</th><th scope="col">Field</th><th scope="col">Reason</th></tr>
       </thead>
@@ -16,7 +17,7 @@ function BadLines({ error }) {
           (p) => html`<tr><td>${p.line || "file"}</td><td><code>${p.field || "(line)"}</code></td><td>${p.reason}</td></tr>`,
         )}
       </tbody>
-    </table>
+    </table></div>
   </div>`;
 }
 
@@ -24,21 +25,23 @@ function Upload({ onDone }) {
   const [uploads, setUploads] = useState([]);
   const [over, setOver] = useState(false);
 
-  function update(index, patch) {
-    setUploads((list) => list.map((u, i) => (i === index ? { ...u, ...patch } : u)));
+  const counter = useRef(0);
+  function update(key, patch) {
+    setUploads((list) => list.map((u) => (u.key === key ? { ...u, ...patch } : u)));
   }
 
   async function start(files) {
-    const first = uploads.length;
-    const added = [...files].map((file) => ({ name: file.name, progress: 0, state: "uploading" }));
+    // Each upload keeps its own key: two drops in a row cannot mix up their rows.
+    const added = [...files].map((file) => ({ key: ++counter.current, name: file.name, progress: 0, state: "uploading" }));
     setUploads((list) => [...list, ...added]);
     await Promise.all(
       [...files].map(async (file, i) => {
+        const key = added[i].key;
         try {
-          const stored = await uploadFile(file, (p) => update(first + i, { progress: p }));
-          update(first + i, { state: "stored", progress: 1, id: stored.id });
+          const stored = await uploadFile(file, (p) => update(key, { progress: p }));
+          update(key, { state: "stored", progress: 1, id: stored.id });
         } catch (err) {
-          update(first + i, { state: "rejected", error: err });
+          update(key, { state: "rejected", error: err });
         }
       }),
     );
@@ -63,7 +66,7 @@ function Upload({ onDone }) {
     </label>
     <ul class="uploads" aria-live="polite">
       ${uploads.map(
-        (u) => html`<li class=${`upload-${u.state}`}>
+        (u) => html`<li key=${u.key} class=${`upload-${u.state}`}>
           <span class="name">${u.name}</span>
           <progress max="1" value=${u.progress} aria-label=${`upload of ${u.name}`}></progress>
           <span>${u.state === "stored" ? `stored as ${u.id}` : u.state}</span>
@@ -95,7 +98,7 @@ export function FilesPage() {
   async function remove(file) {
     if (!confirm(`Delete ${file.filename} (${file.id})?`)) return;
     try {
-      await del(`/files/${file.id}`);
+      await del(`/files/${seg(file.id)}`);
       setProblem(null);
       reload();
     } catch (err) {
@@ -112,7 +115,7 @@ export function FilesPage() {
       ${files && !files.length && html`<p>No files yet.</p>`}
       ${files &&
       files.length > 0 &&
-      html`<table class="list">
+      html`<div class="scroll"><table class="list">
         <thead>
           <tr><th scope="col">Name</th><th scope="col">Id</th><th scope="col">Bytes</th><th scope="col">Uploaded</th><th scope="col"><span class="sr-only">Actions</span></th></tr>
         </thead>
@@ -132,7 +135,7 @@ export function FilesPage() {
             </tr>`,
           )}
         </tbody>
-      </table>`}
+      </table></div>`}
       ${shown && html`<${Preview} file=${shown} />`}
     </section>
   </div>`;

@@ -1,7 +1,7 @@
 import { html } from "htm/preact";
 import { useState } from "preact/hooks";
 import { del, fileRows, get, listAll, post } from "../api.js";
-import { ErrorBox, FileSelect, num, usePoll } from "../ui.js";
+import { ErrorBox, FileSelect, num, seg, usePoll } from "../ui.js";
 
 // Types with a form; every type (these too) can be edited as JSON.
 const FORMS = {
@@ -108,7 +108,7 @@ function GraderForm({ spec, onChange }) {
 
 function Results({ results }) {
   if (!results) return null;
-  return html`<table class="list results" aria-label="grading results">
+  return html`<div class="scroll"><table class="list results" aria-label="grading results">
     <thead>
       <tr><th scope="col">#</th><th scope="col">Answer</th><th scope="col">Score</th><th scope="col">Passed</th><th scope="col">Sub-scores</th><th scope="col">Errors</th></tr>
     </thead>
@@ -124,7 +124,7 @@ function Results({ results }) {
         </tr>`,
       )}
     </tbody>
-  </table>`;
+  </table></div>`;
 }
 
 export function GradersPage() {
@@ -262,7 +262,7 @@ export function GradersPage() {
           (g) => html`<li>
             <span>${g.name}</span> <code>${g.grader.type}</code>
             <button onClick=${() => fromForm(g.grader)}>Load</button>
-            <button class="danger" onClick=${() => guarded(async () => (await del(`/graders/${g.id}`), reloadSaved()))}>Delete</button>
+            <button class="danger" onClick=${() => guarded(async () => (await del(`/graders/${seg(g.id)}`), reloadSaved()))}>Delete</button>
           </li>`,
         )}
       </ul>

@@ -2,7 +2,7 @@ import { html } from "htm/preact";
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { get, post } from "../api.js";
 import { LineChart } from "../chart.js";
-import { ErrorBox, Status, duration, num, usePoll, when } from "../ui.js";
+import { ErrorBox, Status, duration, num, seg, usePoll, when } from "../ui.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 const isEvalMetric = (name) => /^(valid_|pass@|greedy_pass@|top@|eval_seconds)/.test(name);
@@ -16,42 +16,54 @@ const EXTRA_CHARTS = [
   ["pass", "Validation pass rates", ["pass@1", "greedy_pass@1", "top@1", "top@5"]],
 ];
 
-/** Every metrics record of a job, fetched incrementally; one row per step (a resumed job
- * records steps again: the newest record wins). */
+/** Every metrics record of a job, fetched incrementally (pages of the metrics path until
+ * has_more is false). A step has at most two rows, its training record and its evaluation
+ * record; a newer record of the same kind replaces the older one whole (a job that resumes
+ * from a checkpoint records its later steps again). */
 function useMetrics(jobId, live) {
   const store = useRef(null);
   const [version, setVersion] = useState(0);
   const [error, setError] = useState(null);
-  if (!store.current || store.current.jobId !== jobId) store.current = { jobId, lastSeq: 0, steps: new Map(), total: 0 };
+  if (!store.current || store.current.jobId !== jobId) store.current = { jobId, lastSeq: 0, train: new Map(), valid: new Map() };
   useEffect(() => {
     let timer = null;
-    let alive = true;
+    let cancelled = false;
     async function load() {
       const s = store.current;
       try {
-        const page = await get(`/fine_tuning/jobs/${jobId}/metrics?after_seq=${s.lastSeq}`);
-        for (const record of page.data) {
-          const row = s.steps.get(record.step) || { step: record.step };
-          if (!Object.keys(record.values).some(isEvalMetric)) row.time = record.created_at;
-          Object.assign(row, record.values);
-          s.steps.set(record.step, row);
+        let changed = false;
+        for (;;) {
+          const page = await get(`/fine_tuning/jobs/${seg(jobId)}/metrics?after_seq=${s.lastSeq}`);
+          if (cancelled) return;
+          for (const record of page.data) {
+            const isEval = Object.keys(record.values).some(isEvalMetric);
+            (isEval ? s.valid : s.train).set(record.step, { ...record.values, time: record.created_at });
+          }
+          s.lastSeq = page.last_seq;
+          changed = changed || page.data.length > 0;
+          if (!page.has_more) break;
         }
-        s.lastSeq = page.last_seq;
-        s.total = page.total_steps;
-        if (alive && page.data.length) setVersion((v) => v + 1);
+        if (changed) setVersion((v) => v + 1);
         setError(null);
       } catch (err) {
-        if (alive) setError(err);
+        if (!cancelled) setError(err);
       }
-      if (alive && live) timer = setTimeout(load, 2000);
+      if (!cancelled && live) timer = setTimeout(load, 2000);
     }
     load();
     return () => {
-      alive = false;
+      cancelled = true;
       clearTimeout(timer);
     };
   }, [jobId, live]);
-  const rows = useMemo(() => [...store.current.steps.values()].sort((a, b) => a.step - b.step), [version, jobId]);
+  const rows = useMemo(() => {
+    const { train, valid } = store.current;
+    const steps = [...new Set([...train.keys(), ...valid.keys()])].sort((a, b) => a - b);
+    return steps.map((step) => {
+      const t = train.get(step);
+      return { ...valid.get(step), ...t, step, time: t ? t.time : null };
+    });
+  }, [version, jobId]);
   return [rows, error];
 }
 
@@ -64,11 +76,14 @@ function columns(rows, names) {
 }
 
 function eta(job, rows) {
-  if (FINISHED.has(job.status) || !job.total_steps) return null;
-  const timed = rows.filter((r) => r.time != null && r.step > 0);
-  if (timed.length < 2) return null;
-  const recent = timed.slice(-20);
-  const perStep = (recent[recent.length - 1].time - recent[0].time) / Math.max(1, recent[recent.length - 1].step - recent[0].step);
+  if (FINISHED.has(job.status) || job.status === "paused" || !job.total_steps) return null;
+  const recent = rows.filter((r) => r.time != null && r.step > 0).slice(-20);
+  if (recent.length < 2) return null;
+  // The steps' own durations when recorded (pauses and restarts do not count), else their pace.
+  const timed = recent.filter((r) => r.step_seconds != null);
+  const perStep = timed.length >= 2
+    ? timed.reduce((sum, r) => sum + r.step_seconds, 0) / timed.length
+    : (recent[recent.length - 1].time - recent[0].time) / Math.max(1, recent[recent.length - 1].step - recent[0].step);
   return perStep * Math.max(0, job.total_steps - job.trained_steps);
 }
 
@@ -77,7 +92,7 @@ function Controls({ job, onChange }) {
   async function act(verb) {
     if (verb === "cancel" && !confirm(`Cancel ${job.id}? It cannot be resumed.`)) return;
     try {
-      await post(`/fine_tuning/jobs/${job.id}/${verb}`);
+      await post(`/fine_tuning/jobs/${seg(job.id)}/${verb}`);
       onChange();
       setError(null);
     } catch (err) {
@@ -94,7 +109,7 @@ function Controls({ job, onChange }) {
 }
 
 function Events({ jobId, live }) {
-  const [page, error] = usePoll(() => get(`/fine_tuning/jobs/${jobId}/events?limit=40`), live ? 3 : 0, [jobId]);
+  const [page, error] = usePoll(() => get(`/fine_tuning/jobs/${seg(jobId)}/events?limit=40`), live ? 3 : 0, [jobId]);
   return html`<section aria-labelledby="events-heading">
     <h2 id="events-heading">Events</h2>
     <${ErrorBox} error=${error} />
@@ -108,7 +123,7 @@ function Events({ jobId, live }) {
 }
 
 function Checkpoints({ job, live }) {
-  const [page, error] = usePoll(() => get(`/fine_tuning/jobs/${job.id}/checkpoints?limit=100`), live ? 10 : 0, [job.id]);
+  const [page, error] = usePoll(() => get(`/fine_tuning/jobs/${seg(job.id)}/checkpoints?limit=100`), live ? 10 : 0, [job.id]);
   const names = page ? [...new Set(page.data.flatMap((c) => Object.keys(c.metrics)))].filter((n) => n !== "step").sort() : [];
   const compare = (ckpt) => `#/evaluate?a=${encodeURIComponent(job.model)}&b=${encodeURIComponent(ckpt.fine_tuned_model_checkpoint)}&file=${encodeURIComponent(job.validation_file || job.training_file)}&job=${job.id}`;
   return html`<section aria-labelledby="ckpt-heading">
@@ -134,8 +149,10 @@ function Checkpoints({ job, live }) {
 }
 
 export function JobPage({ jobId }) {
-  const [job, error, reload] = usePoll(() => get(`/fine_tuning/jobs/${jobId}`), 2, [jobId]);
+  const finished = useRef(false); // stop polling the job once it has ended
+  const [job, error, reload] = usePoll(() => get(`/fine_tuning/jobs/${seg(jobId)}`), 2, [jobId], !finished.current);
   const live = !job || !FINISHED.has(job.status);
+  finished.current = !live;
   const [rows, metricsError] = useMetrics(jobId, live);
   const [extra, setExtra] = useState(new Set());
   if (!job) return html`<div><h1 tabindex="-1">Job ${jobId}</h1><${ErrorBox} error=${error} />${!error && html`<p>Loading…</p>`}</div>`;

@@ -11,7 +11,7 @@ export function JobsPage() {
     ${page && !page.data.length && html`<p>No jobs yet. Upload files, then start one.</p>`}
     ${page &&
     page.data.length > 0 &&
-    html`<table class="list">
+    html`<div class="scroll"><table class="list">
       <thead>
         <tr><th scope="col">Job</th><th scope="col">Model</th><th scope="col">Method</th><th scope="col">Status</th><th scope="col">Steps</th><th scope="col">Created</th></tr>
       </thead>
@@ -27,6 +27,6 @@ export function JobsPage() {
           </tr>`,
         )}
       </tbody>
-    </table>`}
+    </table></div>`}
   </div>`;
 }

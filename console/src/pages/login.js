@@ -6,7 +6,6 @@ const OPEN_SERVER_KEY = "no-key-needed";
 
 export function LoginPage({ onLogin }) {
   const [key, setKey] = useState("");
-  const [remember, setRemember] = useState(false);
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
 
@@ -14,7 +13,7 @@ export function LoginPage({ onLogin }) {
   useEffect(() => {
     fetch("/v1/models").then((response) => {
       if (response.ok) {
-        saveKey(OPEN_SERVER_KEY, false);
+        saveKey(OPEN_SERVER_KEY);
         onLogin(OPEN_SERVER_KEY);
       }
     });
@@ -26,7 +25,7 @@ export function LoginPage({ onLogin }) {
     setError("");
     try {
       await request("GET", "/models", undefined, key.trim());
-      saveKey(key.trim(), remember);
+      saveKey(key.trim());
       onLogin(key.trim());
     } catch (err) {
       setError(err.status === 401 ? "This key is not valid on this server." : err.message);
@@ -49,10 +48,6 @@ export function LoginPage({ onLogin }) {
           value=${key}
           onInput=${(e) => setKey(e.target.value)}
         />
-        <label class="inline"
-          ><input type="checkbox" checked=${remember} onChange=${(e) => setRemember(e.target.checked)} /> Remember on
-          this browser</label
-        >
         ${error && html`<p class="error" role="alert">${error}</p>`}
         <button type="submit" disabled=${busy}>${busy ? "Checking…" : "Log in"}</button>
       </form>

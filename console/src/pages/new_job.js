@@ -1,7 +1,7 @@
 import { html } from "htm/preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { get, listAll, post } from "../api.js";
-import { ErrorBox, FileSelect, usePoll } from "../ui.js";
+import { ErrorBox, FileSelect, ModelOptions, usePoll } from "../ui.js";
 
 const METHODS = [
   ["reinforcement", "Reinforcement (grader rewards)"],
@@ -10,12 +10,13 @@ const METHODS = [
 ];
 const WARMUP_FIELDS = ["sft_warmup_epochs", "sft_answer_field"];
 
-/** "method.reinforcement.hyperparameters.group_size: Input should be ≥ 1; ..." -> {group_size: msg}. */
+/** The API's message, split by field: "method.reinforcement.hyperparameters.group_size:
+ * Input should be ...; ..." -> {group_size: that part, word for word}; the rest under "_". */
 export function fieldErrors(message) {
   const out = {};
   for (const part of message.split("; ")) {
-    const match = part.match(/^method\.\w+\.hyperparameters\.(\w+): (.*)$/s);
-    if (match) out[match[1]] = `${match[1]}: ${match[2]}`;
+    const match = part.match(/^method\.\w+\.hyperparameters\.(\w+): /);
+    if (match) out[match[1]] = part;
     else out._ = out._ ? `${out._}; ${part}` : part;
   }
   return out;
@@ -26,12 +27,12 @@ function HyperField({ field, value, error, onChange }) {
   const placeholder = field.auto ? "auto" : field.default === null || field.default === undefined ? "" : String(field.default);
   let input;
   if (field.choices.length)
-    input = html`<select id=${id} value=${value ?? ""} onChange=${(e) => onChange(e.target.value || undefined)} aria-invalid=${error ? "true" : "false"} aria-describedby=${`${id}-help`}>
+    input = html`<select id=${id} value=${value ?? ""} onChange=${(e) => onChange(e.target.value || undefined)} aria-invalid=${error ? "true" : "false"} aria-describedby=${`${id}-help ${id}-error`}>
       <option value="">${placeholder ? `default (${placeholder})` : "default"}</option>
       ${field.choices.map((c) => html`<option value=${c}>${c}</option>`)}
     </select>`;
   else if (field.type === "boolean")
-    input = html`<select id=${id} value=${value === undefined ? "" : String(value)} onChange=${(e) => onChange(e.target.value === "" ? undefined : e.target.value === "true")} aria-describedby=${`${id}-help`}>
+    input = html`<select id=${id} value=${value === undefined ? "" : String(value)} onChange=${(e) => onChange(e.target.value === "" ? undefined : e.target.value === "true")} aria-invalid=${error ? "true" : "false"} aria-describedby=${`${id}-help ${id}-error`}>
       <option value="">${field.auto ? "auto" : `default (${field.default})`}</option><option value="true">true</option><option value="false">false</option>
     </select>`;
   else
@@ -41,7 +42,8 @@ function HyperField({ field, value, error, onChange }) {
         const raw = e.target.value.trim();
         if (raw === "") onChange(undefined);
         else if (field.type === "string" || raw === "auto") onChange(raw);
-        else onChange(Number.isNaN(Number(raw)) ? raw : Number(raw));
+        // Not a finite number: sent as typed, so the API names the field (JSON has no Infinity).
+        else onChange(Number.isFinite(Number(raw)) ? Number(raw) : raw);
       }} />`;
   const bounds = [
     field.minimum !== undefined && `≥ ${field.minimum}`,
@@ -81,6 +83,11 @@ export function NewJobPage({ params }) {
     if (!model && models && models.data.length) setModel(models.data[0].id);
   }, [models]);
 
+  function shownFields() {
+    const fields = (catalogue && catalogue[method === "supervised" ? "supervised" : "reinforcement"]) || [];
+    return fields.filter((f) => method === "reinforcement_sft" || !WARMUP_FIELDS.includes(f.name));
+  }
+
   function grader() {
     try {
       return JSON.parse(graderText);
@@ -90,7 +97,9 @@ export function NewJobPage({ params }) {
   }
 
   function body() {
-    const values = Object.fromEntries(Object.entries(hyper).filter(([, v]) => v !== undefined));
+    // Only the fields this method shows: a value typed under another method stays out.
+    const names = new Set(shownFields().map((f) => f.name));
+    const values = Object.fromEntries(Object.entries(hyper).filter(([k, v]) => v !== undefined && names.has(k)));
     if (method === "supervised")
       return { type: "supervised", supervised: { hyperparameters: values, answer_field: answerField } };
     if (method === "reinforcement") for (const name of WARMUP_FIELDS) delete values[name];
@@ -110,7 +119,7 @@ export function NewJobPage({ params }) {
       }
     }, 250);
     return () => clearTimeout(timer.current);
-  }, [hyper, method, answerField, graderText]);
+  }, [hyper, method, answerField, graderText, catalogue]);
 
   async function submit(event) {
     event.preventDefault();
@@ -134,8 +143,7 @@ export function NewJobPage({ params }) {
   }
 
   const kind = method === "supervised" ? "supervised" : "reinforcement";
-  const fields = (catalogue && catalogue[kind]) || [];
-  const shown = fields.filter((f) => method === "reinforcement_sft" || !WARMUP_FIELDS.includes(f.name));
+  const shown = shownFields();
   const field = (f) =>
     html`<${HyperField} key=${f.name} field=${f} value=${hyper[f.name]} error=${errors[f.name]} onChange=${(v) => setHyper({ ...hyper, [f.name]: v })} />`;
   const warmup = shown.filter((f) => WARMUP_FIELDS.includes(f.name));
@@ -145,7 +153,7 @@ export function NewJobPage({ params }) {
       <div class="form-grid">
         <label for="job-model">Base model</label>
         <select id="job-model" value=${model} onChange=${(e) => setModel(e.target.value)} required>
-          ${models && models.data.map((m) => html`<option value=${m.id}>${m.id}</option>`)}
+          <${ModelOptions} models=${models} value=${model} />
         </select>
         <label for="job-training">Training file</label>
         <${FileSelect} id="job-training" files=${files} value=${training} onChange=${setTraining} />

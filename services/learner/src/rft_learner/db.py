@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS job_metrics (
     metrics TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)
 );
+-- The highest metrics seq a job ever used: truncate_metrics_after deletes the newest
+-- records, and their seqs must not be handed out again (clients poll with after_seq).
+CREATE TABLE IF NOT EXISTS job_metrics_seq (
+    job_id  TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+    high    INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     id      TEXT PRIMARY KEY,
     job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,

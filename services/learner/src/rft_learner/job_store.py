@@ -191,7 +191,9 @@ class JobStore:
     def add_metrics(self, job_id: str, step: int, values: dict[str, float]) -> MetricsRecord:
         with self.db.transaction() as conn:
             (seq,) = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM job_metrics WHERE job_id = ?", (job_id,)
+                "SELECT MAX(COALESCE((SELECT MAX(seq) FROM job_metrics WHERE job_id = ?1), 0),"
+                " COALESCE((SELECT high FROM job_metrics_seq WHERE job_id = ?1), 0)) + 1",
+                (job_id,),
             ).fetchone()
             record = MetricsRecord(seq, step, time.time(), values)
             conn.execute(
@@ -206,16 +208,23 @@ class JobStore:
         )
         return [EventRecord(r["seq"], r["time"], r["level"], r["message"]) for r in rows]
 
-    def metrics(self, job_id: str, after_seq: int = 0) -> list[MetricsRecord]:
+    def metrics(self, job_id: str, after_seq: int = 0, limit: int = -1) -> list[MetricsRecord]:
+        """Records after `after_seq`, oldest first; at most `limit` (-1: all)."""
         rows = self.db.query(
-            "SELECT seq, step, time, metrics FROM job_metrics WHERE job_id = ? AND seq > ? ORDER BY seq",
-            (job_id, after_seq),
+            "SELECT seq, step, time, metrics FROM job_metrics WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after_seq, limit),
         )
         return [MetricsRecord(r["seq"], r["step"], r["time"], json.loads(r["metrics"])) for r in rows]
 
     def truncate_metrics_after(self, job_id: str, step: int) -> None:
-        """Drop metrics logged after `step` (they are recomputed when a job resumes)."""
+        """Drop metrics logged after `step` (they are recomputed when a job resumes); the
+        records that replace them get new seqs, after every seq handed out before."""
         with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO job_metrics_seq (job_id, high) SELECT ?1, MAX(seq) FROM job_metrics WHERE job_id = ?1"
+                " AND seq IS NOT NULL ON CONFLICT (job_id) DO UPDATE SET high = MAX(high, excluded.high)",
+                (job_id,),
+            )
             conn.execute("DELETE FROM job_metrics WHERE job_id = ? AND step > ?", (job_id, step))
 
     def add_checkpoint(self, job_id: str, step: int, path: str, metrics: dict[str, float]) -> CheckpointRecord:

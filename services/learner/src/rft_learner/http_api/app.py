@@ -39,6 +39,7 @@ LATENCY = Histogram("rft_http_request_seconds", "HTTP API time to the response's
 JSON_BODY_LIMIT = 32 * 1024 * 1024
 UNFINISHED = tuple(status for status in convert.STATUS if status not in FINISHED)
 GRADE_TIMEOUT_SECONDS = 300.0
+METRICS_PAGE = 5000
 
 
 @dataclasses.dataclass
@@ -346,18 +347,23 @@ def build_app(ctx: ApiContext, max_file_bytes: int, console_dir: str = "none") -
     async def list_metrics(
         fine_tuning_job_id: str,
         after_seq: int = Query(0, ge=0, description="Only records after this seq (the last page's last_seq)."),
+        limit: int = Query(METRICS_PAGE, ge=1, le=METRICS_PAGE),
         owner: str = Depends(tenant),
     ) -> dict[str, Any]:
-        """Our extension: every metrics record of a job, oldest first, in one response (the
-        events list pages through them newest first). Poll with after_seq for new ones; a
-        resumed job records its steps again, so keep the newest record of each step."""
+        """Our extension: a job's metrics records, oldest first, many to a page (the events
+        list pages through them newest first, mixed with messages). Poll with after_seq =
+        the last page's last_seq while has_more or for new ones. A job that resumes from a
+        checkpoint records its later steps again under new seqs: keep the newest record of
+        each step and kind (training or evaluation)."""
         job = owned_job(fine_tuning_job_id, owner)
-        records = await asyncio.to_thread(ctx.jobs.store.metrics, job.id, after_seq)
+        records = await asyncio.to_thread(ctx.jobs.store.metrics, job.id, after_seq, limit + 1)
+        page = records[:limit]
         return {
             "object": "list",
-            "data": [{"seq": r.seq, "step": r.step, "created_at": r.time, "values": r.values} for r in records],
+            "data": [{"seq": r.seq, "step": r.step, "created_at": r.time, "values": r.values} for r in page],
+            "has_more": len(records) > limit,
             "total_steps": job.total_steps,
-            "last_seq": records[-1].seq if records else after_seq,
+            "last_seq": page[-1].seq if page else after_seq,
         }
 
     @app.get("/v1/fine_tuning/hyperparameters", tags=["fine-tuning"])

@@ -255,5 +255,6 @@ class MetricsRecord(_Response):
 class MetricsPage(_Response):
     object: Literal["list"] = "list"
     data: list[MetricsRecord]
+    has_more: bool
     total_steps: int
     last_seq: int
