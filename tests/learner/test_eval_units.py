@@ -6,23 +6,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import random
+import tracemalloc
 
 import pytest
 from rft_learner.db import Database, UnknownCursor
-from rft_learner.eval_store import CANCELED, COMPLETED, FAILED, IN_PROGRESS, INTERRUPTED, EvalStore, NotFound
+from rft_learner.eval_store import (
+    CANCELED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    INTERRUPTED,
+    EvalStore,
+    NotFound,
+    TooManyRuns,
+    output_item_id,
+    output_item_index,
+)
 from rft_learner.evaluations import (
+    MAX_ACTIVE_RUNS_PER_TENANT,
+    MAX_RUN_COMPLETION_TOKENS,
+    ROWS_PER_GRADE,
     Answers,
     EvalRunner,
+    FairSlots,
     Graded,
     RunFailure,
     RunPlan,
+    RunTotals,
     SamplingError,
     SamplingSettings,
     eval_metrics,
     evaluate_rows,
     output_item,
     result_counts,
+    run_size_issue,
 )
 
 
@@ -144,7 +164,9 @@ def test_store_scopes_every_row_to_its_owner(store) -> None:
     assert store.list_output_items(run_.id, 10) == []
 
 
-def plan(run_id: str, path, sample, grade, n: int = 2) -> RunPlan:
+def plan(
+    run_id: str, path, sample, grade, n: int = 2, rows: int = 3, owner: str = "alice", eval_id: str = ""
+) -> RunPlan:
     @contextlib.asynccontextmanager
     async def open_sampler():
         yield sample
@@ -152,12 +174,14 @@ def plan(run_id: str, path, sample, grade, n: int = 2) -> RunPlan:
     return RunPlan(
         run_id=run_id,
         file_path=str(path),
-        total_rows=3,
+        total_rows=rows,
         settings=SamplingSettings(n, 1.0, 1.0, 8, 0),
         criterion={"name": "eq", "type": "string_check"},
         model="tiny",
         open_sampler=open_sampler,
         grade=grade,
+        owner=owner,
+        eval_id=eval_id,
     )
 
 
@@ -240,3 +264,264 @@ def test_a_failing_row_stops_the_others_requests() -> None:
         assert active["now"] == 0 and active["canceled"] == 14  # the other 7 rows x (greedy + samples)
 
     run(scenario())
+
+
+# -- the review's defects, each with the test that failed before its fix ---------------------------
+def test_output_item_ids_take_ascii_digits_only() -> None:
+    run_id = "evalrun_abc"
+    assert output_item_index(run_id, output_item_id(run_id, 12)) == 12
+    assert output_item_index(run_id, output_item_id(run_id, 0)) == 0
+    # "²".isdigit() and "٣".isdigit() are True, but int("²") raises: the route answered 500.
+    for crafted in ("²", "٣", "1²", "01", "+1", "-1", " 1", "1_0", "9" * 40, ""):
+        assert output_item_index(run_id, "outputitem_abc_" + crafted) is None, crafted
+    assert output_item_index(run_id, "outputitem_other_1") is None
+
+
+def random_grades(seed: int, rows: int, k: int) -> tuple[list[list[Graded]], list[Graded]]:
+    rng = random.Random(seed)
+
+    def one() -> Graded:
+        if rng.random() < 0.1:
+            return ERROR
+        metrics = {"top@1": rng.random()} if rng.random() < 0.5 else {}
+        sub = {"a": rng.random(), **({"b": rng.random()} if rng.random() < 0.3 else {})}
+        return Graded(rng.random(), rng.random() < 0.5, sub, metrics)
+
+    return [[one() for _ in range(k)] for _ in range(rows)], [one() for _ in range(rows)]
+
+
+def test_running_totals_give_what_the_metrics_over_every_row_give() -> None:
+    for seed, rows, k in ((0, 1, 1), (1, 70, 3), (2, 33, 8), (3, 5, 1)):
+        sampled, greedy = random_grades(seed, rows, k)
+        totals = RunTotals(k)
+        for samples, g in zip(sampled, greedy, strict=True):
+            totals.add(g, samples)
+        expected = eval_metrics(sampled, greedy, k)
+        got = totals.metrics()
+        assert list(got) == list(expected)
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value), name
+        assert totals.result_counts() == result_counts(greedy)
+    assert RunTotals(2).metrics() == {
+        "reward_mean": None,
+        "greedy_reward_mean": None,
+        "pass@1": None,
+        "pass@2": None,
+        "greedy_pass@1": None,
+        "grader_errors": 0.0,
+    }
+
+
+def write_rows(path, count: int) -> None:
+    path.write_text(
+        "".join(json.dumps({"messages": [{"role": "user", "content": str(i)}], "a": "1"}) + "\n" for i in range(count))
+    )
+
+
+def test_a_run_keeps_no_answer_text_once_its_chunk_is_stored(store, tmp_path) -> None:
+    """Chunk after chunk, the run's memory stays flat: the answers of stored chunks are let go
+    (before, every RowResult with its texts was kept for the whole run and re-summarised)."""
+    data = tmp_path / "rows.jsonl"
+    write_rows(data, 4 * ROWS_PER_GRADE)
+    evaluation = store.create_eval("alice", {"name": "e"})
+    traced: list[int] = []
+
+    async def sample(messages, n, temperature, seed):
+        return Answers([f"{messages[0]['content']}-{j}-" + "x" * 50_000 for j in range(n)], ["length"] * n)
+
+    async def grade(pairs):
+        gc.collect()
+        traced.append(tracemalloc.get_traced_memory()[0])  # the chunk's answers, and what is kept
+        return [Graded(1.0, True) for _ in pairs]
+
+    async def scenario():
+        runner = EvalRunner(store)
+        run_ = store.create_run(evaluation.id, "alice", {}, {})
+        runner.submit(plan(run_.id, data, sample, grade, n=2, rows=4 * ROWS_PER_GRADE))
+        while store.get_run(evaluation.id, run_.id, "alice").status != COMPLETED:
+            await asyncio.sleep(0.01)
+        return run_
+
+    tracemalloc.start()
+    try:
+        run_ = run(scenario())
+    finally:
+        tracemalloc.stop()
+    chunk_bytes = ROWS_PER_GRADE * 3 * 50_000
+    assert len(traced) == 4
+    assert traced[3] - traced[1] < chunk_bytes / 2, [t // 1_000_000 for t in traced]  # was 2 chunks' worth
+    finished = store.get_run(evaluation.id, run_.id, "alice")
+    assert finished.results["result_counts"]["passed"] == 4 * ROWS_PER_GRADE
+    assert finished.results["progress"]["items_done"] == 4 * ROWS_PER_GRADE
+    assert len(store.list_output_items(run_.id, 1000)) == 4 * ROWS_PER_GRADE
+
+
+def test_a_run_whose_eval_is_deleted_stops_sampling(store, tmp_path) -> None:
+    """The eval goes while the run samples (its rows with it): the run stops at its next
+    chunk instead of sampling the rest of the file for nobody."""
+    rows = 3 * ROWS_PER_GRADE
+    data = tmp_path / "rows.jsonl"
+    write_rows(data, rows)
+    evaluation = store.create_eval("alice", {"name": "e"})
+    asked: set[int] = set()
+    gate = asyncio.Event
+
+    async def scenario():
+        opened = gate()
+
+        async def sample(messages, n, temperature, seed):
+            index = int(messages[0]["content"])
+            asked.add(index)
+            if index >= ROWS_PER_GRADE:
+                await opened.wait()
+            return Answers(["1"] * n, ["stop"] * n)
+
+        async def grade(pairs):
+            return [Graded(1.0, True) for _ in pairs]
+
+        runner = EvalRunner(store)
+        run_ = store.create_run(evaluation.id, "alice", {}, {})
+        runner.submit(plan(run_.id, data, sample, grade, rows=rows))
+        while len(store.list_output_items(run_.id, 1000)) < ROWS_PER_GRADE:
+            await asyncio.sleep(0.01)
+        store.delete_eval(evaluation.id, "alice")  # not through the runner: its row is simply gone
+        opened.set()
+        await asyncio.wait_for(asyncio.gather(*runner._tasks.values()), timeout=30)
+
+    run(scenario())
+    assert max(asked) < 2 * ROWS_PER_GRADE  # the third chunk was never sampled
+
+
+def test_cancel_eval_stops_its_queued_and_running_runs_only(store, tmp_path) -> None:
+    data = tmp_path / "rows.jsonl"
+    write_rows(data, 3)
+    first, second = store.create_eval("alice", {"name": "a"}), store.create_eval("alice", {"name": "b"})
+    stopped: list[str] = []
+
+    async def scenario():
+        sampling: set[str] = set()
+
+        def slow(name: str):
+            async def sample(messages, n, temperature, seed):
+                sampling.add(name)
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    stopped.append(name)
+                    raise
+
+            return sample
+
+        async def grade(pairs):
+            return [Graded(1.0, True) for _ in pairs]
+
+        runner = EvalRunner(store)
+        running = store.create_run(first.id, "alice", {}, {})
+        runner.submit(plan(running.id, data, slow("running"), grade, eval_id=first.id))
+        queued = store.create_run(first.id, "alice", {}, {})
+        runner.submit(plan(queued.id, data, slow("queued"), grade, eval_id=first.id))
+        other = store.create_run(second.id, "alice", {}, {})
+        runner.submit(plan(other.id, data, slow("other"), grade, eval_id=second.id))
+        while "running" not in sampling:
+            await asyncio.sleep(0.01)
+        store.delete_eval(first.id, "alice")
+        await asyncio.wait_for(runner.cancel_eval(first.id), timeout=10)
+        assert set(stopped) == {"running"}  # its 3 rows' requests, canceled; the queued run never sampled
+        assert set(runner._tasks) == {other.id}  # the other eval's run goes on
+        while "other" not in sampling:
+            await asyncio.sleep(0.01)
+        await runner.cancel(other.id)
+        assert store.get_run(second.id, other.id, "alice").status == CANCELED
+
+    run(scenario())
+    assert set(stopped) == {"running", "other"}
+
+
+def test_queued_runs_take_the_slot_tenant_by_tenant(store, tmp_path) -> None:
+    """Alice queues three runs, then Bob one: Bob's runs second, not after all of Alice's."""
+    data = tmp_path / "rows.jsonl"
+    write_rows(data, 1)
+    order: list[str] = []
+
+    async def scenario():
+        runner = EvalRunner(store)
+        release = asyncio.Event()
+
+        def sampler_of(name: str):
+            async def sample(messages, n, temperature, seed):
+                if not order or order[-1] != name:
+                    order.append(name)
+                if name == "alice-1":
+                    await release.wait()
+                return Answers(["1"] * n, ["stop"] * n)
+
+            return sample
+
+        async def grade(pairs):
+            return [Graded(1.0, True) for _ in pairs]
+
+        runs = []
+        for owner, name in (("alice", "alice-1"), ("alice", "alice-2"), ("alice", "alice-3"), ("bob", "bob-1")):
+            evaluation = store.create_eval(owner, {"name": name})
+            run_ = store.create_run(evaluation.id, owner, {}, {})
+            runner.submit(plan(run_.id, data, sampler_of(name), grade, rows=1, owner=owner))
+            runs.append((evaluation.id, run_.id, owner))
+            await asyncio.sleep(0.01)  # in this order
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*runner._tasks.values()), timeout=30)
+        return runs
+
+    runs = run(scenario())
+    assert order == ["alice-1", "bob-1", "alice-2", "alice-3"]
+    assert all(store.get_run(e, r, o).status == COMPLETED for e, r, o in runs)
+
+
+def test_fair_slots_pass_a_slot_on_when_its_waiter_is_canceled() -> None:
+    async def scenario():
+        slots = FairSlots(1)
+        entered: list[str] = []
+
+        async def use(owner: str, hold: asyncio.Event):
+            async with slots.slot(owner):
+                entered.append(owner)
+                await hold.wait()
+
+        hold_a, hold_b, hold_c = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        a = asyncio.create_task(use("a", hold_a))
+        await asyncio.sleep(0)
+        b = asyncio.create_task(use("b", hold_b))
+        c = asyncio.create_task(use("c", hold_c))
+        await asyncio.sleep(0)
+        hold_a.set()
+        await asyncio.sleep(0)  # a leaves and hands b the slot; b has not run yet
+        assert a.done() and not b.done()
+        b.cancel()  # granted the slot, canceled before it ran: the slot goes on to c
+        hold_c.set()
+        await asyncio.wait_for(c, timeout=5)
+        with contextlib.suppress(asyncio.CancelledError):
+            await b
+        assert entered == ["a", "c"] and slots.free == 1
+
+    run(scenario())
+
+
+def test_a_tenant_has_at_most_so_many_active_runs(store) -> None:
+    evaluation = store.create_eval("alice", {"name": "e"})
+    bobs = store.create_eval("bob", {"name": "b"})
+    runs = [store.create_run(evaluation.id, "alice", {}, {}, max_active=2) for _ in range(2)]
+    with pytest.raises(TooManyRuns) as refused:
+        store.create_run(evaluation.id, "alice", {}, {}, max_active=2)
+    assert refused.value.active == 2
+    store.create_run(bobs.id, "bob", {}, {}, max_active=2)  # bob's count is his own
+    store.set_run_status(runs[0].id, COMPLETED)
+    store.create_run(evaluation.id, "alice", {}, {}, max_active=2)
+    assert MAX_ACTIVE_RUNS_PER_TENANT == 4
+
+
+def test_a_run_over_the_token_budget_is_refused_naming_its_fields() -> None:
+    settings = SamplingSettings(n=64, temperature=1.0, top_p=1.0, max_completion_tokens=32768, seed=0)
+    assert run_size_issue(9, settings) is None  # 9 x 65 x 32768 = 19.2M
+    issue = run_size_issue(10, settings)
+    assert issue and "n 64" in issue and "max_completion_tokens 32768" in issue and "10 rows" in issue
+    assert "20,000,000" in issue and MAX_RUN_COMPLETION_TOKENS == 20_000_000
+    assert run_size_issue(1_000_000, SamplingSettings(1, 1.0, 1.0, 10, 0)) is None

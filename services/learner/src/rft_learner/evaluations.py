@@ -423,15 +423,16 @@ class _RunGone(Exception):
 
 
 class FairSlots:
-    """`slots` runs at once; a freed slot goes to the tenants with waiting runs in turn
-    (round-robin), each tenant's own runs in the order they came, so one tenant's queue
-    cannot hold the others back for longer than one run each."""
+    """`slots` runs at once; a freed slot goes to the tenant with waiting runs that was
+    served least recently (round-robin over tenants), each tenant's runs in the order they
+    came: one tenant's queue holds another's run back by at most one run per tenant."""
 
     def __init__(self, slots: int) -> None:
         self.free = slots
         self._waiting: dict[str, deque[asyncio.Future]] = {}
-        self._turns: deque[str] = deque()
-        """Tenants with waiting runs, the next to get a slot first."""
+        self._served: dict[str, int] = {}
+        """Tenant -> when it last got a slot (a counter; one entry per tenant ever seen)."""
+        self._clock = 0
 
     @contextlib.asynccontextmanager
     async def slot(self, owner: str):
@@ -441,42 +442,39 @@ class FairSlots:
         finally:
             self._release()
 
+    def _grant(self, owner: str) -> None:
+        self._clock += 1
+        self._served[owner] = self._clock
+
     async def _acquire(self, owner: str) -> None:
-        if self.free > 0 and not self._turns:
+        if self.free > 0 and not self._waiting:
             self.free -= 1
+            self._grant(owner)
             return
         waiter = asyncio.get_running_loop().create_future()
-        if owner not in self._waiting:
-            self._waiting[owner] = deque()
-            self._turns.append(owner)
-        self._waiting[owner].append(waiter)
+        self._waiting.setdefault(owner, deque()).append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release()  # the slot came with the cancel: pass it on
             else:
-                self._forget(owner, waiter)
+                queue = self._waiting.get(owner)
+                if queue is not None and waiter in queue:
+                    queue.remove(waiter)
+                    if not queue:
+                        del self._waiting[owner]
             raise
 
-    def _forget(self, owner: str, waiter: asyncio.Future) -> None:
-        queue = self._waiting.get(owner)
-        if queue is not None and waiter in queue:
-            queue.remove(waiter)
-            if not queue:
-                del self._waiting[owner]
-                self._turns.remove(owner)
-
     def _release(self) -> None:
-        while self._turns:
-            owner = self._turns.popleft()
+        while self._waiting:
+            owner = min(self._waiting, key=lambda o: self._served.get(o, 0))  # ties: first to wait
             queue = self._waiting[owner]
             waiter = queue.popleft()
-            if queue:
-                self._turns.append(owner)  # its next run waits for the others' turns
-            else:
+            if not queue:
                 del self._waiting[owner]
             if not waiter.done():
+                self._grant(owner)
                 waiter.set_result(None)  # the slot passes to it as it is
                 return
         self.free += 1
