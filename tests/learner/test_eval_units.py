@@ -9,7 +9,9 @@ import contextlib
 import gc
 import json
 import random
+import threading
 import tracemalloc
+import types
 
 import pytest
 from rft_learner.db import Database, UnknownCursor
@@ -525,3 +527,82 @@ def test_a_run_over_the_token_budget_is_refused_naming_its_fields() -> None:
     assert issue and "n 64" in issue and "max_completion_tokens 32768" in issue and "10 rows" in issue
     assert "20,000,000" in issue and MAX_RUN_COMPLETION_TOKENS == 20_000_000
     assert run_size_issue(1_000_000, SamplingSettings(1, 1.0, 1.0, 10, 0)) is None
+
+
+class ThreadRecordingDatabase(Database):
+    """The learner's database, noting which thread each read and write runs on."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.threads: list[tuple[int, str]] = []
+
+    def query(self, sql: str, params: tuple = ()):
+        self.threads.append((threading.get_ident(), sql.split()[0] + " " + sql.split("FROM")[-1].split()[0]))
+        return super().query(sql, params)
+
+    @contextlib.contextmanager
+    def transaction(self):
+        self.threads.append((threading.get_ident(), "transaction"))
+        with super().transaction() as conn:
+            yield conn
+
+
+def test_the_routes_read_the_database_off_the_event_loop(tmp_path) -> None:
+    """The eval routes (the real ones, on a bare FastAPI app with the API's error handlers) never
+    touch SQLite on the event loop's thread; and a null name in an update leaves the name."""
+    import httpx
+    from fastapi import FastAPI
+    from rft_learner.http_api import errors
+    from rft_learner.http_api.evals import register
+
+    db = ThreadRecordingDatabase(tmp_path / "learner.db")
+    store = EvalStore(db)
+    evaluation = store.create_eval(
+        "alice",
+        {"name": "e", "item_schema": {}, "include_sample_schema": False, "testing_criteria": [{}], "metadata": None},
+    )
+    run_ = store.create_run(evaluation.id, "alice", {"name": "r", "data_source": {"model": "m"}, "metadata": None}, {
+        "result_counts": {}, "per_testing_criteria_results": [], "per_model_usage": [], "metrics": {}, "progress": {}
+    })  # fmt: skip
+    store.set_run_status(run_.id, COMPLETED)
+    store.add_output_items(run_.id, [(0, "pass", {"datasource_item": {}, "results": [], "sample": {}, "greedy": {},
+                                                  "samples": []})])  # fmt: skip
+    saved = store.save_grader("alice", "g", {"type": "string_check"})
+
+    app = FastAPI()
+    errors.install(app)
+
+    @app.middleware("http")
+    async def tenant(request, call_next):
+        request.scope["rft_tenant"] = "alice"
+        return await call_next(request)
+
+    async def scenario():
+        register(app, types.SimpleNamespace(jobs=types.SimpleNamespace(store=types.SimpleNamespace(db=db))))
+        loop_thread = threading.get_ident()
+        db.threads.clear()
+        e, r = f"/v1/evals/{evaluation.id}", f"/v1/evals/{evaluation.id}/runs/{run_.id}"
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://learner") as client:
+            answers = [
+                await client.get(e),
+                await client.post(e, json={"name": None}),
+                await client.get("/v1/evals"),
+                await client.get(f"{e}/runs"),
+                await client.get(r),
+                await client.get(f"{r}/output_items"),
+                await client.get(f"{r}/output_items/{output_item_id(run_.id, 0)}"),
+                await client.get(f"/v1/graders/{saved.id}"),
+                await client.delete(r),
+                await client.delete(f"/v1/graders/{saved.id}"),
+                await client.delete(e),
+            ]
+            assert [a.status_code for a in answers] == [200] * len(answers), [a.text for a in answers]
+            assert answers[1].json()["name"] == "e" and answers[2].json()["data"][0]["name"] == "e"
+            on_loop = [what for thread, what in db.threads if thread == loop_thread]
+            assert db.threads and on_loop == [], on_loop
+            limit = await client.get(f"{r}/output_items", params={"limit": 101})
+            assert limit.status_code == 400 and limit.json()["error"]["param"] == "limit"  # at most 100
+
+    run(scenario())
+    db.close()
