@@ -38,6 +38,13 @@ class RolloutConfig(ServerConfig):
     """Split long prompts across engine steps. Off: vLLM 0.32 on CPU kills its engine when a seeded request is split."""
     seed: int = 0
     """Engine seed for requests that give none."""
+    cpu_single_process: bool = True
+    """CPU only: run vLLM's model worker inside its engine process (the uniprocess executor). vLLM's own CPU
+    default, a worker process of its own, busy-polls shared memory for about a second after every engine
+    step, holding a core that a learner on the same machine needs; in one process the engine blocks when idle."""
+    cpu_threads: int = pydantic.Field(0, ge=0)
+    """CPU only, with cpu_single_process: threads the model computes with (the engine process's
+    OMP_NUM_THREADS); 0: one less than the cores this process may use, at least 1, as vLLM's own worker."""
     warmup_requests: int = pydantic.Field(64, ge=0)
     """Concurrent requests generated before health turns SERVING (the first batches are slow)."""
 

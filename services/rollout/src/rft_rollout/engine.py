@@ -397,7 +397,11 @@ async def open_vllm_engine(config: RolloutConfig) -> AsyncIterator[VllmEngine]:
         # Read by vLLM's CPU backend when its engine process starts.
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.kv_cache_gib)
     import vllm
+    from vllm.platforms import current_platform
     from vllm.v1.engine.async_llm import AsyncLLM
+
+    if current_platform.is_cpu() and config.cpu_single_process:
+        os.environ.update(single_process_cpu_env(config.cpu_threads, len(os.sched_getaffinity(0))))
 
     args = _engine_args(config)
     llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
@@ -407,6 +411,24 @@ async def open_vllm_engine(config: RolloutConfig) -> AsyncIterator[VllmEngine]:
         yield engine
     finally:
         llm.shutdown()
+
+
+def single_process_cpu_env(threads: int, cores: int) -> dict[str, str]:
+    """Environment for vLLM on CPU with its model worker inside the engine process.
+
+    vLLM's CPU default runs the worker in a process of its own, fed by a shared-memory
+    queue whose reader spins (`sched_yield`) for a second after each message before it
+    sleeps (vllm/distributed/device_communicators/shm_broadcast.py, SpinCondition,
+    busy_loop_s=1, not configurable): an idle replica holds a core for a second after
+    every request, which on a small machine is the learner's core. With
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 the CPU platform keeps the uniprocess executor
+    (AsyncLLM still runs the engine in a child process), which blocks when idle. The
+    worker process's OpenMP binding does not apply there, so the thread count is set
+    here: `threads`, or one less than `cores` (vLLM keeps one core for its scheduler)."""
+    return {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "OMP_NUM_THREADS": str(threads or max(1, cores - 1)),
+    }
 
 
 def shapes_by_name(specs: Sequence) -> dict[str, list[int]]:
