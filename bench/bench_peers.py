@@ -110,7 +110,8 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
     learner = demo.LocalService(
         "rft-learner",
         ["--data-dir", str(work / "learner"), "--rollout-addresses", rollout.address,
-         "--grader-address", grader.address, "--checkpoint-interval", "100000"],
+         "--grader-address", grader.address, "--checkpoint-interval", "100000",
+         "--torch-threads", str(args.learner_threads)],
         work,
     )  # fmt: skip
     services = [grader, rollout, learner]
@@ -287,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=150, help="RL steps per contender")
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the medians")
     parser.add_argument("--max-staleness", type=int, default=0, help="our job's max_staleness")
+    parser.add_argument(
+        "--learner-threads", type=int, default=0, help="our learner's --torch-threads (0: torch's default)"
+    )
     parser.add_argument("--skip", default="", help="comma-separated contenders not to run: ours, trl, floor")
     parser.add_argument("--model", default=str(REPO / "models" / "demo-base"))
     parser.add_argument("--json", help="write every number to this file")
@@ -303,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
     header = [
         f"bench_peers: {args.steps} steps, {task.BATCH_PROMPTS} prompts x {task.GROUP_SIZE} samples, "
         f"{task.MAX_NEW_TOKENS} new tokens, lr {task.LEARNING_RATE:g}, GRPO, no KL; medians after "
-        f"{args.warmup} warm-up steps; ours with max_staleness {args.max_staleness}",
+        f"{args.warmup} warm-up steps; ours with max_staleness {args.max_staleness}"
+        + (f" and learner --torch-threads {args.learner_threads}" if args.learner_threads else ""),
         f"CPU: {cpu_model()} ({os.cpu_count()} cores); torch {torch.__version__}, vllm {vllm.__version__}",
         f"command: {' '.join([pathlib.Path(sys.executable).name, *sys.argv])}",
     ]
