@@ -99,6 +99,11 @@ def test_evals_are_created_listed_and_refused_with_the_field_named(alice, bob, e
     assert alice.evals.retrieve(evaluation.id).id == evaluation.id
     assert evaluation.id in [e.id for e in alice.evals.list()]
     assert alice.evals.update(evaluation.id, name="letters v2").name == "letters v2"
+    # A null name leaves it as it is (it was stored as null, and every read then failed 500).
+    unchanged = alice.post(f"/evals/{evaluation.id}", body={"name": None, "metadata": {"team": "a"}}, cast_to=object)
+    assert unchanged["name"] == "letters v2"
+    assert alice.evals.retrieve(evaluation.id).name == "letters v2"
+    assert [e.name for e in alice.evals.list()] == ["letters v2"]
 
     bad = {**GRADER, "operation": "sounds_like"}
     with pytest.raises(openai.BadRequestError) as refused:
@@ -205,6 +210,18 @@ def test_runs_on_two_models_complete_with_consistent_metrics(alice, bob, evaluat
     assert len(passing) == run.result_counts.passed
     one = alice.evals.runs.output_items.retrieve(items[1].id, eval_id=evaluation.id, run_id=run.id)
     assert one.datasource_item == ROWS[1]
+    # Crafted ids ("²".isdigit() is True, int("²") raises) are a 404 and a 400, not a 500.
+    crafted = items[1].id[:-1] + "\u00b2"
+    with pytest.raises(openai.NotFoundError):
+        alice.evals.runs.output_items.retrieve(crafted, eval_id=evaluation.id, run_id=run.id)
+    with pytest.raises(openai.BadRequestError) as refused:
+        alice.evals.runs.output_items.list(run.id, eval_id=evaluation.id, after=crafted)
+    assert refused.value.body["param"] == "after"
+    # A page holds at most 100 items (each may carry 65 answers of up to 32k tokens).
+    assert len(alice.evals.runs.output_items.list(run.id, eval_id=evaluation.id, limit=100).data) == len(ROWS)
+    with pytest.raises(openai.BadRequestError) as refused:
+        alice.evals.runs.output_items.list(run.id, eval_id=evaluation.id, limit=101)
+    assert refused.value.body["param"] == "limit"
 
     with pytest.raises(openai.NotFoundError):
         bob.evals.runs.retrieve(run.id, eval_id=evaluation.id)
@@ -214,6 +231,30 @@ def test_runs_on_two_models_complete_with_consistent_metrics(alice, bob, evaluat
         bob.evals.runs.cancel(run.id, eval_id=evaluation.id)
     with pytest.raises(openai.ConflictError):
         alice.evals.runs.cancel(run.id, eval_id=evaluation.id)
+
+
+def test_a_tenant_may_queue_four_runs_and_no_run_over_the_token_budget(alice, evaluation, rows_file, tmp_path) -> None:
+    big = completions(rows_file.id, "tiny", n=32, max_completion_tokens=64)
+    runs = [alice.evals.runs.create(evaluation.id, data_source=big) for _ in range(4)]
+    try:
+        with pytest.raises(openai.RateLimitError) as refused:
+            alice.evals.runs.create(evaluation.id, data_source=big)
+        assert refused.value.body["code"] == "rate_limited" and "at most 4" in refused.value.message
+    finally:
+        for started in runs:
+            assert alice.evals.runs.cancel(started.id, eval_id=evaluation.id).status == "canceled"
+    alice.evals.runs.cancel(
+        alice.evals.runs.create(evaluation.id, data_source=big).id, eval_id=evaluation.id
+    )  # canceled runs no longer count
+
+    path = write_jsonl(tmp_path / "ten.jsonl", [{**ROWS[0], "letter": "e"}] * 10)
+    with open(path, "rb") as handle:
+        ten = alice.files.create(file=handle, purpose="fine-tune")
+    huge = completions(ten.id, "tiny", n=64, max_completion_tokens=32768)  # 10 x 65 x 32768 > 20M
+    with pytest.raises(openai.BadRequestError) as refused:
+        alice.evals.runs.create(evaluation.id, data_source=huge)
+    assert refused.value.body["param"] == "data_source.sampling_params.max_completion_tokens"
+    assert "n 64" in refused.value.message and "20,000,000" in refused.value.message
 
 
 def test_cancel_and_delete(alice, evaluation, rows_file) -> None:
