@@ -222,7 +222,7 @@ class JobStore:
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO job_metrics_seq (job_id, high) SELECT ?1, MAX(seq) FROM job_metrics WHERE job_id = ?1"
-                " AND seq IS NOT NULL ON CONFLICT (job_id) DO UPDATE SET high = MAX(high, excluded.high)",
+                " AND seq IS NOT NULL GROUP BY job_id ON CONFLICT (job_id) DO UPDATE SET high = MAX(high, excluded.high)",
                 (job_id,),
             )
             conn.execute("DELETE FROM job_metrics WHERE job_id = ? AND step > ?", (job_id, step))
