@@ -210,7 +210,9 @@ def steps_shown(page) -> int:
 def test_job_page_curve_grows_pause_and_resume(page, services, screenshots) -> None:
     chart = page.locator("figure.chart").first
     points = "Number(document.querySelector('figure.chart')?.dataset.points || 0)"
-    until(page, f"{points} >= 2", timeout=600)
+    ended = "['failed', 'cancelled'].includes(document.querySelector('.summary .status')?.textContent)"
+    until(page, f"{points} >= 2 || {ended}", timeout=600)
+    assert not page.evaluate(ended), page.locator(".summary").inner_text()
     first = int(chart.get_attribute("data-points"))
     page.get_by_role("button", name="Pause").click()
     page.locator(".summary .status", has_text="paused").wait_for(timeout=120_000)

@@ -176,6 +176,7 @@ def test_metrics_seqs_are_never_handed_out_twice(tmp_path) -> None:
     """A console polling with after_seq sees the steps a resumed job records again."""
     store = JobStore(Database(tmp_path / "learner.db"))
     job = store.create(fine_tuning_pb2.CreateJobRequest(model="m", training_file="f"), seed=0)
+    store.truncate_metrics_after(job.id, -1)  # a job starting from scratch has nothing to truncate
     for step in range(1, 6):
         store.add_metrics(job.id, step, {"train_reward_mean": 0.1 * step})
     seen = store.metrics(job.id)[-1].seq
