@@ -111,7 +111,8 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
         "rft-learner",
         ["--data-dir", str(work / "learner"), "--rollout-addresses", rollout.address,
          "--grader-address", grader.address, "--checkpoint-interval", "100000",
-         "--torch-threads", str(args.learner_threads)],
+         "--torch-threads", str(args.learner_threads), "--http-host", "127.0.0.1",
+         "--http-port", str(demo.free_port())],
         work,
     )  # fmt: skip
     services = [grader, rollout, learner]
@@ -140,9 +141,10 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
             )  # fmt: skip
         job_seconds = time.monotonic() - started
         job = json.loads(cli("--json", "jobs", "get", job_id))
-        status = json.dumps(job.get("status", job))
-        if "SUCCEEDED" not in status.upper():
-            raise SystemExit(f"our job did not succeed ({status[:300]}); logs in {work}")
+        job = job.get("job", job)
+        if "SUCCEEDED" not in str(job.get("status", "")).upper():
+            error = json.dumps(job.get("error", job.get("status")))
+            raise SystemExit(f"our job did not succeed: {error[:500]}; logs in {work}")
         exported = work / "ours-model"
         cli("models", "export", job_id, "--out", str(exported), "--force")
         points: list[tuple[int, float, dict[str, float]]] = []
