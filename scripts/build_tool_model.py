@@ -42,10 +42,15 @@ def tool_call_text(a: int, b: int) -> str:
     return "<tool_call>" + json.dumps({"name": TOOL_NAME, "arguments": arguments}) + "</tool_call>"
 
 
-def episode_segments(a: int, b: int) -> list[tuple[str, bool]]:
+def question(a: int, b: int, task: str = "add") -> str:
+    """The user message: "add 17 25" (the test model's) or "What is 734 + 589?" (the demo's)."""
+    return f"add {a} {b}" if task == "add" else f"What is {a} + {b}?"
+
+
+def episode_segments(a: int, b: int, task: str = "add") -> list[tuple[str, bool]]:
     """(text, trained) pieces of one episode, in the model's ChatML format."""
     return [
-        (f"<|im_start|>user\nadd {a} {b}<|im_end|>\n<|im_start|>assistant\n", False),
+        (f"<|im_start|>user\n{question(a, b, task)}<|im_end|>\n<|im_start|>assistant\n", False),
         (tool_call_text(a, b) + "<|im_end|>", True),
         (f"\n<|im_start|>tool\n{a + b}<|im_end|>\n<|im_start|>assistant\n", False),
         (f"{a + b}<|im_end|>", True),
@@ -68,8 +73,12 @@ def train(
     lr: float = 3e-3,
     seed: int = 0,
     pairs: tuple[tuple[int, int], ...] | None = PAIRS,
+    task: str = "add",
+    stop_loss: float = 0.0,
 ) -> pathlib.Path:
-    """Train the tiny preset on `pairs` (cycled; None: random operands) and save it."""
+    """Train the tiny preset on `pairs` (cycled; None: random operands, 500..999 for the
+    "sum3" task) and save it; stop early once the mean loss of the last 10 steps is below
+    `stop_loss` (0: never)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,13 +89,17 @@ def train(
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    low, high = (500, 1000) if task == "sum3" else (0, 100)
+    recent: list[float] = []
     model.train()
     for step in range(steps):
         operands = [
-            pairs[(step * batch_size + i) % len(pairs)] if pairs else (rng.randrange(100), rng.randrange(100))
+            pairs[(step * batch_size + i) % len(pairs)]
+            if pairs
+            else (rng.randrange(low, high), rng.randrange(low, high))
             for i in range(batch_size)
         ]
-        rows = [encode_segments(tokenizer, episode_segments(a, b)) for a, b in operands]
+        rows = [encode_segments(tokenizer, episode_segments(a, b, task)) for a, b in operands]
         width = max(len(ids) for ids, _ in rows)
         input_ids = torch.zeros(batch_size, width, dtype=torch.long)
         labels = torch.full((batch_size, width), -100, dtype=torch.long)
@@ -101,8 +114,12 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        if step % 100 == 0 or step == steps - 1:
+        recent = [*recent[-9:], loss.item()]
+        if step % 50 == 0 or step == steps - 1:
             print(f"step {step} loss {loss.item():.4f}", flush=True)
+        if stop_loss and len(recent) == 10 and sum(recent) / 10 < stop_loss:
+            print(f"step {step}: mean loss of the last 10 steps {sum(recent) / 10:.4f} < {stop_loss}: stop", flush=True)
+            break
     model.eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
@@ -113,10 +130,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="output model directory")
     parser.add_argument("--steps", type=int, default=200, help="training steps [default: 200]")
     parser.add_argument("--pairs", choices=["fixed", "random"], default="fixed", help="PAIRS or random operands")
+    parser.add_argument(
+        "--task", choices=["add", "sum3"], default="add", help='"add a b", or the demo\'s "What is a + b?" (500..999)'
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="episodes per step [default: 8]")
+    parser.add_argument("--stop-loss", type=float, default=0.0, help="stop below this mean loss [default: never]")
     parser.add_argument("--seed", type=int, default=0, help="seed [default: 0]")
     args = parser.parse_args(argv)
     pairs = PAIRS if args.pairs == "fixed" else None
-    print(train(pathlib.Path(args.out), args.steps, seed=args.seed, pairs=pairs))
+    out = train(
+        pathlib.Path(args.out), args.steps, args.batch_size, seed=args.seed, pairs=pairs, task=args.task,
+        stop_loss=args.stop_loss,
+    )  # fmt: skip
+    print(out)
 
 
 if __name__ == "__main__":
