@@ -8,8 +8,11 @@ the first 960 training examples (30 batches x 5 epochs; fewer steps take fewer),
 - **ours**: the full product. The grader, rollout (vLLM) and learner services as local
   processes on loopback (as `make demo`), the files uploaded and the job created and
   followed with the `rft` CLI. No periodic evaluation (eval_interval 0: only before and
-  after), no intermediate checkpoints, the last weights exported. `--max-staleness N`
-  passes the job's max_staleness (default 0: on-policy, as the others).
+  after), no intermediate checkpoints, the last weights exported. `--ours S:T,...` runs
+  one job per variant, each with max_staleness S and the learner's --torch-threads T
+  (0: torch's default); the default "0:0" is on-policy, as the others. "1:1" overlaps
+  the next batch's generation with the update and splits 2 cores between the rollout
+  (its engine computes on cores - 1 = 1 thread) and the learner.
 - **floor**: bench/peers/floor.py, a minimal loop in one process: vLLM generate, exact
   match, one Hugging Face GRPO step, in-place weight reload.
 - **TRL**: bench/peers/trl_grpo.py, TRL's GRPOTrainer with Hugging Face generation, in a
@@ -29,7 +32,7 @@ ratios ours / floor and ours / TRL. The CPU model and load average head the outp
 
     .venv/bin/python bench/bench_peers.py                 # 150 steps, all three (about 15 min on 2 cores)
     .venv/bin/python bench/bench_peers.py --steps 20 --warmup 5
-    .venv/bin/python bench/bench_peers.py --max-staleness 1 --skip trl,floor
+    .venv/bin/python bench/bench_peers.py --ours 0:0,1:1,1:0 --skip trl       # overlap variants
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ def summarise(steps: list[dict[str, float]], rewards: list[float], warmup: int, 
 # ---------------------------------------------------------------- ours
 
 
-def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path, epochs: int) -> dict:
+def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path, epochs: int, staleness: int,
+             threads: int) -> dict:  # fmt: skip
     import grpc
     from rft.learner.v1 import fine_tuning_pb2 as ft
     from rft.learner.v1 import fine_tuning_pb2_grpc
@@ -111,7 +115,7 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
         "rft-learner",
         ["--data-dir", str(work / "learner"), "--rollout-addresses", rollout.address,
          "--grader-address", grader.address, "--checkpoint-interval", "100000",
-         "--torch-threads", str(args.learner_threads), "--http-host", "127.0.0.1",
+         "--torch-threads", str(threads), "--http-host", "127.0.0.1",
          "--http-port", str(demo.free_port())],
         work,
     )  # fmt: skip
@@ -130,7 +134,7 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
             "--group-size", str(task.GROUP_SIZE), "--learning-rate-multiplier", str(task.LEARNING_RATE / 1e-3),
             "--kl-coef", "0", "--max-new-tokens", str(task.MAX_NEW_TOKENS), "--temperature", "1",
             "--eval-interval", "0", "--eval-samples", str(task.EVAL_SAMPLES), "--algorithm", "grpo",
-            "--max-staleness", str(args.max_staleness), "--export-checkpoint", "last",
+            "--max-staleness", str(staleness), "--export-checkpoint", "last",
         )  # fmt: skip
         job_id = demo.find_id(created, "ftjob-")
         started = time.monotonic()
@@ -276,12 +280,14 @@ def report(rows: dict[str, dict], evaluations: dict[str, dict[str, float]], args
             f"| {fmt(base.get('sampled'))} -> {fmt(after.get('sampled'))} |"
         )
     lines.append("")
-    ours = rows.get("ours")
-    for peer in ("floor", "trl"):
-        if ours and peer in rows:
-            median = ours["step_seconds"] / rows[peer]["step_seconds"]
-            wall = ours["wall_seconds_per_step"] / rows[peer]["wall_seconds_per_step"]
-            lines.append(f"ours / {peer}: {median:.2f}x (median s/step), {wall:.2f}x (wall s/step)")
+    for name, ours in rows.items():
+        if not name.startswith("ours"):
+            continue
+        for peer in ("floor", "trl"):
+            if peer in rows:
+                median = ours["step_seconds"] / rows[peer]["step_seconds"]
+                wall = ours["wall_seconds_per_step"] / rows[peer]["wall_seconds_per_step"]
+                lines.append(f"{name} / {peer}: {median:.2f}x (median s/step), {wall:.2f}x (wall s/step)")
     return "\n".join(lines)
 
 
@@ -289,9 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150, help="RL steps per contender")
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the medians")
-    parser.add_argument("--max-staleness", type=int, default=0, help="our job's max_staleness")
     parser.add_argument(
-        "--learner-threads", type=int, default=0, help="our learner's --torch-threads (0: torch's default)"
+        "--ours",
+        default="0:0",
+        help="our jobs, comma-separated: max_staleness:learner --torch-threads (0 threads: torch's default)",
     )
     parser.add_argument("--skip", default="", help="comma-separated contenders not to run: ours, trl, floor")
     parser.add_argument("--model", default=str(REPO / "models" / "demo-base"))
@@ -299,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", help="keep logs and models here (default: a temporary directory)")
     args = parser.parse_args(argv)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    variants = [tuple(int(x) for x in v.split(":")) for v in args.ours.split(",") if v.strip()]
     work = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="bench-peers-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -309,8 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     header = [
         f"bench_peers: {args.steps} steps, {task.BATCH_PROMPTS} prompts x {task.GROUP_SIZE} samples, "
         f"{task.MAX_NEW_TOKENS} new tokens, lr {task.LEARNING_RATE:g}, GRPO, no KL; medians after "
-        f"{args.warmup} warm-up steps; ours with max_staleness {args.max_staleness}"
-        + (f" and learner --torch-threads {args.learner_threads}" if args.learner_threads else ""),
+        f"{args.warmup} warm-up steps",
         f"CPU: {cpu_model()} ({os.cpu_count()} cores); torch {torch.__version__}, vllm {vllm.__version__}",
         f"command: {' '.join([pathlib.Path(sys.executable).name, *sys.argv])}",
     ]
@@ -323,14 +330,19 @@ def main(argv: list[str] | None = None) -> None:
 
     rows: dict[str, dict] = {}
     loads: dict[str, str] = {}
-    for name, run in (
-        ("ours", lambda: run_ours(args, work / "ours", train, valid, epochs)),
-        ("trl", lambda: run_trl(args, work, train)),
-    ):
-        if name in args.skip:
+    contenders = []
+    for staleness, threads in variants:
+        name = "ours" if (staleness, threads) == (0, 0) else f"ours s{staleness}" + (f" t{threads}" if threads else "")
+        contenders.append(
+            (name, lambda s=staleness, t=threads, n=name: run_ours(args, work / n.replace(" ", "-"), train, valid,
+                                                                   epochs, s, t))
+        )  # fmt: skip
+    contenders.append(("trl", lambda: run_trl(args, work, train)))
+    for name, run in contenders:
+        if name.split()[0] in args.skip:
             continue
         print(f"== {name} (load average {load_average()})", flush=True)
-        (work / name).mkdir(exist_ok=True)
+        (work / name.replace(" ", "-")).mkdir(exist_ok=True)
         started = time.monotonic()
         row = run()
         loads[name] = load_average()
