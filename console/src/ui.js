@@ -81,3 +81,16 @@ export function ModelOptions({ models, value }) {
 
 /** A path segment from user input or the URL, safe to put in an API path. */
 export const seg = encodeURIComponent;
+
+/** "Saved grader" picker (GET /v1/graders): choosing one hands its spec, as JSON text, to `onLoad`. */
+export function SavedGraderSelect({ id, saved, onLoad }) {
+  if (!saved || !saved.data.length) return null;
+  return html`<label for=${id}>Saved grader</label>
+    <select id=${id} onChange=${(e) => {
+      const g = saved.data.find((s) => s.id === e.target.value);
+      if (g) onLoad(JSON.stringify(g.grader, null, 2));
+    }}>
+      <option value="">Choose one to load…</option>
+      ${saved.data.map((g) => html`<option value=${g.id}>${g.name}</option>`)}
+    </select>`;
+}

@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from conftest import REPO
+from playwright.sync_api import expect
 from tenant_keys import KEYS
 
 pytestmark = pytest.mark.timeout(1800)
@@ -237,8 +238,9 @@ def test_job_page_curve_grows_pause_and_resume(page, services, screenshots) -> N
 def test_evaluate_base_against_fine_tuned(page, services, screenshots) -> None:
     page.get_by_role("link", name="Evaluate base vs fine-tuned").click()
     page.get_by_role("heading", name="Evaluate", level=1).wait_for()
-    assert page.get_by_label("Model A").input_value() == "demo-base"
-    assert page.get_by_label("Model B").input_value().startswith("ft:demo-base:")
+    expect(page.get_by_label("Model A")).to_have_value("demo-base")  # once the model list has loaded
+    expect(page.get_by_label("Model B")).to_have_value(re.compile(r"^ft:demo-base:alice:console:ftjob-"))
+    expect(page.get_by_label("Validation file")).to_have_value(STATE["demo-valid.jsonl"])
     page.get_by_label("Samples per example").fill("2")
     page.get_by_role("button", name="Run evaluation").click()
     page.wait_for_url(re.compile(r"eval=eval"))

@@ -1,7 +1,7 @@
 import { html } from "htm/preact";
 import { useEffect, useState } from "preact/hooks";
 import { get, listAll, post } from "../api.js";
-import { ErrorBox, FileSelect, ModelOptions, Status, num, seg, usePoll, when } from "../ui.js";
+import { ErrorBox, FileSelect, SavedGraderSelect, ModelOptions, Status, num, seg, usePoll, when } from "../ui.js";
 
 const DONE = new Set(["completed", "failed", "canceled"]);
 const DEFAULT_GRADER = { type: "string_check", name: "exact", input: "{{sample.output_text}}", reference: "{{item.answer}}", operation: "eq" };
@@ -104,16 +104,7 @@ function Setup({ params, onStarted }) {
       <label for="eval-max-tokens">Max new tokens</label>
       <input id="eval-max-tokens" type="number" min="1" value=${maxTokens} onInput=${(e) => setMaxTokens(e.target.value)} />
     </div>
-    ${saved &&
-    saved.data.length > 0 &&
-    html`<label for="eval-saved-grader">Saved grader</label>
-      <select id="eval-saved-grader" onChange=${(e) => {
-        const g = saved.data.find((s) => s.id === e.target.value);
-        if (g) setGraderText(JSON.stringify(g.grader, null, 2));
-      }}>
-        <option value="">Choose one to load…</option>
-        ${saved.data.map((g) => html`<option value=${g.id}>${g.name}</option>`)}
-      </select>`}
+    <${SavedGraderSelect} id="eval-saved-grader" saved=${saved} onLoad=${setGraderText} />
     <label for="eval-grader">Grader spec (JSON)</label>
     <textarea id="eval-grader" class="code" rows="6" spellcheck="false" value=${graderText} onInput=${(e) => setGraderText(e.target.value)}></textarea>
     <${ErrorBox} error=${error} />

@@ -1,7 +1,7 @@
 import { html } from "htm/preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { get, listAll, post } from "../api.js";
-import { ErrorBox, FileSelect, ModelOptions, usePoll } from "../ui.js";
+import { ErrorBox, FileSelect, SavedGraderSelect, ModelOptions, usePoll } from "../ui.js";
 
 const METHODS = [
   ["reinforcement", "Reinforcement (grader rewards)"],
@@ -169,16 +169,7 @@ export function NewJobPage({ params }) {
       ${kind === "reinforcement" &&
       html`<fieldset>
         <legend>Grader</legend>
-        ${saved &&
-        saved.data.length > 0 &&
-        html`<label for="job-saved-grader">Saved grader</label>
-          <select id="job-saved-grader" onChange=${(e) => {
-            const g = saved.data.find((s) => s.id === e.target.value);
-            if (g) setGraderText(JSON.stringify(g.grader, null, 2));
-          }}>
-            <option value="">Choose one to load…</option>
-            ${saved.data.map((g) => html`<option value=${g.id}>${g.name}</option>`)}
-          </select>`}
+        <${SavedGraderSelect} id="job-saved-grader" saved=${saved} onLoad=${setGraderText} />
         <label for="job-grader">Grader spec (JSON; build and try one on the Graders page)</label>
         <textarea id="job-grader" class="code" rows="7" spellcheck="false" value=${graderText} onInput=${(e) => setGraderText(e.target.value)}
           aria-invalid=${grader() ? "false" : "true"}></textarea>
