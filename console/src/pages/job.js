@@ -122,9 +122,16 @@ function Events({ jobId, live }) {
   </section>`;
 }
 
+// Validation scores first, then the rest by name.
+const FIRST = ["valid_reward_mean", "valid_greedy_reward_mean", "pass@1", "greedy_pass@1"];
+function byInterest(a, b) {
+  const rank = (n) => (FIRST.includes(n) ? FIRST.indexOf(n) : /^(pass@|top@)/.test(n) ? FIRST.length : FIRST.length + 1);
+  return rank(a) - rank(b) || a.localeCompare(b);
+}
+
 function Checkpoints({ job, live }) {
   const [page, error] = usePoll(() => get(`/fine_tuning/jobs/${seg(job.id)}/checkpoints?limit=100`), live ? 10 : 0, [job.id]);
-  const names = page ? [...new Set(page.data.flatMap((c) => Object.keys(c.metrics)))].filter((n) => n !== "step").sort() : [];
+  const names = page ? [...new Set(page.data.flatMap((c) => Object.keys(c.metrics)))].filter((n) => n !== "step").sort(byInterest) : [];
   const compare = (ckpt) => `#/evaluate?a=${encodeURIComponent(job.model)}&b=${encodeURIComponent(ckpt.fine_tuned_model_checkpoint)}&file=${encodeURIComponent(job.validation_file || job.training_file)}&job=${job.id}`;
   return html`<section aria-labelledby="ckpt-heading">
     <h2 id="ckpt-heading">Checkpoints</h2>
@@ -196,9 +203,7 @@ export function JobPage({ jobId }) {
         ? html`<${LineChart} key=${key} title=${label} steps=${data.steps} series=${data.series} />`
         : html`<p key=${key}>${label}: nothing recorded yet.</p>`;
     })}
-    <div class="columns">
-      <${Events} jobId=${jobId} live=${live} />
-      <${Checkpoints} job=${job} live=${live} />
-    </div>
+    <${Checkpoints} job=${job} live=${live} />
+    <${Events} jobId=${jobId} live=${live} />
   </div>`;
 }
