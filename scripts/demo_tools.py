@@ -32,7 +32,7 @@ import build_tool_model  # noqa: E402
 from demo import LocalService, wait_serving  # noqa: E402
 
 HYPER = {
-    "n_epochs": 5,
+    "n_epochs": 10,
     "batch_size": 16,
     "group_size": 8,
     "learning_rate_multiplier": 0.2,
