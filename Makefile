@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := tools/buf/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: help install protos lint test demo bench serve-rollout serve-grader serve-learner deploy-check deploy-render clean
+.PHONY: help install protos lint test demo demo-tools bench serve-rollout serve-grader serve-learner deploy-check deploy-render clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: install ## run the whole test suite
 
 demo: install ## run the main job end to end on embedded defaults (ARGS=--console keeps the web console up)
 	$(PY) scripts/demo.py $(ARGS)
+
+demo-tools: install ## the agent demo: 3-digit sums with an MCP calculator, SFT warm-up then RL (~25 min on 2 cores; docs/agents.md)
+	$(PY) scripts/demo_tools.py $(ARGS)
 
 bench: install ## run the benchmarks (ratios against in-run baselines)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -138,6 +138,7 @@ def test_the_catalogue_describes_every_hyperparameter_a_job_accepts() -> None:
     assert rl["learning_rate_multiplier"]["exclusive_minimum"] == 0 and rl["learning_rate_multiplier"]["auto"]
     assert rl["algorithm"]["choices"] == list(hparams.ALGORITHM_DEFAULTS)
     assert rl["loss_aggregation"]["choices"] == ["token_mean", "sequence_mean", "constant"]
+    assert (rl["tool_servers"]["type"], rl["tool_servers"]["default"]) == ("array", [])
     assert [f["name"] for f in catalogue["reinforcement"][:3]] == ["n_epochs", "batch_size", "learning_rate_multiplier"]
 
 
@@ -170,6 +171,11 @@ def test_inline_check_gives_the_job_creation_message(client, keys) -> None:
         check({"batch_size": 0}, "supervised").json()["error"]["param"]
         == "method.supervised.hyperparameters.batch_size"
     )
+    episodes = check({"max_turns": 3, "tool_servers": ["calc"]})
+    assert episodes.status_code == 200 and episodes.json()["resolved"]["tool_servers"] == ["calc"]
+    listless = check({"tool_servers": "calc"}).json()["error"]
+    assert listless["param"] == "method.reinforcement.hyperparameters.tool_servers"
+    assert "list of strings" in listless["message"]
 
 
 def test_metrics_seqs_are_never_handed_out_twice(tmp_path) -> None:

@@ -35,6 +35,13 @@ function HyperField({ field, value, error, onChange }) {
     input = html`<select id=${id} value=${value === undefined ? "" : String(value)} onChange=${(e) => onChange(e.target.value === "" ? undefined : e.target.value === "true")} aria-invalid=${error ? "true" : "false"} aria-describedby=${`${id}-help ${id}-error`}>
       <option value="">${field.auto ? "auto" : `default (${field.default})`}</option><option value="true">true</option><option value="false">false</option>
     </select>`;
+  else if (field.type === "array")
+    input = html`<input id=${id} placeholder="names, comma-separated" value=${(value || []).join(", ")}
+      aria-invalid=${error ? "true" : "false"} aria-describedby=${`${id}-help ${id}-error`}
+      onChange=${(e) => {
+        const items = e.target.value.split(",").map((item) => item.trim()).filter(Boolean);
+        onChange(items.length ? items : undefined);
+      }} />`;
   else
     input = html`<input id=${id} inputmode=${field.type === "string" ? "text" : "decimal"} placeholder=${placeholder} value=${value ?? ""}
       aria-invalid=${error ? "true" : "false"} aria-describedby=${`${id}-help ${id}-error`}

@@ -40,6 +40,11 @@ def _set_field(message: Message, field: FieldDescriptor, value: Any, param: str)
     def refuse(expected: str) -> ApiError:
         return ApiError(400, f"{param}: expected {expected}, got {value!r}", param=param, code="invalid_hyperparameter")
 
+    if field.is_repeated:  # lists of strings (tool_servers)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise refuse("a list of strings")
+        getattr(message, field.name).extend(value)
+        return
     if field.enum_type is not None:
         prefix = enum_prefix(field.enum_type)
         choices = [v.name.removeprefix(prefix).lower() for v in field.enum_type.values if v.number]
@@ -90,7 +95,9 @@ def hyperparameters_json(message: Message) -> dict[str, Any]:
     """The fields a job has set, enums by their lower-case names ("grpo")."""
     out: dict[str, Any] = {}
     for field, value in message.ListFields():
-        if field.enum_type is not None:
+        if field.is_repeated:
+            value = list(value)
+        elif field.enum_type is not None:
             value = field.enum_type.values_by_number[value].name.removeprefix(enum_prefix(field.enum_type)).lower()
         out[field.name] = value
     return out

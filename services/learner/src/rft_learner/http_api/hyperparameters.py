@@ -24,6 +24,8 @@ def _kind(annotation: Any) -> tuple[str, list[str], bool]:
     args = typing.get_args(annotation)
     nullable = type(None) in args
     inner = [a for a in args if a is not type(None)] or [annotation]
+    if typing.get_origin(annotation) is list:
+        return "array", [], False
     if typing.get_origin(inner[0]) is typing.Literal:
         return "string", [str(c) for c in typing.get_args(inner[0])], nullable
     base = inner[0]
