@@ -99,4 +99,27 @@ def test_job_hyperparameters_carry_the_episode_settings() -> None:
     assert (params.max_turns, params.tool_servers) == (4, ["a"])
     episode = episode_params(params)
     assert (episode.max_turns, list(episode.tool_servers)) == (4, ["a"])
+    assert episode_params(params, "alice").tenant == "alice"
     assert episode_params(reinforcement_params(ft.ReinforcementMethod())) is None  # single-turn by default
+
+
+def test_create_job_refuses_tool_servers_the_tenant_may_not_use() -> None:
+    from rft.learner.v1 import fine_tuning_pb2 as ft
+    from rft.rollout.v1 import rollout_pb2
+    from rft_learner.hparams import reinforcement_params
+    from rft_learner.job_validation import InvalidJob, check_episode_support
+    from rft_learner.trainer.rl_step import job_tenant
+
+    method = ft.ReinforcementMethod(hyperparameters=ft.ReinforcementHyperparameters(max_turns=2, tool_servers=["db"]))
+    params = reinforcement_params(method)
+    limits = rollout_pb2.RequestLimits(max_episode_turns=4)
+    # GetModelInfo asked for tenant alice lists only the servers alice may use.
+    info = rollout_pb2.GetModelInfoResponse(limits=limits, tool_servers=[rollout_pb2.ToolServer(name="calc")])
+    with pytest.raises(InvalidJob, match=r"hyperparameters\.tool_servers: .*tenant 'alice' no tool server \['db'\]"):
+        check_episode_support(params, "r:1", info, "alice")
+    info.tool_servers.add(name="db")
+    check_episode_support(params, "r:1", info, "alice")
+    request = ft.CreateJobRequest(method=ft.Method(reinforcement=method))
+    assert job_tenant(request) == "default"
+    request.method.reinforcement.grader.tenant = "alice"
+    assert job_tenant(request) == "alice"

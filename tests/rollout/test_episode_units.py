@@ -64,6 +64,47 @@ def test_cap_output_cuts_whole_characters_and_marks_the_cut() -> None:
     assert len(cut.encode()) <= 64
 
 
+def test_tool_servers_allow_the_default_tenant_unless_configured() -> None:
+    from rft_rollout.tool_servers import ConnectedServer, ToolBox
+
+    def server(**extra) -> dict:
+        return {"name": extra.pop("name"), "kind": "grpc", "target": "h:1", **extra}
+
+    configs = ToolServersFile.model_validate(
+        {
+            "servers": [
+                server(name="op"),
+                server(name="a", allowed_tenants=["alice"]),
+                server(name="all", allowed_tenants=["*"]),
+            ]
+        }
+    ).servers
+    assert [c.allows("default") for c in configs] == [True, False, True]
+    assert [c.allows("alice") for c in configs] == [False, True, True]
+    assert [c.allows("bob") for c in configs] == [False, False, True]
+    box = ToolBox([ConnectedServer(config, None, []) for config in configs])
+    assert box.usable_by("bob") == ["all"] and box.usable_by(None) == ["op", "a", "all"]
+
+
+def test_a_tenant_credential_cannot_run_episodes_for_another_tenant() -> None:
+    from rft.rollout.v1 import rollout_pb2
+    from rft_common.tenancy import CALLER, Caller, TenantDenied
+    from rft_rollout.servicer import episode_from_proto
+
+    def request(tenant: str):
+        return rollout_pb2.GenerateRequest(episode=rollout_pb2.EpisodeParams(tool_servers=["a"], tenant=tenant))
+
+    assert episode_from_proto(request("")).tenant == "default"  # the operator, for itself
+    assert episode_from_proto(request("alice")).tenant == "alice"  # the operator may act for a tenant
+    token = CALLER.set(Caller("alice"))
+    try:
+        assert episode_from_proto(request("")).tenant == "alice"
+        with pytest.raises(TenantDenied):
+            episode_from_proto(request("bob"))
+    finally:
+        CALLER.reset(token)
+
+
 def test_tool_servers_file_is_typed() -> None:
     servers = ToolServersFile.model_validate({"servers": [{"name": "a", "kind": "grpc", "target": "h:1"}]}).servers
     assert servers[0].timeout_seconds == 10.0 and servers[0].max_output_bytes == 4096

@@ -77,6 +77,7 @@ def tool_rollout(tmp_path_factory):
             adder("adder-slow", "slow", timeout_seconds=1),
             adder("adder-huge", "huge", max_output_bytes=256),
             adder("adder-pause", "pause"),
+            adder("adder-alice", "ok", allowed_tenants=["alice"]),
             {
                 "name": "mcp",
                 "kind": "mcp_stdio",
@@ -111,11 +112,11 @@ def chat(text: str) -> rollout_pb2.Prompt:
     return rollout_pb2.Prompt(chat=rollout_pb2.ChatPrompt(messages=[common_pb2.ChatMessage(role="user", content=text)]))
 
 
-def episode(rollout_stub, servers, max_turns=3, max_tokens=256, prompt="add 17 25", **sampling):
+def episode(rollout_stub, servers, max_turns=3, max_tokens=256, prompt="add 17 25", tenant="", **sampling):
     request = rollout_pb2.GenerateRequest(
         prompts=[chat(prompt)],
         sampling=rollout_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.0, **sampling),
-        episode=rollout_pb2.EpisodeParams(max_turns=max_turns, tool_servers=servers),
+        episode=rollout_pb2.EpisodeParams(max_turns=max_turns, tool_servers=servers, tenant=tenant),
     )
     response = rollout_stub.Generate(request, timeout=120)
     return response.results[0], response.results[0].samples[0]
@@ -255,6 +256,27 @@ def test_requests_are_checked_and_credentials_stay_on_the_server(tool_rollout) -
     for name in ("rft_rollout_episodes_total", "rft_rollout_tool_calls_total", "rft_rollout_tool_tokens_total"):
         assert name in metrics
     assert TOKEN not in metrics
+
+
+def test_tool_servers_are_limited_to_their_allowed_tenants(tool_rollout) -> None:
+    _, rollout_stub = tool_rollout
+    # "adder-alice" allows tenant alice only; the others have no allowed_tenants: "default" only.
+    for tenant, servers in [("", ["adder-alice"]), ("bob", ["adder-alice"]), ("alice", ["adder"])]:
+        with pytest.raises(grpc.RpcError) as caught:
+            episode(rollout_stub, servers, max_turns=2, tenant=tenant)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "episode.tool_servers" in caught.value.details()
+    _, sample = episode(rollout_stub, ["adder-alice"], max_turns=2, tenant="alice")
+    assert sample.episode.tool_calls[0].output == "42"
+
+    def listed(tenant: str) -> set[str]:
+        info = rollout_stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(tenant=tenant))
+        return {server.name for server in info.tool_servers}
+
+    assert "adder-alice" in listed("") and "adder" in listed("")  # the operator's view: every server
+    assert listed("alice") == {"adder-alice"}
+    assert listed("bob") == set()  # bob learns nothing of other tenants' servers
+    assert "adder-alice" not in listed("default") and "adder" in listed("default")
 
 
 def test_the_learner_trains_on_real_episodes_with_tool_tokens_masked(tool_rollout, grader) -> None:

@@ -21,7 +21,7 @@ from rft_learner.files import FileNotFound, FileStore
 from rft_learner.remote import RemoteError, stand_in_episode_sample
 from rft_learner.trainer.devices import Placement
 from rft_learner.trainer.loop import TrainerSettings, grader_client, rollout_pool
-from rft_learner.trainer.rl_step import episode_params
+from rft_learner.trainer.rl_step import episode_params, job_tenant
 
 
 class InvalidJob(Exception):
@@ -150,7 +150,7 @@ class JobValidator:
             raise InvalidJob(f"rollout addresses {settings.rollout_addresses!r} do not resolve: {exc}") from exc
         try:
             try:
-                infos = await pool.model_info()
+                infos = await pool.model_info(job_tenant(request) if episodic else "")
             except RemoteError as exc:
                 raise InvalidJob(f"rollout service unreachable at {settings.rollout_addresses}: {exc}") from exc
             expected = await asyncio.to_thread(tensor_shapes, model_dir)
@@ -173,7 +173,7 @@ class JobValidator:
                         "architecture"
                     )
                 if episodic and params is not None:
-                    check_episode_support(params, address, info)
+                    check_episode_support(params, address, info, job_tenant(request))
                 if lora_rank > info.max_lora_rank:
                     raise InvalidJob(
                         f"method.reinforcement.hyperparameters.lora_rank: {lora_rank} is above the largest LoRA "
@@ -184,16 +184,18 @@ class JobValidator:
             await pool.close()
 
 
-def check_episode_support(params: hparams.ReinforcementParams, address: str, info) -> None:
-    """InvalidJob unless rollout `address` (its GetModelInfoResponse `info`) offers every
-    tool server the job names and as many turns as it asks for."""
+def check_episode_support(params: hparams.ReinforcementParams, address: str, info, tenant: str) -> None:
+    """InvalidJob unless rollout `address` (its GetModelInfoResponse `info`, asked for
+    `tenant`: only the tool servers that tenant may use) offers every tool server the job
+    names and as many turns as it asks for."""
     field = "method.reinforcement.hyperparameters"
     offered = [server.name for server in info.tool_servers]
     unknown = [name for name in params.tool_servers if name not in offered]
     if unknown:
+        # A server the tenant may not use reads as unknown: other tenants' servers stay unnamed.
         raise InvalidJob(
-            f"{field}.tool_servers: rollout {address} has no tool server {unknown}; it has {offered} "
-            "(its --tool-servers-file)"
+            f"{field}.tool_servers: rollout {address} offers tenant {tenant!r} no tool server {unknown}; "
+            f"it may use {offered} (the rollout's --tool-servers-file, allowed_tenants)"
         )
     if params.max_turns > info.limits.max_episode_turns:
         raise InvalidJob(

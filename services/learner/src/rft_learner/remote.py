@@ -121,12 +121,13 @@ class RolloutPool:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
 
-    async def model_info(self) -> list[rollout_pb2.GetModelInfoResponse]:
-        return list(await asyncio.gather(*(self._model_info(i) for i in range(len(self._stubs)))))
+    async def model_info(self, tenant: str = "") -> list[rollout_pb2.GetModelInfoResponse]:
+        """Every replica's GetModelInfo; with `tenant`, listing the tool servers it may use."""
+        return list(await asyncio.gather(*(self._model_info(i, tenant) for i in range(len(self._stubs)))))
 
-    async def _model_info(self, index: int) -> rollout_pb2.GetModelInfoResponse:
+    async def _model_info(self, index: int, tenant: str = "") -> rollout_pb2.GetModelInfoResponse:
         return await retry_transient(
-            lambda: self._stubs[index].GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30),
+            lambda: self._stubs[index].GetModelInfo(rollout_pb2.GetModelInfoRequest(tenant=tenant), timeout=30),
             f"rollout {self.addresses[index]} GetModelInfo",
             self.patience_seconds,
             self.on_retry,

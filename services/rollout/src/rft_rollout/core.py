@@ -180,10 +180,12 @@ class RolloutCore:
             raise InvalidRequest(
                 f"episode.max_turns: {episode.max_turns} must be 1 to the limit max_episode_turns={limit}"
             )
-        unknown = [name for name in episode.tool_servers if name not in self.tools.servers]
+        usable = self.tools.usable_by(episode.tenant)
+        unknown = [name for name in episode.tool_servers if name not in usable]
         if unknown:
+            # Servers the tenant may not use are reported as unknown: their names are not its to see.
             raise InvalidRequest(
-                f"episode.tool_servers: unknown {unknown}; this service has {sorted(self.tools.servers)}"
+                f"episode.tool_servers: unknown {unknown} for tenant {episode.tenant!r}; it may use {sorted(usable)}"
             )
         return [tool.as_template_tool() for tool in self.tools.tools_of(episode.tool_servers)]
 
@@ -416,7 +418,8 @@ class RolloutCore:
 
     # -- model info ------------------------------------------------------------------
 
-    def model_info(self) -> ModelInfo:
+    def model_info(self, tenant: str | None = None) -> ModelInfo:
+        """`tenant`: list only the tool servers it may use (None: every server)."""
         facts = self.engine.facts
         return ModelInfo(
             model=self.settings.model,
@@ -435,6 +438,7 @@ class RolloutCore:
             tool_servers=tuple(
                 (name, server.config.kind, tuple(tool.name for tool in server.tools))
                 for name, server in self.tools.servers.items()
+                if tenant is None or server.config.allows(tenant)
             ),
         )
 

@@ -97,6 +97,8 @@ class EpisodeParams:
 
     max_turns: int
     tool_servers: tuple[str, ...]
+    tenant: str = "default"
+    """The tenant the episode acts for; it may use only the servers that allow it."""
 
 
 @dataclasses.dataclass

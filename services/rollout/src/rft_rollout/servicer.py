@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common import dtypes
+from rft_common.tenancy import CALLER, TenantDenied, acting_tenant
 from rft_common.weights import CHECKSUM_ALGORITHMS
 
 from rft_rollout.core import RolloutCore
@@ -63,6 +64,8 @@ async def _errors_to_status(context: grpc.aio.ServicerContext):
         yield
     except RolloutError as error:
         await context.abort(_status_for(error), str(error))
+    except TenantDenied as error:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
 
 
 # -- protobuf -> domain --------------------------------------------------------------
@@ -96,7 +99,10 @@ def episode_from_proto(request) -> EpisodeParams | None:
     """The request's episode settings (max_turns 0 means 1); None when it has none."""
     if not request.HasField("episode"):
         return None
-    return EpisodeParams(request.episode.max_turns or 1, tuple(request.episode.tool_servers))
+    # A tenant's credential acts for itself only (TenantDenied otherwise); the operator's
+    # (the learner's) for the tenant it names.
+    tenant = acting_tenant(request.episode.tenant)
+    return EpisodeParams(request.episode.max_turns or 1, tuple(request.episode.tool_servers), tenant)
 
 
 def tensor_spec_from_proto(spec: rollout_pb2.TensorSpec) -> TensorSpec:
@@ -280,4 +286,7 @@ class RolloutServicer(rollout_pb2_grpc.RolloutServiceServicer):
 
     async def GetModelInfo(self, request, context):
         async with _errors_to_status(context):
-            return model_info_to_proto(self._core().model_info())
+            # The operator without a tenant sees every tool server; anyone else only those
+            # the tenant may use, so no tenant learns which servers other tenants have.
+            tenant = None if CALLER.get().operator and not request.tenant else acting_tenant(request.tenant)
+            return model_info_to_proto(self._core().model_info(tenant))

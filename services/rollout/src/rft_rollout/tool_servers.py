@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
 import pydantic
+from rft_common.api_keys import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ class ToolServerConfig(pydantic.BaseModel):
     max_concurrent_calls: int = pydantic.Field(16, ge=1, le=4096)
     """Calls in flight to this server at once (all episodes together); later calls wait,
     and the wait counts against their timeout."""
+    allowed_tenants: list[str] = [DEFAULT_TENANT]
+    """Tenants whose episodes may use this server (and its credentials); "*" is every
+    tenant. Absent: the operator's tenant "default" only. A server keeps one session for
+    everyone allowed on it, so a stateful server is shared by these tenants."""
+
+    def allows(self, tenant: str) -> bool:
+        return "*" in self.allowed_tenants or tenant in self.allowed_tenants
 
 
 class ToolServersFile(pydantic.BaseModel):
@@ -248,6 +256,10 @@ class ToolBox:
 
     def __init__(self, servers: Sequence[ConnectedServer]) -> None:
         self.servers = {server.config.name: server for server in servers}
+
+    def usable_by(self, tenant: str | None) -> list[str]:
+        """The servers `tenant` may use (None: every server, the operator's view)."""
+        return [name for name, server in self.servers.items() if tenant is None or server.config.allows(tenant)]
 
     def tools_of(self, names: Sequence[str]) -> list[ToolSpec]:
         """The tools of the named servers, in order (KeyError names an unknown server)."""

@@ -36,7 +36,7 @@ from rft_learner.trainer.devices import CPU_FP32, Placement
 from rft_learner.trainer.evaluate import evaluate
 from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer
 from rft_learner.trainer.ranks import Updater
-from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper, episode_params
+from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper, episode_params, job_tenant
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ class JobRun:
             params.temperature,
             params.max_new_tokens,
             self.seed + step,
-            episode_params(params),
+            episode_params(params, job_tenant(self.request)),
         )
         metrics["eval_seconds"] = time.perf_counter() - started
         self.latest_eval = metrics
@@ -462,7 +462,7 @@ class JobRun:
             async with pool.weights_guard:
                 return await self._in_thread(train_step, groups)
 
-        collector = Collector(pool, train, cursor, refill_cursor, params, self.seed)
+        collector = Collector(pool, train, cursor, refill_cursor, params, self.seed, job_tenant(self.request))
         stepper = RLStepper(collector, grader, train, params, update, first_step + rl_steps)
         step, evaluated_at = start, None
         try:

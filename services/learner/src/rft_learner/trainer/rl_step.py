@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import torch
 from rft.rollout.v1 import rollout_pb2
+from rft_common.api_keys import DEFAULT_TENANT
 
 from rft_learner.hparams import ReinforcementParams
 from rft_learner.remote import GeneratedPrompt, grader_sample
@@ -73,11 +74,17 @@ class Scorer(Protocol):
     async def grade(self, pairs: Sequence[tuple[Any, dict[str, Any]]]) -> list[Any]: ...
 
 
-def episode_params(params: ReinforcementParams) -> rollout_pb2.EpisodeParams | None:
-    """The job's episode settings for the rollout; None for single-turn jobs."""
+def episode_params(params: ReinforcementParams, tenant: str = "") -> rollout_pb2.EpisodeParams | None:
+    """The job's episode settings for the rollout, acting for `tenant` (whose tool
+    servers only it may use); None for single-turn jobs."""
     if params.max_turns <= 1 and not params.tool_servers:
         return None
-    return rollout_pb2.EpisodeParams(max_turns=params.max_turns, tool_servers=params.tool_servers)
+    return rollout_pb2.EpisodeParams(max_turns=params.max_turns, tool_servers=params.tool_servers, tenant=tenant)
+
+
+def job_tenant(request) -> str:
+    """The tenant a job acts for (CreateJob set its grader's tenant to the acting tenant)."""
+    return request.method.reinforcement.grader.tenant or DEFAULT_TENANT
 
 
 def prompt_seed(job_seed: int, step: int, index: int) -> int:
@@ -111,6 +118,7 @@ class Collector:
         refill_cursor: DataCursor,
         params: ReinforcementParams,
         seed: int,
+        tenant: str = "",
     ) -> None:
         self.sampler = sampler
         self.examples = examples
@@ -120,7 +128,7 @@ class Collector:
         self.sampling = rollout_pb2.SamplingParams(
             n=params.samples_per_prompt, temperature=params.temperature, max_tokens=params.max_new_tokens
         )
-        self.episode = episode_params(params)
+        self.episode = episode_params(params, tenant)
         self.seed = seed
 
     def start(self, step: int, round_: int = 0) -> asyncio.Task[Rollouts]:

@@ -115,12 +115,14 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., episode: _Optional[_Union[EpisodeParams, _Mapping]] = ...) -> None: ...
 
 class EpisodeParams(_message.Message):
-    __slots__ = ("max_turns", "tool_servers")
+    __slots__ = ("max_turns", "tool_servers", "tenant")
     MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
     TOOL_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     max_turns: int
     tool_servers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, max_turns: _Optional[int] = ..., tool_servers: _Optional[_Iterable[str]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, max_turns: _Optional[int] = ..., tool_servers: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("prompt_index", "sample_index", "text", "token_ids", "logprobs", "finish_reason", "policy_version", "episode")
@@ -307,8 +309,10 @@ class UpdateWeightsResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., previous_version: _Optional[int] = ..., tensor_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., receive_seconds: _Optional[float] = ..., apply_seconds: _Optional[float] = ..., aborted_requests: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class RequestLimits(_message.Message):
     __slots__ = ("max_prompts", "max_n", "max_tokens", "max_prompt_tokens", "max_episode_turns")
