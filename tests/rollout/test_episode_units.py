@@ -170,3 +170,106 @@ def test_tool_box_limits_concurrent_calls_and_times_out_waiters() -> None:
     assert Slow.peak == 2
     assert [o.output for o in outcomes] == ["ok", "ok", "error: tool 't' timed out after 0.5 s"]
     assert [o.is_error for o in outcomes] == [False, False, True]
+
+
+def test_headers_never_go_in_plaintext_to_a_remote_host() -> None:
+    def server(**fields) -> dict:
+        return {"name": "s", "headers": {"authorization": "Bearer x"}, **fields}
+
+    refused = [
+        server(kind="grpc", target="calc.tools.svc:50070"),
+        server(kind="grpc", target="dns:///10.0.0.5:50070"),
+        server(kind="mcp_http", target="http://search.internal/mcp"),
+    ]
+    for config in refused:
+        with pytest.raises(ValueError, match="plaintext"):
+            ToolServersFile.model_validate({"servers": [config]})
+    allowed = [
+        server(kind="grpc", target="calc.tools.svc:50070", tls_ca_file="/etc/ca.pem"),
+        server(kind="grpc", target="calc.tools.svc:50070", allow_plaintext_credentials=True),
+        server(kind="grpc", target="127.0.0.1:50070"),
+        server(kind="grpc", target="[::1]:50070"),
+        server(kind="mcp_http", target="https://search.internal/mcp"),
+        server(kind="mcp_http", target="http://localhost:8000/mcp"),
+        {"name": "s", "kind": "mcp_http", "target": "http://search.internal/mcp"},  # no credentials to leak
+    ]
+    for config in allowed:
+        ToolServersFile.model_validate({"servers": [config]})
+
+
+def _localhost_pki(directory) -> tuple[bytes, bytes, str]:
+    """A self-signed certificate for localhost: (certificate PEM, key PEM, its file)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path = directory / "ca.pem"
+    path.write_bytes(cert_pem)
+    return cert_pem, key_pem, str(path)
+
+
+def test_a_grpc_tool_server_with_tls_ca_file_is_reached_over_verified_tls(tmp_path) -> None:
+    import asyncio
+    import importlib.util
+    import pathlib
+
+    import grpc
+    from rft.tools.v1 import tools_pb2_grpc
+    from rft_rollout.tool_servers import GrpcToolClient, ToolServerConfig
+
+    # Loaded by path: "grpc_tools" is also grpcio-tools' package.
+    spec = importlib.util.spec_from_file_location(
+        "tool_server", pathlib.Path(__file__).parent / "tool_servers" / "grpc_tools.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    Tools = module.Tools
+
+    cert_pem, key_pem, ca_file = _localhost_pki(tmp_path)
+
+    async def run() -> list[str]:
+        server = grpc.aio.server()
+        tools_pb2_grpc.add_ToolServiceServicer_to_server(Tools("t"), server)
+        port = server.add_secure_port("localhost:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
+        await server.start()
+        config = ToolServerConfig(
+            name="calc",
+            kind="grpc",
+            target=f"localhost:{port}",
+            headers={"authorization": "Bearer t"},
+            tls_ca_file=ca_file,
+            connect_timeout_seconds=5,
+        )
+        client = GrpcToolClient(config)
+        try:
+            tools = await asyncio.wait_for(client.list_tools(), 10)
+            output, is_error = await client.call("add", {"a": 2, "b": 3}, "e")
+            assert (output, is_error) == ("5", False)
+            return [tool.name for tool in tools]
+        finally:
+            await client.close()
+            await server.stop(None)
+
+    assert asyncio.run(run()) == ["add"]

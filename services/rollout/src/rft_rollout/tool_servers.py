@@ -18,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import pathlib
+import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
@@ -67,8 +70,56 @@ class ToolServerConfig(pydantic.BaseModel):
     tenant. Absent: the operator's tenant "default" only. A server keeps one session for
     everyone allowed on it, so a stateful server is shared by these tenants."""
 
+    tls_ca_file: str = ""
+    """grpc: connect over TLS, verifying the server against this CA bundle (PEM); without
+    it the channel is plaintext. mcp_http: the CA bundle that verifies an https:// target
+    (default: the system's)."""
+    allow_plaintext_credentials: bool = False
+    """Allow `headers` to go in plaintext (grpc without tls_ca_file, an http:// mcp_http
+    target) to a host that is not loopback. Refused at start-up otherwise."""
+
     def allows(self, tenant: str) -> bool:
         return "*" in self.allowed_tenants or tenant in self.allowed_tenants
+
+    @pydantic.model_validator(mode="after")
+    def _no_plaintext_credentials(self) -> ToolServerConfig:
+        if self.kind == "mcp_stdio" or not self.headers or self.allow_plaintext_credentials:
+            return self
+        if self.kind == "grpc":
+            plaintext, host = not self.tls_ca_file, grpc_target_host(self.target)
+        else:
+            url = urllib.parse.urlsplit(self.target)
+            if url.scheme not in ("http", "https"):
+                raise ValueError(f"tool server {self.name!r}: an mcp_http target must be an http(s):// URL")
+            plaintext, host = url.scheme == "http", url.hostname or ""
+        if plaintext and not is_loopback(host):
+            how = "set tls_ca_file" if self.kind == "grpc" else "use an https:// target"
+            raise ValueError(
+                f"tool server {self.name!r}: its headers would go in plaintext to {host!r}; {how}, or set "
+                "allow_plaintext_credentials: true"
+            )
+        return self
+
+
+def grpc_target_host(target: str) -> str:
+    """The host of a gRPC target ("host:port", "[v6]:port", "dns:///host:port"); "localhost"
+    for a unix socket."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return "localhost"
+    target = target.split("///", 1)[-1] if "///" in target else target.removeprefix("dns:").removeprefix("ipv4:")
+    target = target.removeprefix("ipv6:")
+    if target.startswith("["):
+        return target[1 : target.find("]")]
+    return target.rsplit(":", 1)[0] if target.count(":") == 1 else target
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ToolServersFile(pydantic.BaseModel):
@@ -143,7 +194,11 @@ class GrpcToolClient:
         import grpc
         from rft.tools.v1 import tools_pb2_grpc
 
-        self._channel = grpc.aio.insecure_channel(config.target)
+        if config.tls_ca_file:
+            roots = pathlib.Path(config.tls_ca_file).read_bytes()
+            self._channel = grpc.aio.secure_channel(config.target, grpc.ssl_channel_credentials(roots))
+        else:
+            self._channel = grpc.aio.insecure_channel(config.target)
         self._stub = tools_pb2_grpc.ToolServiceStub(self._channel)
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._timeout = config.timeout_seconds
@@ -213,7 +268,9 @@ async def open_mcp_client(config: ToolServerConfig) -> AsyncIterator[Any]:
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
-    async with httpx2.AsyncClient(headers=dict(config.headers), timeout=config.timeout_seconds) as http:
+    # https targets are verified: against tls_ca_file when set, else the system's CAs.
+    verify: Any = ssl.create_default_context(cafile=config.tls_ca_file) if config.tls_ca_file else True
+    async with httpx2.AsyncClient(headers=dict(config.headers), timeout=config.timeout_seconds, verify=verify) as http:
         transport = streamable_http_client(config.target, http_client=http)
         async with Client(transport, read_timeout_seconds=config.timeout_seconds) as client:
             yield client
