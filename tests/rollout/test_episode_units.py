@@ -273,3 +273,32 @@ def test_a_grpc_tool_server_with_tls_ca_file_is_reached_over_verified_tls(tmp_pa
             await server.stop(None)
 
     assert asyncio.run(run()) == ["add"]
+
+
+def test_transport_failures_reach_the_model_without_hosts_or_urls(caplog) -> None:
+    import asyncio
+
+    from rft_rollout.tool_servers import ConnectedServer, GrpcToolClient, ToolBox, ToolServerConfig, ToolSpec
+
+    class Broken:
+        async def call(self, name, arguments, episode_id):
+            raise OSError("connect to http://10.1.2.3:8080/mcp?key=abc failed")
+
+    async def run() -> tuple[str, str]:
+        # Nothing listens on port 1: UNAVAILABLE, with details naming the address.
+        config = ToolServerConfig(name="calc", kind="grpc", target="127.0.0.1:1", timeout_seconds=5)
+        grpc_client = GrpcToolClient(config)
+        try:
+            grpc_output, _ = await grpc_client.call("add", {}, "e")
+        finally:
+            await grpc_client.close()
+        box = ToolBox([ConnectedServer(config.model_copy(update={"name": "web"}), Broken(), [ToolSpec("add", "", {})])])
+        outcome = await box.call(["web"], "add", {}, "e")
+        assert outcome.is_error
+        return grpc_output, outcome.output
+
+    with caplog.at_level("WARNING"):
+        grpc_output, other_output = asyncio.run(run())
+    assert grpc_output == "error: tool 'add' unavailable (UNAVAILABLE)"
+    assert other_output == "error: tool 'add' unavailable (OSError)"
+    assert "10.1.2.3" in caplog.text and "127.0.0.1" in caplog.text  # the details are in the server log

@@ -399,7 +399,7 @@ def test_a_dead_mcp_server_is_a_tool_error_not_a_failed_episode(tool_rollout) ->
     server.wait(timeout=10)
     _, sample = episode(rollout_stub, ["mcp"], max_turns=2)
     (call,) = sample.episode.tool_calls
-    assert call.is_error and call.output.startswith("error: tool 'add'")
+    assert call.is_error and call.output.startswith("error: tool 'add' unavailable (")
     assert sample.episode.turns == 2
     _, other = episode(rollout_stub, ["adder"])
     assert [c.output for c in other.episode.tool_calls] == ["42"]

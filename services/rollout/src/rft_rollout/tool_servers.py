@@ -177,6 +177,12 @@ def cap_output(text: str, max_bytes: int) -> str:
     return data[:room].decode("utf-8", errors="ignore") + TRUNCATION_MARK
 
 
+def unavailable(tool: str, code: str) -> str:
+    """What the model reads when a call fails in transport: the tool and a code (a gRPC
+    status or an exception's type), never the details, which may name infrastructure."""
+    return f"error: tool {tool!r} unavailable ({code})"
+
+
 class ToolClient(Protocol):
     """One connected server."""
 
@@ -230,7 +236,10 @@ class GrpcToolClient:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TimeoutError from None
-            return f"{exc.code().name}: {exc.details()}", True
+            # The details may name hosts and addresses: the server log has them, the model
+            # a code only.
+            log.warning("tool %s: gRPC %s: %s", name, exc.code().name, exc.details())
+            return unavailable(name, exc.code().name), True
         return response.content, response.is_error
 
     async def close(self) -> None:
@@ -345,8 +354,9 @@ class ToolBox:
         except TimeoutError:
             output, is_error = f"error: tool {tool!r} timed out after {config.timeout_seconds:g} s", True
         except Exception as exc:  # a failing server must not end the episode
+            # The exception may carry URLs, addresses or paths: the log has them, the model not.
             log.warning("tool %s on %s failed: %r", tool, config.name, exc)
-            output, is_error = f"error: tool {tool!r} failed: {type(exc).__name__}: {exc}", True
+            output, is_error = unavailable(tool, type(exc).__name__), True
         if is_error and not output.startswith("error"):
             output = f"error: {output}"
         return ToolOutcome(cap_output(output, config.max_output_bytes), is_error, time.perf_counter() - started)
