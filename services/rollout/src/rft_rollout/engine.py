@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
@@ -131,8 +132,7 @@ class VllmEngine:
         return list(self._tokenizer.encode(prompt.text))
 
     def render_tool_turn(self, tool_messages: list[dict[str, str]], ended_with_eos: bool) -> list[int]:
-        text = tool_turn_text(self._tokenizer, tool_messages)
-        ids = list(self._tokenizer.encode(text, add_special_tokens=False))
+        ids = tool_turn_ids(self._tokenizer, tool_messages)
         return ids if ended_with_eos else [self.facts.eos_token_id, *ids]
 
     # -- generation ------------------------------------------------------------------
@@ -364,6 +364,25 @@ def tool_turn_text(tokenizer, tool_messages: list[dict[str, str]]) -> str:
     if end_of_turn < 0:
         raise InvalidRequest("episode: the chat template does not end an assistant turn with the eos token")
     return before[end_of_turn + len(eos) :] + after[len(before) :]
+
+
+def tool_turn_ids(tokenizer, tool_messages: list[dict[str, str]]) -> list[int]:
+    """The token ids of the tool turn (`tool_turn_text`), with the tool messages' contents
+    tokenised as plain text: a tool result that contains "<|im_end|>" or any other
+    special-token string gets the ids of those characters, never the special token, so a
+    tool cannot end its turn or open a system turn. The template's own text (its special
+    tokens included) is tokenised normally."""
+    marks = [f"\x1eRFT-TOOL-CONTENT-{index}-{secrets.token_hex(8)}\x1e" for index in range(len(tool_messages))]
+    stand_ins = [{**message, "content": mark} for message, mark in zip(tool_messages, marks, strict=True)]
+    text = tool_turn_text(tokenizer, stand_ins)
+    ids: list[int] = []
+    for mark, message in zip(marks, tool_messages, strict=True):
+        if text.count(mark) != 1:
+            raise InvalidRequest("episode: the chat template does not write each tool message's content once")
+        template, text = text.split(mark)
+        ids += tokenizer.encode(template, add_special_tokens=False)
+        ids += tokenizer(message["content"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return ids + tokenizer.encode(text, add_special_tokens=False)
 
 
 def _engine_args(config: RolloutConfig):
