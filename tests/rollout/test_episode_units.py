@@ -327,3 +327,25 @@ def test_a_tool_result_cannot_forge_special_tokens() -> None:
     assert tool_turn_ids(tokenizer, plain) == tokenizer.encode(
         tool_turn_text(tokenizer, plain), add_special_tokens=False
     )
+
+
+def test_a_malformed_tool_servers_file_does_not_print_its_credentials(tmp_path) -> None:
+    import json
+
+    import pydantic
+    from rft_rollout.tool_servers import load_tool_servers
+
+    secret = "Bearer sk-live-0123456789"
+    bad = [
+        {"name": "a", "kind": "grpc", "target": "127.0.0.1:1", "headers": {"authorization": secret}, "timeout": 5},
+        {"name": "a", "kind": "grpc", "target": "127.0.0.1:1", "headers": {"authorization": [secret]}},
+        {"name": "a", "kind": "mcp_stdio", "target": "x", "env": {"DB_PASSWORD": secret}, "max_output_bytes": 1},
+        {"name": "a", "kind": "ftp", "target": secret},
+        {"name": "a", "kind": "grpc", "target": "calc.svc:1", "headers": {"authorization": secret}},  # plaintext
+    ]
+    for server in bad:
+        path = tmp_path / "tool-servers.json"
+        path.write_text(json.dumps({"servers": [server]}))
+        with pytest.raises(pydantic.ValidationError) as caught:
+            load_tool_servers(path)
+        assert "sk-live" not in str(caught.value)

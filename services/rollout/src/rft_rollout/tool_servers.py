@@ -39,7 +39,7 @@ TRUNCATION_MARK = "\n[output truncated]"
 class ToolServerConfig(pydantic.BaseModel):
     """One tool server, as the operator configures it."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs hold credentials
 
     name: str = pydantic.Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     """Name requests use in EpisodeParams.tool_servers."""
@@ -125,7 +125,7 @@ def is_loopback(host: str) -> bool:
 class ToolServersFile(pydantic.BaseModel):
     """The --tool-servers-file: {"servers": [ToolServerConfig, ...]}."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", hide_input_in_errors=True)  # inputs hold credentials
 
     servers: list[ToolServerConfig] = []
     """Every tool server; names are unique."""
