@@ -102,6 +102,8 @@ def messages(descriptor: Descriptor, cls: type[Message], depth: int = 3) -> st.S
                 continue
             if not draw(st.booleans()):
                 continue
+            if field.message_type is not None and depth == 0:
+                continue  # deep enough: nested messages stay unset (a list of nothing cannot be drawn)
             if field.is_repeated:
                 values = draw(st.lists(value_of(field), max_size=4))
                 target = getattr(message, field.name)
