@@ -19,6 +19,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
+from rft_common import vllm_cpu
+
 from rft_rollout.config import RolloutConfig
 from rft_rollout.domain import EngineSample, InvalidRequest, NotReady, PromptInput, SampleRequest
 
@@ -420,7 +422,7 @@ async def open_vllm_engine(config: RolloutConfig) -> AsyncIterator[VllmEngine]:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     if current_platform.is_cpu() and config.cpu_single_process:
-        os.environ.update(single_process_cpu_env(config.cpu_threads, len(os.sched_getaffinity(0))))
+        os.environ.update(vllm_cpu.single_process_env(config.cpu_threads, len(os.sched_getaffinity(0))))
 
     args = _engine_args(config)
     llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
@@ -430,24 +432,6 @@ async def open_vllm_engine(config: RolloutConfig) -> AsyncIterator[VllmEngine]:
         yield engine
     finally:
         llm.shutdown()
-
-
-def single_process_cpu_env(threads: int, cores: int) -> dict[str, str]:
-    """Environment for vLLM on CPU with its model worker inside the engine process.
-
-    vLLM's CPU default runs the worker in a process of its own, fed by a shared-memory
-    queue whose reader spins (`sched_yield`) for a second after each message before it
-    sleeps (vllm/distributed/device_communicators/shm_broadcast.py, SpinCondition,
-    busy_loop_s=1, not configurable): an idle replica holds a core for a second after
-    every request, which on a small machine is the learner's core. With
-    VLLM_ENABLE_V1_MULTIPROCESSING=0 the CPU platform keeps the uniprocess executor
-    (AsyncLLM still runs the engine in a child process), which blocks when idle. The
-    worker process's OpenMP binding does not apply there, so the thread count is set
-    here: `threads`, or one less than `cores` (vLLM keeps one core for its scheduler)."""
-    return {
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "OMP_NUM_THREADS": str(threads or max(1, cores - 1)),
-    }
 
 
 def shapes_by_name(specs: Sequence) -> dict[str, list[int]]:

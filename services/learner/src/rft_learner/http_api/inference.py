@@ -27,6 +27,7 @@ import sys
 import time
 
 import httpx
+from rft_common import vllm_cpu
 
 from rft_learner.http_api.errors import ApiError
 
@@ -104,6 +105,8 @@ class InferenceServers:
         else:
             if self.settings.kv_cache_gib > 0:
                 env["VLLM_CPU_KVCACHE_SPACE"] = str(self.settings.kv_cache_gib)
+            # An idle server must not spin a core the trainer needs (rft_common.vllm_cpu).
+            env.update(vllm_cpu.single_process_env(0, len(os.sched_getaffinity(0))))
             # vLLM 0.32's CPU worker cannot rewind a seeded request's generator when a
             # prompt's prefill is split (see the rollout's engine): prefills run whole.
             command += ["--no-enable-chunked-prefill"]
