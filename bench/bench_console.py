@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--loads", type=int, default=5)
     args = parser.parse_args()
-    from conftest import CHROMIUM_FLAGS, chromium_path
+    from console_browser import CHROMIUM_FLAGS, chromium_path
     from playwright.sync_api import sync_playwright
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-console-"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import sys
 
 import pytest
@@ -14,28 +13,12 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "learner"))
+sys.path.insert(0, str(REPO / "tests" / "console"))
 
+from console_browser import CHROMIUM_FLAGS, DEMO_MODEL, chromium_path  # noqa: E402
 from jobs_client import learner_args  # noqa: E402
 from service_process import ServiceProcess  # noqa: E402
 from tenant_keys import write_keys_file  # noqa: E402
-
-DEMO_MODEL = REPO / "models" / "demo-base"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",  # tests run as root in CI containers
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",  # the machine has no internet: no update pings
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str:
-    found = os.environ.get("RFT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.fail("no chromium on PATH: `make install` installs Debian's chromium package (apt-packages.txt)")
-    return found
 
 
 @pytest.fixture(scope="session")

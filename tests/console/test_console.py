@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import REPO
+from console_browser import REPO
 from playwright.sync_api import expect
 from tenant_keys import KEYS
 
