@@ -89,6 +89,9 @@ def test_login_refuses_a_wrong_key_then_logs_in_by_keyboard(page, services) -> N
     page.get_by_label("API key").fill(KEYS["alice"])
     page.keyboard.press("Enter")
     page.get_by_role("navigation", name="Main").wait_for()
+    # The key lives in this tab's sessionStorage only (docs/console.md), never localStorage.
+    assert page.evaluate("Object.values(sessionStorage)") == [KEYS["alice"]]
+    assert page.evaluate("localStorage.length") == 0
     # Keyboard: "Skip to content" is the first stop and moves into the page; the menu
     # works from the keyboard, and each new page's heading takes the focus.
     focused = "document.activeElement.textContent"
