@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import socket
 import time
@@ -22,6 +21,7 @@ from rft.common.v1 import common_pb2
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common.client import aio_channel
+from rft_common.episodes import episode_sample_output, sample_output
 
 from rft_learner.weight_sync import PushPlan, TensorSource, served_dtypes
 
@@ -342,45 +342,14 @@ def _messages(messages: list[dict[str, Any]]) -> list[common_pb2.ChatMessage]:
     return out
 
 
-def sample_output(text: str) -> grader_pb2.SampleOutput:
-    """The grader's view of a sample: its text and, when the text is a JSON object, that object."""
-    output = grader_pb2.SampleOutput(output_text=text)
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            parsed = json.loads(stripped)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict):
-            output.output_json.update(parsed)
-    return output
-
-
 def grader_sample(sample: GeneratedSample) -> str | grader_pb2.SampleOutput:
     """What the grader sees of a sample: its text, and for an episode the tool calls
     (sample.output_tools, OpenAI's chat-completions format plus output and is_error)
-    and messages (sample.output_messages)."""
+    and messages (sample.output_messages): rft_common.episodes, shared with `rft evals
+    run` and the HTTP API's evaluation runs."""
     if sample.episode is None:
         return sample.text
-    output = sample_output(sample.text)
-    for call in sample.episode.tool_calls:
-        output.output_tools.append(
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments_json},
-                "output": call.output,
-                "is_error": call.is_error,
-            }
-        )
-    for message in sample.episode.messages:
-        entry: dict[str, Any] = {"role": message.role, "content": message.content}
-        if message.role == "tool":
-            entry["tool_call_id"] = message.tool_call_ids[0] if message.tool_call_ids else ""
-        else:
-            entry["tool_calls"] = list(message.tool_call_ids)
-        output.output_messages.append(entry)
-    return output
+    return episode_sample_output(sample.text, sample.episode)
 
 
 def stand_in_episode_sample() -> grader_pb2.SampleOutput:

@@ -36,6 +36,8 @@ from typing import Any, Protocol
 import torch
 from rft.rollout.v1 import rollout_pb2
 from rft_common.api_keys import DEFAULT_TENANT
+from rft_common.episodes import episode_metrics
+from rft_common.episodes import episode_params as shared_episode_params
 
 from rft_learner.hparams import ReinforcementParams
 from rft_learner.remote import GeneratedPrompt, grader_sample
@@ -76,10 +78,9 @@ class Scorer(Protocol):
 
 def episode_params(params: ReinforcementParams, tenant: str = "") -> rollout_pb2.EpisodeParams | None:
     """The job's episode settings for the rollout, acting for `tenant` (whose tool
-    servers only it may use); None for single-turn jobs."""
-    if params.max_turns <= 1 and not params.tool_servers:
-        return None
-    return rollout_pb2.EpisodeParams(max_turns=params.max_turns, tool_servers=params.tool_servers, tenant=tenant)
+    servers only it may use); None for single-turn jobs (rft_common.episodes, as evaluations
+    from the CLI and the HTTP API build them)."""
+    return shared_episode_params(params.max_turns, params.tool_servers, tenant)
 
 
 def job_tenant(request) -> str:
@@ -325,26 +326,6 @@ def metric_is_documented(name: str) -> bool:
         return True
     family, _, k = name.partition("@")
     return bool(k) and f"{family}@k" in METRIC_NAMES
-
-
-def episode_metrics(episodes: Sequence[rollout_pb2.Episode]) -> dict[str, float]:
-    """Means over a step's episodes (none: no metric): turns, tool calls, error rate
-    (failed calls / calls; 0 without calls), call seconds (calls that took time), and
-    sampled vs inserted tokens (episode.token_mask's 1s and 0s)."""
-    if not episodes:
-        return {}
-    calls = [call for e in episodes for call in e.tool_calls]
-    timed = [call.latency_seconds for call in calls if call.latency_seconds > 0]
-    sampled = sum(sum(e.token_mask) for e in episodes)
-    count = len(episodes)
-    return {
-        "episode_turns_mean": sum(e.turns for e in episodes) / count,
-        "tool_calls_mean": len(calls) / count,
-        "tool_error_rate": sum(call.is_error for call in calls) / len(calls) if calls else 0.0,
-        "tool_seconds_mean": sum(timed) / len(timed) if timed else 0.0,
-        "sampled_tokens_mean": sampled / count,
-        "tool_tokens_mean": (sum(len(e.token_mask) for e in episodes) - sampled) / count,
-    }
 
 
 def step_metrics(rounds: Sequence[Graded], groups: Sequence[Group], trained_version: int) -> dict[str, float]:
