@@ -2,6 +2,8 @@
 
     async with SandboxPool(settings) as pool:
         outcomes = await pool.grade("acme", source, [(sample, item), ...])
+        tools = await pool.run_tool("acme", tools_source, "describe")
+        result = await pool.run_tool("acme", tools_source, "call", "lookup", {"sku": "A1"})
 
 Each tenant gets `sandbox_workers_per_tenant` workers, each a separate jail (own
 namespaces, own tmpfs /tmp): tenants share nothing, and a batch of one tenant never
@@ -12,6 +14,9 @@ tenant, or waits in line (at most `sandbox_tenant_wait_seconds`) for one to go i
 after which its samples fail with resource_limit. A large batch is split across the
 tenant's workers. A worker that fails (dies, stops answering, breaks the protocol) is
 killed, restarted, and the batch retried once.
+
+Python tools (`run_tool`) run in the same workers, under the same jail and limits, as
+a batch of one: the tenant's workers serve its grades and its tool calls alike.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import math
 import os
 import tempfile
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 from rft_common.tenancy import tenant_label
 
@@ -188,6 +194,38 @@ class SandboxPool:
             raise SandboxUnavailable(self.unavailable_reason)
         if not pairs:
             return []
+        async with self._admitted(tenant) as group:
+            parts = min(len(group.workers), max(1, len(pairs) // MIN_CHUNK))
+            size = math.ceil(len(pairs) / parts)
+            chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+            results = await asyncio.gather(*(self._run_chunk(group, source, chunk) for chunk in chunks))
+        return [outcome for chunk in results for outcome in chunk]
+
+    async def run_tool(
+        self,
+        tenant: str,
+        source: str,
+        mode: Literal["call", "describe"],
+        name: str = "",
+        arguments: dict[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> PythonOutcome:
+        """Python tools in the tenant's workers. "describe": the source's tools as a JSON
+        list in the outcome's message; "call": the result of tool `name` as text. A failure
+        of the user's code is an error outcome, as for a grade. `timeout_seconds` lowers
+        the wall-clock limit. Raises as `grade` does."""
+        if not self.available:
+            raise SandboxUnavailable(self.unavailable_reason)
+        entry = (name, arguments if arguments is not None else {}) if mode == "call" else (None, None)
+        async with self._admitted(tenant) as group:
+            (outcome,) = await self._run_chunk(group, source, [entry], mode, timeout_seconds)
+        return outcome
+
+    # -- internals ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, tenant: str) -> AsyncIterator[_Tenant]:
+        """The tenant's group, busy for the block (SandboxBusy if no slot freed up in time)."""
         group = await self._admit(tenant)
         if group is None:
             s = self.settings
@@ -195,19 +233,13 @@ class SandboxPool:
                 f"the python sandbox is at --sandbox-max-tenants ({s.sandbox_max_tenants}) with every tenant busy, "
                 f"and no slot freed up within {s.sandbox_tenant_wait_seconds:g} s: retry later"
             )
-        parts = min(len(group.workers), max(1, len(pairs) // MIN_CHUNK))
-        size = math.ceil(len(pairs) / parts)
-        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
         try:
-            results = await asyncio.gather(*(self._run_chunk(group, source, chunk) for chunk in chunks))
+            yield group
         finally:
             group.busy -= 1
             group.last_used = time.monotonic()
             if group.busy == 0:
                 self._notify()
-        return [outcome for chunk in results for outcome in chunk]
-
-    # -- internals ---------------------------------------------------------------------
 
     async def _admit(self, name: str) -> _Tenant | None:
         """The tenant's group, marked busy; None if no slot freed up in time.
@@ -301,9 +333,16 @@ class SandboxPool:
         if self._tenants.get(group.name) is group:
             metrics.WORKERS.labels(tenant_label(group.name)).set(sum(w.alive for w in group.workers))
 
-    async def _run_chunk(self, group: _Tenant, source: str, pairs: list[tuple[dict, dict]]) -> list[PythonOutcome]:
+    async def _run_chunk(
+        self,
+        group: _Tenant,
+        source: str,
+        pairs: list[tuple[Any, Any]],
+        mode: str = "grade",
+        timeout_seconds: float | None = None,
+    ) -> list[PythonOutcome]:
         try:
-            body = await encode_request(source, pairs)
+            body = await encode_request(source, pairs, mode, timeout_seconds)
         except (TypeError, ValueError, RecursionError) as exc:
             message = f"sample or item is not JSON data: {exc}"[:500]
             return [PythonOutcome.error("exception", message) for _ in pairs]

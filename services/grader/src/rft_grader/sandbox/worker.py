@@ -227,9 +227,7 @@ class SandboxWorker:
         self._unsettled = False
         return isinstance(frame, dict) and frame.get("clean") is True
 
-    async def grade(
-        self, source: str, pairs: list[tuple[dict, dict]], body: bytes | None = None
-    ) -> list[PythonOutcome]:
+    async def grade(self, source: str, pairs: list[tuple[Any, Any]], body: bytes | None = None) -> list[PythonOutcome]:
         """Grade `pairs` in this worker. Raises WorkerFailed (worker killed) if it misbehaves."""
         if not self.alive or self._writer is None:
             raise WorkerFailed("worker not running")
@@ -260,15 +258,24 @@ class SandboxWorker:
             raise
 
 
-async def encode_request(source: str, pairs: list[tuple[dict, dict]]) -> bytes:
-    """The two request frames: a JSON header {source, count}, then the pairs as a JSON list.
+async def encode_request(
+    source: str, pairs: list[tuple[Any, Any]], mode: str = "grade", timeout_seconds: float | None = None
+) -> bytes:
+    """The two request frames: a JSON header {source, count[, mode, timeout_seconds]}, then
+    the pairs as a JSON list.
 
-    Big batches are encoded off the event loop. The zygote forwards the pairs to the
-    grading child unparsed.
+    Python tools ("call", "describe") send one pair, (name, arguments) or (None, None), and
+    may lower the wall-clock limit. Big batches are encoded off the event loop. The zygote
+    forwards the pairs to the grading child unparsed.
     """
 
     def encode() -> bytes:
-        header = json.dumps({"source": source, "count": len(pairs)}).encode()
+        fields: dict[str, Any] = {"source": source, "count": len(pairs)}
+        if mode != "grade":
+            fields["mode"] = mode
+        if timeout_seconds is not None:
+            fields["timeout_seconds"] = timeout_seconds
+        header = json.dumps(fields).encode()
         body = json.dumps([[sample, item] for sample, item in pairs], allow_nan=False).encode()
         return struct.pack("!I", len(header)) + header + struct.pack("!I", len(body)) + body
 
@@ -301,7 +308,7 @@ def parse_results(frame: Any, count: int, max_message: int) -> list[PythonOutcom
             score = float(score)
             if not math.isfinite(score) or abs(score) > MAX_ABS_SCORE:
                 raise WorkerFailed("sandbox worker sent an invalid score")
-            outcomes.append(PythonOutcome(score=score, error_kind=None, message=""))
+            outcomes.append(PythonOutcome(score=score, error_kind=None, message=message))  # message: a tool's result
         elif kind in ERROR_KINDS and score is None:
             outcomes.append(PythonOutcome.error(kind, message))
         else:

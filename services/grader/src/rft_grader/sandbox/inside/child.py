@@ -1,4 +1,5 @@
-"""The forked process that runs user code: confine itself first, then grade.
+"""The forked process that runs user code: confine itself first, then grade (or, for
+Python tools, describe the source's tools or call one of them).
 
 Runs inside the jail (standard library only). Order matters: rlimits, then (weaker mode)
 the uid drop, then the seccomp filter, and only then the grader's module. Results go out
@@ -24,10 +25,14 @@ import sys
 import time
 import traceback
 
+from tool_schema import TOOL_FILENAME, describe_tools, result_text, tool_functions
+
 OK, EXCEPTION, TIMEOUT, INVALID_SCORE, RESOURCE_LIMIT, CRASHED = range(6)
 MAX_ABS_SCORE = 1e300
 FRAME = struct.Struct("!16sIBdI")  # nonce, index, kind, score, message length
-JOB = struct.Struct("!16sIII")  # nonce, sample count, code length, pairs length
+JOB = struct.Struct("!16sIIIB")  # nonce, sample count, code length, pairs length, mode
+MODE_GRADE, MODE_CALL, MODE_DESCRIBE = 0, 1, 2
+MODES = {"grade": MODE_GRADE, "call": MODE_CALL, "describe": MODE_DESCRIBE}
 END_INDEX = 0xFFFFFFFF
 CONFINED_INDEX = 0xFFFFFFFE  # first frame: the child has confined itself (sent before any user code runs)
 FLUSH_SECONDS = 0.02
@@ -184,7 +189,7 @@ class Child:
             header = read_exact(self.job_fd, JOB.size)
         except EOFError:
             return 0  # the zygote stopped before giving this spare a batch
-        self.nonce, count, code_len, body_len = JOB.unpack(header)
+        self.nonce, count, code_len, body_len, mode = JOB.unpack(header)
         self.indices = list(struct.unpack(f"!{count}I", read_exact(self.job_fd, 4 * count)))
         code = marshal.loads(read_exact(self.job_fd, code_len))
         body = read_exact(self.job_fd, body_len)
@@ -196,7 +201,10 @@ class Child:
             os.write(self.result_fd, FRAME.pack(self.nonce, CONFINED_INDEX, OK, 0.0, 0))
         except OSError:
             return 0  # the zygote is gone
-        self.run(code, body)
+        if mode == MODE_GRADE:
+            self.run(code, body)
+        else:
+            self.run_tool(code, body, mode)
         return 0
 
     def confine(self) -> None:
@@ -303,19 +311,54 @@ class Child:
             self.report(index, kind, score, message)
         self.report(END_INDEX, OK, 0.0, "")
 
-    def describe(self, exc: BaseException, output: CappedOutput) -> tuple[int, float, str]:
+    def run_tool(self, code: object, body: bytes, mode: int) -> None:
+        """Python tools: one entry, [name, arguments] to call or [null, null] to describe.
+
+        The module runs afresh in each call (nothing persists between calls). A call
+        reports OK with the result as text; a describe reports OK with the tools as a JSON
+        list. Whatever fails is an error with a message for the model."""
+        import builtins
+
+        namespace = {"__name__": "tools", "__builtins__": builtins}
+        output = CappedOutput(self.limits["max_output_bytes"])
+        sys.stdout = sys.stderr = output
+        index, cap = self.indices[0], self.limits["max_message_bytes"]
+        try:
+            ((name, arguments),) = json.loads(body)
+            exec(code, namespace)
+            if mode == MODE_DESCRIBE:
+                text = json.dumps(describe_tools(namespace), ensure_ascii=False)
+                if len(text.encode("utf-8", "replace")) > cap:
+                    raise ValueError(f"the tools' descriptions take more than {cap} bytes")
+                report = (OK, 0.0, text)
+            else:
+                tools = tool_functions(namespace)
+                if name not in tools:
+                    raise LookupError(f"no tool {name!r:.100}; the tools are {sorted(tools)}")
+                if not isinstance(arguments, dict):
+                    raise TypeError("the arguments must be a JSON object")
+                report = (OK, 0.0, cap_text(result_text(tools[name](**arguments)), cap))
+        except BaseException as exc:
+            report = self.describe(exc, output, TOOL_FILENAME, "line")
+        self.report(index, *report)
+        self.report(END_INDEX, OK, 0.0, "")
+
+    def describe(
+        self, exc: BaseException, output: CappedOutput, filename: str = "<grader>", where: str = "grader line"
+    ) -> tuple[int, float, str]:
         kind = EXCEPTION
         if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS):
             kind = RESOURCE_LIMIT
+        label = "grader" if filename == "<grader>" else "printed"
         try:
-            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<grader>"]
-            where = f" (grader line {frames[-1].lineno})" if frames else ""
-            text = f"{type(exc).__name__}: {exc}{where}"
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+            at = f" ({where} {frames[-1].lineno})" if frames else ""
+            text = f"{type(exc).__name__}: {exc}{at}"
         except BaseException:  # an exception whose __str__ fails still needs a message
             text = f"{type(exc).__name__} (message could not be rendered)"
         printed = output.text()
         if printed:
-            text += "\n--- grader output ---\n" + printed
+            text += f"\n--- {label} output ---\n" + printed
         return kind, 0.0, cap_text(text, self.limits["max_message_bytes"])
 
 

@@ -39,6 +39,8 @@ from child import (  # noqa: E402
     FRAME,
     JOB,
     MAX_ABS_SCORE,
+    MODE_GRADE,
+    MODES,
     OK,
     PR_SET_DUMPABLE,
     build_seccomp_filter,
@@ -47,6 +49,7 @@ from child import (  # noqa: E402
     read_exact,
 )
 from forker import Forker  # noqa: E402
+from tool_schema import TOOL_FILENAME  # noqa: E402
 
 KIND_NAMES = {1: "exception", 2: "timeout", 3: "invalid_score", 4: "resource_limit", 5: "crashed"}
 
@@ -76,6 +79,10 @@ class Zygote:
         self.base_data = 0
         self.base_as = 0
         self.last_heartbeat = 0.0
+        self.mode, self.what = MODE_GRADE, "grader"
+        """The batch's mode, and what its messages call the user's code."""
+        self.timeout = float(self.limits["timeout_seconds"])
+        """The batch's wall-clock limit per sample, in seconds."""
 
     # -- start-up --------------------------------------------------------------------
 
@@ -177,6 +184,9 @@ class Zygote:
     def serve(self) -> None:
         """Request: a JSON header {"source", "count"} frame, then the pairs (a JSON list) as raw bytes.
 
+        Python tools add "mode" ("call" or "describe"; absent: "grade") and may lower the
+        wall-clock limit with "timeout_seconds"; their one entry is [name, arguments].
+
         The zygote never parses the pairs (model output): the grading child does, under its
         limits. A spare child is forked ahead of each batch, so a request does not wait for
         fork (tens of milliseconds for a process holding numpy, scipy and sympy). The fork
@@ -195,7 +205,11 @@ class Zygote:
                 self.shutdown()
                 return
             self.kills = {}
-            results = self.grade(header["source"], body, int(header["count"]))
+            mode = MODES.get(header.get("mode", "grade"), MODE_GRADE)
+            timeout = float(self.limits["timeout_seconds"])
+            if isinstance(header.get("timeout_seconds"), (int, float)) and header["timeout_seconds"] > 0:
+                timeout = min(timeout, float(header["timeout_seconds"]))
+            results = self.grade(header["source"], body, int(header["count"]), mode, timeout)
             answer = {"results": results, "kills": self.kills}
             if self.damaged:
                 answer["damaged"] = self.damaged  # the server replaces this worker and retries elsewhere
@@ -229,23 +243,26 @@ class Zygote:
             self.last_heartbeat = now
             send(self.response_fd, {"heartbeat": True})
 
-    def compile(self, source: str) -> bytes:
-        """The grader's code object, marshalled for the child; compiled once per source."""
-        key = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+    def compile(self, source: str, filename: str = "<grader>") -> bytes:
+        """The grader's (or tools') code object, marshalled for the child; compiled once per source."""
+        key = filename + hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
         code = self.code_cache.get(key)
         if code is None:
-            code = marshal.dumps(compile(source, "<grader>", "exec", dont_inherit=True))
+            code = marshal.dumps(compile(source, filename, "exec", dont_inherit=True))
             if len(self.code_cache) >= 32:
                 self.code_cache.pop(next(iter(self.code_cache)))
             self.code_cache[key] = code
         return code
 
-    def grade(self, source: str, body: bytes, count: int) -> list:
+    def grade(self, source: str, body: bytes, count: int, mode: int = MODE_GRADE, timeout: float = 0.0) -> list:
+        what = "grader" if mode == MODE_GRADE else "tool"
         try:
-            code = self.compile(source)
+            code = self.compile(source, "<grader>" if mode == MODE_GRADE else TOOL_FILENAME)
         except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError) as exc:
-            message = cap_text(f"grader source does not compile: {type(exc).__name__}: {exc}", 4096)
+            message = cap_text(f"{what} source does not compile: {type(exc).__name__}: {exc}", 4096)
             return [["exception", None, message]] * count
+        self.mode, self.what = mode, what
+        self.timeout = timeout or float(self.limits["timeout_seconds"])
         results: list = [None] * count
         pending = list(range(count))
         while pending:
@@ -277,7 +294,8 @@ class Zygote:
         self.reap()  # a re-run: the killed child must not count against the new one's limits
         pid, job_w, r, pidfd = self.forker.child()
         self.heartbeat()
-        job = JOB.pack(nonce, len(indices), len(code), len(body)) + struct.pack(f"!{len(indices)}I", *indices)
+        job = JOB.pack(nonce, len(indices), len(code), len(body), self.mode)
+        job += struct.pack(f"!{len(indices)}I", *indices)
         try:
             write_all(job_w, job + code)
             write_all(job_w, body)
@@ -288,7 +306,7 @@ class Zygote:
         death = None
         buf = bytearray()
         position = 0
-        timeout = float(self.limits["timeout_seconds"])
+        timeout = self.timeout
         deadline = time.monotonic() + timeout
         max_frame = FRAME.size + self.limits["max_message_bytes"]
         finished = False
@@ -298,7 +316,7 @@ class Zygote:
         while not finished:
             left = deadline - time.monotonic()
             if left <= 0:
-                death = ["timeout", None, f"grader ran longer than the {timeout:g} s wall-clock limit"]
+                death = ["timeout", None, f"{self.what} ran longer than the {timeout:g} s wall-clock limit"]
                 self.count_kill("timeout")
                 break
             if not poller.poll(left * 1000):
@@ -356,7 +374,7 @@ class Zygote:
                     # (e.g. its limits were lowered from outside), not the grader at fault.
                     self.damaged = f"a grading process ended before confining itself: {death[2]}"
                 return got, death
-            death = ["timeout", None, f"grader ran longer than the {timeout:g} s wall-clock limit"]
+            death = ["timeout", None, f"{self.what} ran longer than the {timeout:g} s wall-clock limit"]
             self.count_kill("timeout")
         # Done, or killed by us: by pidfd, which names this process whatever its group is
         # (graded code cannot leave its group, but a kill must not depend on that). The
@@ -386,7 +404,7 @@ class Zygote:
         if kind == OK:
             if not math.isfinite(score) or abs(score) > MAX_ABS_SCORE:
                 return None
-            return [None, score, ""]
+            return [None, score, message]  # a tool's result; empty for a grade
         if kind not in KIND_NAMES:
             return None
         return [KIND_NAMES[kind], None, message]
@@ -397,14 +415,14 @@ class Zygote:
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
             if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= self.limits["cpu_seconds"]):
                 self.count_kill("cpu")
-                return ["timeout", None, f"grader used more than {self.limits['cpu_seconds']:g} s of CPU"]
+                return ["timeout", None, f"{self.what} used more than {self.limits['cpu_seconds']:g} s of CPU"]
             if sig == signal.SIGXFSZ:
                 self.count_kill("file_size")
-                return ["resource_limit", None, "grader wrote a file larger than the sandbox's file size limit"]
+                return ["resource_limit", None, f"{self.what} wrote a file larger than the sandbox's file size limit"]
             self.count_kill("signal")
-            return ["crashed", None, f"grader process killed by {name}"]
+            return ["crashed", None, f"{self.what} process killed by {name}"]
         code = os.WEXITSTATUS(status)
-        return ["crashed", None, f"grader process exited with status {code} before returning a result"]
+        return ["crashed", None, f"{self.what} process exited with status {code} before returning a result"]
 
     def count_kill(self, reason: str) -> None:
         self.kills[reason] = self.kills.get(reason, 0) + 1
