@@ -4,6 +4,11 @@ For each model a temporary rollout service is started (or --rollout names a runn
 one), every prompt gets K sampled answers and one greedy answer, the grader service
 scores them, and the metrics match the learner's validation metrics (reward mean,
 pass@1 and pass@K from the K samples, greedy pass@1, top@k from ranked-list graders).
+
+With --max-turns / --tool-servers every answer is a tool-using episode, run by the
+rollout service exactly as a job's validation runs it (rft_common.episodes: the same
+EpisodeParams, the grader sees the final answer as output_text plus output_tools and
+output_messages), and the episode metrics are reported beside the others.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from rft.common.v1 import common_pb2
 from rft.grader.v1 import grader_pb2
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
+from rft_common.episodes import EPISODE_METRICS, episode_ends, episode_metrics, episode_params, episode_sample_output
 
 from rft_cli import graders
 from rft_cli.common import add_command, add_group
@@ -108,15 +114,23 @@ class Reporter:
 
 
 async def _generate(
-    stub: Stub, examples: Sequence[Example], params: rollout_pb2.SamplingParams, batch: int, seed: int | None, advance
-) -> list[list[str]]:
-    """Texts per prompt, in order; requests of `batch` prompts, a few in flight."""
+    stub: Stub,
+    examples: Sequence[Example],
+    params: rollout_pb2.SamplingParams,
+    batch: int,
+    seed: int | None,
+    advance,
+    episode: rollout_pb2.EpisodeParams | None = None,
+) -> list[list[rollout_pb2.Sample]]:
+    """Samples per prompt, in order; requests of `batch` prompts, a few in flight."""
     limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
 
-    async def one(index: int, chunk: Sequence[Example]) -> list[list[str]]:
+    async def one(index: int, chunk: Sequence[Example]) -> list[list[rollout_pb2.Sample]]:
         request = rollout_pb2.GenerateRequest(sampling=params, request_id=f"rft-evals-{index}")
         if seed is not None:
             request.sampling.seed = seed + index
+        if episode is not None:
+            request.episode.CopyFrom(episode)
         for example in chunk:
             messages = [
                 common_pb2.ChatMessage(role=m.get("role", "user"), content=m["content"]) for m in example.messages
@@ -125,13 +139,44 @@ async def _generate(
         async with limit:
             response = await stub.Generate(request)
         advance(len(chunk))
-        return [[s.text for s in result.samples] for result in response.results]
+        return [list(result.samples) for result in response.results]
 
     chunks = [examples[i : i + batch] for i in range(0, len(examples), batch)]
-    out: list[list[str]] = []
-    for texts in await asyncio.gather(*(one(i, c) for i, c in enumerate(chunks))):
-        out.extend(texts)
+    out: list[list[rollout_pb2.Sample]] = []
+    for samples in await asyncio.gather(*(one(i, c) for i, c in enumerate(chunks))):
+        out.extend(samples)
     return out
+
+
+def _grader_sample(sample: rollout_pb2.Sample | None) -> grader_pb2.SampleOutput:
+    """As the learner's validation grades it: an episode with its tool calls and messages."""
+    if sample is None:
+        return graders.sample_output("")
+    if sample.HasField("episode"):
+        return episode_sample_output(sample.text, sample.episode)
+    return graders.sample_output(sample.text)
+
+
+def _check_episodes(args: argparse.Namespace, info: rollout_pb2.GetModelInfoResponse, where: str) -> None:
+    """Refuse, before any generation, tool servers the rollout does not offer (to this
+    tenant) and a --max-turns above its limit."""
+    offered = [server.name for server in info.tool_servers]
+    unknown = [name for name in args.tool_servers if name not in offered]
+    if unknown:
+        listing = ", ".join(offered) if offered else "none"
+        hint = "" if offered or args.rollout else " (give the rollout a --rollout-tool-servers-file)"
+        raise CliError(
+            f"--tool-servers: unknown tool server{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"the rollout for {where} offers {listing}{hint}",
+            EXIT_FAILED,
+        )
+    limit = info.limits.max_episode_turns
+    if limit and args.max_turns > limit:
+        raise CliError(
+            f"--max-turns {args.max_turns} is above the rollout's limit of {limit} turns per episode "
+            "(its --max-episode-turns)",
+            EXIT_FAILED,
+        )
 
 
 async def evaluate_model(
@@ -145,22 +190,27 @@ async def evaluate_model(
 ) -> dict[str, Any]:
     temporary = not args.rollout  # started by this command: plaintext on loopback
     stub = conns.stub(rollout_endpoint(address), rollout_pb2_grpc.RolloutServiceStub, plaintext=temporary)
-    info = await stub.GetModelInfo(rollout_pb2.GetModelInfoRequest())
+    episode = episode_params(args.max_turns, args.tool_servers, args.tenant or "")
+    # With episodes, the tool servers listed are those the episodes' tenant may use.
+    tenant = (args.tenant or "") if episode is not None else ""
+    info = await stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(tenant=tenant))
     k = args.samples
     if info.limits.max_n and k > info.limits.max_n:
         raise CliError(f"--samples {k} is above the rollout's limit of {info.limits.max_n} samples per prompt")
+    if episode is not None:
+        _check_episodes(args, info, label)
     batch = min(PROMPTS_PER_REQUEST, info.limits.max_prompts or PROMPTS_PER_REQUEST)
     started = time.monotonic()
     sampling = rollout_pb2.SamplingParams(n=k, temperature=args.temperature, max_tokens=args.max_tokens)
     greedy_params = rollout_pb2.SamplingParams(n=1, temperature=0.0, max_tokens=args.max_tokens)
     advance = reporter.task(f"{label}: generating", 2 * len(examples), f"prompts ({k} samples, then 1 greedy)")
-    sampled = await _generate(stub, examples, sampling, batch, args.seed, advance)
-    greedy = await _generate(stub, examples, greedy_params, batch, None, advance)
+    sampled = await _generate(stub, examples, sampling, batch, args.seed, advance, episode)
+    greedy = await _generate(stub, examples, greedy_params, batch, None, advance, episode)
     generate_seconds = time.monotonic() - started
 
-    pairs = [(graders.sample_output(t), e.item) for e, texts in zip(examples, sampled, strict=True) for t in texts]
+    pairs = [(_grader_sample(s), e.item) for e, samples in zip(examples, sampled, strict=True) for s in samples]
     pairs += [
-        (graders.sample_output(texts[0] if texts else ""), e.item) for e, texts in zip(examples, greedy, strict=True)
+        (_grader_sample(samples[0] if samples else None), e.item) for e, samples in zip(examples, greedy, strict=True)
     ]
     advance = reporter.task(f"{label}: grading", len(pairs), "samples")
     done = [0]
@@ -172,12 +222,18 @@ async def evaluate_model(
     grader_stub = graders.grader_stub(args, conns)
     results, _, _ = await graders.grade(grader_stub, args.tenant or "", spec, args.grader_id or "", pairs, on_batch)
     groups, position = [], 0
-    for texts in sampled:
-        groups.append(results[position : position + len(texts)])
-        position += len(texts)
+    for samples in sampled:
+        groups.append(results[position : position + len(samples)])
+        position += len(samples)
     metrics = eval_metrics(groups, results[position:], k)
+    row: dict[str, Any] = {"model": label, "served_model": info.model, "metrics": metrics}
+    if episode is not None:
+        # Over the sampled episodes, as the learner's validation (valid_<name>).
+        episodes = [s.episode for samples in sampled for s in samples if s.HasField("episode")]
+        metrics.update(episode_metrics(episodes))
+        row["episode_ends"] = episode_ends(episodes)
     metrics["generate_seconds"] = generate_seconds
-    return {"model": label, "served_model": info.model, "metrics": metrics}
+    return row
 
 
 async def _check_grader(args: argparse.Namespace, conns: Connections, spec) -> None:
@@ -201,6 +257,12 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise CliError("give one or more MODEL_DIR, or --rollout ADDRESS of a running rollout service")
     if args.samples < 1:
         raise CliError("--samples must be at least 1")
+    if args.max_turns < 0:
+        raise CliError("--max-turns must be at least 1 (0: single-turn answers)")
+    if args.rollout and args.rollout_tool_servers_file:
+        raise CliError("--rollout-tool-servers-file configures the rollout this command starts, not --rollout's")
+    if args.rollout_tool_servers_file and not pathlib.Path(args.rollout_tool_servers_file).is_file():
+        raise CliError(f"--rollout-tool-servers-file: no file {args.rollout_tool_servers_file}")
     if not args.rollout:
         for model in args.models:
             if not (pathlib.Path(model) / "config.json").is_file():
@@ -224,8 +286,13 @@ async def run(args: argparse.Namespace, conns: Connections) -> int:
             rows.append(row)
         for model in [] if args.rollout else args.models:
             reporter.say(f"starting a rollout service for {model} ...")
+            tools_file = args.rollout_tool_servers_file
             rollout = RolloutProcess(
-                args.rollout_command, str(pathlib.Path(model).resolve()), args.rollout_args, args.ready_timeout
+                args.rollout_command,
+                str(pathlib.Path(model).resolve()),
+                args.rollout_args,
+                args.ready_timeout,
+                tool_servers_file=str(pathlib.Path(tools_file).resolve()) if tools_file else "",
             )
             async with rollout as address:
                 rows.append(await evaluate_model(args, conns, address, model, examples, spec, reporter))
@@ -236,17 +303,30 @@ async def run(args: argparse.Namespace, conns: Connections) -> int:
 def _print_results(args: argparse.Namespace, rows: list[dict[str, Any]], prompts: int) -> None:
     if args.json:
         clean = [{**r, "metrics": {k: (None if math.isnan(v) else v) for k, v in r["metrics"].items()}} for r in rows]
-        print_json({"file": args.file, "prompts": prompts, "samples": args.samples, "models": clean})
+        report: dict[str, Any] = {"file": args.file, "prompts": prompts, "samples": args.samples, "models": clean}
+        if args.max_turns or args.tool_servers:
+            report["max_turns"] = args.max_turns
+            report["tool_servers"] = args.tool_servers
+        print_json(report)
         return
     k = args.samples
     first = ["reward_mean", "greedy_reward_mean", "pass@1", f"pass@{k}", "greedy_pass@1"]
     extra = sorted({n for r in rows for n in r["metrics"] if n.startswith("top@")}, key=metric_sort_key)
-    columns = ["model", *first, *extra, "grader_errors"]
+    tools = [n for n in EPISODE_METRICS if any(n in r["metrics"] for r in rows)]
+    columns = ["model", *first, *extra, *tools, "grader_errors"]
     table = [{"model": r["model"], **{c: r["metrics"].get(c) for c in columns[1:]}} for r in rows]
     for row in table:
         row["grader_errors"] = int(row["grader_errors"])
-    print(f"{prompts} prompts from {args.file}; {k} samples at temperature {fmt(args.temperature)} + 1 greedy each")
+    line = f"{prompts} prompts from {args.file}; {k} samples at temperature {fmt(args.temperature)} + 1 greedy each"
+    if tools:
+        servers = ", ".join(args.tool_servers) or "no tool servers"
+        line += f"; episodes of up to {max(args.max_turns, 1)} turns with {servers}"
+    print(line)
     print_table(table, columns)
+    for r in rows:
+        if "episode_ends" in r:
+            ends = ", ".join(f"{name} {count}" for name, count in r["episode_ends"].items()) or "none"
+            print(f"{r['model']}: sampled episodes ended by {ends}")
 
 
 EPILOG = """\
@@ -256,7 +336,23 @@ example:
 Columns: reward_mean over the K samples, greedy_reward_mean, pass@1 and pass@K (unbiased,
 from the K samples), greedy_pass@1, top@k (ranked-list graders, greedy answers), and
 samples that failed to grade. Models are evaluated one after another; each gets its own
-temporary `rft-rollout serve` on a free loopback port, stopped at the end."""
+temporary `rft-rollout serve` on a free loopback port, stopped at the end.
+
+Tool-using models: --max-turns N and --tool-servers NAME[,NAME] make every answer an
+episode (as a job's validation with those hyperparameters); the temporary rollout gets
+the tool servers from --rollout-tool-servers-file (the rollout's --tool-servers-file
+format). Extra columns: episode_turns_mean, tool_calls_mean, tool_error_rate (over the
+sampled episodes), and a line of episode end reasons per model:
+
+  rft evals run --file valid.jsonl --grader-spec grader.json --max-turns 3 --tool-servers calc \\
+      --rollout-tool-servers-file tool-servers.json models/tool-base"""
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give one or more tool server names, comma-separated")
+    return names
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -267,13 +363,32 @@ def register(commands: argparse._SubParsersAction) -> None:
     source = sub.add_mutually_exclusive_group()
     source.add_argument("--grader-spec", metavar="SPEC.json", help="grader spec")
     source.add_argument("--grader-id", metavar="ID", help="registered grader id")
-    sub.add_argument("--tenant", help="grader tenant (default: the server's 'default')")
+    sub.add_argument(
+        "--tenant", help="tenant of the grader and of the episodes' tool servers (default: the server's 'default')"
+    )
     sub.add_argument("--samples", type=int, default=4, metavar="K", help="sampled answers per prompt (default 4)")
     sub.add_argument("--max-tokens", type=int, default=64, metavar="N", help="tokens per answer (default 64)")
     sub.add_argument("--temperature", type=float, default=1.0, metavar="T", help="sampling temperature (default 1.0)")
     sub.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     sub.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N prompts (default all)")
     sub.add_argument("--strict", action="store_true", help="exit 1 when any sample failed to grade")
+    episodes = sub.add_argument_group("tool-using episodes")
+    episodes.add_argument(
+        "--max-turns",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run each answer as an episode of up to N model turns with tool calls in between "
+        "(as a job's max_turns; default: single-turn answers); --max-tokens then bounds the whole episode",
+    )
+    episodes.add_argument(
+        "--tool-servers",
+        type=_names,
+        default=[],
+        metavar="NAME[,NAME]",
+        help="tool servers the episodes may use, by the names the rollout lists (GetModelInfo) "
+        "(as a job's tool_servers)",
+    )
     rollout = sub.add_argument_group("rollout")
     rollout.add_argument("--rollout", metavar="HOST:PORT", help="use this running rollout service (one model)")
     rollout.add_argument(
@@ -284,6 +399,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     rollout.add_argument(
         "--rollout-args", default="", metavar="ARGS", help='extra flags for it, e.g. "--max-model-len 512"'
+    )
+    rollout.add_argument(
+        "--rollout-tool-servers-file",
+        metavar="PATH",
+        default="",
+        help='tool servers file (JSON, {"servers": [...]}) given to each rollout this command starts '
+        "(its --tool-servers-file)",
     )
     rollout.add_argument(
         "--ready-timeout", type=float, default=900.0, metavar="S", help="seconds to wait for SERVING (default 900)"

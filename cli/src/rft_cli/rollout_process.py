@@ -1,137 +1,38 @@
-"""A temporary rollout service for `rft evals run`: `rft-rollout serve --model DIR` on a
-free loopback port, ready once grpc.health.v1 reports SERVING, stopped with SIGTERM."""
+"""A temporary rollout service for `rft evals run` (rft_common.rollout_process, which the
+learner's HTTP API also uses), with its failures as CLI errors."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import pathlib
-import shlex
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rft_common import rollout_process
+from rft_common.rollout_process import RolloutStartError, default_rollout_command, free_port
 
 from rft_cli.output import EXIT_FAILED, CliError
 
-LOG_TAIL_LINES = 30
+__all__ = ["RolloutProcess", "default_rollout_command", "free_port"]
 
 
-def default_rollout_command() -> str:
-    """`rft-rollout` beside this interpreter (the same venv), else on PATH."""
-    beside = pathlib.Path(sys.executable).parent / "rft-rollout"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("rft-rollout") or "rft-rollout"
+class RolloutProcess(rollout_process.RolloutProcess):
+    """Async context manager yielding the address of a serving rollout for `model`; a
+    rollout that cannot start is a CliError (a usage error when the command is missing)."""
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RolloutProcess:
-    """Async context manager yielding the address of a serving rollout for `model`."""
-
-    def __init__(self, command: str, model: str, extra_args: str = "", ready_timeout: float = 900.0) -> None:
-        self.command = shlex.split(command)
-        self.model = model
-        self.extra_args = shlex.split(extra_args)
-        self.ready_timeout = ready_timeout
-        self.address = ""
-        self.proc: subprocess.Popen | None = None
-        self.log_path = ""
-
-    async def __aenter__(self) -> str:
-        port = free_port()
-        self.address = f"127.0.0.1:{port}"
-        args = [
-            *self.command,
-            "serve",
-            "--model",
-            self.model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--metrics-port",
-            "0",
-            "--log-format",
-            "text",
-            *self.extra_args,
-        ]
-        handle, self.log_path = tempfile.mkstemp(prefix="rft-evals-rollout-", suffix=".log")
-        try:
-            # Own session: Ctrl-C reaches only the CLI, which then stops the service with SIGTERM.
-            self.proc = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:
-            raise CliError(
-                f"cannot start the rollout service ({shlex.join(args[:1])}: {exc.strerror}); "
-                "install it (make install) or pass --rollout-command / --rollout ADDRESS"
-            ) from None
-        finally:
-            os.close(handle)
-        try:
-            await self._wait_serving()
-        except BaseException:
-            await self.stop()
-            raise
-        return self.address
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-        if exc[0] is None:
-            pathlib.Path(self.log_path).unlink(missing_ok=True)
-
-    def log_tail(self) -> str:
-        try:
-            lines = pathlib.Path(self.log_path).read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join("  | " + line for line in lines[-LOG_TAIL_LINES:])
-
-    async def _wait_serving(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        status = "not started"
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise CliError(
-                        f"the rollout service for {self.model} exited with code {self.proc.returncode} "
-                        f"before serving (log {self.log_path}):\n{self.log_tail()}",
-                        EXIT_FAILED,
-                    )
-                try:
-                    response = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                    if response.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-                except grpc.aio.AioRpcError as exc:
-                    status = exc.code().name
-                await asyncio.sleep(0.5)
-        raise CliError(
-            f"the rollout service for {self.model} was not SERVING after {self.ready_timeout:.0f}s "
-            f"(last health: {status}; log {self.log_path}); raise --ready-timeout?\n{self.log_tail()}",
-            EXIT_FAILED,
+    def __init__(
+        self,
+        command: str,
+        model: str,
+        extra_args: str = "",
+        ready_timeout: float = 900.0,
+        tool_servers_file: str = "",
+    ) -> None:
+        super().__init__(
+            command, model, extra_args, ready_timeout, tool_servers_file, timeout_hint="raise --ready-timeout?"
         )
 
-    async def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM (the service drains in-flight calls), then SIGKILL after `timeout`."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    async def __aenter__(self) -> str:
+        try:
+            return await super().__aenter__()
+        except RolloutStartError as exc:
+            if exc.launch:
+                raise CliError(
+                    f"{exc.message}; install it (make install) or pass --rollout-command / --rollout ADDRESS"
+                ) from None
+            raise CliError(exc.message, EXIT_FAILED) from None
