@@ -90,7 +90,8 @@ def tool_rollout(tmp_path_factory):
         config = tmp_path_factory.mktemp("tools") / "tool-servers.json"
         config.write_text(json.dumps({"servers": servers}))
         args = ["--model", str(TOOL_MODEL), "--tool-servers-file", str(config), "--warmup-requests", "2"]
-        args += ["--max-model-len", "512", "--max-episode-turns", "4"]
+        args += ["--max-model-len", "512", "--max-episode-turns", "4", "--max-tool-calls-per-turn", "3"]
+        args += ["--episode-timeout-seconds", "120"]
         with ServiceProcess("rft-rollout", args, ready_timeout=240) as proc:
             with proc.channel() as channel:
                 yield proc, stub(channel)
@@ -247,6 +248,8 @@ def test_requests_are_checked_and_credentials_stay_on_the_server(tool_rollout) -
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in caught.value.details()
     info = rollout_stub.GetModelInfo(rollout_pb2.GetModelInfoRequest())
     assert info.limits.max_episode_turns == 4
+    assert info.limits.max_tool_calls_per_turn == 3 and info.limits.max_tool_calls_per_episode == 32
+    assert info.limits.episode_timeout_seconds == 120
     kinds = {s.name: (s.kind, list(s.tools)) for s in info.tool_servers}
     assert kinds["adder"] == ("grpc", ["add"]) and kinds["mcp"] == ("mcp_stdio", ["add", "fail"])
     assert TOKEN not in str(info)

@@ -33,7 +33,14 @@ def settings_from(config: RolloutConfig) -> Settings:
     return Settings(
         model=config.model,
         limits=Limits(
-            config.max_prompts, config.max_n, config.max_tokens, config.max_prompt_tokens, config.max_episode_turns
+            config.max_prompts,
+            config.max_n,
+            config.max_tokens,
+            config.max_prompt_tokens,
+            config.max_episode_turns,
+            config.max_tool_calls_per_turn,
+            config.max_tool_calls_per_episode,
+            config.episode_timeout_seconds,
         ),
         default_max_tokens=config.default_max_tokens,
         weights_dir=config.weights_dir,

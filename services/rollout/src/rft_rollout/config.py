@@ -61,6 +61,18 @@ class RolloutConfig(ServerConfig):
     """Longest prompt in tokens (after chat templating)."""
     max_episode_turns: int = pydantic.Field(16, ge=1, le=1024)
     """Largest EpisodeParams.max_turns (model turns of one tool-using episode)."""
+    max_tool_calls_per_turn: int = pydantic.Field(8, ge=1, le=1024)
+    """Tool calls one model turn may make; the calls after them are not run, and the model
+    gets a tool error for each (a model that writes 500 calls in one turn cannot flood
+    the tool servers)."""
+    max_tool_calls_per_episode: int = pydantic.Field(32, ge=1, le=65536)
+    """Tool calls one episode may make over all its turns; later calls are not run (a tool
+    error each)."""
+    episode_timeout_seconds: float = pydantic.Field(300.0, gt=0, le=540)
+    """Wall-clock limit of one episode, from its first turn. Past it the turn or the tool
+    calls in flight are cancelled and the episode ends with end reason TIMEOUT, keeping
+    what came before. At most 540: below the learner's 600-s Generate deadline, so an
+    episode ends on the rollout's terms and a client retry never runs its tools twice."""
 
     # Tools of episodes.
     tool_servers_file: str = ""

@@ -96,6 +96,8 @@ class RolloutCore:
         self._tokenizer_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self._broken = ""
         self._on_broken = on_broken
+        self._tool_turn_problem: str | None = None
+        """Why the chat template cannot write tool turns ("" when it can); None until checked."""
 
     async def stop_serving(self, reason: str) -> None:
         """Refuse every later request (UNAVAILABLE) and report NOT_SERVING, so that an
@@ -189,6 +191,23 @@ class RolloutCore:
             )
         return [tool.as_template_tool() for tool in self.tools.tools_of(episode.tool_servers)]
 
+    def _check_tool_turns(self) -> None:
+        """Refuse multi-turn episodes up front when the model's chat template cannot write
+        a tool result after an assistant turn (else each episode would fail at its first
+        tool call). Checked once; blocking: runs on the tokenizer thread."""
+        if self._tool_turn_problem is None:
+            stand_in = [{"role": "tool", "content": "0", "name": "tool", "tool_call_id": "call_0"}]
+            try:
+                self.engine.render_tool_turn(stand_in, True)
+                self._tool_turn_problem = ""
+            except Exception as exc:  # the template's own error (jinja, ValueError) or ours
+                self._tool_turn_problem = str(exc).removeprefix("episode: ")[:500] or type(exc).__name__
+        if self._tool_turn_problem:
+            raise InvalidRequest(
+                f"episode.max_turns: this model's chat template cannot write tool results ({self._tool_turn_problem}); "
+                "serve a model whose template has a tool role (e.g. Qwen2.5's), or use max_turns 1"
+            )
+
     def _render(self, prompts: Sequence[PromptInput], tools: Sequence[dict] = ()) -> list[list[int]]:
         """Token ids of every prompt (blocking: runs on the tokenizer thread)."""
         vocab = self.engine.facts.vocab_size
@@ -231,6 +250,8 @@ class RolloutCore:
         n, common = self._resolve_sampling(sampling)
         tools = self._check_episode(episode)
         loop = asyncio.get_running_loop()
+        if episode is not None and episode.max_turns > 1:
+            await loop.run_in_executor(self._tokenizer_thread, self._check_tool_turns)
         rendered = await loop.run_in_executor(self._tokenizer_thread, self._render, prompts, tools)
         requests = [SampleRequest(prompt_token_ids=ids, seed=sampling.seed, **common) for ids in rendered]
         metrics.PROMPT_TOKENS.inc(sum(len(ids) for ids in rendered))
@@ -291,6 +312,9 @@ class RolloutCore:
             call_tool=self.tools.call,
             eos_token_id=self.engine.facts.eos_token_id,
             max_model_len=self.engine.facts.max_model_len,
+            max_calls_per_turn=self.settings.limits.max_tool_calls_per_turn,
+            max_calls_per_episode=self.settings.limits.max_tool_calls_per_episode,
+            timeout_seconds=self.settings.limits.episode_timeout_seconds,
         )
 
     async def _episode(
@@ -307,7 +331,9 @@ class RolloutCore:
         metrics.observe_episode(outcome)
         sampled = sum(outcome.token_mask)
         metrics.GENERATED_TOKENS.inc(sampled)
-        finish = {"answer": "stop", "max_turns": "length", "length": "length", "abort": "abort"}[outcome.end]
+        finish = {"answer": "stop", "max_turns": "length", "length": "length", "abort": "abort", "timeout": "length"}[
+            outcome.end
+        ]
         version = int(run.weight_version) if run.weight_version is not None else started_version
         sample = Sample(
             prompt_index=prompt_index,

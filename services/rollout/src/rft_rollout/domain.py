@@ -10,7 +10,7 @@ import dataclasses
 from typing import Literal
 
 FinishReason = Literal["stop", "length", "abort"]
-EpisodeEnd = Literal["answer", "max_turns", "length", "abort"]
+EpisodeEnd = Literal["answer", "max_turns", "length", "abort", "timeout"]
 
 
 class RolloutError(Exception):
@@ -206,6 +206,9 @@ class Limits:
     max_tokens: int
     max_prompt_tokens: int
     max_episode_turns: int = 16
+    max_tool_calls_per_turn: int = 8
+    max_tool_calls_per_episode: int = 32
+    episode_timeout_seconds: float = 300.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -147,6 +148,10 @@ class EpisodeDeps:
     call_tool: Callable[[Sequence[str], str, dict[str, Any], str], Awaitable[Any]]
     eos_token_id: int
     max_model_len: int
+    max_calls_per_turn: int = 8
+    max_calls_per_episode: int = 32
+    timeout_seconds: float = 300.0
+    clock: Callable[[], float] = time.monotonic
 
 
 @dataclasses.dataclass
@@ -160,9 +165,23 @@ class EpisodeRun:
     text: str
 
 
+class _TimeUp(Exception):
+    """The episode's wall-clock limit ran out."""
+
+
+async def _before(deadline: float, deps: EpisodeDeps, awaitable: Awaitable[Any]) -> Any:
+    """`awaitable`'s result, or _TimeUp (with it cancelled) when `deadline` passes first."""
+    try:
+        return await asyncio.wait_for(awaitable, max(0.0, deadline - deps.clock()))
+    except TimeoutError:
+        raise _TimeUp from None
+
+
 async def run_episode(deps: EpisodeDeps, episode_id: str, request: SampleRequest, params: EpisodeParams) -> EpisodeRun:
     """One episode from `request.prompt_token_ids`; `request.max_tokens` bounds the whole
-    trajectory. Cancelling it aborts the turn in flight."""
+    trajectory and `deps.timeout_seconds` its wall-clock time. Cancelling it aborts the
+    turn in flight."""
+    deadline = deps.clock() + deps.timeout_seconds
     prompt = list(request.prompt_token_ids)
     trajectory = Trajectory()
     messages: list[EpisodeMessage] = []
@@ -178,7 +197,11 @@ async def run_episode(deps: EpisodeDeps, episode_id: str, request: SampleRequest
         turn_request = dataclasses.replace(
             request, prompt_token_ids=prompt + trajectory.token_ids, max_tokens=room, seed=turn_seed(request.seed, turn)
         )
-        (sample,) = await deps.generate(f"{episode_id}-t{turn}", turn_request, 1)
+        try:
+            (sample,) = await _before(deadline, deps, deps.generate(f"{episode_id}-t{turn}", turn_request, 1))
+        except _TimeUp:
+            end = "timeout"  # the turn in flight is dropped whole: the trajectory ends where it was
+            break
         if sample.token_ids and version is not None and sample.weight_version != version:
             end = "abort"  # a weight update landed between turns: one episode, one policy
             break
@@ -203,14 +226,26 @@ async def run_episode(deps: EpisodeDeps, episode_id: str, request: SampleRequest
         if turn == params.max_turns - 1:
             end = "max_turns"  # the last allowed turn's calls are not run
             break
-        outcomes = await asyncio.gather(*(_run_call(deps, params, call, episode_id) for call in calls))
+        allowed = min(deps.max_calls_per_turn, max(0, deps.max_calls_per_episode - len(records)))
+        running = [asyncio.ensure_future(_run_call(deps, params, call, episode_id)) for call in calls[:allowed]]
+        try:
+            outcomes = await _before(deadline, deps, asyncio.gather(*running))
+        except _TimeUp:
+            end = "timeout"
+            outcomes = [_finished_or_cut(task) for task in running]
+        outcomes += [_refused(deps, len(records) + allowed + i) for i in range(len(calls) - allowed)]
         tool_messages = []
         for call_id, call, (output, is_error, seconds) in zip(ids, calls, outcomes, strict=True):
             records.append(ToolCallRecord(call_id, turn, call.name, arguments_text(call), output, is_error, seconds))
             messages.append(EpisodeMessage("tool", output, (call_id,)))
             tool_messages.append({"role": "tool", "content": output, "name": call.name, "tool_call_id": call_id})
+        if end == "timeout":
+            break  # the calls are on record; no further turn, so their results are not inserted
         ended_with_eos = bool(sample.token_ids) and sample.token_ids[-1] == deps.eos_token_id
         inserted = await deps.offload(deps.render_tool_turn, tool_messages, ended_with_eos)
+        if deps.clock() >= deadline:
+            end = "timeout"
+            break
         if turn_room(request.max_tokens, deps.max_model_len, len(prompt), len(trajectory)) <= len(inserted):
             end = "length"  # no room for the tool results and one more token
             break
@@ -224,6 +259,24 @@ async def run_episode(deps: EpisodeDeps, episode_id: str, request: SampleRequest
         final_text=final_text,
     )
     return EpisodeRun(trajectory, outcome, version, final_text)
+
+
+EPISODE_TIME_UP = "error: the episode's time limit ran out before this tool call finished"
+
+
+def _finished_or_cut(task: asyncio.Future) -> tuple[str, bool, float]:
+    """A call's outcome when the episode's time ran out: its own if it had finished."""
+    if task.done() and not task.cancelled() and task.exception() is None:
+        return task.result()
+    return EPISODE_TIME_UP, True, 0.0
+
+
+def _refused(deps: EpisodeDeps, number: int) -> tuple[str, bool, float]:
+    """The outcome of a call past the per-turn or per-episode cap (`number`: 0-based over
+    the episode): not run."""
+    if number >= deps.max_calls_per_episode:
+        return f"error: not run: an episode may make at most {deps.max_calls_per_episode} tool calls", True, 0.0
+    return f"error: not run: a turn may make at most {deps.max_calls_per_turn} tool calls", True, 0.0
 
 
 async def _run_call(deps: EpisodeDeps, params: EpisodeParams, call: ParsedCall, episode_id: str):

@@ -44,6 +44,7 @@ EPISODE_ENDS = {
     "max_turns": rollout_pb2.EPISODE_END_MAX_TURNS,
     "length": rollout_pb2.EPISODE_END_LENGTH,
     "abort": rollout_pb2.EPISODE_END_ABORT,
+    "timeout": rollout_pb2.EPISODE_END_TIMEOUT,
 }
 CHECKSUMS: dict[int, str] = {value: name for name, value in CHECKSUM_ALGORITHMS.items()}
 
@@ -214,6 +215,9 @@ def model_info_to_proto(info: ModelInfo) -> rollout_pb2.GetModelInfoResponse:
             max_tokens=limits.max_tokens,
             max_prompt_tokens=limits.max_prompt_tokens,
             max_episode_turns=limits.max_episode_turns,
+            max_tool_calls_per_turn=limits.max_tool_calls_per_turn,
+            max_tool_calls_per_episode=limits.max_tool_calls_per_episode,
+            episode_timeout_seconds=limits.episode_timeout_seconds,
         ),
         engine=info.engine,
         eos_token_id=info.eos_token_id,

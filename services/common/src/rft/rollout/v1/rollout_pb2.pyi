@@ -22,6 +22,7 @@ class EpisodeEnd(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EPISODE_END_MAX_TURNS: _ClassVar[EpisodeEnd]
     EPISODE_END_LENGTH: _ClassVar[EpisodeEnd]
     EPISODE_END_ABORT: _ClassVar[EpisodeEnd]
+    EPISODE_END_TIMEOUT: _ClassVar[EpisodeEnd]
 
 class TensorDtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +49,7 @@ EPISODE_END_ANSWER: EpisodeEnd
 EPISODE_END_MAX_TURNS: EpisodeEnd
 EPISODE_END_LENGTH: EpisodeEnd
 EPISODE_END_ABORT: EpisodeEnd
+EPISODE_END_TIMEOUT: EpisodeEnd
 TENSOR_DTYPE_UNSPECIFIED: TensorDtype
 TENSOR_DTYPE_FLOAT32: TensorDtype
 TENSOR_DTYPE_FLOAT16: TensorDtype
@@ -315,18 +317,24 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class RequestLimits(_message.Message):
-    __slots__ = ("max_prompts", "max_n", "max_tokens", "max_prompt_tokens", "max_episode_turns")
+    __slots__ = ("max_prompts", "max_n", "max_tokens", "max_prompt_tokens", "max_episode_turns", "max_tool_calls_per_turn", "max_tool_calls_per_episode", "episode_timeout_seconds")
     MAX_PROMPTS_FIELD_NUMBER: _ClassVar[int]
     MAX_N_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_EPISODE_TURNS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOOL_CALLS_PER_TURN_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOOL_CALLS_PER_EPISODE_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     max_prompts: int
     max_n: int
     max_tokens: int
     max_prompt_tokens: int
     max_episode_turns: int
-    def __init__(self, max_prompts: _Optional[int] = ..., max_n: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., max_episode_turns: _Optional[int] = ...) -> None: ...
+    max_tool_calls_per_turn: int
+    max_tool_calls_per_episode: int
+    episode_timeout_seconds: float
+    def __init__(self, max_prompts: _Optional[int] = ..., max_n: _Optional[int] = ..., max_tokens: _Optional[int] = ..., max_prompt_tokens: _Optional[int] = ..., max_episode_turns: _Optional[int] = ..., max_tool_calls_per_turn: _Optional[int] = ..., max_tool_calls_per_episode: _Optional[int] = ..., episode_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class ToolServer(_message.Message):
     __slots__ = ("name", "kind", "tools")
