@@ -41,6 +41,10 @@ class GraderConfig(SandboxSettings, ServerConfig):
     """Largest Grade response: error messages are cut to fit it; results whose scores and metrics alone pass it are INVALID_ARGUMENT."""
     spec_cache_bytes: int = pydantic.Field(Limits.spec_cache_bytes, ge=0)
     """Memory for parsed specs kept between calls, counted as their JSON size; the least recently used go first."""
+    max_python_tools_bytes: int = pydantic.Field(Limits.max_python_tools_bytes, ge=1024)
+    """Largest Python tool source (DescribePythonTools, CallPythonTool), UTF-8 bytes; larger is INVALID_ARGUMENT."""
+    max_python_tool_arguments_bytes: int = pydantic.Field(Limits.max_python_tool_arguments_bytes, ge=1024)
+    """Largest arguments object of one CallPythonTool, in protobuf bytes; larger is INVALID_ARGUMENT."""
     cpu_workers: int = pydantic.Field(2, ge=1, le=64)
     """Worker processes for library graders (text_similarity, math_equivalence, json_check)."""
     cpu_sample_timeout_seconds: float = pydantic.Field(10.0, gt=0)

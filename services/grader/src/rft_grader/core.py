@@ -23,6 +23,7 @@ from rft_grader.graders import Runtime, build_grader
 from rft_grader.graders.python import sandbox_unavailable_reason
 from rft_grader.limits import Limits, fit_response
 from rft_grader.metrics import BATCH_SIZE, GRADE_SECONDS, GRADES
+from rft_grader.python_tools import PythonTools
 from rft_grader.registry import GraderRecord, Registry
 from rft_grader.spec import AnySpec, MultiSpec, spec_type
 from rft_grader.spec_cache import SpecCache
@@ -84,6 +85,8 @@ class GraderCore:
         self.registry = registry
         self.runtime = runtime
         self.limits: Limits = runtime.limits
+        self.python_tools = PythonTools(runtime.sandbox, self.limits)
+        """Python tools of tenants, run in the python graders' sandbox."""
         self._specs = SpecCache(
             self.limits.spec_cache_bytes,
             max_spec_bytes=self.limits.max_spec_bytes,

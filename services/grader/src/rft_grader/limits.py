@@ -45,6 +45,8 @@ class Limits:
     max_error_message_chars: int = 2_000
     max_response_bytes: int = 16 * 1024**2
     spec_cache_bytes: int = 64 * 1024**2
+    max_python_tools_bytes: int = 256 * 1024
+    max_python_tool_arguments_bytes: int = 64 * 1024
 
 
 def _more(count: int) -> str:

@@ -20,3 +20,14 @@ BATCH_SIZE = Histogram(
     "Samples per Grade call.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
 )
+PYTHON_TOOL_REQUESTS = Counter(
+    "rft_grader_python_tool_requests_total",
+    "Python tool requests, by method (describe, call), tenant and outcome (ok or the error kind).",
+    ["method", "tenant", "outcome"],
+)
+PYTHON_TOOL_SECONDS = Histogram(
+    "rft_grader_python_tool_seconds",
+    "Wall-clock seconds of one Python tool request in the sandbox, by method.",
+    ["method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)

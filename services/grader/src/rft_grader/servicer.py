@@ -37,6 +37,9 @@ from rft_grader.registry import GraderRecord
 MAX_STATUS_DETAILS_BYTES = 2000
 """Status details travel in a header (gRPC clients refuse more than 16 KiB, percent-encoded)."""
 
+DEADLINE_MARGIN_SECONDS = 0.1
+"""A Python tool call stops this long before its caller's deadline, so its timeout error gets back in time."""
+
 SERVICE_NAME = grader_pb2.DESCRIPTOR.services_by_name["GraderService"].full_name
 
 _STATUS: dict[type[GraderError], grpc.StatusCode] = {
@@ -207,3 +210,27 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
                 for t in self.core.grader_types()
             ]
         )
+
+    @_rpc
+    async def DescribePythonTools(
+        self, request: grader_pb2.DescribePythonToolsRequest, context: grpc.aio.ServicerContext
+    ) -> grader_pb2.DescribePythonToolsResponse:
+        tenant = tenant_of(acting_tenant(request.tenant))
+        tools = await self.core.python_tools.describe(tenant, request.source)
+        response = grader_pb2.DescribePythonToolsResponse()
+        for tool in tools:
+            message = response.tools.add(name=tool.name, description=tool.description)
+            message.input_schema.update(tool.parameters)
+        return response
+
+    @_rpc
+    async def CallPythonTool(
+        self, request: grader_pb2.CallPythonToolRequest, context: grpc.aio.ServicerContext
+    ) -> grader_pb2.CallPythonToolResponse:
+        tenant = tenant_of(acting_tenant(request.tenant))
+        size = request.arguments.ByteSize()
+        arguments = struct_dict(request.arguments) if size <= self.core.limits.max_python_tool_arguments_bytes else {}
+        remaining = context.time_remaining()  # the caller's deadline bounds the sandbox's limit
+        timeout = None if remaining is None else remaining - DEADLINE_MARGIN_SECONDS
+        result = await self.core.python_tools.call(tenant, request.source, request.name, arguments, size, timeout)
+        return grader_pb2.CallPythonToolResponse(content=result.content, is_error=result.is_error)

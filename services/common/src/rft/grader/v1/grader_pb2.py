@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from rft.tools.v1 import tools_pb2 as rft_dot_tools_dot_v1_dot_tools__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arft/grader/v1/grader.proto\x12\rrft.grader.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n\x0cSampleOutput\x12\x13\n\x0boutput_text\x18\x01 \x01(\t\x12,\n\x0boutput_json\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x0coutput_tools\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\x33\n\x0foutput_messages\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValue\"_\n\tGradeItem\x12+\n\x06sample\x18\x01 \x01(\x0b\x32\x1b.rft.grader.v1.SampleOutput\x12%\n\x04item\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8f\x01\n\x0cGradeRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x13\n\tgrader_id\x18\x03 \x01(\tH\x00\x12\'\n\x05items\x18\x04 \x03(\x0b\x32\x18.rft.grader.v1.GradeItemB\x08\n\x06grader\"J\n\nGradeError\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.rft.grader.v1.GradeErrorKind\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb1\x02\n\x0bGradeResult\x12\r\n\x05score\x18\x01 \x01(\x01\x12=\n\nsub_scores\x18\x02 \x03(\x0b\x32).rft.grader.v1.GradeResult.SubScoresEntry\x12\x38\n\x07metrics\x18\x03 \x03(\x0b\x32\'.rft.grader.v1.GradeResult.MetricsEntry\x12\x0e\n\x06passed\x18\x04 \x01(\x08\x12(\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x19.rft.grader.v1.GradeError\x1a\x30\n\x0eSubScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"h\n\rGradeResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.rft.grader.v1.GradeResult\x12\x13\n\x0bgrader_type\x18\x02 \x01(\t\x12\x15\n\rgrade_seconds\x18\x03 \x01(\x01\"N\n\x15ValidateGraderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"1\n\x0fValidationIssue\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"l\n\x16ValidateGraderResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12.\n\x06issues\x18\x02 \x03(\x0b\x32\x1e.rft.grader.v1.ValidationIssue\x12\x13\n\x0bgrader_type\x18\x03 \x01(\t\"\x98\x01\n\x06Grader\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12%\n\x04spec\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x15RegisterGraderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12%\n\x04spec\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\x16RegisterGraderResponse\x12%\n\x06grader\x18\x01 \x01(\x0b\x32\x15.rft.grader.v1.Grader\"5\n\x10GetGraderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tgrader_id\x18\x02 \x01(\t\":\n\x11GetGraderResponse\x12%\n\x06grader\x18\x01 \x01(\x0b\x32\x15.rft.grader.v1.Grader\"K\n\x12ListGradersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x13ListGradersResponse\x12&\n\x07graders\x18\x01 \x03(\x0b\x32\x15.rft.grader.v1.Grader\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x13\x44\x65leteGraderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tgrader_id\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteGraderResponse\"\x18\n\x16ListGraderTypesRequest\"[\n\nGraderType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x11openai_compatible\x18\x03 \x01(\x08\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\"C\n\x17ListGraderTypesResponse\x12(\n\x05types\x18\x01 \x03(\x0b\x32\x19.rft.grader.v1.GraderType*\xbb\x02\n\x0eGradeErrorKind\x12 \n\x1cGRADE_ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aGRADE_ERROR_KIND_EXCEPTION\x10\x01\x12\x1c\n\x18GRADE_ERROR_KIND_TIMEOUT\x10\x02\x12\"\n\x1eGRADE_ERROR_KIND_INVALID_SCORE\x10\x03\x12#\n\x1fGRADE_ERROR_KIND_RESOURCE_LIMIT\x10\x04\x12\x1c\n\x18GRADE_ERROR_KIND_CRASHED\x10\x05\x12\x1d\n\x19GRADE_ERROR_KIND_TEMPLATE\x10\x06\x12\x1f\n\x1bGRADE_ERROR_KIND_MODEL_CALL\x10\x07\x12\"\n\x1eGRADE_ERROR_KIND_INVALID_INPUT\x10\x08\x32\xf2\x04\n\rGraderService\x12\x42\n\x05Grade\x12\x1b.rft.grader.v1.GradeRequest\x1a\x1c.rft.grader.v1.GradeResponse\x12]\n\x0eValidateGrader\x12$.rft.grader.v1.ValidateGraderRequest\x1a%.rft.grader.v1.ValidateGraderResponse\x12]\n\x0eRegisterGrader\x12$.rft.grader.v1.RegisterGraderRequest\x1a%.rft.grader.v1.RegisterGraderResponse\x12N\n\tGetGrader\x12\x1f.rft.grader.v1.GetGraderRequest\x1a .rft.grader.v1.GetGraderResponse\x12T\n\x0bListGraders\x12!.rft.grader.v1.ListGradersRequest\x1a\".rft.grader.v1.ListGradersResponse\x12W\n\x0c\x44\x65leteGrader\x12\".rft.grader.v1.DeleteGraderRequest\x1a#.rft.grader.v1.DeleteGraderResponse\x12`\n\x0fListGraderTypes\x12%.rft.grader.v1.ListGraderTypesRequest\x1a&.rft.grader.v1.ListGraderTypesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arft/grader/v1/grader.proto\x12\rrft.grader.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18rft/tools/v1/tools.proto\"\xb8\x01\n\x0cSampleOutput\x12\x13\n\x0boutput_text\x18\x01 \x01(\t\x12,\n\x0boutput_json\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x0coutput_tools\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\x33\n\x0foutput_messages\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValue\"_\n\tGradeItem\x12+\n\x06sample\x18\x01 \x01(\x0b\x32\x1b.rft.grader.v1.SampleOutput\x12%\n\x04item\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8f\x01\n\x0cGradeRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x13\n\tgrader_id\x18\x03 \x01(\tH\x00\x12\'\n\x05items\x18\x04 \x03(\x0b\x32\x18.rft.grader.v1.GradeItemB\x08\n\x06grader\"J\n\nGradeError\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.rft.grader.v1.GradeErrorKind\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb1\x02\n\x0bGradeResult\x12\r\n\x05score\x18\x01 \x01(\x01\x12=\n\nsub_scores\x18\x02 \x03(\x0b\x32).rft.grader.v1.GradeResult.SubScoresEntry\x12\x38\n\x07metrics\x18\x03 \x03(\x0b\x32\'.rft.grader.v1.GradeResult.MetricsEntry\x12\x0e\n\x06passed\x18\x04 \x01(\x08\x12(\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x19.rft.grader.v1.GradeError\x1a\x30\n\x0eSubScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"h\n\rGradeResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.rft.grader.v1.GradeResult\x12\x13\n\x0bgrader_type\x18\x02 \x01(\t\x12\x15\n\rgrade_seconds\x18\x03 \x01(\x01\"N\n\x15ValidateGraderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12%\n\x04spec\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"1\n\x0fValidationIssue\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"l\n\x16ValidateGraderResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12.\n\x06issues\x18\x02 \x03(\x0b\x32\x1e.rft.grader.v1.ValidationIssue\x12\x13\n\x0bgrader_type\x18\x03 \x01(\t\"\x98\x01\n\x06Grader\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12%\n\x04spec\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x15RegisterGraderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12%\n\x04spec\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"?\n\x16RegisterGraderResponse\x12%\n\x06grader\x18\x01 \x01(\x0b\x32\x15.rft.grader.v1.Grader\"5\n\x10GetGraderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tgrader_id\x18\x02 \x01(\t\":\n\x11GetGraderResponse\x12%\n\x06grader\x18\x01 \x01(\x0b\x32\x15.rft.grader.v1.Grader\"K\n\x12ListGradersRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x13ListGradersResponse\x12&\n\x07graders\x18\x01 \x03(\x0b\x32\x15.rft.grader.v1.Grader\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x13\x44\x65leteGraderRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tgrader_id\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteGraderResponse\"\x18\n\x16ListGraderTypesRequest\"[\n\nGraderType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x19\n\x11openai_compatible\x18\x03 \x01(\x08\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\"C\n\x17ListGraderTypesResponse\x12(\n\x05types\x18\x01 \x03(\x0b\x32\x19.rft.grader.v1.GraderType\"<\n\x1a\x44\x65scribePythonToolsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"@\n\x1b\x44\x65scribePythonToolsResponse\x12!\n\x05tools\x18\x01 \x03(\x0b\x32\x12.rft.tools.v1.Tool\"\x85\x01\n\x15\x43\x61llPythonToolRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nepisode_id\x18\x05 \x01(\t\";\n\x16\x43\x61llPythonToolResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x10\n\x08is_error\x18\x02 \x01(\x08*\xbb\x02\n\x0eGradeErrorKind\x12 \n\x1cGRADE_ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aGRADE_ERROR_KIND_EXCEPTION\x10\x01\x12\x1c\n\x18GRADE_ERROR_KIND_TIMEOUT\x10\x02\x12\"\n\x1eGRADE_ERROR_KIND_INVALID_SCORE\x10\x03\x12#\n\x1fGRADE_ERROR_KIND_RESOURCE_LIMIT\x10\x04\x12\x1c\n\x18GRADE_ERROR_KIND_CRASHED\x10\x05\x12\x1d\n\x19GRADE_ERROR_KIND_TEMPLATE\x10\x06\x12\x1f\n\x1bGRADE_ERROR_KIND_MODEL_CALL\x10\x07\x12\"\n\x1eGRADE_ERROR_KIND_INVALID_INPUT\x10\x08\x32\xbf\x06\n\rGraderService\x12\x42\n\x05Grade\x12\x1b.rft.grader.v1.GradeRequest\x1a\x1c.rft.grader.v1.GradeResponse\x12]\n\x0eValidateGrader\x12$.rft.grader.v1.ValidateGraderRequest\x1a%.rft.grader.v1.ValidateGraderResponse\x12]\n\x0eRegisterGrader\x12$.rft.grader.v1.RegisterGraderRequest\x1a%.rft.grader.v1.RegisterGraderResponse\x12N\n\tGetGrader\x12\x1f.rft.grader.v1.GetGraderRequest\x1a .rft.grader.v1.GetGraderResponse\x12T\n\x0bListGraders\x12!.rft.grader.v1.ListGradersRequest\x1a\".rft.grader.v1.ListGradersResponse\x12W\n\x0c\x44\x65leteGrader\x12\".rft.grader.v1.DeleteGraderRequest\x1a#.rft.grader.v1.DeleteGraderResponse\x12`\n\x0fListGraderTypes\x12%.rft.grader.v1.ListGraderTypesRequest\x1a&.rft.grader.v1.ListGraderTypesResponse\x12l\n\x13\x44\x65scribePythonTools\x12).rft.grader.v1.DescribePythonToolsRequest\x1a*.rft.grader.v1.DescribePythonToolsResponse\x12]\n\x0e\x43\x61llPythonTool\x12$.rft.grader.v1.CallPythonToolRequest\x1a%.rft.grader.v1.CallPythonToolResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,54 +38,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GRADERESULT_SUBSCORESENTRY']._serialized_options = b'8\001'
   _globals['_GRADERESULT_METRICSENTRY']._loaded_options = None
   _globals['_GRADERESULT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_GRADEERRORKIND']._serialized_start=2134
-  _globals['_GRADEERRORKIND']._serialized_end=2449
-  _globals['_SAMPLEOUTPUT']._serialized_start=109
-  _globals['_SAMPLEOUTPUT']._serialized_end=293
-  _globals['_GRADEITEM']._serialized_start=295
-  _globals['_GRADEITEM']._serialized_end=390
-  _globals['_GRADEREQUEST']._serialized_start=393
-  _globals['_GRADEREQUEST']._serialized_end=536
-  _globals['_GRADEERROR']._serialized_start=538
-  _globals['_GRADEERROR']._serialized_end=612
-  _globals['_GRADERESULT']._serialized_start=615
-  _globals['_GRADERESULT']._serialized_end=920
-  _globals['_GRADERESULT_SUBSCORESENTRY']._serialized_start=824
-  _globals['_GRADERESULT_SUBSCORESENTRY']._serialized_end=872
-  _globals['_GRADERESULT_METRICSENTRY']._serialized_start=874
-  _globals['_GRADERESULT_METRICSENTRY']._serialized_end=920
-  _globals['_GRADERESPONSE']._serialized_start=922
-  _globals['_GRADERESPONSE']._serialized_end=1026
-  _globals['_VALIDATEGRADERREQUEST']._serialized_start=1028
-  _globals['_VALIDATEGRADERREQUEST']._serialized_end=1106
-  _globals['_VALIDATIONISSUE']._serialized_start=1108
-  _globals['_VALIDATIONISSUE']._serialized_end=1157
-  _globals['_VALIDATEGRADERRESPONSE']._serialized_start=1159
-  _globals['_VALIDATEGRADERRESPONSE']._serialized_end=1267
-  _globals['_GRADER']._serialized_start=1270
-  _globals['_GRADER']._serialized_end=1422
-  _globals['_REGISTERGRADERREQUEST']._serialized_start=1424
-  _globals['_REGISTERGRADERREQUEST']._serialized_end=1516
-  _globals['_REGISTERGRADERRESPONSE']._serialized_start=1518
-  _globals['_REGISTERGRADERRESPONSE']._serialized_end=1581
-  _globals['_GETGRADERREQUEST']._serialized_start=1583
-  _globals['_GETGRADERREQUEST']._serialized_end=1636
-  _globals['_GETGRADERRESPONSE']._serialized_start=1638
-  _globals['_GETGRADERRESPONSE']._serialized_end=1696
-  _globals['_LISTGRADERSREQUEST']._serialized_start=1698
-  _globals['_LISTGRADERSREQUEST']._serialized_end=1773
-  _globals['_LISTGRADERSRESPONSE']._serialized_start=1775
-  _globals['_LISTGRADERSRESPONSE']._serialized_end=1861
-  _globals['_DELETEGRADERREQUEST']._serialized_start=1863
-  _globals['_DELETEGRADERREQUEST']._serialized_end=1919
-  _globals['_DELETEGRADERRESPONSE']._serialized_start=1921
-  _globals['_DELETEGRADERRESPONSE']._serialized_end=1943
-  _globals['_LISTGRADERTYPESREQUEST']._serialized_start=1945
-  _globals['_LISTGRADERTYPESREQUEST']._serialized_end=1969
-  _globals['_GRADERTYPE']._serialized_start=1971
-  _globals['_GRADERTYPE']._serialized_end=2062
-  _globals['_LISTGRADERTYPESRESPONSE']._serialized_start=2064
-  _globals['_LISTGRADERTYPESRESPONSE']._serialized_end=2131
-  _globals['_GRADERSERVICE']._serialized_start=2452
-  _globals['_GRADERSERVICE']._serialized_end=3078
+  _globals['_GRADEERRORKIND']._serialized_start=2485
+  _globals['_GRADEERRORKIND']._serialized_end=2800
+  _globals['_SAMPLEOUTPUT']._serialized_start=135
+  _globals['_SAMPLEOUTPUT']._serialized_end=319
+  _globals['_GRADEITEM']._serialized_start=321
+  _globals['_GRADEITEM']._serialized_end=416
+  _globals['_GRADEREQUEST']._serialized_start=419
+  _globals['_GRADEREQUEST']._serialized_end=562
+  _globals['_GRADEERROR']._serialized_start=564
+  _globals['_GRADEERROR']._serialized_end=638
+  _globals['_GRADERESULT']._serialized_start=641
+  _globals['_GRADERESULT']._serialized_end=946
+  _globals['_GRADERESULT_SUBSCORESENTRY']._serialized_start=850
+  _globals['_GRADERESULT_SUBSCORESENTRY']._serialized_end=898
+  _globals['_GRADERESULT_METRICSENTRY']._serialized_start=900
+  _globals['_GRADERESULT_METRICSENTRY']._serialized_end=946
+  _globals['_GRADERESPONSE']._serialized_start=948
+  _globals['_GRADERESPONSE']._serialized_end=1052
+  _globals['_VALIDATEGRADERREQUEST']._serialized_start=1054
+  _globals['_VALIDATEGRADERREQUEST']._serialized_end=1132
+  _globals['_VALIDATIONISSUE']._serialized_start=1134
+  _globals['_VALIDATIONISSUE']._serialized_end=1183
+  _globals['_VALIDATEGRADERRESPONSE']._serialized_start=1185
+  _globals['_VALIDATEGRADERRESPONSE']._serialized_end=1293
+  _globals['_GRADER']._serialized_start=1296
+  _globals['_GRADER']._serialized_end=1448
+  _globals['_REGISTERGRADERREQUEST']._serialized_start=1450
+  _globals['_REGISTERGRADERREQUEST']._serialized_end=1542
+  _globals['_REGISTERGRADERRESPONSE']._serialized_start=1544
+  _globals['_REGISTERGRADERRESPONSE']._serialized_end=1607
+  _globals['_GETGRADERREQUEST']._serialized_start=1609
+  _globals['_GETGRADERREQUEST']._serialized_end=1662
+  _globals['_GETGRADERRESPONSE']._serialized_start=1664
+  _globals['_GETGRADERRESPONSE']._serialized_end=1722
+  _globals['_LISTGRADERSREQUEST']._serialized_start=1724
+  _globals['_LISTGRADERSREQUEST']._serialized_end=1799
+  _globals['_LISTGRADERSRESPONSE']._serialized_start=1801
+  _globals['_LISTGRADERSRESPONSE']._serialized_end=1887
+  _globals['_DELETEGRADERREQUEST']._serialized_start=1889
+  _globals['_DELETEGRADERREQUEST']._serialized_end=1945
+  _globals['_DELETEGRADERRESPONSE']._serialized_start=1947
+  _globals['_DELETEGRADERRESPONSE']._serialized_end=1969
+  _globals['_LISTGRADERTYPESREQUEST']._serialized_start=1971
+  _globals['_LISTGRADERTYPESREQUEST']._serialized_end=1995
+  _globals['_GRADERTYPE']._serialized_start=1997
+  _globals['_GRADERTYPE']._serialized_end=2088
+  _globals['_LISTGRADERTYPESRESPONSE']._serialized_start=2090
+  _globals['_LISTGRADERTYPESRESPONSE']._serialized_end=2157
+  _globals['_DESCRIBEPYTHONTOOLSREQUEST']._serialized_start=2159
+  _globals['_DESCRIBEPYTHONTOOLSREQUEST']._serialized_end=2219
+  _globals['_DESCRIBEPYTHONTOOLSRESPONSE']._serialized_start=2221
+  _globals['_DESCRIBEPYTHONTOOLSRESPONSE']._serialized_end=2285
+  _globals['_CALLPYTHONTOOLREQUEST']._serialized_start=2288
+  _globals['_CALLPYTHONTOOLREQUEST']._serialized_end=2421
+  _globals['_CALLPYTHONTOOLRESPONSE']._serialized_start=2423
+  _globals['_CALLPYTHONTOOLRESPONSE']._serialized_end=2482
+  _globals['_GRADERSERVICE']._serialized_start=2803
+  _globals['_GRADERSERVICE']._serialized_end=3634
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from rft.tools.v1 import tools_pb2 as _tools_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -233,3 +234,39 @@ class ListGraderTypesResponse(_message.Message):
     TYPES_FIELD_NUMBER: _ClassVar[int]
     types: _containers.RepeatedCompositeFieldContainer[GraderType]
     def __init__(self, types: _Optional[_Iterable[_Union[GraderType, _Mapping]]] = ...) -> None: ...
+
+class DescribePythonToolsRequest(_message.Message):
+    __slots__ = ("tenant", "source")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    source: str
+    def __init__(self, tenant: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class DescribePythonToolsResponse(_message.Message):
+    __slots__ = ("tools",)
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    tools: _containers.RepeatedCompositeFieldContainer[_tools_pb2.Tool]
+    def __init__(self, tools: _Optional[_Iterable[_Union[_tools_pb2.Tool, _Mapping]]] = ...) -> None: ...
+
+class CallPythonToolRequest(_message.Message):
+    __slots__ = ("tenant", "source", "name", "arguments", "episode_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    source: str
+    name: str
+    arguments: _struct_pb2.Struct
+    episode_id: str
+    def __init__(self, tenant: _Optional[str] = ..., source: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., episode_id: _Optional[str] = ...) -> None: ...
+
+class CallPythonToolResponse(_message.Message):
+    __slots__ = ("content", "is_error")
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    IS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    content: str
+    is_error: bool
+    def __init__(self, content: _Optional[str] = ..., is_error: _Optional[bool] = ...) -> None: ...

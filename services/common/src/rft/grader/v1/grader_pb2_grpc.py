@@ -78,6 +78,16 @@ class GraderServiceStub:
                 request_serializer=rft_dot_grader_dot_v1_dot_grader__pb2.ListGraderTypesRequest.SerializeToString,
                 response_deserializer=rft_dot_grader_dot_v1_dot_grader__pb2.ListGraderTypesResponse.FromString,
                 _registered_method=True)
+        self.DescribePythonTools = channel.unary_unary(
+                '/rft.grader.v1.GraderService/DescribePythonTools',
+                request_serializer=rft_dot_grader_dot_v1_dot_grader__pb2.DescribePythonToolsRequest.SerializeToString,
+                response_deserializer=rft_dot_grader_dot_v1_dot_grader__pb2.DescribePythonToolsResponse.FromString,
+                _registered_method=True)
+        self.CallPythonTool = channel.unary_unary(
+                '/rft.grader.v1.GraderService/CallPythonTool',
+                request_serializer=rft_dot_grader_dot_v1_dot_grader__pb2.CallPythonToolRequest.SerializeToString,
+                response_deserializer=rft_dot_grader_dot_v1_dot_grader__pb2.CallPythonToolResponse.FromString,
+                _registered_method=True)
 
 
 class GraderServiceServicer:
@@ -149,6 +159,34 @@ class GraderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribePythonTools(self, request, context):
+        """DescribePythonTools lists the tools a Python tool source defines: its public
+        top-level functions, each with its docstring as description and a JSON
+        Schema of its arguments derived from the signature. The source runs in the
+        tenant's sandbox, as python graders do.
+        Errors: INVALID_ARGUMENT for an oversized source, or one that does not
+        compile or fails while it is imported (the message names the line);
+        FAILED_PRECONDITION when python is disabled on this server (no sandbox);
+        RESOURCE_EXHAUSTED when the sandbox has no room for the tenant now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CallPythonTool(self, request, context):
+        """CallPythonTool runs one function of a Python tool source with the model's
+        arguments in the tenant's sandbox (a fresh process each call: nothing is
+        kept between calls). A tool that fails (exception, bad arguments, unknown
+        tool, timeout, memory limit) answers OK with `is_error` set and a message
+        for the model. The wall-clock limit is the sandbox's, or the call's
+        deadline if sooner.
+        Errors: INVALID_ARGUMENT for an oversized source or arguments;
+        FAILED_PRECONDITION and RESOURCE_EXHAUSTED as for DescribePythonTools.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GraderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +224,16 @@ def add_GraderServiceServicer_to_server(servicer, server):
                     servicer.ListGraderTypes,
                     request_deserializer=rft_dot_grader_dot_v1_dot_grader__pb2.ListGraderTypesRequest.FromString,
                     response_serializer=rft_dot_grader_dot_v1_dot_grader__pb2.ListGraderTypesResponse.SerializeToString,
+            ),
+            'DescribePythonTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribePythonTools,
+                    request_deserializer=rft_dot_grader_dot_v1_dot_grader__pb2.DescribePythonToolsRequest.FromString,
+                    response_serializer=rft_dot_grader_dot_v1_dot_grader__pb2.DescribePythonToolsResponse.SerializeToString,
+            ),
+            'CallPythonTool': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallPythonTool,
+                    request_deserializer=rft_dot_grader_dot_v1_dot_grader__pb2.CallPythonToolRequest.FromString,
+                    response_serializer=rft_dot_grader_dot_v1_dot_grader__pb2.CallPythonToolResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -386,6 +434,60 @@ class GraderService:
             '/rft.grader.v1.GraderService/ListGraderTypes',
             rft_dot_grader_dot_v1_dot_grader__pb2.ListGraderTypesRequest.SerializeToString,
             rft_dot_grader_dot_v1_dot_grader__pb2.ListGraderTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribePythonTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rft.grader.v1.GraderService/DescribePythonTools',
+            rft_dot_grader_dot_v1_dot_grader__pb2.DescribePythonToolsRequest.SerializeToString,
+            rft_dot_grader_dot_v1_dot_grader__pb2.DescribePythonToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallPythonTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rft.grader.v1.GraderService/CallPythonTool',
+            rft_dot_grader_dot_v1_dot_grader__pb2.CallPythonToolRequest.SerializeToString,
+            rft_dot_grader_dot_v1_dot_grader__pb2.CallPythonToolResponse.FromString,
             options,
             channel_credentials,
             insecure,
