@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from rft.common.v1 import common_pb2 as rft_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crft/rollout/v1/rollout.proto\x12\x0erft.rollout.v1\x1a\x1arft/common/v1/common.proto\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\":\n\nChatPrompt\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.rft.common.v1.ChatMessage\"|\n\x06Prompt\x12*\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x1a.rft.rollout.v1.ChatPromptH\x00\x12-\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x18.rft.rollout.v1.TokenIdsH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"\xd7\x01\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\x05\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x07 \x03(\x05\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xb0\x01\n\x0fGenerateRequest\x12\'\n\x07prompts\x18\x01 \x03(\x0b\x32\x16.rft.rollout.v1.Prompt\x12\x30\n\x08sampling\x18\x02 \x01(\x0b\x32\x1e.rft.rollout.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\x07\x65pisode\x18\x04 \x01(\x0b\x32\x1d.rft.rollout.v1.EpisodeParams\"H\n\rEpisodeParams\x12\x11\n\tmax_turns\x18\x01 \x01(\x05\x12\x14\n\x0ctool_servers\x18\x02 \x03(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"\xde\x01\n\x06Sample\x12\x14\n\x0cprompt_index\x18\x01 \x01(\x05\x12\x14\n\x0csample_index\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\ttoken_ids\x18\x04 \x03(\x05\x12\x10\n\x08logprobs\x18\x05 \x03(\x02\x12\x33\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x1c.rft.rollout.v1.FinishReason\x12\x16\n\x0epolicy_version\x18\x07 \x01(\x03\x12(\n\x07\x65pisode\x18\x08 \x01(\x0b\x32\x17.rft.rollout.v1.Episode\"\x85\x01\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04turn\x18\x02 \x01(\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\x12\x10\n\x08is_error\x18\x06 \x01(\x08\x12\x17\n\x0flatency_seconds\x18\x07 \x01(\x01\"F\n\x0e\x45pisodeMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x15\n\rtool_call_ids\x18\x03 \x03(\t\"\xc9\x01\n\x07\x45pisode\x12\x12\n\ntoken_mask\x18\x01 \x03(\x05\x12\r\n\x05turns\x18\x02 \x01(\x05\x12\'\n\x03\x65nd\x18\x03 \x01(\x0e\x32\x1a.rft.rollout.v1.EpisodeEnd\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.rft.rollout.v1.ToolCall\x12\x30\n\x08messages\x18\x05 \x03(\x0b\x32\x1e.rft.rollout.v1.EpisodeMessage\x12\x12\n\nfinal_text\x18\x06 \x01(\t\"g\n\x0cPromptResult\x12\x14\n\x0cprompt_index\x18\x01 \x01(\x05\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\'\n\x07samples\x18\x03 \x03(\x0b\x32\x16.rft.rollout.v1.Sample\"s\n\x10GenerateResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.rft.rollout.v1.PromptResult\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x03\"\xb6\x01\n\x15StreamGenerateRequest\x12\'\n\x07prompts\x18\x01 \x03(\x0b\x32\x16.rft.rollout.v1.Prompt\x12\x30\n\x08sampling\x18\x02 \x01(\x0b\x32\x1e.rft.rollout.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\x07\x65pisode\x18\x04 \x01(\x0b\x32\x1d.rft.rollout.v1.EpisodeParams\"Z\n\x16StreamGenerateResponse\x12&\n\x06sample\x18\x01 \x01(\x0b\x32\x16.rft.rollout.v1.Sample\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\"{\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05\x64type\x18\x02 \x01(\x0e\x32\x1b.rft.rollout.v1.TensorDtype\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\t\"}\n\x0fWeightsManifest\x12+\n\x07tensors\x18\x01 \x03(\x0b\x32\x1a.rft.rollout.v1.TensorSpec\x12=\n\x12\x63hecksum_algorithm\x18\x02 \x01(\x0e\x32!.rft.rollout.v1.ChecksumAlgorithm\"V\n\x0bLoraAdapter\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\r\n\x05\x61lpha\x18\x02 \x01(\x02\x12\x19\n\x0c\x62\x61se_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x0f\n\r_base_version\"\xa6\x01\n\rWeightsHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x33\n\x08manifest\x18\x02 \x01(\x0b\x32\x1f.rft.rollout.v1.WeightsManifestH\x00\x12\x1a\n\x10safetensors_path\x18\x03 \x01(\tH\x00\x12)\n\x04lora\x18\x04 \x01(\x0b\x32\x1b.rft.rollout.v1.LoraAdapterB\x08\n\x06source\"B\n\x0cWeightsChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x81\x01\n\x14UpdateWeightsRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.rft.rollout.v1.WeightsHeaderH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.rft.rollout.v1.WeightsChunkH\x00\x42\t\n\x07message\"\xb7\x01\n\x15UpdateWeightsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x18\n\x10previous_version\x18\x02 \x01(\x03\x12\x14\n\x0ctensor_count\x18\x03 \x01(\x05\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\x12\x17\n\x0freceive_seconds\x18\x05 \x01(\x01\x12\x15\n\rapply_seconds\x18\x06 \x01(\x01\x12\x18\n\x10\x61\x62orted_requests\x18\x07 \x01(\x05\"%\n\x13GetModelInfoRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xe3\x01\n\rRequestLimits\x12\x13\n\x0bmax_prompts\x18\x01 \x01(\x05\x12\r\n\x05max_n\x18\x02 \x01(\x05\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x19\n\x11max_prompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11max_episode_turns\x18\x05 \x01(\x05\x12\x1f\n\x17max_tool_calls_per_turn\x18\x06 \x01(\x05\x12\"\n\x1amax_tool_calls_per_episode\x18\x07 \x01(\x05\x12\x1f\n\x17\x65pisode_timeout_seconds\x18\x08 \x01(\x01\"7\n\nToolServer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05tools\x18\x03 \x03(\t\"\x9b\x03\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x16\n\x0enum_parameters\x18\x03 \x01(\x03\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x15\n\rmax_model_len\x18\x05 \x01(\x05\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x16\n\x0epolicy_version\x18\x07 \x01(\x03\x12+\n\x07tensors\x18\x08 \x03(\x0b\x32\x1a.rft.rollout.v1.TensorSpec\x12-\n\x06limits\x18\t \x01(\x0b\x32\x1d.rft.rollout.v1.RequestLimits\x12\x0e\n\x06\x65ngine\x18\n \x01(\t\x12\x14\n\x0c\x65os_token_id\x18\x0b \x01(\x05\x12\x15\n\rmax_lora_rank\x18\x0c \x01(\x05\x12)\n\x04lora\x18\r \x01(\x0b\x32\x1b.rft.rollout.v1.LoraAdapter\x12\x30\n\x0ctool_servers\x18\x0e \x03(\x0b\x32\x1a.rft.rollout.v1.ToolServer*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03*\xa4\x01\n\nEpisodeEnd\x12\x1b\n\x17\x45PISODE_END_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45PISODE_END_ANSWER\x10\x01\x12\x19\n\x15\x45PISODE_END_MAX_TURNS\x10\x02\x12\x16\n\x12\x45PISODE_END_LENGTH\x10\x03\x12\x15\n\x11\x45PISODE_END_ABORT\x10\x04\x12\x17\n\x13\x45PISODE_END_TIMEOUT\x10\x05*\xdc\x01\n\x0bTensorDtype\x12\x1c\n\x18TENSOR_DTYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14TENSOR_DTYPE_FLOAT32\x10\x01\x12\x18\n\x14TENSOR_DTYPE_FLOAT16\x10\x02\x12\x19\n\x15TENSOR_DTYPE_BFLOAT16\x10\x03\x12\x18\n\x14TENSOR_DTYPE_FLOAT64\x10\x04\x12\x16\n\x12TENSOR_DTYPE_INT64\x10\x05\x12\x16\n\x12TENSOR_DTYPE_INT32\x10\x06\x12\x16\n\x12TENSOR_DTYPE_UINT8\x10\x07*t\n\x11\x43hecksumAlgorithm\x12\"\n\x1e\x43HECKSUM_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43HECKSUM_ALGORITHM_CRC32\x10\x01\x12\x1d\n\x19\x43HECKSUM_ALGORITHM_SHA256\x10\x02\x32\xfd\x02\n\x0eRolloutService\x12M\n\x08Generate\x12\x1f.rft.rollout.v1.GenerateRequest\x1a .rft.rollout.v1.GenerateResponse\x12\x61\n\x0eStreamGenerate\x12%.rft.rollout.v1.StreamGenerateRequest\x1a&.rft.rollout.v1.StreamGenerateResponse0\x01\x12^\n\rUpdateWeights\x12$.rft.rollout.v1.UpdateWeightsRequest\x1a%.rft.rollout.v1.UpdateWeightsResponse(\x01\x12Y\n\x0cGetModelInfo\x12#.rft.rollout.v1.GetModelInfoRequest\x1a$.rft.rollout.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crft/rollout/v1/rollout.proto\x12\x0erft.rollout.v1\x1a\x1arft/common/v1/common.proto\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x05\":\n\nChatPrompt\x12,\n\x08messages\x18\x01 \x03(\x0b\x32\x1a.rft.common.v1.ChatMessage\"|\n\x06Prompt\x12*\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x1a.rft.rollout.v1.ChatPromptH\x00\x12-\n\ttoken_ids\x18\x02 \x01(\x0b\x32\x18.rft.rollout.v1.TokenIdsH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x42\x07\n\x05input\"\xd7\x01\n\x0eSamplingParams\x12\t\n\x01n\x18\x01 \x01(\x05\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x07 \x03(\x05\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xb0\x01\n\x0fGenerateRequest\x12\'\n\x07prompts\x18\x01 \x03(\x0b\x32\x16.rft.rollout.v1.Prompt\x12\x30\n\x08sampling\x18\x02 \x01(\x0b\x32\x1e.rft.rollout.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\x07\x65pisode\x18\x04 \x01(\x0b\x32\x1d.rft.rollout.v1.EpisodeParams\"e\n\rEpisodeParams\x12\x11\n\tmax_turns\x18\x01 \x01(\x05\x12\x14\n\x0ctool_servers\x18\x02 \x03(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x1b\n\x13python_tools_source\x18\x04 \x01(\t\"\xde\x01\n\x06Sample\x12\x14\n\x0cprompt_index\x18\x01 \x01(\x05\x12\x14\n\x0csample_index\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\ttoken_ids\x18\x04 \x03(\x05\x12\x10\n\x08logprobs\x18\x05 \x03(\x02\x12\x33\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x1c.rft.rollout.v1.FinishReason\x12\x16\n\x0epolicy_version\x18\x07 \x01(\x03\x12(\n\x07\x65pisode\x18\x08 \x01(\x0b\x32\x17.rft.rollout.v1.Episode\"\x85\x01\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04turn\x18\x02 \x01(\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\x12\x10\n\x08is_error\x18\x06 \x01(\x08\x12\x17\n\x0flatency_seconds\x18\x07 \x01(\x01\"F\n\x0e\x45pisodeMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x15\n\rtool_call_ids\x18\x03 \x03(\t\"\xc9\x01\n\x07\x45pisode\x12\x12\n\ntoken_mask\x18\x01 \x03(\x05\x12\r\n\x05turns\x18\x02 \x01(\x05\x12\'\n\x03\x65nd\x18\x03 \x01(\x0e\x32\x1a.rft.rollout.v1.EpisodeEnd\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.rft.rollout.v1.ToolCall\x12\x30\n\x08messages\x18\x05 \x03(\x0b\x32\x1e.rft.rollout.v1.EpisodeMessage\x12\x12\n\nfinal_text\x18\x06 \x01(\t\"g\n\x0cPromptResult\x12\x14\n\x0cprompt_index\x18\x01 \x01(\x05\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\'\n\x07samples\x18\x03 \x03(\x0b\x32\x16.rft.rollout.v1.Sample\"s\n\x10GenerateResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.rft.rollout.v1.PromptResult\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x03\"\xb6\x01\n\x15StreamGenerateRequest\x12\'\n\x07prompts\x18\x01 \x03(\x0b\x32\x16.rft.rollout.v1.Prompt\x12\x30\n\x08sampling\x18\x02 \x01(\x0b\x32\x1e.rft.rollout.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\x07\x65pisode\x18\x04 \x01(\x0b\x32\x1d.rft.rollout.v1.EpisodeParams\"Z\n\x16StreamGenerateResponse\x12&\n\x06sample\x18\x01 \x01(\x0b\x32\x16.rft.rollout.v1.Sample\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\"{\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x05\x64type\x18\x02 \x01(\x0e\x32\x1b.rft.rollout.v1.TensorDtype\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\t\"}\n\x0fWeightsManifest\x12+\n\x07tensors\x18\x01 \x03(\x0b\x32\x1a.rft.rollout.v1.TensorSpec\x12=\n\x12\x63hecksum_algorithm\x18\x02 \x01(\x0e\x32!.rft.rollout.v1.ChecksumAlgorithm\"V\n\x0bLoraAdapter\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\r\n\x05\x61lpha\x18\x02 \x01(\x02\x12\x19\n\x0c\x62\x61se_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x0f\n\r_base_version\"\xa6\x01\n\rWeightsHeader\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x33\n\x08manifest\x18\x02 \x01(\x0b\x32\x1f.rft.rollout.v1.WeightsManifestH\x00\x12\x1a\n\x10safetensors_path\x18\x03 \x01(\tH\x00\x12)\n\x04lora\x18\x04 \x01(\x0b\x32\x1b.rft.rollout.v1.LoraAdapterB\x08\n\x06source\"B\n\x0cWeightsChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x81\x01\n\x14UpdateWeightsRequest\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.rft.rollout.v1.WeightsHeaderH\x00\x12-\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x1c.rft.rollout.v1.WeightsChunkH\x00\x42\t\n\x07message\"\xb7\x01\n\x15UpdateWeightsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x18\n\x10previous_version\x18\x02 \x01(\x03\x12\x14\n\x0ctensor_count\x18\x03 \x01(\x05\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\x12\x17\n\x0freceive_seconds\x18\x05 \x01(\x01\x12\x15\n\rapply_seconds\x18\x06 \x01(\x01\x12\x18\n\x10\x61\x62orted_requests\x18\x07 \x01(\x05\"%\n\x13GetModelInfoRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xe3\x01\n\rRequestLimits\x12\x13\n\x0bmax_prompts\x18\x01 \x01(\x05\x12\r\n\x05max_n\x18\x02 \x01(\x05\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x19\n\x11max_prompt_tokens\x18\x04 \x01(\x05\x12\x19\n\x11max_episode_turns\x18\x05 \x01(\x05\x12\x1f\n\x17max_tool_calls_per_turn\x18\x06 \x01(\x05\x12\"\n\x1amax_tool_calls_per_episode\x18\x07 \x01(\x05\x12\x1f\n\x17\x65pisode_timeout_seconds\x18\x08 \x01(\x01\"7\n\nToolServer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05tools\x18\x03 \x03(\t\"\x9b\x03\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x16\n\x0enum_parameters\x18\x03 \x01(\x03\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\x12\x15\n\rmax_model_len\x18\x05 \x01(\x05\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x16\n\x0epolicy_version\x18\x07 \x01(\x03\x12+\n\x07tensors\x18\x08 \x03(\x0b\x32\x1a.rft.rollout.v1.TensorSpec\x12-\n\x06limits\x18\t \x01(\x0b\x32\x1d.rft.rollout.v1.RequestLimits\x12\x0e\n\x06\x65ngine\x18\n \x01(\t\x12\x14\n\x0c\x65os_token_id\x18\x0b \x01(\x05\x12\x15\n\rmax_lora_rank\x18\x0c \x01(\x05\x12)\n\x04lora\x18\r \x01(\x0b\x32\x1b.rft.rollout.v1.LoraAdapter\x12\x30\n\x0ctool_servers\x18\x0e \x03(\x0b\x32\x1a.rft.rollout.v1.ToolServer*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03*\xa4\x01\n\nEpisodeEnd\x12\x1b\n\x17\x45PISODE_END_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45PISODE_END_ANSWER\x10\x01\x12\x19\n\x15\x45PISODE_END_MAX_TURNS\x10\x02\x12\x16\n\x12\x45PISODE_END_LENGTH\x10\x03\x12\x15\n\x11\x45PISODE_END_ABORT\x10\x04\x12\x17\n\x13\x45PISODE_END_TIMEOUT\x10\x05*\xdc\x01\n\x0bTensorDtype\x12\x1c\n\x18TENSOR_DTYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14TENSOR_DTYPE_FLOAT32\x10\x01\x12\x18\n\x14TENSOR_DTYPE_FLOAT16\x10\x02\x12\x19\n\x15TENSOR_DTYPE_BFLOAT16\x10\x03\x12\x18\n\x14TENSOR_DTYPE_FLOAT64\x10\x04\x12\x16\n\x12TENSOR_DTYPE_INT64\x10\x05\x12\x16\n\x12TENSOR_DTYPE_INT32\x10\x06\x12\x16\n\x12TENSOR_DTYPE_UINT8\x10\x07*t\n\x11\x43hecksumAlgorithm\x12\"\n\x1e\x43HECKSUM_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43HECKSUM_ALGORITHM_CRC32\x10\x01\x12\x1d\n\x19\x43HECKSUM_ALGORITHM_SHA256\x10\x02\x32\xfd\x02\n\x0eRolloutService\x12M\n\x08Generate\x12\x1f.rft.rollout.v1.GenerateRequest\x1a .rft.rollout.v1.GenerateResponse\x12\x61\n\x0eStreamGenerate\x12%.rft.rollout.v1.StreamGenerateRequest\x1a&.rft.rollout.v1.StreamGenerateResponse0\x01\x12^\n\rUpdateWeights\x12$.rft.rollout.v1.UpdateWeightsRequest\x1a%.rft.rollout.v1.UpdateWeightsResponse(\x01\x12Y\n\x0cGetModelInfo\x12#.rft.rollout.v1.GetModelInfoRequest\x1a$.rft.rollout.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rft.rollout.v1.rollout_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=3529
-  _globals['_FINISHREASON']._serialized_end=3649
-  _globals['_EPISODEEND']._serialized_start=3652
-  _globals['_EPISODEEND']._serialized_end=3816
-  _globals['_TENSORDTYPE']._serialized_start=3819
-  _globals['_TENSORDTYPE']._serialized_end=4039
-  _globals['_CHECKSUMALGORITHM']._serialized_start=4041
-  _globals['_CHECKSUMALGORITHM']._serialized_end=4157
+  _globals['_FINISHREASON']._serialized_start=3558
+  _globals['_FINISHREASON']._serialized_end=3678
+  _globals['_EPISODEEND']._serialized_start=3681
+  _globals['_EPISODEEND']._serialized_end=3845
+  _globals['_TENSORDTYPE']._serialized_start=3848
+  _globals['_TENSORDTYPE']._serialized_end=4068
+  _globals['_CHECKSUMALGORITHM']._serialized_start=4070
+  _globals['_CHECKSUMALGORITHM']._serialized_end=4186
   _globals['_TOKENIDS']._serialized_start=76
   _globals['_TOKENIDS']._serialized_end=99
   _globals['_CHATPROMPT']._serialized_start=101
@@ -51,45 +51,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_start=506
   _globals['_GENERATEREQUEST']._serialized_end=682
   _globals['_EPISODEPARAMS']._serialized_start=684
-  _globals['_EPISODEPARAMS']._serialized_end=756
-  _globals['_SAMPLE']._serialized_start=759
-  _globals['_SAMPLE']._serialized_end=981
-  _globals['_TOOLCALL']._serialized_start=984
-  _globals['_TOOLCALL']._serialized_end=1117
-  _globals['_EPISODEMESSAGE']._serialized_start=1119
-  _globals['_EPISODEMESSAGE']._serialized_end=1189
-  _globals['_EPISODE']._serialized_start=1192
-  _globals['_EPISODE']._serialized_end=1393
-  _globals['_PROMPTRESULT']._serialized_start=1395
-  _globals['_PROMPTRESULT']._serialized_end=1498
-  _globals['_GENERATERESPONSE']._serialized_start=1500
-  _globals['_GENERATERESPONSE']._serialized_end=1615
-  _globals['_STREAMGENERATEREQUEST']._serialized_start=1618
-  _globals['_STREAMGENERATEREQUEST']._serialized_end=1800
-  _globals['_STREAMGENERATERESPONSE']._serialized_start=1802
-  _globals['_STREAMGENERATERESPONSE']._serialized_end=1892
-  _globals['_TENSORSPEC']._serialized_start=1894
-  _globals['_TENSORSPEC']._serialized_end=2017
-  _globals['_WEIGHTSMANIFEST']._serialized_start=2019
-  _globals['_WEIGHTSMANIFEST']._serialized_end=2144
-  _globals['_LORAADAPTER']._serialized_start=2146
-  _globals['_LORAADAPTER']._serialized_end=2232
-  _globals['_WEIGHTSHEADER']._serialized_start=2235
-  _globals['_WEIGHTSHEADER']._serialized_end=2401
-  _globals['_WEIGHTSCHUNK']._serialized_start=2403
-  _globals['_WEIGHTSCHUNK']._serialized_end=2469
-  _globals['_UPDATEWEIGHTSREQUEST']._serialized_start=2472
-  _globals['_UPDATEWEIGHTSREQUEST']._serialized_end=2601
-  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_start=2604
-  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_end=2787
-  _globals['_GETMODELINFOREQUEST']._serialized_start=2789
-  _globals['_GETMODELINFOREQUEST']._serialized_end=2826
-  _globals['_REQUESTLIMITS']._serialized_start=2829
-  _globals['_REQUESTLIMITS']._serialized_end=3056
-  _globals['_TOOLSERVER']._serialized_start=3058
-  _globals['_TOOLSERVER']._serialized_end=3113
-  _globals['_GETMODELINFORESPONSE']._serialized_start=3116
-  _globals['_GETMODELINFORESPONSE']._serialized_end=3527
-  _globals['_ROLLOUTSERVICE']._serialized_start=4160
-  _globals['_ROLLOUTSERVICE']._serialized_end=4541
+  _globals['_EPISODEPARAMS']._serialized_end=785
+  _globals['_SAMPLE']._serialized_start=788
+  _globals['_SAMPLE']._serialized_end=1010
+  _globals['_TOOLCALL']._serialized_start=1013
+  _globals['_TOOLCALL']._serialized_end=1146
+  _globals['_EPISODEMESSAGE']._serialized_start=1148
+  _globals['_EPISODEMESSAGE']._serialized_end=1218
+  _globals['_EPISODE']._serialized_start=1221
+  _globals['_EPISODE']._serialized_end=1422
+  _globals['_PROMPTRESULT']._serialized_start=1424
+  _globals['_PROMPTRESULT']._serialized_end=1527
+  _globals['_GENERATERESPONSE']._serialized_start=1529
+  _globals['_GENERATERESPONSE']._serialized_end=1644
+  _globals['_STREAMGENERATEREQUEST']._serialized_start=1647
+  _globals['_STREAMGENERATEREQUEST']._serialized_end=1829
+  _globals['_STREAMGENERATERESPONSE']._serialized_start=1831
+  _globals['_STREAMGENERATERESPONSE']._serialized_end=1921
+  _globals['_TENSORSPEC']._serialized_start=1923
+  _globals['_TENSORSPEC']._serialized_end=2046
+  _globals['_WEIGHTSMANIFEST']._serialized_start=2048
+  _globals['_WEIGHTSMANIFEST']._serialized_end=2173
+  _globals['_LORAADAPTER']._serialized_start=2175
+  _globals['_LORAADAPTER']._serialized_end=2261
+  _globals['_WEIGHTSHEADER']._serialized_start=2264
+  _globals['_WEIGHTSHEADER']._serialized_end=2430
+  _globals['_WEIGHTSCHUNK']._serialized_start=2432
+  _globals['_WEIGHTSCHUNK']._serialized_end=2498
+  _globals['_UPDATEWEIGHTSREQUEST']._serialized_start=2501
+  _globals['_UPDATEWEIGHTSREQUEST']._serialized_end=2630
+  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_start=2633
+  _globals['_UPDATEWEIGHTSRESPONSE']._serialized_end=2816
+  _globals['_GETMODELINFOREQUEST']._serialized_start=2818
+  _globals['_GETMODELINFOREQUEST']._serialized_end=2855
+  _globals['_REQUESTLIMITS']._serialized_start=2858
+  _globals['_REQUESTLIMITS']._serialized_end=3085
+  _globals['_TOOLSERVER']._serialized_start=3087
+  _globals['_TOOLSERVER']._serialized_end=3142
+  _globals['_GETMODELINFORESPONSE']._serialized_start=3145
+  _globals['_GETMODELINFORESPONSE']._serialized_end=3556
+  _globals['_ROLLOUTSERVICE']._serialized_start=4189
+  _globals['_ROLLOUTSERVICE']._serialized_end=4570
 # @@protoc_insertion_point(module_scope)

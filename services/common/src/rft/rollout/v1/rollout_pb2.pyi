@@ -117,14 +117,16 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., request_id: _Optional[str] = ..., episode: _Optional[_Union[EpisodeParams, _Mapping]] = ...) -> None: ...
 
 class EpisodeParams(_message.Message):
-    __slots__ = ("max_turns", "tool_servers", "tenant")
+    __slots__ = ("max_turns", "tool_servers", "tenant", "python_tools_source")
     MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
     TOOL_SERVERS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_TOOLS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     max_turns: int
     tool_servers: _containers.RepeatedScalarFieldContainer[str]
     tenant: str
-    def __init__(self, max_turns: _Optional[int] = ..., tool_servers: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    python_tools_source: str
+    def __init__(self, max_turns: _Optional[int] = ..., tool_servers: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ..., python_tools_source: _Optional[str] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("prompt_index", "sample_index", "text", "token_ids", "logprobs", "finish_reason", "policy_version", "episode")
