@@ -42,8 +42,10 @@ class LearnerConfig(ServerConfig):
     """CPU threads for the trainer's torch ops; 0 = torch's default."""
     trainer_sharding: Literal["none", "fsdp"] = "none"
     """With several trainer ranks: "none" keeps a whole model replica on every rank (data-parallel); "fsdp" shards policy, KL reference, value head and optimizer state over the ranks with FSDP2, for models that do not fit one device (LoRA jobs stay data-parallel). Resume a job with the same setting."""
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """torch.distributed backend of the trainer ranks under torchrun: auto = nccl when they train on CUDA (each rank on cuda:LOCAL_RANK), gloo on CPU; nccl needs CUDA devices and gloo CPU ones. Rank 0's commands to the other ranks always travel over a gloo group beside it."""
     device: str = "auto"
-    """Where the trainer keeps policy, reference and value head: auto (the first CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N."""
+    """Where the trainer keeps policy, reference and value head: auto (the first CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N. Under torchrun auto and cuda mean cuda:LOCAL_RANK, one GPU per rank."""
     precision: Literal["auto", "fp32", "bf16", "bf16-mixed"] = "auto"
     """Training precision: fp32; bf16 (bf16 weights and optimizer state: half the memory, lossy updates); bf16-mixed (fp32 master weights, bf16 autocast compute); auto = bf16-mixed on CUDA, fp32 on CPU."""
     micro_batch_tokens: int = pydantic.Field(16384, ge=0)

@@ -37,6 +37,9 @@ class DataParallel:
     """The models are sharded with FSDP2 (trainer.sharding): gradients of their parameters
     are reduce-scattered by FSDP, and every rank must run the same number of forward and
     backward passes (FSDP gathers parameters collectively in each)."""
+    device: torch.device = torch.device("cpu")
+    """Where this rank's tensors live, and so the small tensors of its collectives
+    (counts, loss scales): a CUDA device under NCCL, which moves no host tensors."""
 
     @classmethod
     def from_environment(cls, backend: str = "gloo", timeout: datetime.timedelta | None = None) -> DataParallel | None:
@@ -55,7 +58,7 @@ class DataParallel:
 
     def loss_scale(self, local_units: float) -> float:
         """world * local / total, for the unit the loss is averaged over (tokens or sequences)."""
-        total = torch.tensor([float(local_units)], dtype=torch.float64)
+        total = torch.tensor([float(local_units)], dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
         return self.world * float(local_units) / max(float(total.item()), 1e-12)
 
@@ -68,7 +71,7 @@ class DataParallel:
         return self._reduce(local, dist.ReduceOp.MIN)
 
     def _reduce(self, local: int, op: dist.ReduceOp) -> int:
-        count = torch.tensor([local], dtype=torch.int64)
+        count = torch.tensor([local], dtype=torch.int64, device=self.device)
         dist.all_reduce(count, op=op)
         return int(count.item())
 

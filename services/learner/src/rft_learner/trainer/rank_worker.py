@@ -9,28 +9,35 @@ import signal
 import sys
 
 import torch
-import torch.distributed as dist
 
 from rft_learner.hparams import ReinforcementParams
 from rft_learner.trainer import lora, sharding
 from rft_learner.trainer.devices import Placement
-from rft_learner.trainer.distributed import SERVICE_TIMEOUT, DataParallel
 from rft_learner.trainer.policy import ValueHead, load_model
-from rft_learner.trainer.ranks import gather_state, setup_phase
+from rft_learner.trainer.ranks import (
+    gather_state,
+    join_group,
+    join_torchrun_group,
+    leave_group,
+    receive_command,
+    setup_phase,
+)
 from rft_learner.trainer.updates import rl_update, sft_update
 
 
-def main(persistent: bool = False) -> None:
-    """Run rank 0's commands. One job's ranks stop at "stop"; torchrun's (`persistent`)
-    drop the job's models at "stop" and wait for the next job until "exit"."""
-    data_parallel = DataParallel.from_environment("gloo", timeout=SERVICE_TIMEOUT if persistent else None)
-    assert data_parallel is not None, "run by the learner with RANK / WORLD_SIZE set"
+def main(persistent: bool = False, device: torch.device | None = None, backend: str = "gloo") -> None:
+    """Run rank 0's commands. One job's ranks (CPU, gloo) stop at "stop"; torchrun's
+    (`persistent`, on `device` over `backend`) drop the job's models at "stop" and wait
+    for the next job until "exit"."""
+    device = device or torch.device("cpu")
+    if persistent:
+        data_parallel = join_torchrun_group(backend, device)
+    else:  # started by Updater.start with RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set
+        data_parallel = join_group(backend, device)
     model = reference = value_head = optimizer = None
-    placement = Placement(torch.device("cpu"), "fp32")
+    placement = Placement(device, "fp32")
     while True:
-        holder = [None]
-        dist.broadcast_object_list(holder, src=0)
-        command = holder[0]
+        command = receive_command()
         kind = command[0]
         if kind == "exit":
             print(f"trainer rank {data_parallel.rank} released by rank 0", file=sys.stderr, flush=True)
@@ -43,7 +50,7 @@ def main(persistent: bool = False) -> None:
             _, model_dir, learning_rate, with_reference, with_value_head, lora_spec, precision, sharded, resumed = (
                 command
             )
-            placement = Placement(torch.device("cpu"), precision)
+            placement = Placement(device, precision)
             if not (sharded and model is not None and sharding.is_sharded(model)):  # else: the warm-up's shards
                 model = load_model(model_dir, placement)
             if lora_spec is not None:
@@ -68,16 +75,16 @@ def main(persistent: bool = False) -> None:
             _, prompts, targets, pad_id, micro_batch_tokens = command
             with placement.autocast():
                 sft_update(model, optimizer, prompts, targets, pad_id, data_parallel, micro_batch_tokens)
-    dist.barrier()  # matches Updater.close in ranks.py: both sides tear the gloo group down together
-    dist.destroy_process_group()
+    leave_group()  # matches Updater.close / release_torchrun_ranks: every rank tears the group down together
 
 
-def serve_ranks() -> None:
-    """A rank > 0 of a learner started by torchrun: serve rank 0's jobs until it exits.
-    SIGTERM is left to rank 0, which stops its jobs and then tells every rank to exit
-    (torchrun delivers the signal to all ranks at once)."""
+def serve_ranks(device: torch.device | None = None, backend: str = "gloo") -> None:
+    """A rank > 0 of a learner started by torchrun: serve rank 0's jobs until it exits,
+    training on `device` (cuda:LOCAL_RANK on GPUs) over `backend`. SIGTERM is left to
+    rank 0, which stops its jobs and then tells every rank to exit (torchrun delivers
+    the signal to all ranks at once)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    main(persistent=True)
+    main(persistent=True, device=device, backend=backend)
 
 
 if __name__ == "__main__":

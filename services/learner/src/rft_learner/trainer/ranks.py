@@ -6,6 +6,14 @@ joins them in a torch.distributed group (gloo on CPU), and before every update s
 broadcasts the step's inputs. Every rank then runs the same update function on its
 share of the batch (trainer.distributed); averaged gradients keep all replicas
 identical, so only rank 0 talks to rollout and grader, checkpoints and exports.
+
+Under torchrun (`torchrun ... --no-python rft-learner serve`) the ranks live as long as
+the service and may train on GPUs: each rank on cuda:LOCAL_RANK, the group's backend
+NCCL (`--dist-backend`, devices.resolve_dist_backend), bound to the rank's device
+(`device_id`). The commands rank 0 sends (pickled Python objects) and the ranks' idle
+wait between jobs go over a second group, always gloo (`command_group`): NCCL would copy
+every pickled command to the GPU, and a rank idling for days inside an NCCL collective
+would hold a GPU stream and trip NCCL's watchdog.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    set_model_state_dict,
     set_optimizer_state_dict,
 )
 
@@ -44,12 +53,68 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+_commands: dist.ProcessGroup | None = None
+"""The gloo group rank 0's commands travel in, when the default group is not gloo."""
+
+
+def command_group() -> dist.ProcessGroup | None:
+    """The group for rank 0's commands, object broadcasts and the ranks' barriers: a gloo
+    group beside an NCCL default group, else None (the default group, gloo itself)."""
+    return _commands
+
+
+def join_group(
+    backend: str,
+    device: torch.device,
+    timeout: datetime.timedelta | None = None,
+    command_timeout: datetime.timedelta | None = None,
+    **init: Any,
+) -> DataParallel:
+    """Join this process's trainer group (every rank calls it, in the same order).
+
+    `backend` is devices.resolve_dist_backend's choice. For NCCL the rank's CUDA device
+    becomes its current device (object collectives and FSDP's mesh use it) and is bound
+    to the group (`device_id`: NCCL connects eagerly, on the right GPU); a gloo group
+    with `command_timeout` (default: `timeout`) is made beside it for commands. `init`
+    goes to init_process_group (init_method, rank, world_size; torchrun's environment
+    when absent)."""
+    global _commands
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, timeout=timeout, device_id=device if backend == "nccl" else None, **init)
+    _commands = None
+    if backend != "gloo":
+        _commands = dist.new_group(backend="gloo", timeout=command_timeout or timeout)
+    return DataParallel(dist.get_rank(), dist.get_world_size(), device=device)
+
+
+def send_command(command: tuple[Any, ...]) -> None:
+    """Rank 0: send every other rank its next command (rank_worker.receive_command)."""
+    dist.broadcast_object_list([command], src=0, group=command_group())
+
+
+def receive_command() -> tuple[Any, ...]:
+    """A rank > 0: wait for rank 0's next command."""
+    holder: list[Any] = [None]
+    dist.broadcast_object_list(holder, src=0, group=command_group())
+    return holder[0]
+
+
+def leave_group() -> None:
+    """Every rank together: wait for the others (on the command group: a barrier under
+    NCCL would need a device and a stream), then tear the group down."""
+    dist.barrier(group=command_group())
+    dist.destroy_process_group()
+
+
 def broadcast_module_state(modules: Sequence[torch.nn.Module | None]) -> None:
-    """Make every rank's weights rank 0's."""
+    """Make every rank's weights rank 0's (torch's state-dict API broadcasts them from
+    rank 0 tensor by tensor, on the group's device)."""
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     for module in modules:
         if module is not None:
-            for tensor in module.state_dict().values():
-                dist.broadcast(tensor, src=0)
+            state = module.state_dict() if dist.get_rank() == 0 else {}
+            set_model_state_dict(module, state, options=options)
 
 
 class _Trained(torch.nn.Module):
@@ -96,8 +161,9 @@ def setup_phase(
             set_optimizer_state_dict(_Trained(model, value_head), optimizer, full, options=options)
         return optimizer, data_parallel
     if data_parallel is not None and resumed:
+        # A checkpoint's state is loaded to host memory; it travels as a pickled object.
         holder = [optimizer_state if dist.get_rank() == 0 else None]
-        dist.broadcast_object_list(holder, src=0)
+        dist.broadcast_object_list(holder, src=0, group=command_group())
         optimizer_state = holder[0]
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -121,23 +187,31 @@ def gather_state(
     return weights, head, get_optimizer_state_dict(_Trained(model, value_head), optimizer, options=options)
 
 
-_torchrun_group = False
+_torchrun_group: DataParallel | None = None
 """Set in rank 0 of a learner started by torchrun: the group lives as long as the service."""
 
 
-def join_torchrun_ranks() -> None:
+def join_torchrun_group(backend: str, device: torch.device) -> DataParallel:
+    """Any rank of a learner started by torchrun joins the group for the life of the
+    service. Under gloo the group's collectives may wait as long as the service idles;
+    under NCCL only the command group does, and a stuck training collective fails after
+    TIMEOUT."""
+    if backend == "gloo":
+        return join_group(backend, device, timeout=SERVICE_TIMEOUT)
+    return join_group(backend, device, timeout=TIMEOUT, command_timeout=SERVICE_TIMEOUT)
+
+
+def join_torchrun_ranks(backend: str = "gloo", device: torch.device | None = None) -> None:
     """Rank 0 of a learner started by torchrun joins the group its ranks wait in."""
     global _torchrun_group
-    DataParallel.from_environment("gloo", timeout=SERVICE_TIMEOUT)
-    _torchrun_group = True
+    _torchrun_group = join_torchrun_group(backend, device or torch.device("cpu"))
 
 
 def release_torchrun_ranks() -> None:
     """Tell the torchrun ranks the service is gone, so that torchrun exits with it."""
     try:
-        dist.broadcast_object_list([("exit",)], src=0)
-        dist.barrier()
-        dist.destroy_process_group()
+        send_command(("exit",))
+        leave_group()
     except Exception:  # noqa: BLE001 - a rank already gone: torchrun tears the rest down
         pass
 
@@ -153,8 +227,11 @@ class Updater:
     ) -> None:
         if micro_batch_tokens < 0:
             raise ValueError(f"micro_batch_tokens must be >= 0, got {micro_batch_tokens}")
-        if world > 1 and placement.device.type != "cpu":
-            raise ValueError("several trainer ranks run on CPU (gloo) only; NCCL ranks are not wired yet")
+        if world > 1 and placement.device.type != "cpu" and _torchrun_group is None:
+            raise ValueError(
+                "the trainer ranks --trainer-ranks starts run on CPU (gloo); for ranks on GPUs start the learner "
+                "with torchrun (torchrun --nproc-per-node N --no-python rft-learner serve ...)"
+            )
         self.world = world
         self.micro_batch_tokens = micro_batch_tokens
         self.placement = placement
@@ -166,8 +243,8 @@ class Updater:
     def start(self) -> None:
         if self.world <= 1:
             return
-        if _torchrun_group:  # torchrun started the ranks with the service: they wait for commands
-            self.data_parallel = DataParallel(dist.get_rank(), dist.get_world_size())
+        if _torchrun_group is not None:  # torchrun started the ranks with the service: they wait for commands
+            self.data_parallel = _torchrun_group
             self._persistent = True
             return
         port = _free_port()
@@ -176,13 +253,13 @@ class Updater:
                    "WORLD_SIZE": str(self.world)}  # fmt: skip
             command = [sys.executable, "-m", "rft_learner.trainer.rank_worker"]
             self._workers.append(subprocess.Popen(command, env=env))
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=self.world, timeout=TIMEOUT
-        )
-        self.data_parallel = DataParallel(0, self.world)
+        self.data_parallel = join_group(
+            "gloo", torch.device("cpu"), timeout=TIMEOUT, init_method=f"tcp://127.0.0.1:{port}", rank=0,
+            world_size=self.world,
+        )  # fmt: skip
 
     def _send(self, command: tuple[Any, ...]) -> None:
-        dist.broadcast_object_list([command], src=0)
+        send_command(command)
 
     def begin_phase(
         self,
@@ -258,7 +335,7 @@ class Updater:
             if data_parallel is not None:
                 self._send(("stop",))
                 if not self._persistent:
-                    dist.barrier()  # matches rank_worker's exit
+                    dist.barrier(group=command_group())  # matches rank_worker's exit
         finally:
             if data_parallel is not None and not self._persistent:
                 dist.destroy_process_group()  # even after a failed stop: the next job builds a new group
