@@ -167,16 +167,45 @@ def test_unknown_tool_servers_and_too_many_turns_are_refused(cli, tool_rollout, 
     assert elsewhere.returncode == 2 and "--rollout-tool-servers-file" in elsewhere.stderr
 
 
-def test_the_temporary_rollout_gets_the_tool_servers_file(cli, files, tmp_path) -> None:
+def _export_like_the_learner(out: pathlib.Path) -> pathlib.Path:
+    """models/tool-base written as a job's fine-tuned model is (trainer.checkpoint.save_model_dir)."""
+    from rft_learner.trainer import checkpoint
+    from rft_learner.trainer.policy import load_model, load_tokenizer
+
+    checkpoint.save_model_dir(load_model(TOOL_MODEL), load_tokenizer(TOOL_MODEL), out)
+    return out
+
+
+def test_an_exported_tool_model_keeps_its_chat_template_and_runs_episodes(cli, files, tmp_path) -> None:
+    """Export keeps the tokenizer files with the chat template the rollout renders tool
+    turns with; the exported model, on a temporary rollout given the tool servers file,
+    runs episodes that call the calculator."""
+    from transformers import AutoTokenizer
+
+    exported = _export_like_the_learner(tmp_path / "exported")
+    conversation = [
+        {"role": "user", "content": "add 17 25"},
+        {"role": "assistant", "content": '<tool_call>{"name": "add", "arguments": {"a": 17, "b": 25}}</tool_call>'},
+        {"role": "tool", "content": "42", "name": "add", "tool_call_id": "call_0"},
+    ]
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+
+    def rendered(directory: pathlib.Path) -> str:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        return tokenizer.apply_chat_template(conversation, tools=tools, add_generation_prompt=True, tokenize=False)
+
+    assert rendered(exported) == rendered(TOOL_MODEL)
+    assert "<|im_start|>tool\n42<|im_end|>" in rendered(exported)
+
     valid, tools_spec, _ = files
-    tools = _tool_servers_file(tmp_path)
     args = ["evals", "run", "--file", str(valid), "--grader-spec", str(tools_spec), "--limit", "2"]
     args += ["--max-turns", "2", "--tool-servers", "calc", "--samples", "1", "--temperature", "0"]
-    args += ["--max-tokens", "256", "--rollout-tool-servers-file", str(tools), "--ready-timeout", "300"]
-    args += ["--rollout-args", "--max-model-len 512 --warmup-requests 1", str(TOOL_MODEL)]
+    args += ["--max-tokens", "256", "--rollout-tool-servers-file", str(_tool_servers_file(tmp_path))]
+    args += ["--ready-timeout", "300", "--rollout-args", "--max-model-len 512 --warmup-requests 1", str(exported)]
     report = cli.json(*args, timeout=600)
     (model,) = report["models"]
-    assert model["model"] == str(TOOL_MODEL)
+    assert model["model"] == str(exported)
     assert model["metrics"]["tool_calls_mean"] > 0 and model["metrics"]["grader_errors"] == 0
+    assert model["metrics"]["greedy_reward_mean"] > 0  # right answers through the calculator
     assert model["episode_ends"] == {"answer": 2}
     json.dumps(report)  # plain JSON
