@@ -249,6 +249,8 @@ class RolloutCore:
             raise InvalidRequest(f"prompts: {len(prompts)} prompts is above the limit max_prompts={limits.max_prompts}")
         n, common = self._resolve_sampling(sampling)
         tools = self._check_episode(episode)
+        if episode is not None and episode.python_tools_source:  # described by the grader (cached)
+            tools += [tool.as_template_tool() for tool in await self.tools.python_tools(episode)]
         loop = asyncio.get_running_loop()
         if episode is not None and episode.max_turns > 1:
             await loop.run_in_executor(self._tokenizer_thread, self._check_tool_turns)
@@ -298,7 +300,7 @@ class RolloutCore:
             )
         return samples
 
-    def _episode_deps(self) -> EpisodeDeps:
+    def _episode_deps(self, params: EpisodeParams) -> EpisodeDeps:
         loop = asyncio.get_running_loop()
 
         def offload(function, *args):
@@ -309,7 +311,7 @@ class RolloutCore:
             decode=self.engine.decode,
             render_tool_turn=self.engine.render_tool_turn,
             offload=offload,
-            call_tool=self.tools.call,
+            call_tool=self.tools.caller(params),
             eos_token_id=self.engine.facts.eos_token_id,
             max_model_len=self.engine.facts.max_model_len,
             max_calls_per_turn=self.settings.limits.max_tool_calls_per_turn,
@@ -323,7 +325,7 @@ class RolloutCore:
         """One episode as a one-sample list (the shape `_samples` returns)."""
         started_version = self.updates.version
         try:
-            run = await run_episode(self._episode_deps(), episode_id, request, params)
+            run = await run_episode(self._episode_deps(params), episode_id, request, params)
         except NotReady as exc:
             await self.stop_serving(str(exc))
             raise

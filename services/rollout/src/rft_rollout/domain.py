@@ -30,6 +30,11 @@ class WeightsRejected(RolloutError):
     """The engine refused weights that passed validation (FAILED_PRECONDITION)."""
 
 
+class ToolsUnavailable(RolloutError):
+    """A service the episode's tools need (the grader of Python tools) could not answer
+    (UNAVAILABLE: retry later)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ChatMessage:
     role: str
@@ -99,6 +104,8 @@ class EpisodeParams:
     tool_servers: tuple[str, ...]
     tenant: str = "default"
     """The tenant the episode acts for; it may use only the servers that allow it."""
+    python_tools_source: str = ""
+    """Python tools: a module whose public functions the grader runs as tools (grader_python)."""
 
 
 @dataclasses.dataclass

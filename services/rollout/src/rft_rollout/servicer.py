@@ -26,6 +26,7 @@ from rft_rollout.domain import (
     Sample,
     Sampling,
     TensorSpec,
+    ToolsUnavailable,
     UpdateHeader,
     UpdateResult,
     WeightsRejected,
@@ -52,7 +53,7 @@ CHECKSUMS: dict[int, str] = {value: name for name, value in CHECKSUM_ALGORITHMS.
 def _status_for(error: RolloutError) -> grpc.StatusCode:
     if isinstance(error, InvalidRequest):
         return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(error, NotReady):
+    if isinstance(error, (NotReady, ToolsUnavailable)):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, WeightsRejected):
         return grpc.StatusCode.FAILED_PRECONDITION
@@ -103,7 +104,8 @@ def episode_from_proto(request) -> EpisodeParams | None:
     # A tenant's credential acts for itself only (TenantDenied otherwise); the operator's
     # (the learner's) for the tenant it names.
     tenant = acting_tenant(request.episode.tenant)
-    return EpisodeParams(request.episode.max_turns or 1, tuple(request.episode.tool_servers), tenant)
+    episode = request.episode
+    return EpisodeParams(episode.max_turns or 1, tuple(episode.tool_servers), tenant, episode.python_tools_source)
 
 
 def tensor_spec_from_proto(spec: rollout_pb2.TensorSpec) -> TensorSpec:

@@ -1,5 +1,6 @@
-"""Tool servers that episodes call: rft.tools.v1 over gRPC, and MCP servers (stdio or
-streamable HTTP) through the `mcp` SDK.
+"""Tool servers that episodes call: rft.tools.v1 over gRPC, MCP servers (stdio or
+streamable HTTP) through the `mcp` SDK, and the grader's sandbox for Python tools
+(grader_python, python_tools.py).
 
 The operator lists them in a JSON file (--tool-servers-file), one `ToolServerConfig`
 each; requests name the servers their episodes may use, never an address or a command,
@@ -11,6 +12,10 @@ MCP stdio servers are child processes, closed on exit), lists their tools and ru
 with the server's timeout and output cap. A call never raises: whatever goes wrong
 (unknown tool, the tool's own error, a timeout, a dead server) comes back as a
 `ToolOutcome` with `is_error` set and a message for the model.
+
+A grader_python server has no fixed tools: an episode's request carries a Python source
+(EpisodeParams.python_tools_source) whose functions the grader describes and runs in the
+tenant's sandbox; `python_tools` gives an episode its tools and `caller` its call function.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import json
 import logging
@@ -26,10 +32,15 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pydantic
 from rft_common.api_keys import DEFAULT_TENANT
+
+from rft_rollout.domain import EpisodeParams, InvalidRequest, ToolsUnavailable
+
+if TYPE_CHECKING:
+    from rft_rollout.python_tools import GraderPythonClient
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +54,22 @@ class ToolServerConfig(pydantic.BaseModel):
 
     name: str = pydantic.Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     """Name requests use in EpisodeParams.tool_servers."""
-    kind: Literal["grpc", "mcp_stdio", "mcp_http"]
+    kind: Literal["grpc", "mcp_stdio", "mcp_http", "grader_python"]
     """Transport: an rft.tools.v1 gRPC service, an MCP server started as a child process
-    (stdio), or an MCP server reached over streamable HTTP."""
+    (stdio), an MCP server reached over streamable HTTP, or a grader (rft.grader.v1) that
+    runs each episode's Python tools (EpisodeParams.python_tools_source) in its sandbox."""
     target: str = pydantic.Field(min_length=1)
-    """grpc: host:port; mcp_stdio: the command to run; mcp_http: the endpoint URL."""
+    """grpc and grader_python: host:port; mcp_stdio: the command to run; mcp_http: the
+    endpoint URL."""
     args: list[str] = []
     """mcp_stdio: the command's arguments."""
     env: dict[str, str] = {}
     """mcp_stdio: extra environment variables of the server process (its credentials)."""
     headers: dict[str, str] = {}
-    """grpc (as metadata, lowercase keys) and mcp_http (as HTTP headers): sent with every
-    call, e.g. an authorization token. Never shown to the model or to clients."""
+    """grpc and grader_python (as metadata, lowercase keys) and mcp_http (as HTTP headers):
+    sent with every call, e.g. an authorization token (for grader_python the grader's
+    --auth-token, which may act for the episode's tenant). Never shown to the model or to
+    clients."""
     timeout_seconds: float = pydantic.Field(10.0, gt=0, le=600)
     """Per-call limit; a call past it is an error for the model ("timed out")."""
     max_output_bytes: int = pydantic.Field(4096, ge=64, le=1 << 20)
@@ -71,7 +86,7 @@ class ToolServerConfig(pydantic.BaseModel):
     everyone allowed on it, so a stateful server is shared by these tenants."""
 
     tls_ca_file: str = ""
-    """grpc: connect over TLS, verifying the server against this CA bundle (PEM); without
+    """grpc and grader_python: connect over TLS, verifying the server against this CA bundle (PEM); without
     it the channel is plaintext. mcp_http: the CA bundle that verifies an https:// target
     (default: the system's)."""
     allow_plaintext_credentials: bool = False
@@ -85,7 +100,7 @@ class ToolServerConfig(pydantic.BaseModel):
     def _no_plaintext_credentials(self) -> ToolServerConfig:
         if self.kind == "mcp_stdio" or not self.headers or self.allow_plaintext_credentials:
             return self
-        if self.kind == "grpc":
+        if self.kind in ("grpc", "grader_python"):
             plaintext, host = not self.tls_ca_file, grpc_target_host(self.target)
         else:
             url = urllib.parse.urlsplit(self.target)
@@ -93,7 +108,7 @@ class ToolServerConfig(pydantic.BaseModel):
                 raise ValueError(f"tool server {self.name!r}: an mcp_http target must be an http(s):// URL")
             plaintext, host = url.scheme == "http", url.hostname or ""
         if plaintext and not is_loopback(host):
-            how = "set tls_ca_file" if self.kind == "grpc" else "use an https:// target"
+            how = "use an https:// target" if self.kind == "mcp_http" else "set tls_ca_file"
             raise ValueError(
                 f"tool server {self.name!r}: its headers would go in plaintext to {host!r}; {how}, or set "
                 "allow_plaintext_credentials: true"
@@ -339,18 +354,85 @@ class ToolBox:
                 return server
         return None
 
-    async def call(
-        self, server_names: Sequence[str], tool: str, arguments: dict[str, Any], episode_id: str
-    ) -> ToolOutcome:
-        server = self.resolve(server_names, tool)
+    # -- Python tools (grader_python) -------------------------------------------------
+
+    def python_server(self, episode: EpisodeParams) -> ConnectedServer | None:
+        """The grader_python server of an episode: the first named in its tool_servers, else
+        the first its tenant may use."""
+        names = [*episode.tool_servers, *self.usable_by(episode.tenant)]
+        return next((self.servers[n] for n in names if self.servers[n].config.kind == "grader_python"), None)
+
+    async def python_tools(self, episode: EpisodeParams) -> list[ToolSpec]:
+        """The tools of the episode's Python source ([] without one), described by the
+        grader (cached). InvalidRequest for a source the grader refuses, no grader_python
+        server, or a tool name another named server has; ToolsUnavailable when the grader
+        cannot answer."""
+        from rft_rollout.python_tools import DescribeFailed
+
+        if not episode.python_tools_source:
+            return []
+        server = self.python_server(episode)
         if server is None:
-            offered = [spec.name for spec in self.tools_of(server_names)]
+            raise InvalidRequest(
+                f"episode.python_tools_source: no tool server of kind grader_python for tenant {episode.tenant!r}"
+            )
+        client: GraderPythonClient = server.client  # type: ignore[assignment]
+        try:
+            tools = await client.describe(episode.tenant, episode.python_tools_source)
+        except DescribeFailed as exc:
+            if exc.invalid:
+                raise InvalidRequest(f"episode.python_tools_source: {exc}") from None
+            raise ToolsUnavailable(f"python tools: the grader of {server.config.name!r} failed ({exc})") from None
+        others = {spec.name for spec in self.tools_of(episode.tool_servers)}
+        if clash := sorted(others & {tool.name for tool in tools}):
+            raise InvalidRequest(f"episode.python_tools_source: tools {clash} repeat tools of episode.tool_servers")
+        return tools
+
+    def caller(self, episode: EpisodeParams) -> Any:
+        """The episode's call function (`call`, with its Python tools when it has some)."""
+        if not episode.python_tools_source:
+            return self.call
+
+        async def call(server_names: Sequence[str], tool: str, arguments: dict[str, Any], episode_id: str):
+            return await self.call(server_names, tool, arguments, episode_id, episode)
+
+        return call
+
+    # -- calls ------------------------------------------------------------------------
+
+    async def call(
+        self,
+        server_names: Sequence[str],
+        tool: str,
+        arguments: dict[str, Any],
+        episode_id: str,
+        episode: EpisodeParams | None = None,
+    ) -> ToolOutcome:
+        """Run `tool` of the named servers (or of `episode`'s Python tools)."""
+        server = self.resolve(server_names, tool)
+        invoke = None if server is None else functools.partial(server.client.call, tool, arguments, episode_id)
+        offered = [spec.name for spec in self.tools_of(server_names)]
+        if server is None and episode is not None and episode.python_tools_source:
+            python = self.python_server(episode)
+            client: GraderPythonClient | None = python.client if python else None  # type: ignore[assignment]
+            described = client.cached(episode.tenant, episode.python_tools_source) if client else None
+            if described is None and client is not None:  # evicted since the request was planned
+                with contextlib.suppress(Exception):
+                    described = await client.describe(episode.tenant, episode.python_tools_source)
+            names = [spec.name for spec in described or []]
+            offered += names
+            if tool in names and client is not None:
+                server = python
+                invoke = functools.partial(
+                    client.call_python, episode.tenant, episode.python_tools_source, tool, arguments, episode_id
+                )
+        if server is None or invoke is None:
             return ToolOutcome(f"error: unknown tool {tool!r}; the tools are {offered}", True, 0.0)
         config = server.config
         started = time.perf_counter()
         try:
             async with asyncio.timeout(config.timeout_seconds), server.slots:
-                output, is_error = await server.client.call(tool, arguments, episode_id)
+                output, is_error = await invoke()
         except TimeoutError:
             output, is_error = f"error: tool {tool!r} timed out after {config.timeout_seconds:g} s", True
         except Exception as exc:  # a failing server must not end the episode
@@ -374,6 +456,13 @@ async def open_tool_box(configs: Sequence[ToolServerConfig]) -> AsyncIterator[To
                     grpc_client = GrpcToolClient(config)
                     stack.push_async_callback(grpc_client.close)
                     client: ToolClient = grpc_client
+                elif config.kind == "grader_python":
+                    from rft_rollout.python_tools import GraderPythonClient
+
+                    python_client = GraderPythonClient(config)
+                    stack.push_async_callback(python_client.close)
+                    await python_client.connect()
+                    client = python_client
                 else:
                     client = McpToolClient(await stack.enter_async_context(open_mcp_client(config)))
                 tools = await client.list_tools()

@@ -316,7 +316,7 @@ class Zygote:
         while not finished:
             left = deadline - time.monotonic()
             if left <= 0:
-                death = ["timeout", None, f"{self.what} ran longer than the {timeout:g} s wall-clock limit"]
+                death = ["timeout", None, f"{self.what} ran longer than the {round(timeout, 2):g} s wall-clock limit"]
                 self.count_kill("timeout")
                 break
             if not poller.poll(left * 1000):
@@ -374,7 +374,7 @@ class Zygote:
                     # (e.g. its limits were lowered from outside), not the grader at fault.
                     self.damaged = f"a grading process ended before confining itself: {death[2]}"
                 return got, death
-            death = ["timeout", None, f"{self.what} ran longer than the {timeout:g} s wall-clock limit"]
+            death = ["timeout", None, f"{self.what} ran longer than the {round(timeout, 2):g} s wall-clock limit"]
             self.count_kill("timeout")
         # Done, or killed by us: by pidfd, which names this process whatever its group is
         # (graded code cannot leave its group, but a kill must not depend on that). The
