@@ -16,13 +16,18 @@ EPISODE_METRICS = ("episode_turns_mean", "tool_calls_mean", "tool_error_rate")
 """The episode metrics an evaluation reports (the learner's as valid_<name>)."""
 
 
-def episode_params(max_turns: int, tool_servers: Iterable[str], tenant: str = "") -> rollout_pb2.EpisodeParams | None:
-    """The rollout's episode settings, or None for single-turn samples (max_turns <= 1
-    and no tool servers), acting for `tenant` (whose tool servers the episodes may use)."""
+def episode_params(
+    max_turns: int, tool_servers: Iterable[str], tenant: str = "", python_tools_source: str = ""
+) -> rollout_pb2.EpisodeParams | None:
+    """The rollout's episode settings, or None for single-turn samples (max_turns <= 1,
+    no tool servers and no Python tools), acting for `tenant` (whose tool servers the
+    episodes may use, and whose sandbox runs the Python tools)."""
     servers = list(tool_servers)
-    if max_turns <= 1 and not servers:
+    if max_turns <= 1 and not servers and not python_tools_source:
         return None
-    return rollout_pb2.EpisodeParams(max_turns=max_turns, tool_servers=servers, tenant=tenant)
+    return rollout_pb2.EpisodeParams(
+        max_turns=max_turns, tool_servers=servers, tenant=tenant, python_tools_source=python_tools_source
+    )
 
 
 def sample_output(text: str) -> grader_pb2.SampleOutput:

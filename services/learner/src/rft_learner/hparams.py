@@ -138,6 +138,10 @@ class ReinforcementParams(_LoraParams):
     tool_servers: single-turn samples. max_new_tokens then bounds the whole trajectory."""
     tool_servers: list[str] = []
     """Tool servers (names configured on the rollout service) whose tools episodes may call."""
+    python_tools: str = pydantic.Field("", max_length=65536)
+    """Python tools: a module whose public top-level functions episodes may call as tools,
+    run in the grader's sandbox for the job's tenant (docs/agents.md); needs a rollout
+    tool server of kind grader_python. Empty: none."""
     sft_warmup_epochs: int = pydantic.Field(0, ge=0, le=100)
     """SFT epochs on sft_answer_field before RL (ReFT)."""
     sft_answer_field: str = ""

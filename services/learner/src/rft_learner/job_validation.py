@@ -18,7 +18,7 @@ from rft_common import dtypes
 
 from rft_learner import hparams
 from rft_learner.files import FileNotFound, FileStore
-from rft_learner.remote import RemoteError, stand_in_episode_sample
+from rft_learner.remote import GraderClient, RemoteError, stand_in_episode_sample
 from rft_learner.trainer.devices import Placement
 from rft_learner.trainer.loop import TrainerSettings, grader_client, rollout_pool
 from rft_learner.trainer.rl_step import episode_params, job_tenant
@@ -144,6 +144,8 @@ class JobValidator:
                     )
         finally:
             await grader.close()
+        if params is not None and params.python_tools:
+            await check_python_tools(settings, job_tenant(request), params.python_tools)
         try:
             pool = rollout_pool(settings, patience_seconds=10)
         except (OSError, ValueError) as exc:
@@ -197,11 +199,47 @@ def check_episode_support(params: hparams.ReinforcementParams, address: str, inf
             f"{field}.tool_servers: rollout {address} offers tenant {tenant!r} no tool server {unknown}; "
             f"it may use {offered} (the rollout's --tool-servers-file, allowed_tenants)"
         )
+    if params.python_tools and not any(server.kind == "grader_python" for server in info.tool_servers):
+        raise InvalidJob(
+            f"{field}.python_tools: rollout {address} offers tenant {tenant!r} no tool server of kind grader_python "
+            "(the rollout's --tool-servers-file, allowed_tenants), so its Python tools could not run"
+        )
     if params.max_turns > info.limits.max_episode_turns:
         raise InvalidJob(
             f"{field}.max_turns: {params.max_turns} is above rollout {address}'s limit "
             f"max_episode_turns={info.limits.max_episode_turns}"
         )
+
+
+async def check_python_tools(settings: TrainerSettings, tenant: str, source: str) -> list[str]:
+    """The tool names of a job's Python tools, described by the learner's grader in the
+    tenant's sandbox; InvalidJob when the source does not compile or import (the message
+    names the line), defines no tool, or the grader cannot describe it."""
+    import grpc
+
+    field = "method.reinforcement.hyperparameters.python_tools"
+    client = GraderClient(
+        settings.grader_address,
+        tenant,
+        token=settings.grader_token,
+        tls_ca_file=settings.tls_ca_file,
+        patience_seconds=10,
+    )
+    try:
+        names = await client.describe_python_tools(source)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidJob(f"{field}: {(exc.details() or '').removeprefix('source: ')}") from exc
+        raise InvalidJob(
+            f"{field}: the grader at {settings.grader_address} could not describe it: {rpc_message(exc)}"
+        ) from exc
+    finally:
+        await client.close()
+    if not names:
+        raise InvalidJob(
+            f"{field}: defines no tool; write public top-level functions (names not starting with '_') in the source"
+        )
+    return names
 
 
 def method_params(request: fine_tuning_pb2.CreateJobRequest) -> hparams.SupervisedParams | hparams.ReinforcementParams:

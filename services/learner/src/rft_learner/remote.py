@@ -423,6 +423,13 @@ class GraderClient:
         response = await self._stub.ValidateGrader(request, timeout=30)
         return [f"{issue.field}: {issue.message}" if issue.field else issue.message for issue in response.issues]
 
+    async def describe_python_tools(self, source: str) -> list[str]:
+        """The names of the tools a Python tool source defines, run in the tenant's sandbox
+        (grpc.aio.AioRpcError INVALID_ARGUMENT, naming the line, for a bad source)."""
+        request = grader_pb2.DescribePythonToolsRequest(tenant=self.tenant, source=source)
+        response = await self._stub.DescribePythonTools(request, timeout=60)
+        return [tool.name for tool in response.tools]
+
     async def grade(
         self, pairs: Sequence[tuple[str | grader_pb2.SampleOutput, dict[str, Any]]]
     ) -> list[grader_pb2.GradeResult]:

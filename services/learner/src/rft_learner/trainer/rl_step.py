@@ -80,7 +80,7 @@ def episode_params(params: ReinforcementParams, tenant: str = "") -> rollout_pb2
     """The job's episode settings for the rollout, acting for `tenant` (whose tool
     servers only it may use); None for single-turn jobs (rft_common.episodes, as evaluations
     from the CLI and the HTTP API build them)."""
-    return shared_episode_params(params.max_turns, params.tool_servers, tenant)
+    return shared_episode_params(params.max_turns, params.tool_servers, tenant, params.python_tools)
 
 
 def job_tenant(request) -> str:
