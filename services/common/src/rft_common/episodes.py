@@ -112,3 +112,54 @@ def episode_ends(episodes: Iterable[rollout_pb2.Episode]) -> dict[str, int]:
         name = end_name(e.end)
         counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def episode_json(episode: rollout_pb2.Episode) -> dict[str, Any]:
+    """An episode as JSON (what the HTTP API's eval output items show of each answer):
+    turns, end reason, and every tool call with its result."""
+    return {
+        "turns": episode.turns,
+        "end": end_name(episode.end),
+        "tool_calls": [
+            {
+                "id": call.id,
+                "turn": call.turn,
+                "name": call.name,
+                "arguments": call.arguments_json,
+                "output": call.output,
+                "is_error": call.is_error,
+                "latency_seconds": call.latency_seconds,
+            }
+            for call in episode.tool_calls
+        ],
+    }
+
+
+def episode_chat_messages(episode: rollout_pb2.Episode) -> list[dict[str, Any]]:
+    """The episode after the prompt in OpenAI's chat-completions message format: assistant
+    turns (with `tool_calls` when they made calls) and `tool` messages with the results."""
+    calls = {call.id: call for call in episode.tool_calls}
+    out: list[dict[str, Any]] = []
+    for message in episode.messages:
+        if message.role == "tool":
+            call_id = message.tool_call_ids[0] if message.tool_call_ids else ""
+            entry: dict[str, Any] = {"role": "tool", "tool_call_id": call_id, "content": message.content}
+            if call_id in calls:
+                entry["name"] = calls[call_id].name
+            out.append(entry)
+            continue
+        entry = {"role": message.role, "content": message.content}
+        if message.tool_call_ids:
+            entry["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {
+                        "name": calls[call_id].name if call_id in calls else "",
+                        "arguments": calls[call_id].arguments_json if call_id in calls else "",
+                    },
+                }
+                for call_id in message.tool_call_ids
+            ]
+        out.append(entry)
+    return out

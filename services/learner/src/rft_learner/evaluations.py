@@ -12,6 +12,12 @@ sampled a few at a time and graded a chunk at a time, and each chunk's output it
 the run's running totals are stored as they finish (the answers' texts are not kept once
 stored), so a reader sees progress and a canceled run keeps what it had graded. A run
 whose row is gone (its eval or itself deleted) stops at its next chunk.
+
+Tool-using runs (sampling_params.max_turns / tool_servers, ours): every answer is an
+episode run by a rollout service (the sampler's business); an answer then carries what
+the grader sees of it (its final answer, tool calls and messages, as the learner's
+validation grades it: rft_common.episodes) and its episode, and the run reports the
+episode metrics over its sampled answers as the learner's validation does.
 """
 
 from __future__ import annotations
@@ -47,6 +53,16 @@ class SamplingSettings:
     top_p: float
     max_completion_tokens: int
     seed: int | None
+    max_turns: int = 0
+    """Ours: model turns per episode (tool calls in between); 0 or 1 with no tool servers:
+    single-turn answers."""
+    tool_servers: tuple[str, ...] = ()
+    """Ours: the rollout's tool servers the episodes may use."""
+
+    @property
+    def episodic(self) -> bool:
+        """Whether every answer is a tool-using episode (as a job with these settings)."""
+        return self.max_turns > 1 or bool(self.tool_servers)
 
 
 @dataclasses.dataclass
@@ -58,6 +74,12 @@ class Answers:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    graded_as: list[Any] | None = None
+    """Episodes: what the grader gets for each answer instead of its text (a SampleOutput
+    with the tool calls and messages)."""
+    episodes: list[dict[str, Any]] | None = None
+    """Episodes: each answer's episode (rft_common.episodes.episode_json) and, under
+    "messages", the episode in OpenAI's chat message format."""
 
 
 @dataclasses.dataclass
@@ -99,8 +121,9 @@ def run_size_issue(rows: int, settings: SamplingSettings) -> str | None:
 
 # Sample one row: (messages, n, temperature, seed) -> Answers, or raise SamplingError / RunFailure.
 Sampler = Callable[[list[dict[str, Any]], int, float, "int | None"], Awaitable[Answers]]
-# Grade (answer text, item) pairs -> one Graded per pair, in order, or raise RunFailure.
-Grader = Callable[[list[tuple[str, dict[str, Any]]]], Awaitable[list[Graded]]]
+# Grade (answer, item) pairs -> one Graded per pair, in order, or raise RunFailure. The answer
+# is its text, or for an episode what Answers.graded_as holds.
+Grader = Callable[[list[tuple[Any, dict[str, Any]]]], Awaitable[list[Graded]]]
 
 
 # -- the metrics ---------------------------------------------------------------------------------
@@ -168,8 +191,23 @@ class RunTotals:
         self.grader_metrics: dict[str, list[float]] = {}
         """name -> [sum, count] over the greedy answers that have it."""
         self.sub_scores: dict[str, list[float]] = {}
+        self.episodes = 0
+        self.turns = 0
+        self.tool_calls = 0
+        self.tool_errors = 0
+        self.ends: dict[str, int] = {}
 
-    def add(self, greedy: Graded, samples: Sequence[Graded]) -> None:
+    def add(self, greedy: Graded, samples: Sequence[Graded], episodes: Sequence[dict[str, Any] | None] = ()) -> None:
+        """One row: its greedy answer, its K samples and, for a tool-using run, the K
+        samples' episodes (the episode metrics are over sampled answers, as the learner's
+        validation's)."""
+        for episode in episodes:
+            if episode is not None:
+                self.episodes += 1
+                self.turns += episode["turns"]
+                self.tool_calls += len(episode["tool_calls"])
+                self.tool_errors += sum(1 for call in episode["tool_calls"] if call["is_error"])
+                self.ends[episode["end"]] = self.ends.get(episode["end"], 0) + 1
         self.rows += 1
         self.samples += len(samples)
         correct = 0
@@ -213,6 +251,12 @@ class RunTotals:
             metrics[name] = mean(*self.grader_metrics[name])
         for name in sorted(self.sub_scores):
             metrics[f"sub_score.{name}"] = mean(*self.sub_scores[name])
+        if self.episodes:
+            metrics["episode_turns_mean"] = self.turns / self.episodes
+            metrics["tool_calls_mean"] = self.tool_calls / self.episodes
+            metrics["tool_error_rate"] = self.tool_errors / self.tool_calls if self.tool_calls else 0.0
+            for end in sorted(self.ends):
+                metrics[f"episode_end.{end}"] = float(self.ends[end])
         return metrics
 
 
@@ -226,6 +270,8 @@ class RowResult:
     sample_texts: list[str]
     sample_finishes: list[str]
     samples: list[Graded]
+    greedy_episode: dict[str, Any] | None = None
+    sample_episodes: list[dict[str, Any] | None] = dataclasses.field(default_factory=list)
 
 
 def summary(totals: RunTotals, criterion: str, total_rows: int, usage: dict[str, Any]) -> dict:
@@ -242,7 +288,9 @@ def summary(totals: RunTotals, criterion: str, total_rows: int, usage: dict[str,
     }
 
 
-def _graded_json(graded: Graded, text: str, finish: str, index: int | None = None) -> dict[str, Any]:
+def _graded_json(
+    graded: Graded, text: str, finish: str, index: int | None = None, episode: dict[str, Any] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {} if index is None else {"index": index}
     out.update(
         output_text=text,
@@ -253,7 +301,16 @@ def _graded_json(graded: Graded, text: str, finish: str, index: int | None = Non
         metrics=graded.metrics,
         error=graded.error,
     )
+    if episode is not None:  # ours: turns, end, tool calls and the episode's messages
+        out["episode"] = episode
     return out
+
+
+def _output_messages(text: str, episode: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """OpenAI's sample.output: the answer, or an episode's assistant and tool messages."""
+    if episode is not None and episode.get("messages"):
+        return episode["messages"]
+    return [{"role": "assistant", "content": text}]
 
 
 def item_status(row: RowResult) -> str:
@@ -265,6 +322,7 @@ def output_item(row: RowResult, k: int, criterion: dict[str, str], model: str, s
     ours: `greedy`, the K `samples`, and the row's own pass counts."""
     correct = sum(1 for g in row.samples if g.error is None and g.passed)
     messages = row.row.get("messages", [])
+    episodes = row.sample_episodes
     return {
         "datasource_item": row.row,
         "results": [
@@ -281,7 +339,7 @@ def output_item(row: RowResult, k: int, criterion: dict[str, str], model: str, s
         ],
         "sample": {
             "input": [{"role": m.get("role", "user"), "content": _text(m.get("content"))} for m in messages],
-            "output": [{"role": "assistant", "content": row.greedy_text}],
+            "output": _output_messages(row.greedy_text, row.greedy_episode),
             "finish_reason": row.greedy_finish,
             "model": model,
             "error": row.greedy.error,
@@ -291,9 +349,9 @@ def output_item(row: RowResult, k: int, criterion: dict[str, str], model: str, s
             "seed": settings.seed,
             "usage": None,
         },
-        "greedy": _graded_json(row.greedy, row.greedy_text, row.greedy_finish),
+        "greedy": _graded_json(row.greedy, row.greedy_text, row.greedy_finish, episode=row.greedy_episode),
         "samples": [
-            _graded_json(g, t, f, i)
+            _graded_json(g, t, f, i, episodes[i] if i < len(episodes) else None)
             for i, (g, t, f) in enumerate(zip(row.samples, row.sample_texts, row.sample_finishes, strict=True))
         ],
         "passed_samples": correct,
@@ -359,11 +417,11 @@ async def evaluate_rows(
     for start in range(0, len(rows), ROWS_PER_GRADE):
         chunk = rows[start : start + ROWS_PER_GRADE]
         answered = await _all(*(answer(start + i, row) for i, row in enumerate(chunk)))
-        pairs: list[tuple[str, dict[str, Any]]] = []
+        pairs: list[tuple[Any, dict[str, Any]]] = []
         for row, outcome in zip(chunk, answered, strict=True):
             if not isinstance(outcome, SamplingError):
                 item = {key: value for key, value in row.items() if key != "messages"}
-                pairs += [(text, item) for text in (*outcome[0].texts, *outcome[1].texts)]
+                pairs += [(answer, item) for answer in (*_grader_inputs(outcome[0]), *_grader_inputs(outcome[1]))]
         grades = iter(await grade(pairs) if pairs else [])
         results = []
         for offset, (row, outcome) in enumerate(zip(chunk, answered, strict=True)):
@@ -393,10 +451,16 @@ async def evaluate_rows(
                     sampled.texts,
                     sampled.finish_reasons,
                     [next(grades) for _ in sampled.texts],
+                    greedy.episodes[0] if greedy.episodes else None,
+                    list(sampled.episodes) if sampled.episodes else [],
                 )
             )
         await on_chunk(results)
         del answered, pairs, results  # this chunk's answers are stored: let them go now
+
+
+def _grader_inputs(answers: Answers) -> list[Any]:
+    return list(answers.graded_as) if answers.graded_as is not None else list(answers.texts)
 
 
 @dataclasses.dataclass
@@ -545,7 +609,7 @@ class EvalRunner:
             k = plan.settings.n
             items = []
             for r in chunk:
-                totals.add(r.greedy, r.samples)
+                totals.add(r.greedy, r.samples, r.sample_episodes)
                 items.append((r.index, item_status(r), output_item(r, k, plan.criterion, plan.model, plan.settings)))
             chunk.clear()  # the answers' texts live on in the stored items only
             if not await asyncio.to_thread(self.store.add_output_items, plan.run_id, items):

@@ -74,6 +74,13 @@ class EvalSamplingParams(_Request):
     """Row i's samples use seeds seed + i*n ... seed + i*n + n - 1; null samples unseeded."""
     n: int = Field(1, ge=1, le=64)
     """Ours: K, the sampled answers per row (pass@K); every row also gets one greedy answer."""
+    max_turns: int = Field(0, ge=0, le=1024)
+    """Ours: run every answer as a tool-using episode of up to this many model turns, as a
+    job with this max_turns (0 or 1 without tool_servers: single-turn answers);
+    max_completion_tokens then bounds the whole episode."""
+    tool_servers: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list, max_length=16)
+    """Ours: the tool servers the episodes may use, by name (as a job's tool_servers): those
+    the operator configured for evaluation runs that the tenant may use."""
 
 
 class CompletionsDataSource(_Request):

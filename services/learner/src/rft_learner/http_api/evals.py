@@ -4,20 +4,35 @@ Thin: each route checks the tenant's ownership, validates, and calls the store
 (eval_store.py) or the run engine (evaluations.py); the two adapters at the end connect
 the engine to the learner's inference pool (one vLLM server per model, the tenant's
 cache_salt, as chat completions use) and grader service. docs/openai-migration.md has
-the shapes and what differs from OpenAI."""
+the shapes and what differs from OpenAI.
+
+A tool-using run (sampling_params.max_turns / tool_servers, ours) samples through a
+rollout service started for the run's model instead (`rft-rollout serve`, as `rft evals
+run` starts one; rft_common.rollout_process): the rollout runs the episode loop and
+reaches the tool servers, exactly as for a job's validation. It inherits the learner's
+environment, so the operator gives it the tool servers with RFT_ROLLOUT_TOOL_SERVERS_FILE
+(and any other RFT_ROLLOUT_* setting, e.g. RFT_ROLLOUT_MAX_MODEL_LEN)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import json
+import os
+import pathlib
+import shutil
 from typing import Any
 
 import grpc
 import httpx
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.security import HTTPBearer
+from rft.common.v1 import common_pb2
 from rft.grader.v1 import grader_pb2
+from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
+from rft_common.episodes import episode_chat_messages, episode_json, episode_params, grader_sample
+from rft_common.rollout_process import RolloutProcess, RolloutStartError, default_rollout_command
 
 from rft_learner.db import UnknownCursor
 from rft_learner.eval_store import (
@@ -56,6 +71,9 @@ SAMPLE_SCHEMA = {
     "required": ["output_text"],
 }
 ORDER = Query("asc", pattern="^(asc|desc)$", description="By creation time: asc (oldest first) or desc.")
+TOOL_SERVERS_ENV = "RFT_ROLLOUT_TOOL_SERVERS_FILE"
+"""The rollout's own setting: the tool servers file of the rollouts that tool-using runs start."""
+EPISODE_ROLLOUT_READY_SECONDS = 900.0
 
 
 def tenant_cache_salt(owner: str) -> str:
@@ -250,8 +268,16 @@ def register(app: FastAPI, ctx) -> None:
         model = await asyncio.to_thread(ctx.names.resolve, source.model, owner, param="data_source.model")
         params = source.sampling_params
         settings = SamplingSettings(
-            params.n, params.temperature, params.top_p, params.max_completion_tokens, params.seed
+            params.n,
+            params.temperature,
+            params.top_p,
+            params.max_completion_tokens,
+            params.seed,
+            params.max_turns,
+            tuple(params.tool_servers),
         )
+        if settings.episodic:
+            _check_episode_settings(settings, owner)
         too_big = run_size_issue(stored.line_count, settings)
         if too_big:
             raise ApiError(
@@ -261,6 +287,9 @@ def register(app: FastAPI, ctx) -> None:
                 code="run_too_large",
             )
         data_source = source.model_dump()
+        if not settings.episodic:  # a plain run's data source reads as OpenAI's
+            data_source["sampling_params"].pop("max_turns")
+            data_source["sampling_params"].pop("tool_servers")
         data_source["input_messages"] = {"type": "item_reference", "item_reference": "item.messages"}
         spec = evaluation.body["testing_criteria"][0]
         criterion = criterion_of(spec)
@@ -293,7 +322,11 @@ def register(app: FastAPI, ctx) -> None:
                 settings=settings,
                 criterion=criterion,
                 model=model.id,
-                open_sampler=lambda: _inference_sampler(ctx.inference, model, owner, settings),
+                open_sampler=(
+                    (lambda: _rollout_sampler(model, owner, settings))
+                    if settings.episodic
+                    else (lambda: _inference_sampler(ctx.inference, model, owner, settings))
+                ),
                 grade=_grader(ctx.grader, owner, spec),
                 owner=owner,
                 eval_id=eval_id,
@@ -463,6 +496,150 @@ async def _inference_sampler(inference, model, owner: str, settings: SamplingSet
         raise RunFailure(exc.code or "model_unavailable", exc.message) from None
 
 
+def _offered_tool_servers(owner: str) -> list[str] | None:
+    """Names of the tool servers in the operator's file that `owner` may use (the rollout's
+    allowed_tenants rule), or None when the file cannot be read here (the rollout decides)."""
+    try:
+        servers = json.loads(pathlib.Path(os.environ[TOOL_SERVERS_ENV]).read_text())["servers"]
+        return [
+            str(s["name"])
+            for s in servers
+            if "*" in s.get("allowed_tenants", ["default"]) or owner in s.get("allowed_tenants", ["default"])
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _check_episode_settings(settings: SamplingSettings, owner: str) -> None:
+    """Refuse (400) a tool-using run this learner cannot run: no rollout service to start,
+    or tool servers that it does not offer to the tenant (checked again, authoritatively,
+    by the rollout when the run starts)."""
+    param = "data_source.sampling_params.tool_servers"
+    command = default_rollout_command()
+    if not (pathlib.Path(command).is_file() or shutil.which(command)):
+        raise ApiError(
+            400,
+            "data_source.sampling_params: this learner cannot run tool-using evaluations (max_turns, tool_servers):"
+            " the rollout service (rft-rollout) is not installed beside it",
+            param="data_source.sampling_params.max_turns",
+            code="episodes_unavailable",
+        )
+    if not settings.tool_servers:
+        return
+    if not os.environ.get(TOOL_SERVERS_ENV):
+        raise ApiError(
+            400,
+            f"{param}: this learner offers no tool servers to evaluation runs (its operator gives them with"
+            f" {TOOL_SERVERS_ENV})",
+            param=param,
+            code="unknown_tool_server",
+        )
+    offered = _offered_tool_servers(owner)
+    unknown = [name for name in settings.tool_servers if offered is not None and name not in offered]
+    if unknown:
+        raise ApiError(
+            400,
+            f"{param}: unknown tool server{'s' if len(unknown) > 1 else ''} {', '.join(unknown)};"
+            f" offered: {', '.join(offered) if offered else 'none'}",
+            param=param,
+            code="unknown_tool_server",
+        )
+
+
+FINISH_REASONS = {
+    rollout_pb2.FINISH_REASON_STOP: "stop",
+    rollout_pb2.FINISH_REASON_LENGTH: "length",
+    rollout_pb2.FINISH_REASON_ABORT: "abort",
+}
+
+
+@contextlib.asynccontextmanager
+async def _rollout_sampler(model, owner: str, settings: SamplingSettings):
+    """A sampler of tool-using episodes: a rollout service for `model` started for the run
+    (stopped at its end), episodes acting for `owner` (its tool servers only), graded as
+    the learner's validation grades them."""
+    episode = episode_params(settings.max_turns, settings.tool_servers, owner)
+    rollout = RolloutProcess(
+        default_rollout_command(), str(model.directory), ready_timeout=EPISODE_ROLLOUT_READY_SECONDS
+    )
+    try:
+        address = await rollout.__aenter__()
+    except RolloutStartError as exc:
+        raise RunFailure(
+            "model_unavailable", f"the rollout service for {model.id} did not start: {exc.message}"
+        ) from None
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+            info = await stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(tenant=owner), timeout=60)
+            offered = [server.name for server in info.tool_servers]
+            unknown = [name for name in settings.tool_servers if name not in offered]
+            if unknown:
+                raise RunFailure(
+                    "unknown_tool_server",
+                    f"sampling_params.tool_servers: unknown tool server{'s' if len(unknown) > 1 else ''}"
+                    f" {', '.join(unknown)}; offered: {', '.join(offered) or 'none'}",
+                )
+            limit = info.limits.max_episode_turns
+            if limit and settings.max_turns > limit:
+                raise RunFailure(
+                    "invalid_max_turns",
+                    f"sampling_params.max_turns {settings.max_turns} is above the rollout's limit of {limit}",
+                )
+
+            async def sample(messages, n: int, temperature: float, seed: int | None) -> Answers:
+                sampling = rollout_pb2.SamplingParams(
+                    n=n,
+                    temperature=temperature,
+                    top_p=settings.top_p if temperature > 0 else 1.0,
+                    max_tokens=settings.max_completion_tokens,
+                )
+                if seed is not None:
+                    sampling.seed = seed
+                chat = [
+                    common_pb2.ChatMessage(role=m.get("role", "user"), content=_text(m.get("content")))
+                    for m in messages
+                ]
+                request = rollout_pb2.GenerateRequest(
+                    prompts=[rollout_pb2.Prompt(chat=rollout_pb2.ChatPrompt(messages=chat))],
+                    sampling=sampling,
+                    episode=episode,
+                )
+                try:
+                    response = await stub.Generate(request, timeout=600)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # this row (e.g. a prompt too long)
+                        raise SamplingError(exc.details() or "invalid request") from None
+                    raise RunFailure(
+                        "model_error", f"the rollout service for {model.id}: {exc.code().name}: {exc.details()}"
+                    ) from None
+                result = response.results[0]
+                samples = sorted(result.samples, key=lambda s: s.sample_index)
+                return Answers(
+                    texts=[s.text for s in samples],
+                    finish_reasons=[FINISH_REASONS.get(s.finish_reason, "") for s in samples],
+                    prompt_tokens=response.prompt_tokens,
+                    completion_tokens=response.completion_tokens,
+                    graded_as=[grader_sample(s) for s in samples],
+                    episodes=[
+                        {**episode_json(s.episode), "messages": episode_chat_messages(s.episode)} for s in samples
+                    ],
+                )
+
+            yield sample
+    except grpc.aio.AioRpcError as exc:
+        raise RunFailure("model_unavailable", f"the rollout service for {model.id}: {exc.code().name}") from None
+    finally:
+        await rollout.stop()
+        pathlib.Path(rollout.log_path).unlink(missing_ok=True)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # OpenAI text parts
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
 def _upstream_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error", response.json())
@@ -477,8 +654,9 @@ def _grader(stub, owner: str, spec: dict[str, Any]):
 
     async def grade_batch(pairs) -> list[Graded]:
         request = grader_pb2.GradeRequest(tenant=owner, spec=struct)
-        for text, item in pairs:
-            request.items.append(grader_pb2.GradeItem(sample=sample_output(text), item=to_struct(item)))
+        for answer, item in pairs:  # a text, or an episode's SampleOutput (its tool calls and messages)
+            output = sample_output(answer) if isinstance(answer, str) else answer
+            request.items.append(grader_pb2.GradeItem(sample=output, item=to_struct(item)))
         try:
             response = await retry_transient(
                 lambda: stub.Grade(request, timeout=600), "grader Grade", GRADER_PATIENCE_SECONDS
