@@ -159,6 +159,8 @@ def test_string_annotations_and_dicts_map_too(stub) -> None:
     assert properties["a"] == {"type": "integer"}
     assert properties["b"] == {"type": "object", "additionalProperties": {"type": "integer"}}
     assert properties["c"] == {"type": ["string", "null"]}
+    odd = describe(stub, "def odd(x: [1, 2], y: 'list', z: 'Nonsense[int]' = 3) -> str:\n    return ''\n")
+    assert odd["odd"]["parameters"]["properties"] == {"x": {}, "y": {"type": "array"}, "z": {"default": 3.0}}
 
 
 def test_a_source_that_does_not_compile_or_import_is_invalid_with_its_line(stub) -> None:

@@ -117,7 +117,10 @@ def parameters_schema(function: types.FunctionType) -> dict:
             continue
         if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY):
             continue  # a call passes keywords only
-        schema = _schema(hints.get(name, parameter.annotation))
+        try:
+            schema = _schema(hints.get(name, parameter.annotation))
+        except Exception:  # an annotation that is no type at all (an unhashable object, ...)
+            schema = {}
         if parameter.default is inspect.Parameter.empty:
             required.append(name)
         elif (default := _json_default(parameter.default)) is not None:
