@@ -29,6 +29,8 @@ function Setup({ params, onStarted }) {
   const [n, setN] = useState(4);
   const [temperature, setTemperature] = useState(1.0);
   const [maxTokens, setMaxTokens] = useState(64);
+  const [maxTurns, setMaxTurns] = useState(0);
+  const [toolServers, setToolServers] = useState("");
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
 
@@ -40,6 +42,9 @@ function Setup({ params, onStarted }) {
         const rl = job.method.reinforcement;
         if (rl && rl.grader) setGraderText(JSON.stringify(rl.grader, null, 2));
         if (rl && rl.hyperparameters && rl.hyperparameters.max_new_tokens) setMaxTokens(rl.hyperparameters.max_new_tokens);
+        // A tool-using job's model is evaluated with its tools, as its validation ran.
+        if (rl && rl.hyperparameters && rl.hyperparameters.max_turns > 1) setMaxTurns(rl.hyperparameters.max_turns);
+        if (rl && rl.hyperparameters && (rl.hyperparameters.tool_servers || []).length) setToolServers(rl.hyperparameters.tool_servers.join(","));
       })
       .catch(setError);
   }, [params.get("job")]);
@@ -66,6 +71,9 @@ function Setup({ params, onStarted }) {
         data_source_config: { type: "custom", item_schema: { type: "object" }, include_sample_schema: true },
         testing_criteria: [grader],
       });
+      const sampling = { n: Number(n), temperature: Number(temperature), max_completion_tokens: Number(maxTokens) };
+      const servers = toolServers.split(",").map((s) => s.trim()).filter(Boolean);
+      if (Number(maxTurns) > 1 || servers.length) Object.assign(sampling, { max_turns: Number(maxTurns), tool_servers: servers });
       const runs = [];
       for (const model of [a, b]) {
         runs.push(
@@ -76,7 +84,7 @@ function Setup({ params, onStarted }) {
               source: { type: "file_id", id: file },
               model,
               input_messages: { type: "item_reference", item_reference: "item.messages" },
-              sampling_params: { n: Number(n), temperature: Number(temperature), max_completion_tokens: Number(maxTokens) },
+              sampling_params: sampling,
             },
           }),
         );
@@ -103,6 +111,10 @@ function Setup({ params, onStarted }) {
       <input id="eval-temperature" type="number" min="0" max="2" step="0.1" value=${temperature} onInput=${(e) => setTemperature(e.target.value)} />
       <label for="eval-max-tokens">Max new tokens</label>
       <input id="eval-max-tokens" type="number" min="1" value=${maxTokens} onInput=${(e) => setMaxTokens(e.target.value)} />
+      <label for="eval-max-turns">Max turns (tool-using episodes; 0: one turn)</label>
+      <input id="eval-max-turns" type="number" min="0" value=${maxTurns} onInput=${(e) => setMaxTurns(e.target.value)} />
+      <label for="eval-tool-servers">Tool servers (comma-separated)</label>
+      <input id="eval-tool-servers" type="text" value=${toolServers} onInput=${(e) => setToolServers(e.target.value)} />
     </div>
     <${SavedGraderSelect} id="eval-saved-grader" saved=${saved} onLoad=${setGraderText} />
     <label for="eval-grader">Grader spec (JSON)</label>
