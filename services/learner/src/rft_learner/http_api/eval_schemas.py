@@ -144,7 +144,9 @@ class EvalRun(_Response):
     report_url: str = ""
     metrics: dict[str, float | None]
     """Ours: reward_mean, greedy_reward_mean, pass@1, pass@K, greedy_pass@1, grader_errors,
-    the grader's own metrics (top@1, ...) and sub_score.<name>."""
+    the grader's own metrics (top@1, ...) and sub_score.<name>; for tool-using runs also
+    episode_turns_mean, tool_calls_mean, tool_error_rate and episode_end.<reason> (counts)
+    over the sampled episodes."""
     progress: dict[str, int]
     """Ours: items_done and items_total."""
     finished_at: int | None = None
