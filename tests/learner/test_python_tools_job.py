@@ -76,3 +76,16 @@ def test_create_job_needs_a_grader_python_server_for_the_tenant() -> None:
         check_episode_support(job, "r:1", info, "alice")
     info.tool_servers.add(name="python", kind="grader_python")
     check_episode_support(job, "r:1", info, "alice")
+
+
+def test_the_http_api_takes_python_tools_as_a_hyperparameter() -> None:
+    from rft_learner.http_api.convert import fill_hyperparameters, hyperparameters_json
+    from rft_learner.http_api.errors import ApiError
+
+    message = ft.ReinforcementHyperparameters()
+    fill_hyperparameters(message, {"max_turns": 2, "python_tools": SOURCE}, "method.reinforcement.hyperparameters")
+    assert message.python_tools == SOURCE and hyperparameters_json(message)["python_tools"] == SOURCE
+    with pytest.raises(ApiError, match="python_tools: expected a string"):
+        fill_hyperparameters(
+            ft.ReinforcementHyperparameters(), {"python_tools": 3}, "method.reinforcement.hyperparameters"
+        )
