@@ -2,7 +2,8 @@
 rank of an NCCL group under torchrun (of one rank or more; cuda:LOCAL_RANK, joined the way the learner's
 ranks join: trainer.ranks.join_group), and saves the resulting weights (rank 0).
 test_nccl_ranks.py compares the two. Arguments: model dir, output file, variant ("full":
-data-parallel replicas, "fsdp": model and reference sharded with FSDP2), and the
+data-parallel replicas, "fsdp": model and reference sharded with FSDP2; "broadcast":
+only rank 0's weights sent to every rank, see `broadcast`), and the
 updates' micro_batch_tokens; a fifth, "cpu", runs the same code over gloo on CPU
 (test_nccl_ranks checks the script itself on machines without a GPU)."""
 
@@ -15,10 +16,10 @@ import sys
 import torch
 import torch.distributed as dist
 from dp_worker import fixed_groups
-from rft_learner.hparams import ReinforcementParams
-from rft_learner.trainer import ranks, sharding
+from rft_learner.hparams import LoraSpec, ReinforcementParams
+from rft_learner.trainer import lora, ranks, sharding
 from rft_learner.trainer.devices import resolve_dist_backend, resolve_placement, torchrun_local_rank
-from rft_learner.trainer.policy import load_model, load_tokenizer, trainable_parameters
+from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer, trainable_parameters
 from rft_learner.trainer.updates import rl_update
 
 
@@ -41,6 +42,8 @@ def main(model_dir: str, out: str, variant: str = "full", micro_batch_tokens: st
             assert data_parallel.device == torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     model = load_model(model_dir, placement)
     reference = load_model(model_dir, placement, frozen=True).requires_grad_(False)
+    if variant == "broadcast":
+        return broadcast(model, data_parallel, placement, out)
     if data_parallel is not None:
         ranks.broadcast_module_state([model, reference])  # what setup_phase does at a phase start
     if variant == "fsdp" and data_parallel is not None:
@@ -64,6 +67,26 @@ def main(model_dir: str, out: str, variant: str = "full", micro_batch_tokens: st
     if data_parallel is not None:
         ranks.leave_group()
     assert not dist.is_initialized()
+
+
+def broadcast(model, data_parallel, placement, out: str) -> None:
+    """Rank 0 holds weights the others do not (a warm-up's or a checkpoint's): after
+    ranks.broadcast_module_state every rank's policy (with a LoRA adapter) and value head
+    are rank 0's. Each rank saves what it holds to `out`.<rank>."""
+    rank = data_parallel.rank if data_parallel is not None else 0
+    model = lora.add_adapter(model, LoraSpec(rank=4, alpha=8.0))
+    value_head = ValueHead(model.config.hidden_size).to(placement.device)
+    if rank == 0:
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *value_head.parameters()]:
+                tensor.add_(0.01 * torch.randn_like(tensor))
+    if data_parallel is not None:
+        ranks.broadcast_module_state([model, None, value_head])
+    state = {f"policy.{k}": v.cpu() for k, v in model.state_dict().items()}
+    state |= {f"value_head.{k}": v.cpu() for k, v in value_head.state_dict().items()}
+    torch.save(state, f"{out}.{rank}")
+    if data_parallel is not None:
+        ranks.leave_group()
 
 
 if __name__ == "__main__":

@@ -176,6 +176,22 @@ def test_the_gpu_tests_worker_runs_over_gloo_on_cpu(tiny_model, tmp_path) -> Non
         torch.testing.assert_close(together[name], value, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_rank_0s_weights_reach_every_rank_with_torchs_state_dict_broadcast(tiny_model, tmp_path) -> None:
+    """ranks.broadcast_module_state (set_model_state_dict with broadcast_from_rank0, in
+    place of the former hand-written loop) on a LoRA policy and a value head, over gloo."""
+    out = tmp_path / "state.pt"
+    _run_worker(tiny_model, out, "broadcast", 0, ranks=2, device="cpu")
+    rank0, rank1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert set(rank0) == set(rank1) and any("lora_" in k for k in rank0) and any("value_head" in k for k in rank0)
+    initial = load_model(tiny_model).state_dict()
+    for name, value in rank0.items():
+        assert torch.equal(rank1[name], value), name
+    changed = [k for k, v in rank0.items() if k.startswith("policy.base_model.model.") and "lora_" not in k
+               and k.removeprefix("policy.base_model.model.").replace(".base_layer", "") in initial
+               and not torch.equal(v, initial[k.removeprefix("policy.base_model.model.").replace(".base_layer", "")])]  # fmt: skip
+    assert changed, "rank 0's perturbed base weights should have reached rank 1"
+
+
 @one_gpu
 @pytest.mark.parametrize("variant", ["full", "fsdp"])
 def test_an_nccl_group_of_one_rank_matches_a_single_process(tiny_model, tmp_path, variant: str) -> None:
