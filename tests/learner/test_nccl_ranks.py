@@ -204,7 +204,7 @@ def test_an_nccl_group_of_one_rank_matches_a_single_process(tiny_model, tmp_path
     alone, together = torch.load(single), torch.load(grouped)
     assert set(alone) == set(together)
     for name, value in alone.items():
-        torch.testing.assert_close(together[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(together[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @two_gpus
