@@ -23,8 +23,11 @@ the first 960 training examples (30 batches x 5 epochs; fewer steps take fewer),
 
 It prints per contender: s/step (median of the steps after `--warmup` steps) with the
 breakdown (generate, grade, train, weight sync; from our job's own step metrics, the
-floor's and TRL's timers), wall-clock seconds per step over the measured steps, the
-train reward (mean of the 10 steps ending at steps 50, 100, 150), validation reward
+floor's and TRL's timers), wall-clock seconds per step over the measured steps, CPU
+seconds per step over the same steps (user + system, of the three services' process trees
+for ours, of the one process for the others: what the step costs in compute, which waits
+on other processes do not add to; other load still inflates it, since torch's OpenMP
+threads spin while they wait for a preempted sibling), the train reward (mean of the 10 steps ending at steps 50, 100, 150), validation reward
 before -> after, greedy and sampled (4 samples at temperature 1), all scored by the
 floor's evaluator (one vLLM engine, the same prompts and seeds for every model), and the
 ratios ours / floor and ours / TRL. The CPU model and load average head the output;
@@ -48,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -85,6 +89,49 @@ def demo_module():
     return module
 
 
+class CpuSampler(threading.Thread):
+    """CPU seconds (user + system) used so far by process trees (each root and its
+    descendants), sampled every `period` seconds against the wall clock (time.time), so
+    that the CPU spent between two moments of a job can be read off afterwards."""
+
+    def __init__(self, pids: list[int], period: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.period = pids, period
+        self.samples: list[tuple[float, float]] = []
+        self.done = threading.Event()
+        self._seen: dict[int, float] = {}
+
+    def _total(self) -> float:
+        import psutil
+
+        for pid in self.pids:
+            try:
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    times = proc.cpu_times()
+                    self._seen[proc.pid] = times.user + times.system  # an exited child keeps its last reading
+            except psutil.Error:
+                continue
+        return sum(self._seen.values())
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.samples.append((time.time(), self._total()))
+            self.done.wait(self.period)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+    def at(self, moment: float) -> float:
+        """CPU seconds used by `moment`, interpolated between the samples around it."""
+        before = max((s for s in self.samples if s[0] <= moment), default=self.samples[0])
+        after = min((s for s in self.samples if s[0] >= moment), default=self.samples[-1])
+        if after[0] == before[0]:
+            return before[1]
+        return before[1] + (after[1] - before[1]) * (moment - before[0]) / (after[0] - before[0])
+
+
 def summarise(steps: list[dict[str, float]], rewards: list[float], warmup: int, wall: float | None) -> dict:
     measured = steps[warmup:] or steps
     keys = ("step_seconds", "generate_seconds", "grade_seconds", "train_seconds", "weight_sync_seconds")
@@ -94,6 +141,8 @@ def summarise(steps: list[dict[str, float]], rewards: list[float], warmup: int, 
     row["wall_seconds_per_step"] = (
         wall if wall is not None else sum(s["step_seconds"] for s in measured) / len(measured)
     )
+    if all("cpu_seconds" in s for s in measured):
+        row["cpu_seconds_per_step"] = sum(s["cpu_seconds"] for s in measured) / len(measured)
     row["train_reward"] = {str(at): task.window_mean(rewards, at) for at in (50, 100, 150)}
     row["train_reward_last10"] = task.window_mean(rewards, len(rewards))
     return row
@@ -124,6 +173,8 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
         for service in services:
             service.start()
         demo.wait_serving(services)
+        sampler = CpuSampler([service.proc.pid for service in services])
+        sampler.start()
         cli = lambda *a: demo.rft(learner, grader, *a)  # noqa: E731
         train_id = demo.find_id(cli("--json", "files", "upload", str(train)), "file-")
         valid_id = demo.find_id(cli("--json", "files", "upload", str(valid)), "file-")
@@ -159,6 +210,8 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
                     m = update.metrics
                     points.append((m.step, m.time.ToNanoseconds() / 1e9, dict(m.values)))
     finally:
+        if "sampler" in locals():
+            sampler.stop()
         for service in reversed(services):
             service.stop()
     points.sort(key=lambda p: p[0])
@@ -167,6 +220,9 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
     measured = points[args.warmup :]
     wall = (measured[-1][1] - measured[0][1]) / (len(measured) - 1) if len(measured) > 1 else None
     row = summarise(steps, rewards, args.warmup, wall)
+    if len(measured) > 1:  # all three services' CPU between the first and last measured step's end
+        used = sampler.at(measured[-1][1]) - sampler.at(measured[0][1])
+        row["cpu_seconds_per_step"] = used / (len(measured) - 1)
     row["job_seconds"] = job_seconds
     row["model_dir"] = str(exported)
     return row
@@ -265,9 +321,10 @@ def report(rows: dict[str, dict], evaluations: dict[str, dict[str, float]], args
     lines = [*header, ""]
     lines.append(
         "| contender | s/step (median) | generate s | grade s | train s | weight sync s | wall s/step "
-        "| train reward @50 / @100 / @150 | valid greedy before -> after | valid sampled before -> after |"
+        "| CPU s/step | train reward @50 / @100 / @150 | valid greedy before -> after "
+        "| valid sampled before -> after |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     base = evaluations.get("base", {})
     for name, row in rows.items():
         after = evaluations.get(name, {})
@@ -275,7 +332,8 @@ def report(rows: dict[str, dict], evaluations: dict[str, dict[str, float]], args
         lines.append(
             f"| {name} | {fmt(row['step_seconds'])} | {fmt(row.get('generate_seconds'))} "
             f"| {fmt(row.get('grade_seconds'))} | {fmt(row.get('train_seconds'))} "
-            f"| {fmt(row.get('weight_sync_seconds'))} | {fmt(row['wall_seconds_per_step'])} | {reward} "
+            f"| {fmt(row.get('weight_sync_seconds'))} | {fmt(row['wall_seconds_per_step'])} "
+            f"| {fmt(row.get('cpu_seconds_per_step'))} | {reward} "
             f"| {fmt(base.get('greedy'))} -> {fmt(after.get('greedy'))} "
             f"| {fmt(base.get('sampled'))} -> {fmt(after.get('sampled'))} |"
         )
@@ -287,7 +345,9 @@ def report(rows: dict[str, dict], evaluations: dict[str, dict[str, float]], args
             if peer in rows:
                 median = ours["step_seconds"] / rows[peer]["step_seconds"]
                 wall = ours["wall_seconds_per_step"] / rows[peer]["wall_seconds_per_step"]
-                lines.append(f"{name} / {peer}: {median:.2f}x (median s/step), {wall:.2f}x (wall s/step)")
+                cpu = [rows[n].get("cpu_seconds_per_step") for n in (name, peer)]
+                cpu_ratio = f", {cpu[0] / cpu[1]:.2f}x (CPU s/step)" if all(cpu) else ""
+                lines.append(f"{name} / {peer}: {median:.2f}x (median s/step), {wall:.2f}x (wall s/step){cpu_ratio}")
     return "\n".join(lines)
 
 

@@ -107,7 +107,7 @@ def main() -> None:
     params = SamplingParams(n=task.GROUP_SIZE, temperature=1.0, max_tokens=task.MAX_NEW_TOKENS)
     steps, rewards = [], []
     for indices in task.batches(len(train), args.seed, args.steps):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         set_threads(GENERATE_THREADS)
         outputs = llm.generate([{"prompt_token_ids": train_ids[i]} for i in indices], params, use_tqdm=False)
         set_threads(train_threads)
@@ -127,7 +127,8 @@ def main() -> None:
         rewards.append(sum(map(sum, scores)) / sum(map(len, scores)))
         steps.append({"step_seconds": done - started, "generate_seconds": generated - started,
                       "grade_seconds": graded - generated, "train_seconds": trained - graded,
-                      "weight_sync_seconds": done - trained})  # fmt: skip
+                      "weight_sync_seconds": done - trained,
+                      "cpu_seconds": time.process_time() - cpu_started})  # fmt: skip
     model.save_pretrained(args.save)
     tokenizer.save_pretrained(args.save)
     result["steps"] = steps

@@ -79,16 +79,17 @@ def main() -> None:
 
         def on_step_begin(self, _args, state, control, **kw):
             if self.last is None:
-                self.last = time.perf_counter()
+                self.last, self.last_cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, _args, state, control, **kw):
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time()
             seconds = now - self.last
             steps.append({"step_seconds": seconds, "generate_seconds": timers["generate"],
                           "grade_seconds": timers["grade"],
-                          "train_seconds": seconds - timers["generate"] - timers["grade"]})  # fmt: skip
+                          "train_seconds": seconds - timers["generate"] - timers["grade"],
+                          "cpu_seconds": cpu - self.last_cpu})  # fmt: skip
             timers["generate"] = timers["grade"] = 0.0
-            self.last = now
+            self.last, self.last_cpu = now, cpu
 
     config = GRPOConfig(
         output_dir=str(pathlib.Path(args.save) / "trainer"),
