@@ -84,6 +84,7 @@ def tool_rollout(tmp_path_factory):
                 "target": sys.executable,
                 "args": [str(SERVERS / "mcp_tools.py")],
                 "env": {"ADD_OFFSET": "1000"},
+                "reconnect_seconds": 1,
             },
             {"name": "mcp-http", "kind": "mcp_http", "target": f"http://127.0.0.1:{http_port}/mcp"},
         ]
@@ -390,22 +391,43 @@ def test_a_cancelled_call_aborts_its_episodes_mid_tool_call(tool_rollout) -> Non
     assert sample.episode.end == rollout_pb2.EPISODE_END_ANSWER
 
 
-def test_a_dead_mcp_server_is_a_tool_error_not_a_failed_episode(tool_rollout) -> None:
-    """The stdio MCP server (a child of the rollout) is killed: later calls to it are
-    tool errors, the episodes still finish, and other servers keep working."""
+def test_a_dead_mcp_server_is_a_tool_error_not_a_failed_episode_and_comes_back(tool_rollout) -> None:
+    """The stdio MCP server (a child of the rollout) is killed: the next call to it is a
+    tool error, the episode still finishes, other servers keep working, the server shows
+    as down on /metrics; after its reconnect_seconds (1 s here) a call starts it again
+    (with its environment from the tool-servers file) and gets its answer."""
     import psutil
 
     proc, rollout_stub = tool_rollout
-    children = psutil.Process(proc.proc.pid).children(recursive=True)
-    (server,) = [c for c in children if any("mcp_tools.py" in part for part in c.cmdline())]
+
+    def stdio_servers() -> list:
+        children = psutil.Process(proc.proc.pid).children(recursive=True)
+        return [c for c in children if any("mcp_tools.py" in part for part in c.cmdline())]
+
+    def up() -> str:
+        text = urllib.request.urlopen(proc.metrics_url, timeout=5).read().decode()
+        return next(
+            line.split()[-1]
+            for line in text.splitlines()
+            if line.startswith('rft_rollout_tool_server_up{server="mcp"}')
+        )
+
+    assert up() == "1.0"
+    (server,) = stdio_servers()
     server.kill()
     server.wait(timeout=10)
     _, sample = episode(rollout_stub, ["mcp"], max_turns=2)
     (call,) = sample.episode.tool_calls
     assert call.is_error and call.output.startswith("error: tool 'add' unavailable (")
     assert sample.episode.turns == 2
+    assert up() == "0.0"
     _, other = episode(rollout_stub, ["adder"])
     assert [c.output for c in other.episode.tool_calls] == ["42"]
+    time.sleep(1.5)
+    _, again = episode(rollout_stub, ["mcp"], max_turns=2)
+    assert [(c.output, c.is_error) for c in again.episode.tool_calls] == [("1042", False)]
+    (restarted,) = stdio_servers()
+    assert restarted.pid != server.pid and up() == "1.0"
 
 
 def test_a_weight_update_during_an_episode_ends_it_on_one_policy_version(tool_rollout) -> None:

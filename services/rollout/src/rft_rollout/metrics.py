@@ -43,6 +43,12 @@ EPISODES = Counter("rft_rollout_episodes_total", "Episodes finished, by how they
 EPISODE_TURNS = Histogram(
     "rft_rollout_episode_turns", "Model turns per finished episode.", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32)
 )
+TOOL_SERVER_UP = Gauge(
+    "rft_rollout_tool_server_up",
+    "1 while an MCP tool server's session is open and its last call did not fail in transport; 0 while it is "
+    "down (reopened by the first call after the server's reconnect_seconds).",
+    ["server"],
+)
 TOOL_CALLS = Counter("rft_rollout_tool_calls_total", "Tool calls made by episodes (unparsable ones included).")
 TOOL_ERRORS = Counter(
     "rft_rollout_tool_errors_total",

@@ -31,12 +31,13 @@ import pathlib
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import pydantic
 from rft_common.api_keys import DEFAULT_TENANT
 
+from rft_rollout import metrics
 from rft_rollout.domain import EpisodeParams, InvalidRequest, ToolsUnavailable
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRUNCATION_MARK = "\n[output truncated]"
+T = TypeVar("T")
 
 
 class ToolServerConfig(pydantic.BaseModel):
@@ -77,6 +79,10 @@ class ToolServerConfig(pydantic.BaseModel):
     marked "[output truncated]"."""
     connect_timeout_seconds: float = pydantic.Field(30.0, gt=0, le=600)
     """Limit on connecting and listing the tools at start-up."""
+    reconnect_seconds: float = pydantic.Field(5.0, ge=0, le=3600)
+    """mcp_stdio and mcp_http: after a call fails in transport (the server died, the
+    session was lost), calls in the next this-many seconds are tool errors; the first call
+    after them opens a new session (starting a stdio server again) before it runs."""
     max_concurrent_calls: int = pydantic.Field(16, ge=1, le=4096)
     """Calls in flight to this server at once (all episodes together); later calls wait,
     and the wait counts against their timeout."""
@@ -301,21 +307,105 @@ async def open_mcp_client(config: ToolServerConfig) -> AsyncIterator[Any]:
 
 
 class McpToolClient:
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    """An MCP server's session that comes back after the server dies.
+
+    The session lives in a task of its own (the SDK's transports are anyio task groups,
+    which must be left in the task that entered them). A call that fails in transport
+    (not a timeout, not the tool's own error) marks the session broken; the first call
+    after `reconnect_seconds` from then opens a new session (a stdio server is started
+    again) before it runs, so a crashed server costs the calls of that window, and the
+    operator sees it on `rft_rollout_tool_server_up`."""
+
+    def __init__(self, config: ToolServerConfig) -> None:
+        self._config = config
+        self._client: Any = None
+        self._holder: asyncio.Task | None = None
+        self._release = asyncio.Event()
+        self._broken_at: float | None = None
+        self._reconnecting = asyncio.Lock()
+        metrics.TOOL_SERVER_UP.labels(config.name).set(0)
+
+    @property
+    def up(self) -> bool:
+        return self._client is not None and self._broken_at is None
+
+    async def connect(self) -> None:
+        """Open the session (raises what opening raised)."""
+        ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._release = asyncio.Event()
+        self._holder = asyncio.create_task(self._hold(ready, self._release))
+        self._client = await ready
+        self._broken_at = None
+        metrics.TOOL_SERVER_UP.labels(self._config.name).set(1)
+
+    async def _hold(self, ready: asyncio.Future, release: asyncio.Event) -> None:
+        try:
+            async with open_mcp_client(self._config) as client:
+                ready.set_result(client)
+                await release.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else ConnectionError("session closed"))
+            if not isinstance(exc, Exception):
+                raise
+            # A session that dies after opening ends here; its calls fail and mark it broken.
+
+    async def close(self) -> None:
+        self._release.set()
+        if self._holder is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._holder, self._config.connect_timeout_seconds)
+        self._client = self._holder = None
+        metrics.TOOL_SERVER_UP.labels(self._config.name).set(0)
+
+    async def _session(self) -> Any:
+        """The live session, reopened first when it broke at least reconnect_seconds ago."""
+        broken_at = self._broken_at
+        if broken_at is not None and time.monotonic() - broken_at >= self._config.reconnect_seconds:
+            async with self._reconnecting:
+                if self._broken_at == broken_at:  # not reopened by a call that waited on the lock before us
+                    log.info("reconnecting to tool server %s", self._config.name)
+                    await self.close()
+                    try:
+                        async with asyncio.timeout(self._config.connect_timeout_seconds):
+                            await self.connect()
+                    except Exception:
+                        self._broken_at = time.monotonic()
+                        raise
+        if self._client is None:
+            raise ConnectionError("not connected")
+        return self._client
+
+    async def _guarded(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        session = await self._session()
+        try:
+            return await work(session)
+        except TimeoutError:
+            raise
+        except Exception:
+            if self._client is session and self._broken_at is None:
+                self._broken_at = time.monotonic()
+                metrics.TOOL_SERVER_UP.labels(self._config.name).set(0)
+            raise
 
     async def list_tools(self) -> list[ToolSpec]:
-        tools, cursor = [], None
-        while True:
-            page = await self._client.list_tools(cursor=cursor)
-            tools += [ToolSpec(t.name, t.description or "", dict(t.input_schema or {})) for t in page.tools]
-            cursor = getattr(page, "next_cursor", None)
-            if not cursor:
-                return tools
+        async def listing(session: Any) -> list[ToolSpec]:
+            tools, cursor = [], None
+            while True:
+                page = await session.list_tools(cursor=cursor)
+                tools += [ToolSpec(t.name, t.description or "", dict(t.input_schema or {})) for t in page.tools]
+                cursor = getattr(page, "next_cursor", None)
+                if not cursor:
+                    return tools
+
+        return await self._guarded(listing)
 
     async def call(self, name: str, arguments: dict[str, Any], episode_id: str) -> tuple[str, bool]:
-        result = await self._client.call_tool(name, arguments)
-        return mcp_result_text(result), bool(result.is_error)
+        async def calling(session: Any) -> tuple[str, bool]:
+            result = await session.call_tool(name, arguments)
+            return mcp_result_text(result), bool(result.is_error)
+
+        return await self._guarded(calling)
 
 
 # ---------------------------------------------------------------- the tool box
@@ -464,7 +554,10 @@ async def open_tool_box(configs: Sequence[ToolServerConfig]) -> AsyncIterator[To
                     await python_client.connect()
                     client = python_client
                 else:
-                    client = McpToolClient(await stack.enter_async_context(open_mcp_client(config)))
+                    mcp_client = McpToolClient(config)
+                    stack.push_async_callback(mcp_client.close)
+                    await mcp_client.connect()
+                    client = mcp_client
                 tools = await client.list_tools()
             log.info("tool server %s (%s): tools %s", config.name, config.kind, [t.name for t in tools])
             servers.append(ConnectedServer(config, client, tools))
