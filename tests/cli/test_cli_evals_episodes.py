@@ -209,3 +209,40 @@ def test_an_exported_tool_model_keeps_its_chat_template_and_runs_episodes(cli, f
     assert model["metrics"]["greedy_reward_mean"] > 0  # right answers through the calculator
     assert model["episode_ends"] == {"answer": 2}
     json.dumps(report)  # plain JSON
+
+
+PYTHON_TOOLS = """
+def add(a: int, b: int) -> str:
+    \"\"\"Add two integers.\"\"\"
+    return str(a + b)
+"""
+
+
+def test_python_tools_run_in_the_graders_sandbox_for_a_rollout_it_starts(cli, cli_grader, files, tmp_path) -> None:
+    """--python-tools and no tool servers file: the rollout this command starts gets a
+    grader_python server reaching this command's grader, and the episodes' `add` calls
+    run there (the only tool there is), giving the right answers."""
+    valid, tools_spec, _ = files
+    source = tmp_path / "tools.py"
+    source.write_text(PYTHON_TOOLS)
+    args = ["evals", "run", str(TOOL_MODEL), "--file", str(valid), "--grader-spec", str(tools_spec)]
+    args += ["--python-tools", str(source), "--max-turns", "3", "--samples", "1", "--temperature", "0"]
+    args += ["--max-tokens", "256", "--rollout-args", f"--max-model-len 512 --max-episode-turns {MAX_EPISODE_TURNS}"]
+    report = cli.json(*args, timeout=900)
+    assert report["python_tools"] == str(source)
+    (model,) = report["models"]
+    metrics = model["metrics"]
+    assert metrics["grader_errors"] == 0, metrics
+    assert metrics["tool_calls_mean"] > 0 and metrics["tool_error_rate"] == 0.0, metrics
+    assert metrics["greedy_reward_mean"] > 0, metrics  # add=<answer>;<answer> for some rows
+
+
+def test_python_tools_need_a_grader_python_server_and_two_turns(cli, tool_rollout, files, tmp_path) -> None:
+    valid, tools_spec, _ = files
+    source = tmp_path / "tools.py"
+    source.write_text(PYTHON_TOOLS)
+    base = ["evals", "run", "--file", str(valid), "--grader-spec", str(tools_spec), "--python-tools", str(source)]
+    missing = cli(*base, "--rollout", tool_rollout.address, "--max-turns", "2")
+    assert missing.returncode == 1 and "no grader_python tool server" in missing.stderr, missing.stderr
+    one_turn = cli(*base, "--rollout", tool_rollout.address)
+    assert one_turn.returncode == 2 and "--max-turns 2 or more" in one_turn.stderr, one_turn.stderr

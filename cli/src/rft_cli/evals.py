@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import pathlib
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,12 +32,16 @@ from rft_common.episodes import EPISODE_METRICS, episode_ends, episode_metrics, 
 
 from rft_cli import graders
 from rft_cli.common import add_command, add_group
-from rft_cli.inputs import Example, read_dataset
+from rft_cli.inputs import Example, read_dataset, read_json_object
 from rft_cli.output import EXIT_FAILED, EXIT_OK, CliError, fmt, metric_sort_key, print_json, print_table
 from rft_cli.rollout_process import RolloutProcess, default_rollout_command
 from rft_cli.services import Connections, Stub, rollout_endpoint
 
 PROMPTS_PER_REQUEST = 64
+PYTHON_TOOLS_SERVER = "python-tools"
+"""Name of the grader_python tool server added for --python-tools."""
+MAX_PYTHON_TOOLS_CHARS = 65_536
+"""As a job's python_tools (rft_learner.hparams)."""
 CONCURRENT_REQUESTS = 4
 
 
@@ -157,6 +163,32 @@ def _grader_sample(sample: rollout_pb2.Sample | None) -> grader_pb2.SampleOutput
     return graders.sample_output(sample.text)
 
 
+def _python_source(args: argparse.Namespace) -> str:
+    return getattr(args, "python_tools_source", "")
+
+
+def rollout_tool_servers(args: argparse.Namespace, conns: Connections, workdir: pathlib.Path) -> str:
+    """The --tool-servers-file of a rollout this command starts ("" for none): the user's
+    file, plus (with --python-tools, when the file has no grader_python server) a
+    grader_python server that reaches this command's grader with its credentials. Written
+    with owner-only permissions: it may hold the API key."""
+    path = args.rollout_tool_servers_file
+    if not _python_source(args):
+        return str(pathlib.Path(path).resolve()) if path else ""
+    servers = read_json_object(path, "tool servers file").get("servers", []) if path else []
+    if not any(isinstance(s, dict) and s.get("kind") == "grader_python" for s in servers):
+        python = {"name": PYTHON_TOOLS_SERVER, "kind": "grader_python", "target": args.grader, "allowed_tenants": ["*"]}
+        if conns.tls_ca:
+            python["tls_ca_file"] = str(pathlib.Path(conns.tls_ca).resolve())
+        if conns.token:
+            python["headers"] = {"authorization": f"Bearer {conns.token}"}
+        servers = [*servers, python]
+    target = workdir / "tool-servers.json"
+    with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        json.dump({"servers": servers}, out)
+    return str(target)
+
+
 def _check_episodes(args: argparse.Namespace, info: rollout_pb2.GetModelInfoResponse, where: str) -> None:
     """Refuse, before any generation, tool servers the rollout does not offer (to this
     tenant) and a --max-turns above its limit."""
@@ -168,6 +200,12 @@ def _check_episodes(args: argparse.Namespace, info: rollout_pb2.GetModelInfoResp
         raise CliError(
             f"--tool-servers: unknown tool server{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
             f"the rollout for {where} offers {listing}{hint}",
+            EXIT_FAILED,
+        )
+    if _python_source(args) and not any(server.kind == "grader_python" for server in info.tool_servers):
+        raise CliError(
+            f"--python-tools: the rollout for {where} has no grader_python tool server for the tenant "
+            "to run them with (see docs/agents.md)",
             EXIT_FAILED,
         )
     limit = info.limits.max_episode_turns
@@ -190,7 +228,7 @@ async def evaluate_model(
 ) -> dict[str, Any]:
     temporary = not args.rollout  # started by this command: plaintext on loopback
     stub = conns.stub(rollout_endpoint(address), rollout_pb2_grpc.RolloutServiceStub, plaintext=temporary)
-    episode = episode_params(args.max_turns, args.tool_servers, args.tenant or "")
+    episode = episode_params(args.max_turns, args.tool_servers, args.tenant or "", _python_source(args))
     # With episodes, the tool servers listed are those the episodes' tenant may use.
     tenant = (args.tenant or "") if episode is not None else ""
     info = await stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(tenant=tenant))
@@ -263,6 +301,18 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise CliError("--rollout-tool-servers-file configures the rollout this command starts, not --rollout's")
     if args.rollout_tool_servers_file and not pathlib.Path(args.rollout_tool_servers_file).is_file():
         raise CliError(f"--rollout-tool-servers-file: no file {args.rollout_tool_servers_file}")
+    if args.python_tools:
+        try:
+            args.python_tools_source = pathlib.Path(args.python_tools).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"--python-tools {args.python_tools}: cannot read it as UTF-8 text ({exc})") from None
+        if args.max_turns < 2:
+            raise CliError("--python-tools needs --max-turns 2 or more (a turn that calls a tool, one that answers)")
+        if len(args.python_tools_source) > MAX_PYTHON_TOOLS_CHARS:
+            raise CliError(
+                f"--python-tools {args.python_tools}: {len(args.python_tools_source)} characters, above the "
+                f"{MAX_PYTHON_TOOLS_CHARS} a job's python_tools may have"
+            )
     if not args.rollout:
         for model in args.models:
             if not (pathlib.Path(model) / "config.json").is_file():
@@ -284,18 +334,19 @@ async def run(args: argparse.Namespace, conns: Connections) -> int:
             if not label:
                 row["model"] = row["served_model"] or args.rollout
             rows.append(row)
-        for model in [] if args.rollout else args.models:
-            reporter.say(f"starting a rollout service for {model} ...")
-            tools_file = args.rollout_tool_servers_file
-            rollout = RolloutProcess(
-                args.rollout_command,
-                str(pathlib.Path(model).resolve()),
-                args.rollout_args,
-                args.ready_timeout,
-                tool_servers_file=str(pathlib.Path(tools_file).resolve()) if tools_file else "",
-            )
-            async with rollout as address:
-                rows.append(await evaluate_model(args, conns, address, model, examples, spec, reporter))
+        with tempfile.TemporaryDirectory(prefix="rft-evals-") as workdir:
+            tools_file = "" if args.rollout else rollout_tool_servers(args, conns, pathlib.Path(workdir))
+            for model in [] if args.rollout else args.models:
+                reporter.say(f"starting a rollout service for {model} ...")
+                rollout = RolloutProcess(
+                    args.rollout_command,
+                    str(pathlib.Path(model).resolve()),
+                    args.rollout_args,
+                    args.ready_timeout,
+                    tool_servers_file=tools_file,
+                )
+                async with rollout as address:
+                    rows.append(await evaluate_model(args, conns, address, model, examples, spec, reporter))
     _print_results(args, rows, len(examples))
     return EXIT_OK if all(r["metrics"]["grader_errors"] == 0 for r in rows) or not args.strict else EXIT_FAILED
 
@@ -304,9 +355,10 @@ def _print_results(args: argparse.Namespace, rows: list[dict[str, Any]], prompts
     if args.json:
         clean = [{**r, "metrics": {k: (None if math.isnan(v) else v) for k, v in r["metrics"].items()}} for r in rows]
         report: dict[str, Any] = {"file": args.file, "prompts": prompts, "samples": args.samples, "models": clean}
-        if args.max_turns or args.tool_servers:
+        if args.max_turns or args.tool_servers or args.python_tools:
             report["max_turns"] = args.max_turns
             report["tool_servers"] = args.tool_servers
+            report["python_tools"] = args.python_tools
         print_json(report)
         return
     k = args.samples
@@ -388,6 +440,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="NAME[,NAME]",
         help="tool servers the episodes may use, by the names the rollout lists (GetModelInfo) "
         "(as a job's tool_servers)",
+    )
+    episodes.add_argument(
+        "--python-tools",
+        default="",
+        metavar="FILE.py",
+        help="Python tool functions (as a job's python_tools): the file's public functions are the tools, run in "
+        "the grader's sandbox for --tenant. A rollout this command starts reaches this command's grader for them "
+        "(a grader_python tool server added to its tool servers file); a --rollout must have one",
     )
     rollout = sub.add_argument_group("rollout")
     rollout.add_argument("--rollout", metavar="HOST:PORT", help="use this running rollout service (one model)")
