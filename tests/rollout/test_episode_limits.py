@@ -118,6 +118,30 @@ async def test_calls_past_the_per_episode_cap_are_not_run() -> None:
 
 
 @synchronously
+async def test_only_calls_that_ran_count_against_the_episode_cap() -> None:
+    """Per turn 2, per episode 3: a turn of five calls runs two (three refused by the turn's
+    cap, not counted), the next turn's two calls run one more (the episode's third) and
+    refuse the other by the episode's cap."""
+    script = Script([call_text("a", "b", "c", "d", "e"), call_text("f", "g"), "done"])
+    deps = script.deps(max_calls_per_turn=2, max_calls_per_episode=3)
+    run = await run_episode(deps, "ep", request(), EpisodeParams(5, ("s",)))
+    assert script.called == ["a", "b", "f"]
+    turn_cap = "error: not run: a turn may make at most 2 tool calls"
+    episode_cap = "error: not run: an episode may make at most 3 tool calls"
+    assert [o for _, o, _ in outputs(run)] == ["a ok", "b ok", turn_cap, turn_cap, turn_cap, "f ok", episode_cap]
+
+
+@synchronously
+async def test_the_time_limit_counts_from_when_the_request_arrived() -> None:
+    """An episode whose request arrived a whole time limit ago (its checks took that long)
+    samples nothing."""
+    script = Script(["x"])
+    deps = script.deps(timeout_seconds=5.0)
+    run = await run_episode(deps, "ep", request(), EpisodeParams(2, ()), started=deps.clock() - 5.0)
+    assert run.outcome.end == "timeout" and run.outcome.turns == 0 and script.turn == 0
+
+
+@synchronously
 async def test_the_deadline_cancels_a_tool_call_in_flight_and_ends_the_episode() -> None:
     script = Script([call_text("slow"), "never reached"], tool_seconds=30.0)
     started = asyncio.get_running_loop().time()

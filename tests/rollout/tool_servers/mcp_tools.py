@@ -4,13 +4,16 @@
     python mcp_tools.py --http PORT     (streamable HTTP at http://127.0.0.1:PORT/mcp)
 
 `add` reads the environment variable ADD_OFFSET (0 when unset) and adds it, so a test
-can see that the server got the environment its tool-servers file gave it.
+can see that the server got the environment its tool-servers file gave it. With
+START_LOG set, each start appends a line to that file; with START_DELAY_SECONDS, it
+sleeps that long before serving (a server slow to start).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
 from mcp.server.mcpserver import MCPServer
 
@@ -30,6 +33,10 @@ def fail(reason: str = "") -> str:
 
 
 if __name__ == "__main__":
+    if os.environ.get("START_LOG"):
+        with open(os.environ["START_LOG"], "a") as log:
+            log.write(f"{os.getpid()}\n")
+    time.sleep(float(os.environ.get("START_DELAY_SECONDS", "0")))
     parser = argparse.ArgumentParser()
     parser.add_argument("--http", type=int, default=0, help="serve streamable HTTP on this port")
     args = parser.parse_args()

@@ -76,6 +76,9 @@ class _Plan:
     requests: list[SampleRequest]  # one per prompt, seeded with the request's seed
     n: int
     episode: EpisodeParams | None = None
+    received: float = dataclasses.field(default_factory=time.monotonic)
+    """When the request arrived: an episode's time limit counts from here, so the time its
+    request spent being checked (a Python tools description included) is in it."""
 
 
 class RolloutCore:
@@ -241,6 +244,7 @@ class RolloutCore:
     async def _plan(
         self, prompts: Sequence[PromptInput], sampling: Sampling, episode: EpisodeParams | None = None
     ) -> _Plan:
+        received = time.monotonic()
         self._check_serving()
         limits = self.settings.limits
         if not prompts:
@@ -249,15 +253,15 @@ class RolloutCore:
             raise InvalidRequest(f"prompts: {len(prompts)} prompts is above the limit max_prompts={limits.max_prompts}")
         n, common = self._resolve_sampling(sampling)
         tools = self._check_episode(episode)
-        if episode is not None and episode.python_tools_source:  # described by the grader (cached)
-            tools += [tool.as_template_tool() for tool in await self.tools.python_tools(episode)]
         loop = asyncio.get_running_loop()
         if episode is not None and episode.max_turns > 1:
             await loop.run_in_executor(self._tokenizer_thread, self._check_tool_turns)
+        if episode is not None and episode.python_tools_source:  # described by the grader (cached)
+            tools += [tool.as_template_tool() for tool in await self.tools.python_tools(episode)]
         rendered = await loop.run_in_executor(self._tokenizer_thread, self._render, prompts, tools)
         requests = [SampleRequest(prompt_token_ids=ids, seed=sampling.seed, **common) for ids in rendered]
         metrics.PROMPT_TOKENS.inc(sum(len(ids) for ids in rendered))
-        return _Plan(rendered, requests, n, episode)
+        return _Plan(rendered, requests, n, episode, received)
 
     # -- generation ------------------------------------------------------------------
 
@@ -320,12 +324,18 @@ class RolloutCore:
         )
 
     async def _episode(
-        self, episode_id: str, prompt_index: int, sample_index: int, request: SampleRequest, params: EpisodeParams
+        self,
+        episode_id: str,
+        prompt_index: int,
+        sample_index: int,
+        request: SampleRequest,
+        params: EpisodeParams,
+        received: float,
     ) -> list[Sample]:
         """One episode as a one-sample list (the shape `_samples` returns)."""
         started_version = self.updates.version
         try:
-            run = await run_episode(self._episode_deps(params), episode_id, request, params)
+            run = await run_episode(self._episode_deps(params), episode_id, request, params, received)
         except NotReady as exc:
             await self.stop_serving(str(exc))
             raise
@@ -368,6 +378,7 @@ class RolloutCore:
                         s,
                         dataclasses.replace(request, seed=None if request.seed is None else request.seed + s),
                         plan.episode,
+                        plan.received,
                     )
                 )
                 for p, request in enumerate(plan.requests)

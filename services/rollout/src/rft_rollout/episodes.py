@@ -177,18 +177,21 @@ async def _before(deadline: float, deps: EpisodeDeps, awaitable: Awaitable[Any])
         raise _TimeUp from None
 
 
-async def run_episode(deps: EpisodeDeps, episode_id: str, request: SampleRequest, params: EpisodeParams) -> EpisodeRun:
+async def run_episode(
+    deps: EpisodeDeps, episode_id: str, request: SampleRequest, params: EpisodeParams, started: float | None = None
+) -> EpisodeRun:
     """One episode from `request.prompt_token_ids`; `request.max_tokens` bounds the whole
-    trajectory and `deps.timeout_seconds` its wall-clock time. Cancelling it aborts the
-    turn in flight."""
-    deadline = deps.clock() + deps.timeout_seconds
+    trajectory and `deps.timeout_seconds` its wall-clock time from `started` (a
+    `deps.clock()` reading: when its request arrived; default now). Cancelling it aborts
+    the turn in flight."""
+    deadline = (deps.clock() if started is None else started) + deps.timeout_seconds
     prompt = list(request.prompt_token_ids)
     trajectory = Trajectory()
     messages: list[EpisodeMessage] = []
     records: list[ToolCallRecord] = []
     version: str | None = None
     end: EpisodeEnd = "max_turns"
-    final_text, turns = "", 0
+    final_text, turns, calls_run = "", 0, 0
     for turn in range(params.max_turns):
         room = turn_room(request.max_tokens, deps.max_model_len, len(prompt), len(trajectory))
         if room <= 0:
@@ -226,14 +229,16 @@ async def run_episode(deps: EpisodeDeps, episode_id: str, request: SampleRequest
         if turn == params.max_turns - 1:
             end = "max_turns"  # the last allowed turn's calls are not run
             break
-        allowed = min(deps.max_calls_per_turn, max(0, deps.max_calls_per_episode - len(records)))
+        left_in_episode = max(0, deps.max_calls_per_episode - calls_run)
+        allowed = min(deps.max_calls_per_turn, left_in_episode)
+        calls_run += min(allowed, len(calls))
         running = [asyncio.ensure_future(_run_call(deps, params, call, episode_id)) for call in calls[:allowed]]
         try:
             outcomes = await _before(deadline, deps, asyncio.gather(*running))
         except _TimeUp:
             end = "timeout"
             outcomes = [_finished_or_cut(task) for task in running]
-        outcomes += [_refused(deps, len(records) + allowed + i) for i in range(len(calls) - allowed)]
+        outcomes += [_refused(deps, left_in_episode <= deps.max_calls_per_turn)] * (len(calls) - allowed)
         tool_messages = []
         for call_id, call, (output, is_error, seconds) in zip(ids, calls, outcomes, strict=True):
             records.append(ToolCallRecord(call_id, turn, call.name, arguments_text(call), output, is_error, seconds))
@@ -271,10 +276,9 @@ def _finished_or_cut(task: asyncio.Future) -> tuple[str, bool, float]:
     return EPISODE_TIME_UP, True, 0.0
 
 
-def _refused(deps: EpisodeDeps, number: int) -> tuple[str, bool, float]:
-    """The outcome of a call past the per-turn or per-episode cap (`number`: 0-based over
-    the episode): not run."""
-    if number >= deps.max_calls_per_episode:
+def _refused(deps: EpisodeDeps, episode_cap: bool) -> tuple[str, bool, float]:
+    """The outcome of a call past the per-episode cap (`episode_cap`) or the per-turn one: not run."""
+    if episode_cap:
         return f"error: not run: an episode may make at most {deps.max_calls_per_episode} tool calls", True, 0.0
     return f"error: not run: a turn may make at most {deps.max_calls_per_turn} tool calls", True, 0.0
 

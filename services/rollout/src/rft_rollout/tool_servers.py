@@ -79,7 +79,7 @@ class ToolServerConfig(pydantic.BaseModel):
     marked "[output truncated]"."""
     connect_timeout_seconds: float = pydantic.Field(30.0, gt=0, le=600)
     """Limit on connecting and listing the tools at start-up."""
-    reconnect_seconds: float = pydantic.Field(5.0, ge=0, le=3600)
+    reconnect_seconds: float = pydantic.Field(5.0, ge=0.1, le=3600)
     """mcp_stdio and mcp_http: after a call fails in transport (the server died, the
     session was lost), calls in the next this-many seconds are tool errors; the first call
     after them opens a new session (starting a stdio server again) before it runs."""
@@ -306,14 +306,42 @@ async def open_mcp_client(config: ToolServerConfig) -> AsyncIterator[Any]:
             yield client
 
 
+def is_transport_failure(exc: BaseException) -> bool:
+    """Whether an MCP call failed because its session is gone (the server died, the stream
+    broke), rather than because of the call (a JSON-RPC error answer, a bad result)."""
+    import anyio
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CONNECTION_CLOSED
+
+    if isinstance(exc, MCPError):
+        return exc.code == CONNECTION_CLOSED
+    transport: tuple[type[BaseException], ...] = (
+        anyio.ClosedResourceError,
+        anyio.BrokenResourceError,
+        anyio.EndOfStream,
+        ConnectionError,
+        EOFError,
+    )
+    try:
+        import httpx2
+
+        transport += (httpx2.TransportError,)
+    except ImportError:
+        pass
+    return isinstance(exc, transport)
+
+
 class McpToolClient:
     """An MCP server's session that comes back after the server dies.
 
     The session lives in a task of its own (the SDK's transports are anyio task groups,
     which must be left in the task that entered them). A call that fails in transport
-    (not a timeout, not the tool's own error) marks the session broken; the first call
-    after `reconnect_seconds` from then opens a new session (a stdio server is started
-    again) before it runs, so a crashed server costs the calls of that window, and the
+    (`is_transport_failure`: not a timeout, not the tool's or the protocol's own error)
+    marks the session broken; the first call at least `reconnect_seconds` later starts one
+    reopening, in a task of the client's own (bounded by connect_timeout_seconds, never
+    cut short by a caller's timeout), and every call meanwhile waits for it within its own
+    time; a failed reopening waits reconnect_seconds again. So a crashed server costs the
+    calls of that window, a server slow to start is not restarted over and over, and the
     operator sees it on `rft_rollout_tool_server_up`."""
 
     def __init__(self, config: ToolServerConfig) -> None:
@@ -322,7 +350,7 @@ class McpToolClient:
         self._holder: asyncio.Task | None = None
         self._release = asyncio.Event()
         self._broken_at: float | None = None
-        self._reconnecting = asyncio.Lock()
+        self._reopening: asyncio.Task | None = None
         metrics.TOOL_SERVER_UP.labels(config.name).set(0)
 
     @property
@@ -334,7 +362,11 @@ class McpToolClient:
         ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self._release = asyncio.Event()
         self._holder = asyncio.create_task(self._hold(ready, self._release))
-        self._client = await ready
+        try:
+            self._client = await asyncio.shield(ready)
+        except BaseException:
+            await self._end_holder()
+            raise
         self._broken_at = None
         metrics.TOOL_SERVER_UP.labels(self._config.name).set(1)
 
@@ -350,28 +382,50 @@ class McpToolClient:
                 raise
             # A session that dies after opening ends here; its calls fail and mark it broken.
 
-    async def close(self) -> None:
+    async def _end_holder(self) -> None:
         self._release.set()
-        if self._holder is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(self._holder, self._config.connect_timeout_seconds)
-        self._client = self._holder = None
+        holder, self._holder = self._holder, None
+        if holder is not None:
+            try:
+                await asyncio.wait_for(holder, self._config.connect_timeout_seconds)
+            except (Exception, asyncio.CancelledError):
+                holder.cancel()
+        self._client = None
         metrics.TOOL_SERVER_UP.labels(self._config.name).set(0)
 
+    async def close(self) -> None:
+        if self._reopening is not None:
+            self._reopening.cancel()
+            await asyncio.gather(self._reopening, return_exceptions=True)
+            self._reopening = None
+        await self._end_holder()
+
+    async def _reopen(self) -> None:
+        log.info("reconnecting to tool server %s", self._config.name)
+        try:
+            await self._end_holder()
+            async with asyncio.timeout(self._config.connect_timeout_seconds):
+                await self.connect()
+            log.info("tool server %s is back", self._config.name)
+        except BaseException as exc:
+            self._broken_at = time.monotonic()
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("tool server %s: reconnecting failed: %r", self._config.name, exc)
+
     async def _session(self) -> Any:
-        """The live session, reopened first when it broke at least reconnect_seconds ago."""
-        broken_at = self._broken_at
-        if broken_at is not None and time.monotonic() - broken_at >= self._config.reconnect_seconds:
-            async with self._reconnecting:
-                if self._broken_at == broken_at:  # not reopened by a call that waited on the lock before us
-                    log.info("reconnecting to tool server %s", self._config.name)
-                    await self.close()
-                    try:
-                        async with asyncio.timeout(self._config.connect_timeout_seconds):
-                            await self.connect()
-                    except Exception:
-                        self._broken_at = time.monotonic()
-                        raise
+        """The live session; while it is broken, a reopening (started by the first call at
+        least reconnect_seconds after the failure) that this call waits for."""
+        if self._broken_at is not None and self._reopening is None:
+            if time.monotonic() - self._broken_at < self._config.reconnect_seconds:
+                raise ConnectionError("the tool server is down")
+            self._reopening = asyncio.create_task(self._reopen())
+            self._reopening.add_done_callback(lambda _: setattr(self, "_reopening", None))
+        reopening = self._reopening
+        if reopening is not None:
+            await asyncio.shield(reopening)  # a caller's timeout leaves the reopening running
+            if self._broken_at is not None:
+                raise ConnectionError("the tool server is down")
         if self._client is None:
             raise ConnectionError("not connected")
         return self._client
@@ -380,10 +434,9 @@ class McpToolClient:
         session = await self._session()
         try:
             return await work(session)
-        except TimeoutError:
-            raise
-        except Exception:
-            if self._client is session and self._broken_at is None:
+        except Exception as exc:
+            if is_transport_failure(exc) and self._client is session and self._broken_at is None:
+                log.warning("tool server %s: session lost: %r", self._config.name, exc)
                 self._broken_at = time.monotonic()
                 metrics.TOOL_SERVER_UP.labels(self._config.name).set(0)
             raise
