@@ -177,7 +177,14 @@ def rollout_tool_servers(args: argparse.Namespace, conns: Connections, workdir: 
         return str(pathlib.Path(path).resolve()) if path else ""
     servers = read_json_object(path, "tool servers file").get("servers", []) if path else []
     if not any(isinstance(s, dict) and s.get("kind") == "grader_python" for s in servers):
-        python = {"name": PYTHON_TOOLS_SERVER, "kind": "grader_python", "target": args.grader, "allowed_tenants": ["*"]}
+        # Only the tenant the episodes act for: the rollout listens on loopback without keys.
+        tenant = args.tenant or "default"
+        python = {
+            "name": PYTHON_TOOLS_SERVER,
+            "kind": "grader_python",
+            "target": args.grader,
+            "allowed_tenants": [tenant],
+        }
         if conns.tls_ca:
             python["tls_ca_file"] = str(pathlib.Path(conns.tls_ca).resolve())
         if conns.token:
