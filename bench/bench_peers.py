@@ -92,44 +92,59 @@ def demo_module():
 class CpuSampler(threading.Thread):
     """CPU seconds (user + system) used so far by process trees (each root and its
     descendants), sampled every `period` seconds against the wall clock (time.time), so
-    that the CPU spent between two moments of a job can be read off afterwards."""
+    that the CPU spent between two moments of a job can be read off afterwards.
+
+    A reading is the sum over the tree's living processes of their own CPU and their
+    reaped children's (`children_user` / `children_system`): a descendant that lived
+    between two samples (a grader's sandbox child) is counted through its parent, and one
+    that exits moves from its own line to its parent's, counted once either way."""
 
     def __init__(self, pids: list[int], period: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.pids, self.period = pids, period
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, list[float]]] = []
+        """(time, CPU seconds of each root's tree, in `pids` order)."""
         self.done = threading.Event()
-        self._seen: dict[int, float] = {}
 
-    def _total(self) -> float:
+    def _trees(self) -> list[float]:
         import psutil
 
+        totals = []
         for pid in self.pids:
+            total = 0.0
             try:
                 root = psutil.Process(pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    times = proc.cpu_times()
-                    self._seen[proc.pid] = times.user + times.system  # an exited child keeps its last reading
+                tree = [root, *root.children(recursive=True)]
             except psutil.Error:
-                continue
-        return sum(self._seen.values())
+                tree = []
+            for proc in tree:
+                try:
+                    t = proc.cpu_times()
+                except psutil.Error:  # exited since the listing: its parent's children_* has it once reaped
+                    continue
+                total += t.user + t.system + t.children_user + t.children_system
+            totals.append(total)
+        return totals
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.samples.append((time.time(), self._total()))
+            self.samples.append((time.time(), self._trees()))
             self.done.wait(self.period)
 
     def stop(self) -> None:
         self.done.set()
         self.join()
 
-    def at(self, moment: float) -> float:
-        """CPU seconds used by `moment`, interpolated between the samples around it."""
-        before = max((s for s in self.samples if s[0] <= moment), default=self.samples[0])
-        after = min((s for s in self.samples if s[0] >= moment), default=self.samples[-1])
+    def at(self, moment: float) -> list[float]:
+        """CPU seconds each tree used by `moment`, interpolated between the samples around it."""
+        if not self.samples:
+            raise RuntimeError("no CPU sample was taken")
+        before = max((s for s in self.samples if s[0] <= moment), default=self.samples[0], key=lambda s: s[0])
+        after = min((s for s in self.samples if s[0] >= moment), default=self.samples[-1], key=lambda s: s[0])
         if after[0] == before[0]:
-            return before[1]
-        return before[1] + (after[1] - before[1]) * (moment - before[0]) / (after[0] - before[0])
+            return list(before[1])
+        share = (moment - before[0]) / (after[0] - before[0])
+        return [b + (a - b) * share for b, a in zip(before[1], after[1], strict=True)]
 
 
 def summarise(steps: list[dict[str, float]], rewards: list[float], warmup: int, wall: float | None) -> dict:
@@ -221,8 +236,12 @@ def run_ours(args, work: pathlib.Path, train: pathlib.Path, valid: pathlib.Path,
     wall = (measured[-1][1] - measured[0][1]) / (len(measured) - 1) if len(measured) > 1 else None
     row = summarise(steps, rewards, args.warmup, wall)
     if len(measured) > 1:  # all three services' CPU between the first and last measured step's end
-        used = sampler.at(measured[-1][1]) - sampler.at(measured[0][1])
-        row["cpu_seconds_per_step"] = used / (len(measured) - 1)
+        steps_between = len(measured) - 1
+        used = [b - a for a, b in zip(sampler.at(measured[0][1]), sampler.at(measured[-1][1]), strict=True)]
+        row["cpu_seconds_per_step"] = sum(used) / steps_between
+        row["cpu_seconds_per_step_by_service"] = {
+            service.command: seconds / steps_between for service, seconds in zip(services, used, strict=True)
+        }
     row["job_seconds"] = job_seconds
     row["model_dir"] = str(exported)
     return row
@@ -338,6 +357,10 @@ def report(rows: dict[str, dict], evaluations: dict[str, dict[str, float]], args
             f"| {fmt(base.get('sampled'))} -> {fmt(after.get('sampled'))} |"
         )
     lines.append("")
+    for name, row in rows.items():
+        if "cpu_seconds_per_step_by_service" in row:
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in row["cpu_seconds_per_step_by_service"].items())
+            lines.append(f"{name}: CPU s/step by service: {parts}")
     for name, ours in rows.items():
         if not name.startswith("ours"):
             continue
