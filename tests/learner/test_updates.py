@@ -127,7 +127,9 @@ def test_one_pass_reuses_the_training_forward_and_matches_a_separate_old_pass(
         model = load_model(tiny_model)
         value_head = ValueHead(model.config.hidden_size) if algorithm == "ppo" else None
         trainable = list(model.parameters()) + (list(value_head.parameters()) if value_head else [])
-        optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+        # SGD: the one-pass step runs the shared-prompt forward (another summation order), and
+        # AdamW's first step, g / |g|, would turn float noise in near-zero gradients into +-lr.
+        optimizer = torch.optim.SGD(trainable, lr=1e-2)
         rollout = [[-1.0 - 0.1 * i] * len(c) for i, c in enumerate(completions)]  # off the trainer's: w != 1
         group = Group(prompt, completions, rollout, [1.0, 0.0, 1.0, 0.0])
         params = ReinforcementParams(algorithm=algorithm, group_size=4, kl_coef=0.0)

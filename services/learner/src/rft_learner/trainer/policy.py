@@ -146,3 +146,96 @@ def forward(
     # fp32 values: GAE's recursion over bf16 values would round away per-token KL penalties.
     values = value_head(out.hidden_states[-1][:, :-1]).float() if value_head is not None else None
     return ForwardOutput(logprobs, entropy, values)
+
+
+SHARED_PROMPT_MODEL_TYPES = frozenset({"qwen2", "qwen3", "llama"})
+"""Architectures `forward_shared_prompts` runs on: a plain key/value cache that
+`reorder_cache` repeats, and positions taken from `position_ids` (tested on Qwen2)."""
+
+
+def shares_prompts(model: torch.nn.Module) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) in SHARED_PROMPT_MODEL_TYPES
+
+
+def prompt_runs(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """Lengths of the runs of consecutive rows with the same prompt (a group's samples)."""
+    runs: list[int] = []
+    for row, prompt in enumerate(prompts):
+        if runs and (prompt is prompts[row - 1] or list(prompt) == list(prompts[row - 1])):
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return runs
+
+
+def forward_shared_prompts(
+    model: torch.nn.Module,
+    batch: SequenceBatch,
+    prompt_lengths: Sequence[int],
+    runs: Sequence[int],
+    with_entropy: bool = True,
+) -> ForwardOutput:
+    """`forward` (no value head) for rows whose prompts repeat in `runs` (`prompt_runs`):
+    each distinct prompt goes through the model once, its key/value cache is repeated for
+    the rows of its run, and only the completions go through per row. The log-probs,
+    entropies and gradients are `forward`'s (tests/learner/test_shared_prompts.py), for
+    (prompt tokens + completion tokens) / (rows x (prompt + completion)) of the compute:
+    a group of 8 samples of a 35-token prompt with 6-token answers costs ~1/3.
+
+    Prompts are left-padded among themselves (each one's last token is then the last
+    position, whose logits predict its completions' first token); completions keep the
+    batch's right padding, and positions are given explicitly."""
+    device = batch.input_ids.device
+    rows = batch.size
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    prompt_len = torch.tensor(prompt_lengths, device=device)
+    starts = np.cumsum([0, *runs[:-1]]).tolist()
+    widest = max(prompt_lengths[start] for start in starts)
+    prompt_ids = torch.zeros((len(runs), widest), dtype=batch.input_ids.dtype, device=device)
+    prompt_mask = torch.zeros((len(runs), widest), dtype=batch.attention_mask.dtype, device=device)
+    for run, start in enumerate(starts):
+        length = prompt_lengths[start]
+        prompt_ids[run, widest - length :] = batch.input_ids[start, :length]
+        prompt_mask[run, widest - length :] = 1
+    prompt_positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
+    head = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=prompt_positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = head.past_key_values
+    row_run = torch.repeat_interleave(torch.arange(len(runs), device=device), torch.tensor(runs, device=device))
+    cache.reorder_cache(row_run)  # each row gets its prompt's keys and values (autograd flows back)
+
+    completion_lengths = [total - prompt for total, prompt in zip(lengths, prompt_lengths, strict=True)]
+    longest = max(completion_lengths)
+    offsets = torch.arange(longest, device=device)
+    columns = (prompt_len[:, None] + offsets).clamp(max=batch.input_ids.shape[1] - 1)
+    valid = offsets[None, :] < torch.tensor(completion_lengths, device=device)[:, None]
+    completion_ids = torch.where(valid, batch.input_ids.gather(1, columns), 0)
+    mask = torch.cat([prompt_mask[row_run], valid.to(prompt_mask.dtype)], dim=1)
+    tail = model(
+        input_ids=completion_ids,
+        attention_mask=mask,
+        position_ids=prompt_len[:, None] + offsets,
+        past_key_values=cache,
+        use_cache=False,
+    )
+    # Completion token j of a row is predicted at its prompt's last position (j = 0) or at
+    # its own position j - 1.
+    logits = torch.cat([head.logits[row_run, -1:], tail.logits[:, :-1]], dim=1)
+    block = logit_block_positions(logits.shape[-1])
+    logprobs = chunked_token_logprobs(logits, completion_ids, block)
+    entropy = chunked_entropy(logits.detach(), block) if with_entropy else torch.zeros_like(logprobs)
+
+    # Back to the batch's layout: position t of a row predicts its token t + 1.
+    width = batch.action_mask.shape[1]
+    targets = (prompt_len[:, None] - 1 + offsets).clamp(max=width - 1)
+
+    def place(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((rows, width), dtype=values.dtype, device=device)
+        return out.scatter_add(1, targets, torch.where(valid, values, torch.zeros_like(values)))
+
+    return ForwardOutput(place(logprobs), place(entropy), None)

@@ -88,6 +88,9 @@ from rft_learner.trainer.policy import (
     build_sequence_batch,
     device_of,
     forward,
+    forward_shared_prompts,
+    prompt_runs,
+    shares_prompts,
     trainable_parameters,
 )
 
@@ -292,7 +295,14 @@ def rl_update(
     reuse = reuses_training_forward(
         params, len(aligned_runs(sequence_lengths(batch), micro_batch_tokens, data_parallel))
     )
-    first: ForwardOutput | None = forward(model, batch, value_head) if reuse else None
+    first: ForwardOutput | None = None
+    if reuse:
+        runs = prompt_runs(samples.prompts)
+        if value_head is None and data_parallel is None and max(runs) > 1 and shares_prompts(model):
+            prompt_lengths = [len(prompt) for prompt in samples.prompts]
+            first = forward_shared_prompts(model, batch, prompt_lengths, runs)
+        else:
+            first = forward(model, batch, value_head)
     with torch.no_grad():
         old = first
         if old is None:
