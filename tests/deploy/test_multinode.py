@@ -337,6 +337,9 @@ def test_probes_on_the_leader_only_and_the_leader_is_the_gpu_learner(rendered, l
     assert budget >= 15 * 60, "rank 0 serves only after every worker pod is scheduled and joined"
     single_env = {e["name"]: e["value"] for e in single["env"]}
     leader_env = {e["name"]: e["value"] for e in leader["env"]}
+    # The grace period only is shorter: torchrun's shutdown timeout bounds rank 0's stop.
+    grace = "RFT_LEARNER_GRACE_SECONDS"
+    assert float(leader_env[grace]) < float(single_env.pop(grace))
     assert {k: leader_env.get(k) for k in single_env} == single_env
     assert leader["volumeMounts"] == single["volumeMounts"]
     assert leader["securityContext"] == single["securityContext"] == worker["securityContext"]
@@ -349,6 +352,80 @@ def test_probes_on_the_leader_only_and_the_leader_is_the_gpu_learner(rendered, l
         assert spec["automountServiceAccountToken"] is False, role
     worker_env = {e["name"] for e in worker["env"]}
     assert not {n for n in worker_env if "TOKEN" in n or "TLS" in n or "API_KEYS" in n}, "workers hold no secrets"
+
+
+# ---- stopping ----
+
+TORCHRUN_FIXED_SHUTDOWN_SECONDS = 30
+"""torchrun's shutdown timeout in torch releases without --shutdown-timeout: on SIGTERM
+SimpleElasticAgent.run calls LocalElasticAgent._shutdown(e.sigval), whose `timeout: int =
+30` bounds PContext.close (torch/distributed/elastic/agent/server/local_elastic_agent.py;
+the pattern `pc.shutdown(e.sigval, timeout=30)` in elastic/multiprocessing/api.py), which
+then SIGKILLs the ranks still running."""
+
+
+def torchrun_shutdown_seconds(lws: dict[str, Any], role: str, worker_index: int, monkeypatch) -> int:
+    """How long torchrun, as the pod runs it, waits after forwarding SIGTERM to its ranks
+    before it SIGKILLs them: torch's own launch config built from the pod's arguments and
+    environment (--shutdown-timeout, else TORCH_ELASTIC_SHUTDOWN_TIMEOUT, else 30), or
+    the fixed 30 s of a torch that has no such setting."""
+    from torch.distributed.run import config_from_args
+
+    monkeypatch.delenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", raising=False)  # the pod's environment only
+    for item in container(lws, role)["env"]:
+        monkeypatch.setenv(item["name"], item.get("value", ""))
+    # config_from_args sets OMP_NUM_THREADS in this process when it is unset.
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    config, _, _ = config_from_args(torchrun_args(lws, role, worker_index))
+    seconds = getattr(config, "shutdown_timeout", None)
+    return TORCHRUN_FIXED_SHUTDOWN_SECONDS if seconds is None else int(seconds)
+
+
+def http_drain_seconds() -> float:
+    """How long the learner's HTTP API lets requests finish when it stops (after the gRPC
+    drain): uvicorn's timeout_graceful_shutdown in rft_learner.http_api.server."""
+    import inspect
+
+    from rft_learner.http_api import server
+
+    (seconds,) = re.findall(r"timeout_graceful_shutdown=(\d+(?:\.\d+)?)", inspect.getsource(server))
+    return float(seconds)
+
+
+def test_rank_0_stops_before_torchrun_kills_it_and_torchrun_before_the_kubelet(lws, monkeypatch) -> None:
+    """SIGTERM reaches torchrun (the container's PID 1); its agent forwards it to the ranks
+    and SIGKILLs them after its shutdown timeout. Rank 0 drains gRPC (its grace period),
+    then HTTP, then stops the job with its checkpoint: all that, with time to spare, must
+    fit in torchrun's timeout, and torchrun's timeout in the pod's grace period (else the
+    kubelet SIGKILLs torchrun and every rank with it)."""
+    margin = 5.0  # seconds left for the job's checkpoint and the store's close
+    shutdown = {}
+    for role, index in (("leader", 0), ("worker", 1)):
+        shutdown[role] = torchrun_shutdown_seconds(lws, role, index, monkeypatch)
+        period = templates(lws)[role]["spec"]["terminationGracePeriodSeconds"]
+        assert shutdown[role] < period, f"{role}: the kubelet would kill torchrun before it kills its ranks"
+    env = {e["name"]: e["value"] for e in container(lws, "leader")["env"]}
+    grace = float(env["RFT_LEARNER_GRACE_SECONDS"])
+    assert grace + http_drain_seconds() + margin <= shutdown["leader"], (
+        f"RFT_LEARNER_GRACE_SECONDS {grace} + the HTTP drain {http_drain_seconds()} s leaves rank 0 less than "
+        f"{margin} s before torchrun SIGKILLs it ({shutdown['leader']} s)"
+    )
+
+
+def test_the_shutdown_timeout_is_read_from_what_torchrun_runs_with(lws, monkeypatch) -> None:
+    """The check above follows torch: an explicit torchrun flag or environment variable
+    moves the timeout, and the default is torch's 30 s."""
+    import torch
+    from torch.distributed.run import get_args_parser
+
+    assert torchrun_shutdown_seconds(lws, "leader", 0, monkeypatch) == TORCHRUN_FIXED_SHUTDOWN_SECONDS
+    if "--shutdown-timeout" not in get_args_parser().format_help():
+        pytest.skip(f"torch {torch.__version__} has no --shutdown-timeout: its timeout is the fixed 30 s")
+    longer = copy.deepcopy(lws)
+    container(longer, "leader")["env"].append({"name": "TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "value": "50"})
+    assert torchrun_shutdown_seconds(longer, "leader", 0, monkeypatch) == 50
+    container(longer, "leader")["args"].insert(0, "--shutdown-timeout=12")
+    assert torchrun_shutdown_seconds(longer, "leader", 0, monkeypatch) == 12
 
 
 # ---- the network ----
