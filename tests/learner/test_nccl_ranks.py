@@ -20,7 +20,12 @@ import torch
 import torch.distributed as dist
 from rft_learner.config import LearnerConfig
 from rft_learner.trainer import devices
-from rft_learner.trainer.devices import resolve_dist_backend, resolve_placement, torchrun_local_rank
+from rft_learner.trainer.devices import (
+    learner_dist_backend,
+    resolve_dist_backend,
+    resolve_placement,
+    torchrun_local_rank,
+)
 from rft_learner.trainer.policy import load_model
 from service_process import BIN, free_port
 
@@ -68,6 +73,25 @@ def test_auto_picks_nccl_for_cuda_ranks_and_gloo_for_cpu_ones(requested, device,
 def test_a_backend_that_cannot_work_is_refused_with_the_flag_named(requested, device, nccl, message) -> None:
     with pytest.raises(ValueError, match=message):
         resolve_dist_backend(requested, device, nccl_available=nccl)
+
+
+def test_nccl_for_a_learner_alone_is_refused_not_ignored() -> None:
+    """Outside torchrun (WORLD_SIZE 1) no NCCL group ever forms: an explicit nccl names
+    the flag and the launch it needs; auto and gloo stand (gloo: the CPU --trainer-ranks)."""
+    for device in (CUDA1, CPU):
+        with pytest.raises(
+            ValueError, match=r"--dist-backend nccl: .*one process \(WORLD_SIZE 1\); start it with torchrun"
+        ):
+            learner_dist_backend("nccl", device, world=1, nccl_available=True)
+    assert learner_dist_backend("auto", CUDA1, world=1, nccl_available=True) == "gloo"
+    assert learner_dist_backend("gloo", CPU, world=1) == "gloo"
+    with pytest.raises(ValueError, match="--dist-backend mpi: expected one of auto, gloo, nccl"):
+        learner_dist_backend("mpi", CPU, world=1)
+    # Under torchrun with several ranks: resolve_dist_backend's choice and refusals.
+    assert learner_dist_backend("nccl", CUDA1, world=16, nccl_available=True) == "nccl"
+    assert learner_dist_backend("auto", CPU, world=2) == "gloo"
+    with pytest.raises(ValueError, match="--dist-backend nccl: the trainer runs on cpu"):
+        learner_dist_backend("nccl", CPU, world=2, nccl_available=True)
 
 
 def test_the_flag_parses_and_defaults_to_auto() -> None:

@@ -13,7 +13,8 @@ upcasts logits chunk by chunk). Weights go to the rollout cast to the dtype it s
 
 Trainer ranks (torchrun): each rank trains on its own device, `cuda:LOCAL_RANK` for
 `--device auto` or `cuda`, and the ranks' collectives run over the torch.distributed
-backend `resolve_dist_backend` picks (NCCL for CUDA tensors, gloo for CPU ones).
+backend `resolve_dist_backend` picks (NCCL for CUDA tensors, gloo for CPU ones);
+`learner_dist_backend` refuses `--dist-backend nccl` for a learner that runs alone.
 """
 
 from __future__ import annotations
@@ -135,3 +136,24 @@ def resolve_dist_backend(requested: str, device: torch.device, nccl_available: b
             f"--dist-backend gloo: the trainer runs on {device}, and gloo cannot run its collectives on CUDA tensors; use nccl (or auto), or --device cpu"
         )
     return backend
+
+
+def learner_dist_backend(requested: str, device: torch.device, world: int, nccl_available: bool | None = None) -> str:
+    """The backend `rft-learner serve` runs its trainer ranks over; `world` is torchrun's
+    WORLD_SIZE (1 outside torchrun).
+
+    Under torchrun with several ranks: resolve_dist_backend's choice. A learner alone has
+    no NCCL group to form (the ranks --trainer-ranks starts are CPU processes over gloo),
+    so an explicit `nccl` is refused rather than ignored: it asks for GPU ranks that this
+    launch cannot give. ValueError naming the flag."""
+    if world > 1:
+        return resolve_dist_backend(requested, device, nccl_available)
+    if requested not in DIST_BACKENDS:
+        raise ValueError(f"--dist-backend {requested}: expected one of {', '.join(DIST_BACKENDS)}")
+    if requested == "nccl":
+        raise ValueError(
+            "--dist-backend nccl: NCCL connects the ranks torchrun starts, and this learner runs as one process "
+            "(WORLD_SIZE 1); start it with torchrun --nproc-per-node N --no-python rft-learner serve ..., "
+            "or leave --dist-backend auto (the ranks --trainer-ranks starts use gloo on CPU)"
+        )
+    return "gloo"
