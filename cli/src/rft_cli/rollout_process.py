@@ -13,7 +13,9 @@ __all__ = ["RolloutProcess", "default_rollout_command", "free_port"]
 
 class RolloutProcess(rollout_process.RolloutProcess):
     """Async context manager yielding the address of a serving rollout for `model`; a
-    rollout that cannot start is a CliError (a usage error when the command is missing)."""
+    rollout that cannot start is a CliError (a usage error when the command is missing)
+    with the details: the machine is the user's own, so the message names the command,
+    the exit code and the log (kept) with its last lines."""
 
     def __init__(
         self,
@@ -24,7 +26,13 @@ class RolloutProcess(rollout_process.RolloutProcess):
         tool_servers_file: str = "",
     ) -> None:
         super().__init__(
-            command, model, extra_args, ready_timeout, tool_servers_file, timeout_hint="raise --ready-timeout?"
+            command,
+            model,
+            extra_args,
+            ready_timeout,
+            tool_servers_file,
+            timeout_hint="raise --ready-timeout?",
+            detailed_errors=True,
         )
 
     async def __aenter__(self) -> str:

@@ -11,7 +11,9 @@ rollout service started for the run's model instead (`rft-rollout serve`, as `rf
 run` starts one; rft_common.rollout_process): the rollout runs the episode loop and
 reaches the tool servers, exactly as for a job's validation. It inherits the learner's
 environment, so the operator gives it the tool servers with RFT_ROLLOUT_TOOL_SERVERS_FILE
-(and any other RFT_ROLLOUT_* setting, e.g. RFT_ROLLOUT_MAX_MODEL_LEN)."""
+(and any other RFT_ROLLOUT_* setting, e.g. RFT_ROLLOUT_MAX_MODEL_LEN). It runs vLLM on the
+learner's machine, beside the trainer (docs/openai-migration.md: its GPU memory). A start
+that fails tells the tenant a reference only; the learner's log has the details."""
 
 from __future__ import annotations
 
@@ -559,14 +561,21 @@ async def _rollout_sampler(model, owner: str, settings: SamplingSettings):
     (stopped at its end), episodes acting for `owner` (its tool servers only), graded as
     the learner's validation grades them."""
     episode = episode_params(settings.max_turns, settings.tool_servers, owner)
+    # A failed start's log names the operator's tool servers (other tenants' too), targets
+    # and paths: the tenant gets a reference, the learner's log the details.
     rollout = RolloutProcess(
-        default_rollout_command(), str(model.directory), ready_timeout=EPISODE_ROLLOUT_READY_SECONDS
+        default_rollout_command(),
+        str(model.directory),
+        ready_timeout=EPISODE_ROLLOUT_READY_SECONDS,
+        detailed_errors=False,
     )
     try:
         address = await rollout.__aenter__()
     except RolloutStartError as exc:
         raise RunFailure(
-            "model_unavailable", f"the rollout service for {model.id} did not start: {exc.message}"
+            "model_unavailable",
+            f"the rollout service for {model.id} did not start (reference {exc.reference}; the operator finds "
+            "the details in the learner's log)",
         ) from None
     try:
         async with grpc.aio.insecure_channel(address) as channel:
