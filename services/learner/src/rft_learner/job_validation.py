@@ -9,6 +9,7 @@ import json
 import math
 import pathlib
 import re
+from collections.abc import Sequence
 
 import pydantic
 import torch
@@ -144,8 +145,9 @@ class JobValidator:
                     )
         finally:
             await grader.close()
+        python_tools: list[str] = []
         if params is not None and params.python_tools:
-            await check_python_tools(settings, job_tenant(request), params.python_tools)
+            python_tools = await check_python_tools(settings, job_tenant(request), params.python_tools)
         try:
             pool = rollout_pool(settings, patience_seconds=10)
         except (OSError, ValueError) as exc:
@@ -175,7 +177,7 @@ class JobValidator:
                         "architecture"
                     )
                 if episodic and params is not None:
-                    check_episode_support(params, address, info, job_tenant(request))
+                    check_episode_support(params, address, info, job_tenant(request), python_tools)
                 if lora_rank > info.max_lora_rank:
                     raise InvalidJob(
                         f"method.reinforcement.hyperparameters.lora_rank: {lora_rank} is above the largest LoRA "
@@ -186,10 +188,14 @@ class JobValidator:
             await pool.close()
 
 
-def check_episode_support(params: hparams.ReinforcementParams, address: str, info, tenant: str) -> None:
+def check_episode_support(
+    params: hparams.ReinforcementParams, address: str, info, tenant: str, python_tools: Sequence[str] = ()
+) -> None:
     """InvalidJob unless rollout `address` (its GetModelInfoResponse `info`, asked for
     `tenant`: only the tool servers that tenant may use) offers every tool server the job
-    names and as many turns as it asks for."""
+    names and as many turns as it asks for, and unless a tool of the job's Python tools
+    (`python_tools`, their names) has the name of a tool of those servers (the rollout
+    refuses every episode of such a job)."""
     field = "method.reinforcement.hyperparameters"
     offered = [server.name for server in info.tool_servers]
     unknown = [name for name in params.tool_servers if name not in offered]
@@ -208,6 +214,18 @@ def check_episode_support(params: hparams.ReinforcementParams, address: str, inf
         raise InvalidJob(
             f"{field}.max_turns: {params.max_turns} is above rollout {address}'s limit "
             f"max_episode_turns={info.limits.max_episode_turns}"
+        )
+    servers = {server.name: server for server in info.tool_servers}
+    clashes = [
+        f"{tool!r} (tool server {name!r})"
+        for tool in python_tools
+        for name in params.tool_servers
+        if name in servers and tool in servers[name].tools
+    ]
+    if clashes:
+        raise InvalidJob(
+            f"{field}.python_tools: {', '.join(clashes)}: a Python tool has the name of a tool of the job's "
+            "tool_servers, and an episode's tool names must be unique; rename the function"
         )
 
 
@@ -253,9 +271,17 @@ def method_params(request: fine_tuning_pb2.CreateJobRequest) -> hparams.Supervis
             if not params.answer_field:
                 raise InvalidJob("method.supervised.answer_field: required")
             return params
-        return hparams.reinforcement_params(request.method.reinforcement)
+        params = hparams.reinforcement_params(request.method.reinforcement)
     except pydantic.ValidationError as exc:
         raise InvalidJob(hparams.describe_validation_error(exc, f"method.{kind}.hyperparameters")) from exc
+    if params.python_tools and params.max_turns < 2:
+        # An episode runs the tool calls of every turn but its last: with one turn, none.
+        raise InvalidJob(
+            f"method.reinforcement.hyperparameters.max_turns: {params.max_turns} with python_tools, whose tools "
+            "would never run (an episode's last turn ends it without running its tool calls); set max_turns 2 "
+            "or more (a turn that calls a tool, one that answers)"
+        )
+    return params
 
 
 def served_dtype_problem(served: str, placement: Placement) -> str | None:
