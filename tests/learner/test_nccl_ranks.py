@@ -160,6 +160,21 @@ def test_a_torchrun_rank_asking_for_nccl_on_cpu_stops_at_start_with_the_flag_nam
     assert "rft-learner: --dist-backend nccl: the trainer runs on cpu" in result.stderr, result.stderr[-2000:]
 
 
+def test_a_learner_alone_asking_for_nccl_stops_at_start_instead_of_ignoring_it(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    result = subprocess.run(
+        [str(BIN / "rft-learner"), "serve", "--data-dir", str(tmp_path), "--dist-backend", "nccl"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "rft-learner: --dist-backend nccl: NCCL connects the ranks torchrun starts" in result.stderr, result.stderr[
+        -2000:
+    ]
+
+
 def test_the_help_names_the_flag() -> None:
     result = subprocess.run([str(BIN / "rft-learner"), "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert "--dist-backend" in result.stdout and "RFT_LEARNER_DIST_BACKEND" in result.stdout

@@ -14,12 +14,12 @@ from rft_learner.config import LearnerConfig
 def main(argv: list[str] | None = None) -> None:
     config = parse_serve_command("rft-learner", LearnerConfig, "RFT_LEARNER", argv)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    from rft_learner.trainer.devices import resolve_dist_backend, resolve_placement, torchrun_local_rank
+    from rft_learner.trainer.devices import learner_dist_backend, resolve_placement, torchrun_local_rank
 
     try:  # before any service starts: a flag this machine cannot honour is a usage error
         local = torchrun_local_rank()  # under torchrun each rank takes its own GPU (cuda:LOCAL_RANK)
         placement = resolve_placement(config.device, config.precision, *(local or (None,)))
-        backend = resolve_dist_backend(config.dist_backend, placement.device) if world > 1 else "gloo"
+        backend = learner_dist_backend(config.dist_backend, placement.device, world)
     except ValueError as exc:
         sys.exit(f"rft-learner: {exc}")
     if world > 1:  # under torchrun: rank 0 is the service, the others its trainer ranks
