@@ -2,7 +2,7 @@
 
     tools = PythonTools(sandbox, limits)
     specs = await tools.describe("acme", source)            # [ToolInfo(name, description, parameters)]
-    result = await tools.call("acme", source, "lookup_price", {"sku": "A1"}, timeout_seconds=10)
+    result = await tools.call("acme", source, "lookup_price", {"sku": "A1"}, deadline=time.monotonic() + 10)
 
 The source runs in the tenant's sandbox workers (the python graders' pool, jail and
 limits: sandbox/inside/tool_schema.py says which functions are tools and how their
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import time
 from typing import Any
@@ -31,7 +32,7 @@ from rft_grader.sandbox.outcome import PythonOutcome
 TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_TOOLS = 64
 MAX_DESCRIPTION_CHARS = 4096
-MIN_TIMEOUT_SECONDS = 0.05
+MAX_SCHEMA_DEPTH = 48
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +52,36 @@ class ToolResult:
     is_error: bool
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_schema(value: Any, where: str, depth: int = 0) -> None:
+    """ValueError unless `value` is JSON that a protobuf Struct holds: finite numbers a
+    double can represent, not nested deeper than MAX_SCHEMA_DEPTH."""
+    if depth > MAX_SCHEMA_DEPTH:
+        raise ValueError(f"{where}: nested more than {MAX_SCHEMA_DEPTH} deep")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_schema(item, where, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_schema(item, where, depth + 1)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ValueError(f"{where}: a number JSON Schema cannot hold as a double ({str(value)[:20]}...)")
+
+
 def parse_description(text: str) -> list[ToolInfo]:
-    """The sandbox's description (a JSON list), checked; ValueError when malformed."""
-    value = json.loads(text)
+    """The sandbox's description (a JSON list), checked; ValueError when malformed.
+
+    The jail leaves out defaults that are no JSON a Struct can hold (tool_schema.py), but
+    the child that describes ran the tenant's module: its answer is checked again here."""
+    value = json.loads(text, parse_constant=_no_constant)
     if not isinstance(value, list) or len(value) > MAX_TOOLS:
         raise ValueError("not a list of at most 64 tools")
     tools, seen = [], set()
@@ -65,6 +93,10 @@ def parse_description(text: str) -> list[ToolInfo]:
             raise ValueError("a tool name is not a unique identifier")
         if not isinstance(description, str) or not isinstance(parameters, dict) or parameters.get("type") != "object":
             raise ValueError(f"tool {name}: malformed description or parameters")
+        properties = parameters.get("properties")
+        for parameter, schema in properties.items() if isinstance(properties, dict) else ():
+            _check_schema(schema, f"tool {name}, parameter {parameter[:100]}")
+        _check_schema(parameters, f"tool {name}")
         seen.add(name)
         tools.append(ToolInfo(name, clip(description, MAX_DESCRIPTION_CHARS), parameters))
     return tools
@@ -116,10 +148,11 @@ class PythonTools:
         name: str,
         arguments: dict[str, Any],
         arguments_bytes: int = 0,
-        timeout_seconds: float | None = None,
+        deadline: float | None = None,
     ) -> ToolResult:
-        """The result of tool `name` with `arguments` (keywords); `timeout_seconds` lowers
-        the sandbox's wall-clock limit (the caller's deadline)."""
+        """The result of tool `name` with `arguments` (keywords). `deadline` (time.monotonic(),
+        the caller's) bounds the wait for a sandbox worker and the run: what is left of it
+        once a worker is free lowers the sandbox's wall-clock limit."""
         self._check_source(source)
         limit = self.limits.max_python_tool_arguments_bytes
         if arguments_bytes > limit:
@@ -128,11 +161,7 @@ class PythonTools:
             )
         if not TOOL_NAME.match(name):
             return ToolResult(f"no tool {name[:100]!r}", True)
-        if timeout_seconds is not None:
-            timeout_seconds = max(MIN_TIMEOUT_SECONDS, timeout_seconds)
-        outcome = await self._run(
-            "call", tenant, source, name=name, arguments=arguments, timeout_seconds=timeout_seconds
-        )
+        outcome = await self._run("call", tenant, source, name=name, arguments=arguments, deadline=deadline)
         if outcome.error_kind is not None:
             return ToolResult(outcome.message or outcome.error_kind, True)
         return ToolResult(outcome.message, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -39,6 +40,9 @@ MAX_STATUS_DETAILS_BYTES = 2000
 
 DEADLINE_MARGIN_SECONDS = 0.1
 """A Python tool call stops this long before its caller's deadline, so its timeout error gets back in time."""
+DEADLINE_ROUNDING = 0.01
+"""...plus this fraction of it: gRPC sends a timeout rounded up to its third digit (10 s arrives as
+10.1 s, 120 s as 121 s), so the deadline seen here is up to 1 % later than the caller's."""
 
 SERVICE_NAME = grader_pb2.DESCRIPTOR.services_by_name["GraderService"].full_name
 
@@ -220,7 +224,10 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
         response = grader_pb2.DescribePythonToolsResponse()
         for tool in tools:
             message = response.tools.add(name=tool.name, description=tool.description)
-            message.input_schema.update(tool.parameters)
+            try:
+                message.input_schema.update(tool.parameters)
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # (python_tools checks first)
+                raise InvalidRequest(f"source: tool {tool.name}: its parameters' schema is not JSON ({exc})") from None
         return response
 
     @_rpc
@@ -230,7 +237,8 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
         tenant = tenant_of(acting_tenant(request.tenant))
         size = request.arguments.ByteSize()
         arguments = struct_dict(request.arguments) if size <= self.core.limits.max_python_tool_arguments_bytes else {}
-        remaining = context.time_remaining()  # the caller's deadline bounds the sandbox's limit
-        timeout = None if remaining is None else remaining - DEADLINE_MARGIN_SECONDS
-        result = await self.core.python_tools.call(tenant, request.source, request.name, arguments, size, timeout)
+        remaining = context.time_remaining()  # the caller's deadline bounds the wait and the run
+        margin = 0.0 if remaining is None else DEADLINE_MARGIN_SECONDS + DEADLINE_ROUNDING * remaining
+        deadline = None if remaining is None else time.monotonic() + remaining - margin
+        result = await self.core.python_tools.call(tenant, request.source, request.name, arguments, size, deadline)
         return grader_pb2.CallPythonToolResponse(content=result.content, is_error=result.is_error)

@@ -16,7 +16,12 @@ tenant's workers. A worker that fails (dies, stops answering, breaks the protoco
 killed, restarted, and the batch retried once.
 
 Python tools (`run_tool`) run in the same workers, under the same jail and limits, as
-a batch of one: the tenant's workers serve its grades and its tool calls alike.
+a batch of one: the tenant's workers serve its grades and its tool calls alike, except
+that tool calls hold at most `sandbox_workers_per_tenant - 1` of them at once (all of
+one when there is only one): tools that run until their timeout cannot shut the
+tenant's grades out. A tool call has a deadline (its caller's): its wall-clock limit is
+what is left of it once it has a worker, and a call whose deadline passed while it
+waited is answered as a timeout without running.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from rft_common.tenancy import tenant_label
@@ -48,6 +53,8 @@ CRASH_STREAK = 5
 SELF_TEST_TENANT = "default"
 SELF_TEST_SOURCE = "def grade(sample, item):\n    return float(len(sample['output_text']))\n"
 MIN_CHUNK = 32
+MIN_RUN_SECONDS = 0.05
+"""A tool call with less than this left of its deadline when it gets a worker is not run."""
 
 
 @dataclasses.dataclass
@@ -55,6 +62,8 @@ class _Tenant:
     name: str
     workers: list[SandboxWorker]
     idle: asyncio.Queue
+    tool_slots: asyncio.Semaphore
+    """Workers tool calls may hold at once: one fewer than the tenant has (at least one)."""
     busy: int = 0
     last_used: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -208,17 +217,23 @@ class SandboxPool:
         mode: Literal["call", "describe"],
         name: str = "",
         arguments: dict[str, Any] | None = None,
-        timeout_seconds: float | None = None,
+        deadline: float | None = None,
     ) -> PythonOutcome:
         """Python tools in the tenant's workers. "describe": the source's tools as a JSON
         list in the outcome's message; "call": the result of tool `name` as text. A failure
-        of the user's code is an error outcome, as for a grade. `timeout_seconds` lowers
-        the wall-clock limit. Raises as `grade` does."""
+        of the user's code is an error outcome, as for a grade. `deadline` (time.monotonic())
+        bounds the wait for a worker and the run: the wall-clock limit is what is left of it
+        once the call has a worker; a call that gets none in time is a timeout outcome and
+        does not run. Raises as `grade` does."""
         if not self.available:
             raise SandboxUnavailable(self.unavailable_reason)
         entry = (name, arguments if arguments is not None else {}) if mode == "call" else (None, None)
         async with self._admitted(tenant) as group:
-            (outcome,) = await self._run_chunk(group, source, [entry], mode, timeout_seconds)
+            if not await _acquire(group.tool_slots, deadline):
+                return _late()
+            # The slot is given back with the worker, once it has settled (a worker still
+            # draining a cancelled call's answer counts against the tools' share).
+            (outcome,) = await self._run_chunk(group, source, [entry], mode, deadline, group.tool_slots.release)
         return outcome
 
     # -- internals ---------------------------------------------------------------------
@@ -290,7 +305,7 @@ class SandboxPool:
             SandboxWorker(self.settings, self._runtime, self.mode, self._bwrap, self._stage, f"{name}/{i}")
             for i in range(n)
         ]
-        group = _Tenant(name, workers, asyncio.Queue())
+        group = _Tenant(name, workers, asyncio.Queue(), asyncio.Semaphore(max(1, n - 1)))
         for worker in workers:
             group.idle.put_nowait(worker)
         self._tenants[name] = group
@@ -339,21 +354,50 @@ class SandboxPool:
         source: str,
         pairs: list[tuple[Any, Any]],
         mode: str = "grade",
-        timeout_seconds: float | None = None,
+        deadline: float | None = None,
+        on_release: Callable[[], None] | None = None,
     ) -> list[PythonOutcome]:
+        """Run `pairs` on one of the group's workers. `on_release` is called once, however
+        this ends (cancelled too): when the worker is back in the idle queue, or at once if
+        the chunk never got one."""
+        handed = False
         try:
-            body = await encode_request(source, pairs, mode, timeout_seconds)
-        except (TypeError, ValueError, RecursionError) as exc:
-            message = f"sample or item is not JSON data: {exc}"[:500]
-            return [PythonOutcome.error("exception", message) for _ in pairs]
-        worker = await group.idle.get()
+            try:
+                body = await encode_request(source, pairs, mode)
+            except (TypeError, ValueError, RecursionError) as exc:
+                message = f"sample or item is not JSON data: {exc}"[:500]
+                return [PythonOutcome.error("exception", message) for _ in pairs]
+            worker = await _take(group.idle, deadline)
+            if worker is None:
+                return [_late() for _ in pairs]
+            handed = True
+            return await self._run_on(group, worker, source, pairs, body, deadline, on_release)
+        finally:
+            if on_release is not None and not handed:
+                on_release()
+
+    async def _run_on(
+        self,
+        group: _Tenant,
+        worker: SandboxWorker,
+        source: str,
+        pairs: list[tuple[Any, Any]],
+        body: bytes,
+        deadline: float | None,
+        on_release: Callable[[], None] | None,
+    ) -> list[PythonOutcome]:
         try:
             for attempt in (1, 2):
                 try:
                     if not worker.alive:
                         await worker.start()
                         self._update_gauge(group)
-                    outcomes = await worker.grade(source, pairs, body)
+                    timeout = None
+                    if deadline is not None:  # what is left now that the call has a (started) worker
+                        timeout = deadline - time.monotonic()
+                        if timeout < MIN_RUN_SECONDS:
+                            return [_late() for _ in pairs]
+                    outcomes = await worker.grade(source, pairs, body, timeout)
                     self._count_crashes(worker, outcomes)
                     return outcomes
                 except WorkerFailed as exc:
@@ -367,7 +411,7 @@ class SandboxPool:
                         return [PythonOutcome.error("crashed", f"sandbox worker failed: {exc}"[:2000]) for _ in pairs]
             raise AssertionError("unreachable")
         finally:
-            task = asyncio.create_task(self._release(group, worker))
+            task = asyncio.create_task(self._release(group, worker, on_release))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
 
@@ -389,14 +433,52 @@ class SandboxPool:
             metrics.KILLS.labels("crash_streak").inc()
             worker.replace = True
 
-    async def _release(self, group: _Tenant, worker: SandboxWorker) -> None:
-        """Return a worker once its /tmp is empty again; restart it if that failed."""
+    async def _release(
+        self, group: _Tenant, worker: SandboxWorker, on_release: Callable[[], None] | None = None
+    ) -> None:
+        """Return a worker once its /tmp is empty again (and the answer of a request given
+        up after it was written is drained); restart it if that failed."""
         try:
             if worker.replace:
                 await worker.stop()  # started afresh on its next batch
             elif worker.alive and not await worker.settle():
-                log.info("restarting sandbox worker whose /tmp could not be emptied", extra={"worker": worker.name})
-                await worker.stop()
+                if worker.owes_answer:  # still busy with a request given up: no use waiting for it
+                    log.info("restarting sandbox worker busy with a cancelled request", extra={"worker": worker.name})
+                    metrics.KILLS.labels("cancelled").inc()
+                    await worker.stop(graceful=False)
+                else:
+                    log.info("restarting sandbox worker whose /tmp could not be emptied", extra={"worker": worker.name})
+                    await worker.stop()
         finally:
             self._update_gauge(group)
             group.idle.put_nowait(worker)
+            if on_release is not None:
+                on_release()
+
+
+def _late() -> PythonOutcome:
+    return PythonOutcome.error(
+        "timeout", "tool call not run: its deadline passed while it waited for one of the tenant's sandbox workers"
+    )
+
+
+async def _acquire(slots: asyncio.Semaphore, deadline: float | None) -> bool:
+    """Take one of `slots`, waiting at most until `deadline` (time.monotonic(); None: no bound)."""
+    if deadline is None or not slots.locked():
+        return await slots.acquire()  # (at once when one is free)
+    try:
+        return await asyncio.wait_for(slots.acquire(), max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        return False
+
+
+async def _take(idle: asyncio.Queue, deadline: float | None) -> SandboxWorker | None:
+    """An idle worker, waiting at most until `deadline`; None when none came in time."""
+    if deadline is None:
+        return await idle.get()
+    if not idle.empty():
+        return idle.get_nowait()
+    try:
+        return await asyncio.wait_for(idle.get(), max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        return None

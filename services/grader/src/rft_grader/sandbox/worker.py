@@ -6,12 +6,19 @@ frame once the zygote has emptied the worker's /tmp. Nothing from the jail is tr
 frames are size-capped, parsed as JSON (never unpickled) and checked field by field. A
 worker that stops answering (no frame within the per-sample timeout plus a margin) is
 killed from here, with its whole jail.
+
+Every request carries an id that the zygote echoes in its results and "settled" frames;
+an answer to another request fails the worker. A request given up after it was written
+(its caller cancelled, or an error while waiting) leaves the worker owing that answer:
+`settle` reads it and throws it away (for at most one per-sample timeout) before the
+worker serves again, or kills the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -21,6 +28,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import time
 from typing import Any
 
 from rft_grader.sandbox import metrics
@@ -31,10 +39,16 @@ from rft_grader.sandbox.settings import SandboxSettings
 log = logging.getLogger(__name__)
 
 WATCHDOG_MARGIN_SECONDS = 30.0
+DRAIN_SECONDS = 10.0
+"""The longest `settle` waits for the answer of a request given up after it was written;
+one that may run longer is not waited for: the worker is restarted instead."""
+DRAIN_MARGIN_SECONDS = 2.0
 SETTLE_SECONDS = 120.0
 GRACEFUL_STOP_SECONDS = 2.0
 MAX_RESPONSE_BYTES = 1 << 30
 ZYGOTE_KILL_REASONS = frozenset({"timeout", "cpu", "file_size", "signal", "tampered"})
+_REQUEST_IDS = itertools.count(1)
+"""Request ids, unique in this process (across workers and their restarts)."""
 
 
 def _children(pid: int) -> list[int]:
@@ -88,7 +102,14 @@ class SandboxWorker:
         self._workdir: str | None = None
         self._stderr_task: asyncio.Task | None = None
         self._stderr_tail = b""
-        self._unsettled = False
+        self._unsettled: int | None = None
+        """Id of the request whose "settled" frame is still to come."""
+        self._owed: int | None = None
+        """Id of a request written but given up before its results were read: they are still to come."""
+        self._torn = False
+        """A frame's length was read but not its body (a read was cancelled in between)."""
+        self._owed_until = 0.0
+        """When the owed request's first (or only) sample hits its wall-clock limit (monotonic)."""
         self.crash_streak = 0
         """Batches in a row in which every sample crashed (the pool replaces the worker past a bound)."""
         self.replace = False
@@ -97,6 +118,11 @@ class SandboxWorker:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and self._reader is not None
+
+    @property
+    def owes_answer(self) -> bool:
+        """A request was written and given up before its answer was read (see `settle`)."""
+        return self._owed is not None
 
     @property
     def pid(self) -> int | None:
@@ -119,8 +145,8 @@ class SandboxWorker:
         command = worker_command(
             self.settings, self.runtime, self.mode, self.bwrap, self.stage, self._workdir or "", (req_r, resp_w)
         )
-        try:
-            self.proc = await asyncio.to_thread(
+        spawn = asyncio.ensure_future(
+            asyncio.to_thread(
                 subprocess.Popen,
                 command,
                 stdin=subprocess.DEVNULL,
@@ -130,6 +156,17 @@ class SandboxWorker:
                 env={},  # nothing of the server's environment reaches the jail
                 start_new_session=True,
             )
+        )
+        try:
+            # Shielded: a cancelled caller must not lose the process the thread is starting.
+            self.proc = await asyncio.shield(spawn)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                self.proc = await spawn
+            for fd in (resp_r, req_w, err_r):
+                os.close(fd)
+            await _shielded_stop(self)
+            raise
         finally:
             for fd in (req_r, resp_w, err_w):
                 os.close(fd)
@@ -141,6 +178,9 @@ class SandboxWorker:
         self._stderr_task = asyncio.create_task(self._drain_stderr(err_r))
         try:
             ready = await asyncio.wait_for(self._read_frame(), self.settings.sandbox_start_seconds)
+        except asyncio.CancelledError:
+            await _shielded_stop(self)  # half started: its ready frame would answer the next request
+            raise
         except (asyncio.TimeoutError, WorkerFailed, asyncio.IncompleteReadError, ValueError) as exc:
             await self.stop(graceful=False)
             if self._stderr_task is not None:
@@ -182,7 +222,8 @@ class SandboxWorker:
                         proc.kill()
                     await asyncio.to_thread(proc.wait)
         self._reader = None
-        self._unsettled = False
+        self._unsettled = self._owed = None
+        self._torn = False
         if self._workdir is not None:
             await asyncio.to_thread(shutil.rmtree, self._workdir, True)
             self._workdir = None
@@ -207,9 +248,12 @@ class SandboxWorker:
             raise WorkerFailed("worker not running")
         try:
             (length,) = struct.unpack("!I", await self._reader.readexactly(4))
+            # Cancelled from here on, the stream is mid-frame: `settle` restarts the worker.
+            self._torn = True
             if length > MAX_RESPONSE_BYTES:
                 raise WorkerFailed(f"worker sent an oversized frame ({length} bytes)")
             body = await self._reader.readexactly(length)
+            self._torn = False
         except asyncio.IncompleteReadError:
             raise WorkerFailed("worker exited") from None
         if length > 1 << 20:
@@ -217,23 +261,74 @@ class SandboxWorker:
         return json.loads(body)
 
     async def settle(self) -> bool:
-        """Wait until the zygote has emptied /tmp after the last batch; False: restart it."""
-        if not self._unsettled:
+        """Make the worker ready for its next request; False: stop and restart it.
+
+        First the answer of a request given up after it was written, read and dropped when
+        it comes within DRAIN_SECONDS (a longer wait holds the worker for nothing: restart
+        it), then the "settled" frame once the zygote has emptied /tmp."""
+        if self._torn:
+            return False
+        if self._owed is not None:
+            give_up = self._owed_until + DRAIN_MARGIN_SECONDS
+            if give_up - time.monotonic() > DRAIN_SECONDS:
+                return False  # it may run long (an endless tool, a big batch): restart instead
+            try:
+                while True:
+                    left = give_up - time.monotonic()
+                    if left <= 0:
+                        return False
+                    frame = await asyncio.wait_for(self._read_frame(), left)
+                    if not (isinstance(frame, dict) and frame.get("heartbeat") is True):
+                        break
+            except (asyncio.TimeoutError, WorkerFailed, ValueError, RecursionError):
+                return False
+            if not isinstance(frame, dict) or frame.get("id") != self._owed or "results" not in frame:
+                return False
+            if frame.get("damaged"):
+                return False
+            self._owed, self._unsettled = None, self._owed
+        if self._unsettled is None:
             return self.alive
         try:
             frame = await asyncio.wait_for(self._read_frame(), SETTLE_SECONDS)
-        except (asyncio.TimeoutError, WorkerFailed, ValueError):
+        except (asyncio.TimeoutError, WorkerFailed, ValueError, RecursionError):
             return False
-        self._unsettled = False
-        return isinstance(frame, dict) and frame.get("clean") is True
+        if not isinstance(frame, dict) or frame.get("clean") is not True or frame.get("id") != self._unsettled:
+            return False
+        self._unsettled = None
+        return True
 
-    async def grade(self, source: str, pairs: list[tuple[Any, Any]], body: bytes | None = None) -> list[PythonOutcome]:
-        """Grade `pairs` in this worker. Raises WorkerFailed (worker killed) if it misbehaves."""
+    async def grade(
+        self,
+        source: str,
+        pairs: list[tuple[Any, Any]],
+        body: bytes | None = None,
+        timeout_seconds: float | None = None,
+    ) -> list[PythonOutcome]:
+        """Grade `pairs` in this worker. Raises WorkerFailed (worker killed) if it misbehaves.
+
+        `body`: the request from `encode_request`; its id and `timeout_seconds` (which lowers
+        the per-sample wall-clock limit) are added here. If this is cancelled, or fails
+        otherwise, after the request was written, the worker owes its answer: `settle`
+        drains it (or the pool restarts the worker) before the worker serves again."""
+        if self._owed is not None or self._unsettled is not None or self._torn:
+            # Not settled (a caller skipped `settle`): never let an old answer pass as a new one.
+            if not await self.settle():
+                await self.stop(graceful=False)
+                raise WorkerFailed("sandbox worker still owed an earlier answer and was restarted")
         if not self.alive or self._writer is None:
             raise WorkerFailed("worker not running")
         if body is None:
             body = await encode_request(source, pairs)
-        self._writer.write(body)
+        request_id = next(_REQUEST_IDS)
+        fields: dict[str, Any] = {"id": request_id}
+        limit = self.settings.sandbox_timeout_seconds
+        if timeout_seconds is not None:
+            limit = min(limit, timeout_seconds)
+            fields["timeout_seconds"] = limit
+        self._writer.write(with_header_fields(body, fields))
+        self._owed = request_id
+        self._owed_until = time.monotonic() + limit
         watchdog = self.settings.sandbox_timeout_seconds + WATCHDOG_MARGIN_SECONDS
         try:
             while True:
@@ -242,39 +337,58 @@ class SandboxWorker:
                 except asyncio.TimeoutError:
                     metrics.KILLS.labels("watchdog").inc()
                     raise WorkerFailed("sandbox worker stopped answering and was killed") from None
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise WorkerFailed("sandbox worker sent malformed JSON") from None
                 if isinstance(frame, dict) and frame.get("heartbeat") is True:
                     continue
+                if not isinstance(frame, dict) or frame.get("id") != request_id:
+                    # Defence in depth: an answer to another request (one given up earlier)
+                    # must never be taken for this one's.
+                    raise WorkerFailed("sandbox worker answered another request", "wrong_answer")
+                self._owed = None
                 outcomes = parse_results(frame, len(pairs), self.settings.sandbox_max_output_bytes + 4096)
-                self._unsettled = True
+                self._unsettled = request_id
                 if frame.get("damaged"):
                     # A child ended before confining itself: the zygote or its fork server was
                     # tampered with (limits lowered from outside, ...). Nothing it runs is sound.
                     raise WorkerFailed(f"sandbox worker damaged: {str(frame['damaged'])[:500]}", "damaged")
                 return outcomes
         except WorkerFailed:
-            await self.stop(graceful=False)
+            await _shielded_stop(self)
             raise
 
 
-async def encode_request(
-    source: str, pairs: list[tuple[Any, Any]], mode: str = "grade", timeout_seconds: float | None = None
-) -> bytes:
-    """The two request frames: a JSON header {source, count[, mode, timeout_seconds]}, then
-    the pairs as a JSON list.
+async def _shielded_stop(worker: SandboxWorker) -> None:
+    """Kill `worker` now (not gracefully); a cancelled caller does not cut the kill short."""
+    task = asyncio.ensure_future(worker.stop(graceful=False))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
-    Python tools ("call", "describe") send one pair, (name, arguments) or (None, None), and
-    may lower the wall-clock limit. Big batches are encoded off the event loop. The zygote
-    forwards the pairs to the grading child unparsed.
+
+def with_header_fields(body: bytes, fields: dict[str, Any]) -> bytes:
+    """The request of `encode_request` with `fields` first in its header (a non-empty JSON
+    object, whose bytes, with a big source, are not encoded again)."""
+    (length,) = struct.unpack_from("!I", body)
+    header = json.dumps(fields).encode()[:-1] + b", " + body[5 : 4 + length]
+    return struct.pack("!I", len(header)) + header + body[4 + length :]
+
+
+async def encode_request(source: str, pairs: list[tuple[Any, Any]], mode: str = "grade") -> bytes:
+    """The two request frames: a JSON header {source, count[, mode]}, then the pairs as a
+    JSON list (`SandboxWorker.grade` adds the request's id and time limit to the header).
+
+    Python tools ("call", "describe") send one pair, (name, arguments) or (None, None).
+    Big batches are encoded off the event loop. The zygote forwards the pairs to the
+    grading child unparsed.
     """
 
     def encode() -> bytes:
         fields: dict[str, Any] = {"source": source, "count": len(pairs)}
         if mode != "grade":
             fields["mode"] = mode
-        if timeout_seconds is not None:
-            fields["timeout_seconds"] = timeout_seconds
         header = json.dumps(fields).encode()
         body = json.dumps([[sample, item] for sample, item in pairs], allow_nan=False).encode()
         return struct.pack("!I", len(header)) + header + struct.pack("!I", len(body)) + body

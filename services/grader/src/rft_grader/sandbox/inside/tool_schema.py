@@ -7,18 +7,23 @@ own name: not an imported one, not a lambda or alias. Its description is its doc
 its arguments' JSON Schema comes from the signature: annotations map to JSON types
 (str string, int integer, float number, bool boolean, list / tuple array, dict object,
 None null, Optional / unions, Literal enums); a parameter without an annotation has no
-type; one without a default is required.
+type; one without a default is required. A default is shown when it is JSON that a JSON
+Schema consumer can hold (numbers as doubles: no NaN, infinities or ints beyond a
+double's range, nested at most MAX_DEFAULT_DEPTH deep); others are left out, and so are
+such values of a Literal.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import math
 import types
 import typing
 
 TOOL_FILENAME = "<tools>"
 MAX_TOOLS = 64
+MAX_DEFAULT_DEPTH = 8
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
 _NAMED = {
@@ -76,7 +81,7 @@ def _schema(annotation: object, depth: int = 0) -> dict:
             schema["additionalProperties"] = value
         return schema
     if origin is typing.Literal:
-        values = [a for a in args if isinstance(a, (str, int, float, bool)) or a is None]
+        values = [a for a in args if (isinstance(a, (str, int, float, bool)) or a is None) and _is_json(a)]
         return {"enum": values} if values else {}
     if origin is typing.Union or (hasattr(types, "UnionType") and isinstance(annotation, types.UnionType)):
         options = [_schema(a, depth + 1) for a in args]
@@ -92,13 +97,31 @@ def _schema(annotation: object, depth: int = 0) -> dict:
     return {}
 
 
+def _is_json(value: object, depth: int = 0) -> bool:
+    """Whether `value` is JSON data whose numbers are finite doubles (what a protobuf Struct,
+    and most JSON Schema consumers, can hold)."""
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, (int, float)):
+        try:
+            return math.isfinite(float(value))
+        except OverflowError:  # an int beyond a double's range
+            return False
+    if depth >= MAX_DEFAULT_DEPTH:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_json(item, depth + 1) for key, item in value.items())
+    return False
+
+
 def _json_default(value: object) -> object:
     """A parameter's default as JSON, or None when it has none that JSON can hold."""
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
+        return value if _is_json(value) else None
+    except (TypeError, ValueError, RecursionError):  # an object that misbehaves (a dict subclass, ...)
         return None
-    return value
 
 
 def parameters_schema(function: types.FunctionType) -> dict:

@@ -182,7 +182,10 @@ class Zygote:
     # -- request loop ----------------------------------------------------------------
 
     def serve(self) -> None:
-        """Request: a JSON header {"source", "count"} frame, then the pairs (a JSON list) as raw bytes.
+        """Request: a JSON header {"id", "source", "count"} frame, then the pairs (a JSON list) as raw bytes.
+
+        The answer (results, then "clean" once /tmp is empty) echoes the request's "id": the
+        server checks it, so an answer can never be taken for another request's.
 
         Python tools add "mode" ("call" or "describe"; absent: "grade") and may lower the
         wall-clock limit with "timeout_seconds"; their one entry is [name, arguments].
@@ -205,19 +208,20 @@ class Zygote:
                 self.shutdown()
                 return
             self.kills = {}
+            request_id = header.get("id") if type(header.get("id")) is int else None
             mode = MODES.get(header.get("mode", "grade"), MODE_GRADE)
             timeout = float(self.limits["timeout_seconds"])
             if isinstance(header.get("timeout_seconds"), (int, float)) and header["timeout_seconds"] > 0:
                 timeout = min(timeout, float(header["timeout_seconds"]))
             results = self.grade(header["source"], body, int(header["count"]), mode, timeout)
-            answer = {"results": results, "kills": self.kills}
+            answer = {"id": request_id, "results": results, "kills": self.kills}
             if self.damaged:
                 answer["damaged"] = self.damaged  # the server replaces this worker and retries elsewhere
             send(wfd, answer)
             # The answer first; reaping, the next spare and the clean-up only delay the next batch.
             self.reap()
             self.spawn_spare()
-            send(wfd, {"clean": self.wipe_workdir()})
+            send(wfd, {"id": request_id, "clean": self.wipe_workdir()})
 
     def spawn_spare(self) -> None:
         """Have the child of the next batch forked now; it waits for its job on a pipe."""
