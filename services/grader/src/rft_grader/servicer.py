@@ -40,9 +40,14 @@ MAX_STATUS_DETAILS_BYTES = 2000
 
 DEADLINE_MARGIN_SECONDS = 0.1
 """A Python tool call stops this long before its caller's deadline, so its timeout error gets back in time."""
-DEADLINE_ROUNDING = 0.01
-"""...plus this fraction of it: gRPC sends a timeout rounded up to its third digit (10 s arrives as
-10.1 s, 120 s as 121 s), so the deadline seen here is up to 1 % later than the caller's."""
+
+
+def _deadline_margin(remaining: float) -> float:
+    """How long before the deadline seen here a tool call must stop. gRPC sends a timeout
+    rounded up in its third digit (2 s arrives as 2.01 s, 12 s as 12.1 s, 120 s as 121 s):
+    from 10 s up that is as much as the margin itself, so it is added (1 %)."""
+    return DEADLINE_MARGIN_SECONDS + (0.01 * remaining if remaining >= 10 else 0.0)
+
 
 SERVICE_NAME = grader_pb2.DESCRIPTOR.services_by_name["GraderService"].full_name
 
@@ -238,7 +243,6 @@ class GraderServicer(grader_pb2_grpc.GraderServiceServicer):
         size = request.arguments.ByteSize()
         arguments = struct_dict(request.arguments) if size <= self.core.limits.max_python_tool_arguments_bytes else {}
         remaining = context.time_remaining()  # the caller's deadline bounds the wait and the run
-        margin = 0.0 if remaining is None else DEADLINE_MARGIN_SECONDS + DEADLINE_ROUNDING * remaining
-        deadline = None if remaining is None else time.monotonic() + remaining - margin
+        deadline = None if remaining is None else time.monotonic() + remaining - _deadline_margin(remaining)
         result = await self.core.python_tools.call(tenant, request.source, request.name, arguments, size, deadline)
         return grader_pb2.CallPythonToolResponse(content=result.content, is_error=result.is_error)
