@@ -16,10 +16,9 @@ import asyncio
 import collections
 import hashlib
 import logging
-import pathlib
 from typing import Any
 
-from rft_rollout.tool_servers import ToolServerConfig, ToolSpec, unavailable
+from rft_rollout.tool_servers import ToolServerConfig, ToolSpec, grpc_channel, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +45,10 @@ class GraderPythonClient:
     """One grader_python server: a channel to a grader, with the description cache."""
 
     def __init__(self, config: ToolServerConfig) -> None:
-        import grpc
         from rft.grader.v1 import grader_pb2_grpc
 
-        if config.tls_ca_file:
-            roots = pathlib.Path(config.tls_ca_file).read_bytes()
-            self._channel = grpc.aio.secure_channel(config.target, grpc.ssl_channel_credentials(roots))
-        else:
-            self._channel = grpc.aio.insecure_channel(config.target)
+        self._channel, self._metadata = grpc_channel(config)
         self._stub = grader_pb2_grpc.GraderServiceStub(self._channel)
-        self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._timeout = config.timeout_seconds
         self._connect_timeout = config.connect_timeout_seconds
         self._cache: collections.OrderedDict[tuple[str, str], list[ToolSpec]] = collections.OrderedDict()

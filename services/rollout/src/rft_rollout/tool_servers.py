@@ -216,18 +216,25 @@ class ToolClient(Protocol):
 # ---------------------------------------------------------------- rft.tools.v1 over gRPC
 
 
+def grpc_channel(config: ToolServerConfig) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """(an aio channel to a grpc or grader_python server: TLS verified against its
+    tls_ca_file when set, else plaintext; its headers as call metadata)."""
+    import grpc
+
+    if config.tls_ca_file:
+        roots = pathlib.Path(config.tls_ca_file).read_bytes()
+        channel = grpc.aio.secure_channel(config.target, grpc.ssl_channel_credentials(roots))
+    else:
+        channel = grpc.aio.insecure_channel(config.target)
+    return channel, tuple((key.lower(), value) for key, value in config.headers.items())
+
+
 class GrpcToolClient:
     def __init__(self, config: ToolServerConfig) -> None:
-        import grpc
         from rft.tools.v1 import tools_pb2_grpc
 
-        if config.tls_ca_file:
-            roots = pathlib.Path(config.tls_ca_file).read_bytes()
-            self._channel = grpc.aio.secure_channel(config.target, grpc.ssl_channel_credentials(roots))
-        else:
-            self._channel = grpc.aio.insecure_channel(config.target)
+        self._channel, self._metadata = grpc_channel(config)
         self._stub = tools_pb2_grpc.ToolServiceStub(self._channel)
-        self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._timeout = config.timeout_seconds
 
     async def list_tools(self) -> list[ToolSpec]:
