@@ -161,6 +161,8 @@ def test_unknown_tool_servers_and_too_many_turns_are_refused(cli, tool_rollout, 
     too_many = cli(*base, "--max-turns", str(MAX_EPISODE_TURNS + 1), "--tool-servers", "calc")
     assert too_many.returncode == 1, too_many.stderr
     assert f"above the rollout's limit of {MAX_EPISODE_TURNS}" in too_many.stderr, too_many.stderr
+    one_turn = cli(*base, "--tool-servers", "calc")
+    assert one_turn.returncode == 2 and "--tool-servers needs --max-turns 2 or more" in one_turn.stderr
     empty = cli(*base, "--tool-servers", ",")
     assert empty.returncode == 2 and "--tool-servers" in empty.stderr
     elsewhere = cli(*base, "--tool-servers", "calc", "--rollout-tool-servers-file", str(tools_spec))

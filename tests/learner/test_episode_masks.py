@@ -123,3 +123,20 @@ def test_create_job_refuses_tool_servers_the_tenant_may_not_use() -> None:
     assert job_tenant(request) == "default"
     request.method.reinforcement.grader.tenant = "alice"
     assert job_tenant(request) == "alice"
+
+
+def test_create_job_refuses_tool_servers_with_one_turn() -> None:
+    """One turn never runs its tool calls: a job naming tool servers needs max_turns >= 2."""
+    from rft.learner.v1 import fine_tuning_pb2 as ft
+    from rft_learner.job_validation import InvalidJob, method_params
+
+    def request(**hyper) -> ft.CreateJobRequest:
+        method = ft.ReinforcementMethod(hyperparameters=ft.ReinforcementHyperparameters(**hyper))
+        return ft.CreateJobRequest(method=ft.Method(reinforcement=method))
+
+    with pytest.raises(
+        InvalidJob, match=r"hyperparameters\.max_turns: 1 with tool_servers, whose tools would never run"
+    ):
+        method_params(request(tool_servers=["calc"]))
+    assert method_params(request(tool_servers=["calc"], max_turns=2)).tool_servers == ["calc"]
+    assert method_params(request()).max_turns == 1  # no tools: one turn is fine

@@ -145,4 +145,10 @@ def test_tool_servers_the_tenant_may_not_use_are_refused_naming_the_offered(lear
     with pytest.raises(openai.BadRequestError) as refused:
         alice.evals.runs.create(evaluation.id, data_source=_data_source(uploaded.id, max_turns=-1))
     assert refused.value.body["param"] == "data_source.sampling_params.max_turns"
+    with pytest.raises(openai.BadRequestError) as refused:  # one turn never runs its tool calls
+        alice.evals.runs.create(
+            evaluation.id, data_source=_data_source(uploaded.id, max_turns=1, tool_servers=["calc"])
+        )
+    assert refused.value.body["param"] == "data_source.sampling_params.max_turns"
+    assert "whose tools would never run" in refused.value.body["message"]
     assert list(alice.evals.runs.list(evaluation.id)) == []  # nothing was queued

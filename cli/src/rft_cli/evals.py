@@ -308,6 +308,8 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise CliError("--rollout-tool-servers-file configures the rollout this command starts, not --rollout's")
     if args.rollout_tool_servers_file and not pathlib.Path(args.rollout_tool_servers_file).is_file():
         raise CliError(f"--rollout-tool-servers-file: no file {args.rollout_tool_servers_file}")
+    if args.tool_servers and args.max_turns < 2:
+        raise CliError("--tool-servers needs --max-turns 2 or more (a turn that calls a tool, one that answers)")
     if args.python_tools:
         try:
             args.python_tools_source = pathlib.Path(args.python_tools).read_text(encoding="utf-8")

@@ -274,10 +274,11 @@ def method_params(request: fine_tuning_pb2.CreateJobRequest) -> hparams.Supervis
         params = hparams.reinforcement_params(request.method.reinforcement)
     except pydantic.ValidationError as exc:
         raise InvalidJob(hparams.describe_validation_error(exc, f"method.{kind}.hyperparameters")) from exc
-    if params.python_tools and params.max_turns < 2:
+    if (params.python_tools or params.tool_servers) and params.max_turns < 2:
         # An episode runs the tool calls of every turn but its last: with one turn, none.
+        given = "python_tools" if params.python_tools else "tool_servers"
         raise InvalidJob(
-            f"method.reinforcement.hyperparameters.max_turns: {params.max_turns} with python_tools, whose tools "
+            f"method.reinforcement.hyperparameters.max_turns: {params.max_turns} with {given}, whose tools "
             "would never run (an episode's last turn ends it without running its tool calls); set max_turns 2 "
             "or more (a turn that calls a tool, one that answers)"
         )

@@ -528,6 +528,14 @@ def _check_episode_settings(settings: SamplingSettings, owner: str) -> None:
         )
     if not settings.tool_servers:
         return
+    if settings.max_turns < 2:
+        raise ApiError(
+            400,
+            f"data_source.sampling_params.max_turns: {settings.max_turns} with tool_servers, whose tools would never"
+            " run (an episode's last turn ends it without running its tool calls); set 2 or more",
+            param="data_source.sampling_params.max_turns",
+            code="invalid_max_turns",
+        )
     if not os.environ.get(TOOL_SERVERS_ENV):
         raise ApiError(
             400,
