@@ -18,7 +18,7 @@ import hashlib
 import logging
 from typing import Any
 
-from rft_rollout.tool_servers import ToolServerConfig, ToolSpec, grpc_channel, unavailable
+from rft_rollout.tool_servers import ToolServerConfig, ToolSpec, grpc_channel, tool_spec, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,9 @@ class GraderPythonClient:
         return []
 
     async def call(self, name: str, arguments: dict[str, Any], episode_id: str) -> tuple[str, bool]:
-        raise NotImplementedError("grader_python tools need the episode's source: use call_python")
+        """No tool outside an episode's source: ToolBox.call sends those to `call_python`
+        (this server lists no fixed tool, so nothing resolves to it here)."""
+        return f"error: unknown tool {name!r}", True
 
     def cached(self, tenant: str, source: str) -> list[ToolSpec] | None:
         key = source_key(tenant, source)
@@ -90,7 +92,6 @@ class GraderPythonClient:
 
     async def _describe(self, tenant: str, source: str) -> list[ToolSpec]:
         import grpc
-        from google.protobuf import json_format
         from rft.grader.v1 import grader_pb2
 
         request = grader_pb2.DescribePythonToolsRequest(tenant=tenant, source=source)
@@ -103,16 +104,7 @@ class GraderPythonClient:
                 raise DescribeFailed(exc.details() or "invalid source", True) from None
             log.warning("DescribePythonTools: gRPC %s: %s", exc.code().name, exc.details())
             raise DescribeFailed(exc.code().name, False) from None
-        tools = [
-            ToolSpec(
-                tool.name,
-                tool.description,
-                json_format.MessageToDict(tool.input_schema)
-                if tool.HasField("input_schema")
-                else {"type": "object", "properties": {}},
-            )
-            for tool in response.tools
-        ]
+        tools = [tool_spec(tool) for tool in response.tools]
         key = source_key(tenant, source)
         self._cache[key] = tools
         while len(self._cache) > CACHE_ENTRIES:

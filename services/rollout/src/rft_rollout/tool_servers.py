@@ -216,6 +216,14 @@ class ToolClient(Protocol):
 # ---------------------------------------------------------------- rft.tools.v1 over gRPC
 
 
+def tool_spec(tool: Any) -> ToolSpec:
+    """A ToolSpec from an rft.tools.v1.Tool (an unset input schema: no arguments)."""
+    from google.protobuf import json_format
+
+    schema = json_format.MessageToDict(tool.input_schema) if tool.HasField("input_schema") else None
+    return ToolSpec(tool.name, tool.description, schema or {"type": "object", "properties": {}})
+
+
 def grpc_channel(config: ToolServerConfig) -> tuple[Any, tuple[tuple[str, str], ...]]:
     """(an aio channel to a grpc or grader_python server: TLS verified against its
     tls_ca_file when set, else plaintext; its headers as call metadata)."""
@@ -238,20 +246,10 @@ class GrpcToolClient:
         self._timeout = config.timeout_seconds
 
     async def list_tools(self) -> list[ToolSpec]:
-        from google.protobuf import json_format
         from rft.tools.v1 import tools_pb2
 
         response = await self._stub.ListTools(tools_pb2.ListToolsRequest(), metadata=self._metadata, timeout=30)
-        return [
-            ToolSpec(
-                tool.name,
-                tool.description,
-                json_format.MessageToDict(tool.input_schema)
-                if tool.HasField("input_schema")
-                else {"type": "object", "properties": {}},
-            )
-            for tool in response.tools
-        ]
+        return [tool_spec(tool) for tool in response.tools]
 
     async def call(self, name: str, arguments: dict[str, Any], episode_id: str) -> tuple[str, bool]:
         import grpc
