@@ -20,24 +20,41 @@ DONE = {ft.JOB_STATUS_SUCCEEDED, ft.JOB_STATUS_FAILED, ft.JOB_STATUS_CANCELLED}
 HYPER = dict(n_epochs=2, batch_size=8, group_size=4, max_new_tokens=6, kl_coef=0.0, eval_interval=0, eval_samples=1)
 
 
-def trained_steps(channel: grpc.Channel, job_ids: list[str]) -> int:
-    total = 0
-    for job_id in job_ids:
-        try:
-            total += jobs_stub(channel).GetJob(ft.GetJobRequest(job_id=job_id), timeout=10).job.trained_steps
-        except grpc.RpcError:
-            return -1  # the learner is restarting
-    return total
+def job_states(channel: grpc.Channel, job_ids: list[str]) -> list[ft.Job] | None:
+    try:
+        return [jobs_stub(channel).GetJob(ft.GetJobRequest(job_id=job_id), timeout=10).job for job_id in job_ids]
+    except grpc.RpcError:
+        return None  # the learner is restarting
 
 
-def wait_for_progress(learner: ServiceProcess, job_ids: list[str], target: int, timeout: float = 900) -> None:
+def wait_for_progress(
+    services: dict[str, ServiceProcess], job_ids: list[str], target: int, timeout: float = 900
+) -> None:
+    """Wait until the jobs have trained `target` steps in all; fail at once, with the services'
+    logs, if a job ends early, and with the same logs on timeout (a hang needs them to be found)."""
     deadline = time.monotonic() + timeout
+    jobs = None
     while time.monotonic() < deadline:
-        with learner.channel() as channel:
-            if trained_steps(channel, job_ids) >= target:
+        with services["learner"].channel() as channel:
+            jobs = job_states(channel, job_ids) or jobs
+        if jobs is not None:
+            ended = [job for job in jobs if job.status in DONE and job.status != ft.JOB_STATUS_SUCCEEDED]
+            if ended:
+                raise AssertionError(
+                    f"a job ended early: {[(j.id, j.status, j.error) for j in ended]}\n{log_tails(services)}"
+                )
+            if sum(job.trained_steps for job in jobs) >= target:
                 return
         time.sleep(0.2)
-    raise TimeoutError(f"the jobs did not reach {target} trained steps in all")
+    progress = [(job.id, job.status, job.trained_steps) for job in jobs or []]
+    raise TimeoutError(f"the jobs did not reach {target} trained steps in all: {progress}\n{log_tails(services)}")
+
+
+def log_tails(services: dict[str, ServiceProcess], lines: int = 60) -> str:
+    return "\n".join(
+        f"--- {name} (last {lines} lines)\n" + "\n".join(service.logs().splitlines()[-lines:])
+        for name, service in services.items()
+    )
 
 
 @pytest.mark.timeout(2400)  # four restarts, three of them of vLLM on a busy CPU
@@ -77,7 +94,7 @@ def test_seeded_kills_of_every_service_leave_every_job_succeeded(tiny_model, tmp
         progress = 0
         for victim, gap in zip(victims, gaps, strict=True):
             progress += gap
-            wait_for_progress(services["learner"], job_ids, progress)
+            wait_for_progress(services, job_ids, progress)
             services[victim].kill()
             services[victim] = services[victim].restarted().__enter__()
 
