@@ -39,14 +39,42 @@ class BearerToken(grpc.AuthMetadataPlugin):
         callback((("authorization", f"Bearer {self._token}"),), None)
 
 
+KEEPALIVE_SECONDS = 30.0
+"""How long a connection with calls in flight may stay silent before the client pings it.
+A peer that vanished without closing its sockets (a node lost, a frozen process) then
+fails the calls UNAVAILABLE, and they are retried, instead of waiting out their deadline
+(ten minutes for a Generate)."""
+KEEPALIVE_TIMEOUT_SECONDS = 20.0
+"""How long a ping may go unanswered before the connection is dropped."""
+RECONNECT_BACKOFF_MAX_SECONDS = 5.0
+"""The longest wait between attempts to reconnect to a peer that went away. gRPC's
+default, 120 s, would leave a replica that restarted in seconds without traffic for
+minutes; these channels have a handful of peers, so trying often costs nothing."""
+
+
 def channel_options(
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, retries: bool = True
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    retries: bool = True,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+    keepalive_timeout_seconds: float = KEEPALIVE_TIMEOUT_SECONDS,
 ) -> list[tuple[str, object]]:
-    """gRPC channel options shared by every client of the suite."""
+    """gRPC channel options shared by every client of the suite. The keepalive pings are
+    only sent while calls are in flight; the suite's servers accept them (server.py)."""
     options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.enable_retries", 1 if retries else 0),
+        ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive_timeout_seconds * 1000)),
+        # gRPC core closes a connection on an unanswered ping after this one, not after
+        # the keepalive timeout (its default is a minute).
+        ("grpc.http2.ping_timeout_ms", int(keepalive_timeout_seconds * 1000)),
+        ("grpc.keepalive_permit_without_calls", 0),
+        # A Generate may run for minutes without a byte: keep pinging through it.
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_time_between_pings_ms", int(keepalive_seconds * 1000)),
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", int(RECONNECT_BACKOFF_MAX_SECONDS * 1000)),
     ]
     if retries:
         options.append(("grpc.service_config", _RETRY_SERVICE_CONFIG))
@@ -62,13 +90,15 @@ def aio_channel(
     token: str = "",
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     retries: bool = True,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+    keepalive_timeout_seconds: float = KEEPALIVE_TIMEOUT_SECONDS,
 ) -> grpc.aio.Channel:
     """An asyncio channel to `address` (host:port).
 
     TLS is on when `tls_ca_file` is given; `tls_cert_file` + `tls_key_file` add a client
     certificate for mutual TLS. A token is only sent over TLS or to a loopback address.
     """
-    options = channel_options(max_message_bytes, retries)
+    options = channel_options(max_message_bytes, retries, keepalive_seconds, keepalive_timeout_seconds)
     if not tls_ca_file:
         if token:
             # grpc refuses call credentials on insecure channels; use local credentials

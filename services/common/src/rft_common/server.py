@@ -35,6 +35,8 @@ from rft_common.interceptors import ObservingInterceptor, TokenAuthInterceptor
 
 log = logging.getLogger(__name__)
 
+KEEPALIVE_ACCEPTED_MS = 1000
+"""The most frequent keepalive ping a server accepts from a client with calls in flight."""
 SERVING_GAUGE = Gauge("rft_service_serving", "1 while the service reports SERVING, else 0.", ["service"])
 
 
@@ -111,6 +113,10 @@ class GrpcServer:
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # The suite's clients ping every KEEPALIVE_SECONDS while a call is in flight
+            # (client.py); gRPC's default would count those pings as abuse after two
+            # and drop the connection under a long Generate.
+            ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_ACCEPTED_MS),
         ]
         self.server = grpc.aio.server(interceptors=interceptors, options=options)
         self.health = health.aio.HealthServicer()
