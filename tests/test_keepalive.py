@@ -13,6 +13,7 @@ import signal
 
 import grpc
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
+from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common.client import aio_channel
 from service_process import ServiceProcess
 
@@ -70,3 +71,47 @@ def test_pings_during_a_long_silent_call_are_accepted_by_the_server(tmp_path) ->
     # pings" and the connection would be dropped under the call.
     with ServiceProcess("rft-grader", ["--data-dir", str(tmp_path)]) as grader:
         assert asyncio.run(slow_grade(grader)) == 1.0
+
+
+class Refusing(rollout_pb2_grpc.RolloutServiceServicer):
+    """Answers every call UNAVAILABLE, counting the attempts gRPC makes."""
+
+    def __init__(self) -> None:
+        self.attempts = {"GetModelInfo": 0, "UpdateWeights": 0}
+
+    async def GetModelInfo(self, request, context):
+        self.attempts["GetModelInfo"] += 1
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+    async def UpdateWeights(self, request_iterator, context):
+        self.attempts["UpdateWeights"] += 1
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+
+async def attempts_per_call() -> dict[str, int]:
+    servicer = Refusing()
+    server = grpc.aio.server()
+    rollout_pb2_grpc.add_RolloutServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio_channel(f"127.0.0.1:{port}") as channel:
+            stub = rollout_pb2_grpc.RolloutServiceStub(channel)
+            for call in (
+                lambda: stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30),
+                lambda: stub.UpdateWeights(iter([rollout_pb2.UpdateWeightsRequest()]), timeout=30),
+            ):
+                try:
+                    await call()
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(None)
+    return servicer.attempts
+
+
+def test_grpc_retries_unary_calls_but_never_a_client_stream() -> None:
+    # The server here is a stand-in: what is tested is the channel's retry policy.
+    attempts = asyncio.run(attempts_per_call())
+    assert attempts["GetModelInfo"] == 5  # the retry policy's maxAttempts
+    assert attempts["UpdateWeights"] == 1  # RolloutPool restarts a push itself

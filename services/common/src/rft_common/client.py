@@ -9,8 +9,19 @@ import grpc
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+CLIENT_STREAMING_METHODS = (
+    ("rft.rollout.v1.RolloutService", "UpdateWeights"),
+    ("rft.learner.v1.FilesService", "UploadFile"),
+)
+"""Calls gRPC must never retry by itself. It would replay a retried stream's messages from
+a buffer far smaller than a weight push or an upload, and its retry path for streams
+wedged a weight push for good after the rollout restarted (gRPC 1.85 logged "ILLEGAL
+STATE: FORWARDED_BATCH", and the call never ended, deadline or not). Their callers
+restart the whole stream (RolloutPool) or report the failure (`rft files upload`)."""
+
 # Retry transient failures of idempotent-safe calls with exponential backoff. gRPC only
 # retries before any response byte arrived, so a retried call never duplicates output.
+# The most specific method config wins: the streaming methods' entry has no retries.
 _RETRY_SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -23,7 +34,8 @@ _RETRY_SERVICE_CONFIG = json.dumps(
                     "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
-            }
+            },
+            {"name": [{"service": service, "method": method} for service, method in CLIENT_STREAMING_METHODS]},
         ]
     }
 )
