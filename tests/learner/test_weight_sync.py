@@ -4,6 +4,8 @@ push, and a request stream that reads the weights one tensor at a time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 
 import torch
 from rft_common import dtypes
@@ -55,3 +57,29 @@ def test_a_push_reads_the_weights_once_for_checksums_and_once_per_stream() -> No
             assert data == tensor.numpy().tobytes()
             assert header.manifest.tensors[index].checksum == checksum(data, "crc32")
         assert max(len(c.data) for c in chunks) <= 16
+
+
+def test_a_stream_that_stops_early_finishes_its_read_of_the_source_off_the_event_loop() -> None:
+    """A sharded source's read is a pass of collectives on every trainer rank: it must end
+    (its close() gathers the rest) even when the replica's stream fails part-way, and in a
+    worker thread, for the rest of a large model takes a while to gather."""
+    ended_in = []
+
+    def source():
+        try:
+            yield from WEIGHTS.items()
+        finally:
+            ended_in.append(threading.current_thread())
+
+    plan = PushPlan(source, {}, "float32")
+
+    async def run():
+        await plan.prepare()
+        async with contextlib.aclosing(plan.requests(3, None, chunk_bytes=16)) as requests:
+            async for request in requests:
+                if request.HasField("chunk"):
+                    break  # the call failed after the first chunk
+        return len(ended_in)
+
+    assert asyncio.run(run()) == 2  # the checksum pass, and the stopped stream's
+    assert threading.main_thread() not in ended_in

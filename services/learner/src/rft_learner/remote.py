@@ -8,6 +8,7 @@ detected by its policy version and receives the current weights again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -108,6 +109,7 @@ class RolloutPool:
         self._weights_source: TensorSource | None = None
         self._base_source: TensorSource | None = None
         self._lora: rollout_pb2.LoraAdapter | None = None
+        self._one_read_at_a_time = False
         # Per replica, the version at which it took the LoRA base; None: it needs it.
         self._base_versions: list[int | None] = [None] * len(addresses)
         # One weight push per replica at a time: all of a replica's in-flight requests
@@ -138,15 +140,22 @@ class RolloutPool:
         source: TensorSource,
         base_source: TensorSource | None = None,
         lora: rollout_pb2.LoraAdapter | None = None,
+        one_read_at_a_time: bool = False,
     ) -> None:
         """Where to read the current weights from when a replica needs them again.
 
         With `lora`, `source` gives only the adapter and `base_source` the frozen base
         it applies to: a replica gets the base once (and again if it restarts), then
         only adapters.
+
+        `one_read_at_a_time`: each read of `source` is a pass of collectives over the
+        trainer ranks (FSDP shards, ranks.Updater.streamed_weights) and the passes run one
+        after another; a push then streams to the replicas in turn, so that no replica's
+        call stands open (its deadline running) while it waits for another's pass.
         """
         assert (base_source is None) == (lora is None), "a LoRA policy needs its base"
         self._weights_source, self._base_source, self._lora = source, base_source, lora
+        self._one_read_at_a_time = one_read_at_a_time
         self._base_versions = [None] * len(self._stubs)
 
     async def push_weights(self) -> float:
@@ -159,7 +168,11 @@ class RolloutPool:
         # A replica that still needs the LoRA base takes it as version - 1.
         needs_base = self._lora is not None and None in self._base_versions
         self.version = latest + (2 if needs_base else 1)
-        await asyncio.gather(*(self._push_one(i, plan) for i in range(len(self._stubs))))
+        if self._one_read_at_a_time:
+            for index in range(len(self._stubs)):
+                await self._push_one(index, plan)
+        else:
+            await asyncio.gather(*(self._push_one(i, plan) for i in range(len(self._stubs))))
         return time.perf_counter() - started
 
     async def _plan(self, source: TensorSource, infos: Sequence[rollout_pb2.GetModelInfoResponse]) -> PushPlan:
@@ -245,8 +258,10 @@ class RolloutPool:
 
             async def requests():
                 try:
-                    async for request in plan.requests(version, lora):
-                        yield request
+                    # Closed however the call ends: a sharded read must finish its pass.
+                    async with contextlib.aclosing(plan.requests(version, lora)) as stream:
+                        async for request in stream:
+                            yield request
                 except Exception as exc:
                     failures.append(exc)
                     raise

@@ -6,20 +6,27 @@ Each tensor is cast to the dtype the rollout serves it in and copied to host mem
 only while it is being checksummed or sent, so host memory holds one tensor per
 stream, not a copy of the model. The casts and copies run in worker threads: the event
 loop keeps answering health checks while a large model streams.
+
+Under FSDP a read is a collective pass over every rank's shards (ranks.Updater.
+streamed_weights), gathering one tensor at a time: every read is closed when it ends,
+early or not, so a pass once begun runs to its end on every rank.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 
 import torch
 from rft.rollout.v1 import rollout_pb2
 from rft_common import dtypes
-from rft_common.weights import DEFAULT_CHUNK_BYTES, WireTensor, chunk_requests, weights_manifest
+from rft_common.weights import CHECKSUM_ALGORITHMS, DEFAULT_CHUNK_BYTES, WireTensor, chunk_requests, tensor_spec
 
 TensorSource = Callable[[], Iterable[tuple[str, torch.Tensor]]]
-"""Gives the current (name, tensor) pairs each time it is called, in a fixed order."""
+"""Gives the current (name, tensor) pairs each time it is called, in a fixed order. An
+iterator with close() (a generator) is closed when its reader is done or stops early."""
 
 
 def served_dtypes(info: rollout_pb2.GetModelInfoResponse) -> dict[str, str]:
@@ -47,6 +54,44 @@ def wire_tensors(
         else:
             dtype = dtypes.dtype_name(tensor.dtype)
         yield to_wire(name, tensor, dtype)
+        del tensor  # before the next one is read: under FSDP it is gathered then
+
+
+class _Reading:
+    """One read of a TensorSource as wire tensors, read from worker threads one tensor at a
+    time. close() may come from any thread, also while a read is in progress (the stream
+    reading was cancelled): it waits for that read, then closes the source's iterator."""
+
+    def __init__(self, source: TensorSource, served: Mapping[str, str], default_dtype: str) -> None:
+        self._tensors = iter(source())
+        self._wire = wire_tensors(self._tensors, served, default_dtype)
+        self._lock = threading.Lock()
+        self._ready: WireTensor | None = None
+
+    def next(self) -> WireTensor | None:
+        with self._lock:
+            return next(self._wire, None)
+
+    def read(self) -> None:
+        """Read the next tensor for take(). A worker thread runs this and returns nothing:
+        a thread can hold its result a while after the event loop has it (starved in
+        call_soon_threadsafe), and a sharded pass gathers the next tensor meanwhile."""
+        tensor = self.next()
+        with self._lock:
+            self._ready = tensor
+
+    def take(self) -> WireTensor | None:
+        """The tensor read() read (None at the end), handed over: the reading lets go of it."""
+        with self._lock:
+            tensor, self._ready = self._ready, None
+        return tensor
+
+    def close(self) -> None:
+        with self._lock:
+            self._ready = None
+            self._wire.close()
+            if close := getattr(self._tensors, "close", None):
+                close()
 
 
 class PushPlan:
@@ -59,11 +104,21 @@ class PushPlan:
         self._default = default_dtype
         self.manifest: rollout_pb2.WeightsManifest | None = None
 
-    def tensors(self) -> Iterator[WireTensor]:
-        return wire_tensors(self._source(), self._served, self._default)
+    def _read(self) -> _Reading:
+        return _Reading(self._source, self._served, self._default)
 
     async def prepare(self, algorithm: str = "crc32") -> None:
-        self.manifest = await asyncio.to_thread(weights_manifest, self.tensors(), algorithm)
+        """Checksum every tensor (the manifest): one read, in a worker thread."""
+
+        def checksums() -> rollout_pb2.WeightsManifest:
+            with contextlib.closing(self._read()) as reading:
+                specs = []
+                while (tensor := reading.next()) is not None:
+                    specs.append(tensor_spec(tensor, algorithm))
+                    del tensor  # before the next one is read
+                return rollout_pb2.WeightsManifest(tensors=specs, checksum_algorithm=CHECKSUM_ALGORITHMS[algorithm])
+
+        self.manifest = await asyncio.to_thread(checksums)
 
     @property
     def total_bytes(self) -> int:
@@ -78,10 +133,20 @@ class PushPlan:
         assert manifest is not None, "prepare() first"
         header = rollout_pb2.WeightsHeader(version=version, manifest=manifest, lora=lora)
         yield rollout_pb2.UpdateWeightsRequest(header=header)
-        tensors = self.tensors()
-        for index, spec in enumerate(manifest.tensors):
-            tensor = await asyncio.to_thread(next, tensors, None)
-            if tensor is None:
-                raise ValueError(f"the weights have {index} tensors, the manifest announced {len(manifest.tensors)}")
-            for request in chunk_requests(index, tensor, spec, chunk_bytes):
-                yield request
+        reading, tensor = self._read(), None
+        try:
+            for index, spec in enumerate(manifest.tensors):
+                await asyncio.to_thread(reading.read)
+                tensor = reading.take()
+                if tensor is None:
+                    raise ValueError(
+                        f"the weights have {index} tensors, the manifest announced {len(manifest.tensors)}"
+                    )
+                for request in chunk_requests(index, tensor, spec, chunk_bytes):
+                    yield request
+                tensor = None  # dropped before the next one is read
+        finally:
+            # In a worker thread, awaited or not (a cancelled stream): finishing a sharded
+            # pass gathers the tensors not sent yet, so the one being sent is dropped first.
+            tensor = None
+            await asyncio.to_thread(reading.close)

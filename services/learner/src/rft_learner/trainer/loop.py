@@ -180,7 +180,6 @@ class JobRun:
         self.updater = Updater(
             settings.trainer_ranks, settings.micro_batch_tokens, settings.placement, settings.trainer_sharding
         )
-        self._gathered: dict[str, torch.Tensor] = {}  # under FSDP: the weights of the last push
         await self._in_thread(self.updater.start)
         budget = (
             f"micro-batches of at most {settings.micro_batch_tokens} tokens"
@@ -298,10 +297,11 @@ class JobRun:
             ckpt.save_model_dir(self.model, self.tokenizer, self.reference_dir, self._whole_weights())
 
     async def _push_policy(self, pool: RolloutPool) -> None:
-        """Send the policy as it is now to every rollout replica."""
+        """Send the policy as it is now to every rollout replica (and, from then on, to a
+        replica that restarts: the pool reads the source again). Under FSDP each read
+        gathers the shards one tensor at a time, as it is sent (Updater.streamed_weights)."""
         if self.lora is None and self.updater.sharded:
-            self._gathered = await self._in_thread(self.updater.weights, self.model)
-            pool.set_weights_source(lambda: self._gathered.items())  # refreshed after every update
+            pool.set_weights_source(lambda: self.updater.streamed_weights(self.model), one_read_at_a_time=True)
             what = "weights"
         elif self.lora is None:
             pool.set_weights_source(lambda: self.model.state_dict().items())
@@ -451,15 +451,12 @@ class JobRun:
             await self._save(first_step, trainer_state(cursor.state_dict()), optimizer, value_head)
 
         def train_step(groups) -> dict[str, float]:
-            metrics = self.updater.train_rl(
+            return self.updater.train_rl(
                 self.model, self.reference, optimizer, groups, params, self.tokenizer.pad_token_id, value_head
             )
-            if self.updater.sharded:  # the next push sends these
-                self._gathered = self.updater.weights(self.model)
-            return metrics
 
         async def update(groups) -> dict[str, float]:
-            async with pool.weights_guard:
+            async with pool.weights_guard:  # a replica that restarted waits for the step's end
                 return await self._in_thread(train_step, groups)
 
         collector = Collector(pool, train, cursor, refill_cursor, params, self.seed, job_tenant(self.request))

@@ -15,7 +15,9 @@ from rft_learner.trainer import lora, sharding
 from rft_learner.trainer.devices import Placement
 from rft_learner.trainer.policy import ValueHead, load_model
 from rft_learner.trainer.ranks import (
+    finish_pass,
     gather_state,
+    gathered_tensors,
     join_group,
     join_torchrun_group,
     leave_group,
@@ -64,6 +66,8 @@ def main(persistent: bool = False, device: torch.device | None = None, backend: 
             )
         elif kind == "gather":
             gather_state(model, value_head, optimizer, command[1])
+        elif kind == "stream_weights":  # rank 0 sends each tensor as it is gathered (Updater.streamed_weights)
+            finish_pass(gathered_tensors(model))
         elif kind == "rl_update":
             _, groups, params, pad_id, micro_batch_tokens = command
             params = ReinforcementParams(**params)

@@ -24,7 +24,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.tensor import DTensor
 
 from rft_learner.hparams import LoraSpec, ReinforcementParams
 from rft_learner.trainer import sharding
@@ -187,6 +189,23 @@ def gather_state(
     return weights, head, get_optimizer_state_dict(_Trained(model, value_head), optimizer, options=options)
 
 
+def gathered_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """`model`'s state dict, each FSDP-sharded tensor gathered whole just before it is
+    yielded (on the weights' device), so only one whole tensor exists at a time, never the
+    model. Gathering a tensor is a collective: every rank runs this, to the end, in the
+    same order (the state dict's, the same on every rank). Detached first: a push needs
+    no autograd graph, and a gathered parameter would carry one."""
+    for name, value in model.state_dict().items():
+        yield name, value.detach().full_tensor() if isinstance(value, DTensor) else value
+
+
+def finish_pass(tensors: Iterator[tuple[str, torch.Tensor]]) -> None:
+    """Run a pass of gathered_tensors to its end, each tensor dropped as soon as it is
+    gathered (a `for` loop would keep the last one while gathering the next)."""
+    while next(tensors, None) is not None:
+        pass
+
+
 _torchrun_group: DataParallel | None = None
 """Set in rank 0 of a learner started by torchrun: the group lives as long as the service."""
 
@@ -239,6 +258,10 @@ class Updater:
         self.data_parallel: DataParallel | None = None
         self._workers: list[subprocess.Popen] = []
         self._persistent = False
+        # One command and its collectives at a time, from whichever thread: the ranks run
+        # commands in the order they arrive, so a streamed push (streamed_weights) must not
+        # interleave with an update, a checkpoint's gather or another push.
+        self._exclusive = threading.Lock()
 
     def start(self) -> None:
         if self.world <= 1:
@@ -275,13 +298,14 @@ class Updater:
         and value head; shard them under FSDP (`sharding_mode`, not for LoRA); build the phase's
         optimizer with `optimizer_state` (a checkpoint's, from `trainer_state`) and return it."""
         sharded = self.will_shard(lora) and self.data_parallel is not None
-        if self.data_parallel is not None:
-            self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None, lora,
-                        self.placement.precision, sharded, optimizer_state is not None))  # fmt: skip
-        optimizer, self.data_parallel = setup_phase(
-            model, reference, value_head, learning_rate, optimizer_state, self.data_parallel, sharded,
-            optimizer_state is not None,
-        )  # fmt: skip
+        with self._exclusive:
+            if self.data_parallel is not None:
+                self._send(("begin", model_dir, learning_rate, reference is not None, value_head is not None, lora,
+                            self.placement.precision, sharded, optimizer_state is not None))  # fmt: skip
+            optimizer, self.data_parallel = setup_phase(
+                model, reference, value_head, learning_rate, optimizer_state, self.data_parallel, sharded,
+                optimizer_state is not None,
+            )  # fmt: skip
         return optimizer
 
     def will_shard(self, lora: LoraSpec | None) -> bool:
@@ -294,11 +318,35 @@ class Updater:
 
     def weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The policy's whole state dict: gathered from every rank's shards under FSDP (a
-        copy in host memory), the model's own tensors otherwise."""
+        copy of the model in host memory: for exports, not for weight pushes, which use
+        streamed_weights), the model's own tensors otherwise."""
         if not self.sharded:
             return model.state_dict()
-        self._send(("gather", False))
-        return gather_state(model, None, None, False)[0]
+        with self._exclusive:
+            self._send(("gather", False))
+            return gather_state(model, None, None, False)[0]
+
+    def streamed_weights(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+        """Under FSDP, the policy's tensors for a weight push, each gathered whole from every
+        rank's shards only when it is asked for (gathered_tensors): host memory holds the
+        tensor being sent, not a copy of the model.
+
+        The pass starts at the first next(): rank 0 tells the other ranks to join it and
+        holds the command lock until it ends, so no other command runs between its
+        collectives. Close the iterator to stop early: the rest of the pass is then gathered
+        and dropped, for the other ranks are in it too. A pass that is never closed leaves
+        every rank waiting, so readers close theirs (weight_sync.PushPlan does)."""
+        assert self.sharded, "streamed_weights is for FSDP-sharded models; read model.state_dict() otherwise"
+        with self._exclusive:
+            self._send(("stream_weights",))
+            tensors = gathered_tensors(model)
+            try:
+                for item in tensors:  # noqa: UP028 - `yield from` would close `tensors` undrained
+                    yield item
+                    del item  # before the next tensor is gathered: one whole tensor at a time
+            finally:
+                item = None  # noqa: F841 - a stopped reader's tensor, not kept while the rest is gathered
+                finish_pass(tensors)
 
     def trainer_state(
         self, model: torch.nn.Module, value_head: ValueHead | None, optimizer: torch.optim.Optimizer
@@ -306,26 +354,31 @@ class Updater:
         """Weights, value head and optimizer state for a checkpoint, whole (gathered under FSDP)."""
         if not self.sharded:
             return model.state_dict(), value_head.state_dict() if value_head else None, optimizer.state_dict()
-        self._send(("gather", True))
-        return gather_state(model, value_head, optimizer, True)
+        with self._exclusive:
+            self._send(("gather", True))
+            return gather_state(model, value_head, optimizer, True)
 
     def train_rl(self, model, reference, optimizer, groups: Sequence[Group], params: ReinforcementParams, pad_id: int,
                  value_head: ValueHead | None) -> dict[str, float]:  # fmt: skip
         """updates.rl_update here, and on every other rank."""
-        if self.data_parallel is not None:
-            self._send(("rl_update", list(groups), params.model_dump(), pad_id, self.micro_batch_tokens))
-        with self.placement.autocast():
-            return rl_update(
-                model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel,
-                self.micro_batch_tokens,
-            )  # fmt: skip
+        with self._exclusive:
+            if self.data_parallel is not None:
+                self._send(("rl_update", list(groups), params.model_dump(), pad_id, self.micro_batch_tokens))
+            with self.placement.autocast():
+                return rl_update(
+                    model, reference, optimizer, groups, params, pad_id, value_head, self.data_parallel,
+                    self.micro_batch_tokens,
+                )  # fmt: skip
 
     def train_sft(self, model, optimizer, prompts, targets, pad_id: int) -> dict[str, float]:
         """updates.sft_update here, and on every other rank."""
-        if self.data_parallel is not None:
-            self._send(("sft_update", list(prompts), list(targets), pad_id, self.micro_batch_tokens))
-        with self.placement.autocast():
-            return sft_update(model, optimizer, prompts, targets, pad_id, self.data_parallel, self.micro_batch_tokens)
+        with self._exclusive:
+            if self.data_parallel is not None:
+                self._send(("sft_update", list(prompts), list(targets), pad_id, self.micro_batch_tokens))
+            with self.placement.autocast():
+                return sft_update(
+                    model, optimizer, prompts, targets, pad_id, self.data_parallel, self.micro_batch_tokens
+                )
 
     def close(self) -> None:
         """End the job on every rank: torchrun's ranks wait for the next one; the ranks
@@ -333,7 +386,8 @@ class Updater:
         data_parallel, self.data_parallel = self.data_parallel, None
         try:
             if data_parallel is not None:
-                self._send(("stop",))
+                with self._exclusive:
+                    self._send(("stop",))
                 if not self._persistent:
                     dist.barrier(group=command_group())  # matches rank_worker's exit
         finally:
