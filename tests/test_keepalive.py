@@ -14,7 +14,7 @@ import signal
 import grpc
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
-from rft_common.client import aio_channel
+from rft_common.client import FOREIGN_PINGS_WITHOUT_DATA, SUITE_PINGS_WITHOUT_DATA, aio_channel
 from service_process import ServiceProcess
 
 SPEC = {"type": "string_check", "name": "exact", "operation": "eq", "input": "{{sample.output_text}}",
@@ -115,3 +115,37 @@ def test_grpc_retries_unary_calls_but_never_a_client_stream() -> None:
     attempts = asyncio.run(attempts_per_call())
     assert attempts["GetModelInfo"] == 5  # the retry policy's maxAttempts
     assert attempts["UpdateWeights"] == 1  # RolloutPool restarts a push itself
+
+
+class SlowGrader(grader_pb2_grpc.GraderServiceServicer):
+    async def Grade(self, request, context):
+        await asyncio.sleep(6)  # a model judging a batch: no byte on the wire meanwhile
+        return grader_pb2.GradeResponse()
+
+
+async def grade_on_a_default_server(pings_without_data: int) -> grpc.StatusCode:
+    server = grpc.aio.server()  # gRPC's default ping policy, as a customer's own grader has
+    grader_pb2_grpc.add_GraderServiceServicer_to_server(SlowGrader(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio_channel(
+            f"127.0.0.1:{port}",
+            retries=False,
+            keepalive_seconds=1,
+            keepalive_timeout_seconds=1,
+            pings_without_data=pings_without_data,
+        ) as channel:
+            await grader_pb2_grpc.GraderServiceStub(channel).Grade(grader_pb2.GradeRequest(), timeout=30)
+            return grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    finally:
+        await server.stop(None)
+
+
+def test_a_grader_we_do_not_run_is_pinged_within_its_default_policy() -> None:
+    # The learner's grader channels use the foreign budget: the long call survives.
+    assert asyncio.run(grade_on_a_default_server(FOREIGN_PINGS_WITHOUT_DATA)) == grpc.StatusCode.OK
+    # The suite's own budget would have the server drop the call for "too many pings".
+    assert asyncio.run(grade_on_a_default_server(SUITE_PINGS_WITHOUT_DATA)) == grpc.StatusCode.UNAVAILABLE

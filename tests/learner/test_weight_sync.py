@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import threading
 
+import grpc
 import torch
+from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common import dtypes
 from rft_common.weights import checksum
+from rft_learner.remote import RolloutPool
 from rft_learner.weight_sync import PushPlan, wire_tensors
 
 WEIGHTS = {
@@ -83,3 +86,64 @@ def test_a_stream_that_stops_early_finishes_its_read_of_the_source_off_the_event
 
     assert asyncio.run(run()) == 2  # the checksum pass, and the stopped stream's
     assert threading.main_thread() not in ended_in
+
+
+class DropsTwiceMidStream(rollout_pb2_grpc.RolloutServiceServicer):
+    """Stands in for a replica that dies twice while receiving a push, then takes it."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def UpdateWeights(self, request_iterator, context):
+        self.attempts += 1
+        received = 0
+        async for _ in request_iterator:
+            received += 1
+            if self.attempts <= 2 and received == 2:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return rollout_pb2.UpdateWeightsResponse(version=1)
+
+
+async def push_through_drops(events: list[str]) -> int:
+    def source():
+        # A generator, as a sharded read is: its `finally` is where the pass would end.
+        events.append("open")
+        try:
+            yield from WEIGHTS.items()
+        finally:
+            events.append("close")
+
+    servicer = DropsTwiceMidStream()
+    server = grpc.aio.server()
+    rollout_pb2_grpc.add_RolloutServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    pool = RolloutPool([f"127.0.0.1:{port}"], patience_seconds=60)
+    stub, held = pool._stubs[0], []
+
+    class Holding:
+        """Keeps every request stream it was given, as any lingering reference would:
+        the push must not count on the garbage collector to close them."""
+
+        def UpdateWeights(self, requests, **kwargs):
+            held.append(requests)
+            return stub.UpdateWeights(requests, **kwargs)
+
+    pool._stubs[0] = Holding()
+    try:
+        plan = PushPlan(source, {}, "float32")
+        await plan.prepare()
+        # One tensor per request: the replica drops the stream with tensors still unread.
+        await pool._update(0, 1, plan, None)
+    finally:
+        await pool.close()
+        await server.stop(None)
+    return servicer.attempts
+
+
+def test_a_stream_the_replica_dropped_closes_its_read_before_the_retry_reads_again() -> None:
+    # gRPC never closes a request stream it stopped reading; under FSDP a read left open
+    # would keep every trainer rank in its pass, and the retry's read would wait on it.
+    events: list[str] = []
+    assert asyncio.run(push_through_drops(events)) == 3
+    assert events == ["open", "close"] * 4  # the checksum pass, then three streams, never two at once

@@ -56,7 +56,7 @@ async def http_api(
         yield None
         return
     from rft.grader.v1 import grader_pb2_grpc
-    from rft_common.client import aio_channel
+    from rft_common.client import FOREIGN_PINGS_WITHOUT_DATA, aio_channel
 
     from rft_learner.http_api.app import ApiContext, build_app
     from rft_learner.http_api.inference import InferenceServers, InferenceSettings
@@ -74,7 +74,12 @@ async def http_api(
             log_dir=pathlib.Path(config.data_dir) / "inference",
         )
     )
-    channel = aio_channel(settings.grader_address, token=settings.grader_token, tls_ca_file=settings.tls_ca_file)
+    channel = aio_channel(
+        settings.grader_address,
+        token=settings.grader_token,
+        tls_ca_file=settings.tls_ca_file,
+        pings_without_data=FOREIGN_PINGS_WITHOUT_DATA,  # a customer's grader may be any gRPC server
+    )
     context = ApiContext(
         jobs=jobs,
         files=files,

@@ -21,7 +21,7 @@ from google.protobuf import struct_pb2
 from rft.common.v1 import common_pb2
 from rft.grader.v1 import grader_pb2, grader_pb2_grpc
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
-from rft_common.client import aio_channel
+from rft_common.client import FOREIGN_PINGS_WITHOUT_DATA, aio_channel
 from rft_common.episodes import episode_sample_output, sample_output
 
 from rft_learner.weight_sync import PushPlan, TensorSource, served_dtypes
@@ -101,8 +101,11 @@ class RolloutPool:
     def __init__(self, addresses: list[str], token: str = "", tls_ca_file: str = "", patience_seconds: float = 600):
         self.addresses = addresses
         self.patience_seconds = patience_seconds
+        # No retries inside gRPC: every call here goes through retry_transient, and gRPC's
+        # retry machinery wedged a weight push for good when a replica died mid-stream.
         self._channels = [
-            aio_channel(a, token=token, tls_ca_file=tls_ca_file, max_message_bytes=MAX_MESSAGE_BYTES) for a in addresses
+            aio_channel(a, token=token, tls_ca_file=tls_ca_file, max_message_bytes=MAX_MESSAGE_BYTES, retries=False)
+            for a in addresses
         ]
         self._stubs = [rollout_pb2_grpc.RolloutServiceStub(c) for c in self._channels]
         self.version = 0
@@ -255,11 +258,11 @@ class RolloutPool:
 
         async def call():
             failures: list[Exception] = []
+            reading = plan.reading()
 
             async def requests():
                 try:
-                    # Closed however the call ends: a sharded read must finish its pass.
-                    async with contextlib.aclosing(plan.requests(version, lora)) as stream:
+                    async with contextlib.aclosing(plan.requests(version, lora, reading)) as stream:
                         async for request in stream:
                             yield request
                 except Exception as exc:
@@ -273,6 +276,11 @@ class RolloutPool:
                 if failures:
                     raise RemoteError(f"{what} failed while sending: {failures[0]}") from failures[0]
                 raise
+            finally:
+                # gRPC leaves a stream it stopped reading to the garbage collector. A sharded
+                # read holds every trainer rank until it is closed, so close it now, before a
+                # retry starts the next one (waiting for a read in progress, in a thread).
+                await asyncio.to_thread(reading.close)
 
         await retry_transient(call, what, self.patience_seconds, self.on_retry)
 
@@ -407,7 +415,14 @@ class GraderClient:
         self.spec = spec
         self.grader_id = grader_id
         self.patience_seconds = patience_seconds
-        self._channel = aio_channel(address, token=token, tls_ca_file=tls_ca_file, max_message_bytes=MAX_MESSAGE_BYTES)
+        # The grader may be a customer's own server, with gRPC's default ping policy.
+        self._channel = aio_channel(
+            address,
+            token=token,
+            tls_ca_file=tls_ca_file,
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            pings_without_data=FOREIGN_PINGS_WITHOUT_DATA,
+        )
         self._stub = grader_pb2_grpc.GraderServiceStub(self._channel)
         self.on_retry: Callable[[str], None] | None = None
 

@@ -76,9 +76,8 @@ class _Reading:
         """Read the next tensor for take(). A worker thread runs this and returns nothing:
         a thread can hold its result a while after the event loop has it (starved in
         call_soon_threadsafe), and a sharded pass gathers the next tensor meanwhile."""
-        tensor = self.next()
-        with self._lock:
-            self._ready = tensor
+        with self._lock:  # one hold: a close() cannot slip in and leave the tensor here
+            self._ready = next(self._wire, None)
 
     def take(self) -> WireTensor | None:
         """The tensor read() read (None at the end), handed over: the reading lets go of it."""
@@ -104,14 +103,15 @@ class PushPlan:
         self._default = default_dtype
         self.manifest: rollout_pb2.WeightsManifest | None = None
 
-    def _read(self) -> _Reading:
+    def reading(self) -> _Reading:
+        """A read of the source, for requests(); close it when the stream is over."""
         return _Reading(self._source, self._served, self._default)
 
     async def prepare(self, algorithm: str = "crc32") -> None:
         """Checksum every tensor (the manifest): one read, in a worker thread."""
 
         def checksums() -> rollout_pb2.WeightsManifest:
-            with contextlib.closing(self._read()) as reading:
+            with contextlib.closing(self.reading()) as reading:
                 specs = []
                 while (tensor := reading.next()) is not None:
                     specs.append(tensor_spec(tensor, algorithm))
@@ -126,14 +126,20 @@ class PushPlan:
         return sum(spec.size_bytes for spec in self.manifest.tensors)
 
     async def requests(
-        self, version: int, lora: rollout_pb2.LoraAdapter | None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+        self,
+        version: int,
+        lora: rollout_pb2.LoraAdapter | None,
+        reading: _Reading | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> AsyncIterator[rollout_pb2.UpdateWeightsRequest]:
-        """The header, then every tensor's chunks; each tensor is read in a worker thread."""
+        """The header, then every tensor's chunks; each tensor is read in a worker thread,
+        from `reading` (a new one if not given: pass one to be able to close it yourself,
+        since gRPC never closes a request stream it stopped reading)."""
         manifest = self.manifest
         assert manifest is not None, "prepare() first"
         header = rollout_pb2.WeightsHeader(version=version, manifest=manifest, lora=lora)
         yield rollout_pb2.UpdateWeightsRequest(header=header)
-        reading, tensor = self._read(), None
+        reading, tensor = reading or self.reading(), None
         try:
             for index, spec in enumerate(manifest.tensors):
                 await asyncio.to_thread(reading.read)
