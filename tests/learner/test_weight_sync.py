@@ -12,7 +12,7 @@ import torch
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common import dtypes
 from rft_common.weights import checksum
-from rft_learner.remote import RolloutPool
+from rft_learner.remote import RemoteError, RolloutPool, is_transient_for_a_stream, retry_transient
 from rft_learner.weight_sync import PushPlan, wire_tensors
 
 WEIGHTS = {
@@ -147,3 +147,33 @@ def test_a_stream_the_replica_dropped_closes_its_read_before_the_retry_reads_aga
     events: list[str] = []
     assert asyncio.run(push_through_drops(events)) == 3
     assert events == ["open", "close"] * 4  # the checksum pass, then three streams, never two at once
+
+
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+async def attempts_until_done(failures: list[grpc.aio.AioRpcError]) -> int:
+    attempts = 0
+
+    async def call() -> None:
+        nonlocal attempts
+        attempts += 1
+        if failures:
+            raise failures.pop(0)
+
+    try:
+        await retry_transient(call, "push", patience_seconds=30, transient=is_transient_for_a_stream)
+    except RemoteError:
+        return -attempts
+    return attempts
+
+
+def test_a_push_retries_the_status_grpc_makes_up_for_a_stream_cut_mid_write_only() -> None:
+    # grpc.aio reports INTERNAL "Internal error from Core" when the replica ends the call
+    # while the stream is still being written (it died mid-push, seen in this file's test
+    # above): retried. An INTERNAL the rollout itself sent is not.
+    made_up = rpc_error(grpc.StatusCode.INTERNAL, "Internal error from Core")
+    assert asyncio.run(attempts_until_done([made_up])) == 2
+    assert asyncio.run(attempts_until_done([rpc_error(grpc.StatusCode.INTERNAL, "engine failed")])) == -1
+    assert asyncio.run(attempts_until_done([rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad shape")])) == -1

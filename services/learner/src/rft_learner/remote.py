@@ -37,8 +37,23 @@ class RemoteError(Exception):
     """A remote service failed in a way retries did not fix."""
 
 
+def is_transient(exc: grpc.aio.AioRpcError) -> bool:
+    return exc.code() in TRANSIENT
+
+
+def is_transient_for_a_stream(exc: grpc.aio.AioRpcError) -> bool:
+    """Also true for the status grpc.aio makes up when the peer ends a call while the
+    client is still writing its stream (a replica dying mid-push): INTERNAL, "Internal
+    error from Core", in place of the peer's own status. A retry tells which it was."""
+    return is_transient(exc) or (exc.code() == grpc.StatusCode.INTERNAL and exc.details() == "Internal error from Core")
+
+
 async def retry_transient(
-    call: Callable[[], Awaitable[T]], what: str, patience_seconds: float, on_retry: Callable[[str], None] | None = None
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    patience_seconds: float,
+    on_retry: Callable[[str], None] | None = None,
+    transient: Callable[[grpc.aio.AioRpcError], bool] = is_transient,
 ) -> T:
     """Run `call`, retrying transient gRPC failures with exponential backoff."""
     deadline = time.monotonic() + patience_seconds
@@ -47,7 +62,7 @@ async def retry_transient(
         try:
             return await call()
         except grpc.aio.AioRpcError as exc:
-            if exc.code() not in TRANSIENT or time.monotonic() + delay > deadline:
+            if not transient(exc) or time.monotonic() + delay > deadline:
                 raise RemoteError(f"{what} failed: {exc.code().name}: {exc.details()}") from exc
             message = f"{what}: {exc.code().name}, retrying in {delay:.1f}s"
             log.warning(message)
@@ -282,7 +297,7 @@ class RolloutPool:
                 # retry starts the next one (waiting for a read in progress, in a thread).
                 await asyncio.to_thread(reading.close)
 
-        await retry_transient(call, what, self.patience_seconds, self.on_retry)
+        await retry_transient(call, what, self.patience_seconds, self.on_retry, is_transient_for_a_stream)
 
     async def generate(
         self,
