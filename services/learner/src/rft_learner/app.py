@@ -22,6 +22,7 @@ from rft_learner.jobs_servicer import SERVICE_NAME as JOBS_SERVICE
 from rft_learner.jobs_servicer import FineTuningServicer
 from rft_learner.trainer.devices import resolve_placement
 from rft_learner.trainer.loop import TrainerSettings
+from rft_learner.weight_sync import WeightSyncSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ def trainer_settings(config: LearnerConfig) -> TrainerSettings:
         placement=resolve_placement(config.device, config.precision),
         micro_batch_tokens=config.micro_batch_tokens,
         trainer_sharding=config.trainer_sharding,
+        weight_sync=WeightSyncSettings(
+            mode=config.weight_sync,
+            backend=config.weight_sync_backend,
+            host=config.weight_sync_host,
+            port=config.weight_sync_port,
+            timeout_seconds=config.weight_sync_timeout_seconds,
+        ),
     )
 
 

@@ -48,6 +48,16 @@ class LearnerConfig(ServerConfig):
     """Where the trainer keeps policy, reference and value head: auto (the first CUDA GPU when there is one, else cpu), cpu, cuda or cuda:N. Under torchrun auto and cuda mean cuda:LOCAL_RANK, one GPU per rank."""
     precision: Literal["auto", "fp32", "bf16", "bf16-mixed"] = "auto"
     """Training precision: fp32; bf16 (bf16 weights and optimizer state: half the memory, lossy updates); bf16-mixed (fp32 master weights, bf16 autocast compute); auto = bf16-mixed on CUDA, fp32 on CPU."""
+    weight_sync: Literal["stream", "collective"] = "stream"
+    """How full weights reach the rollout replicas after each update: stream = chunks on the UpdateWeights gRPC call (portable, checksummed); collective = a torch.distributed broadcast from trainer rank 0 straight into each replica's vLLM workers, UpdateWeights carrying only the manifest (NCCL GPU to GPU, gloo otherwise; the replicas must reach --weight-sync-host:--weight-sync-port). LoRA adapters always stream."""
+    weight_sync_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """With --weight-sync collective: nccl when the trainer is on CUDA and the replica offers it (a GPU rollout), else gloo (host memory over TCP)."""
+    weight_sync_host: str = ""
+    """With --weight-sync collective: the address replicas reach this learner's TCPStore at; "" = this host's address on the route to each replica (the pod IP in a cluster)."""
+    weight_sync_port: int = pydantic.Field(0, ge=0, le=65535)
+    """With --weight-sync collective: port of this learner's TCPStore (the rendezvous); 0 = a free port. The broadcast itself uses ports gloo/NCCL pick."""
+    weight_sync_timeout_seconds: float = pydantic.Field(300.0, gt=0, le=3600)
+    """With --weight-sync collective: how long a transfer waits for a replica's workers to join, and for each tensor."""
     micro_batch_tokens: int = pydantic.Field(16384, ge=0)
     """Padded tokens (sequences x longest sequence) per forward/backward pass; a larger minibatch is split and its gradients accumulated. Bounds the trainer's activation memory; 0 = the whole minibatch at once."""
 

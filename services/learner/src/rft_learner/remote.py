@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -24,7 +25,15 @@ from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common.client import FOREIGN_PINGS_WITHOUT_DATA, aio_channel
 from rft_common.episodes import episode_sample_output, sample_output
 
-from rft_learner.weight_sync import PushPlan, TensorSource, served_dtypes
+from rft_learner.weight_sync import (
+    STREAM,
+    CollectiveTransfer,
+    PushPlan,
+    TensorSource,
+    WeightSyncSettings,
+    pick_backend,
+    served_dtypes,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,9 +122,19 @@ class GeneratedPrompt:
 class RolloutPool:
     """All rollout replicas of a job: prompts are split across them, weights go to all."""
 
-    def __init__(self, addresses: list[str], token: str = "", tls_ca_file: str = "", patience_seconds: float = 600):
+    def __init__(
+        self,
+        addresses: list[str],
+        token: str = "",
+        tls_ca_file: str = "",
+        patience_seconds: float = 600,
+        weight_sync: WeightSyncSettings = STREAM,
+        trainer_on_cuda: bool = False,
+    ):
         self.addresses = addresses
         self.patience_seconds = patience_seconds
+        self.weight_sync = weight_sync
+        self._trainer_on_cuda = trainer_on_cuda
         # No retries inside gRPC: every call here goes through retry_transient, and gRPC's
         # retry machinery wedged a weight push for good when a replica died mid-stream.
         self._channels = [
@@ -268,6 +287,9 @@ class RolloutPool:
     async def _update(self, index: int, version: int, plan: PushPlan, lora: rollout_pb2.LoraAdapter | None) -> None:
         """One UpdateWeights call, retried on transient errors: the rollout answers a
         repeat of the update it applied last with OK, so a lost reply costs a resend."""
+        if self.weight_sync.mode == "collective" and lora is None:  # adapters are small: always streamed
+            await self._update_collective(index, version, plan)
+            return
         stub = self._stubs[index]
         what = f"rollout {self.addresses[index]} UpdateWeights"
 
@@ -296,6 +318,40 @@ class RolloutPool:
                 # read holds every trainer rank until it is closed, so close it now, before a
                 # retry starts the next one (waiting for a read in progress, in a thread).
                 await asyncio.to_thread(reading.close)
+
+        await retry_transient(call, what, self.patience_seconds, self.on_retry, is_transient_for_a_stream)
+
+    async def _update_collective(self, index: int, version: int, plan: PushPlan) -> None:
+        """One UpdateWeights call that carries the manifest while the tensors go over a
+        torch.distributed broadcast to the replica's workers; each attempt its own group."""
+        stub, address = self._stubs[index], self.addresses[index]
+        what = f"rollout {address} UpdateWeights (collective)"
+
+        async def call():
+            info = await self._model_info(index)
+            try:
+                backend = pick_backend(self.weight_sync.backend, info.collective_backends, self._trainer_on_cuda)
+            except ValueError as exc:
+                raise RemoteError(f"{what}: {exc}") from None
+            transfer = CollectiveTransfer(self.weight_sync, plan, address, backend, info.weight_receivers)
+            request = rollout_pb2.UpdateWeightsRequest(header=transfer.header(version))
+            ended = threading.Event()
+            reply = asyncio.ensure_future(stub.UpdateWeights(iter([request]), timeout=600))
+            reply.add_done_callback(lambda _: ended.set())
+            try:
+                await asyncio.to_thread(transfer.send, ended)
+            except Exception as exc:
+                # The replica's end fails too (its group broke): its status says whether
+                # to retry. A reply that does not come means the replica is gone.
+                try:
+                    await asyncio.wait_for(asyncio.shield(reply), self.weight_sync.timeout_seconds)
+                except grpc.aio.AioRpcError:
+                    raise
+                except Exception:
+                    pass
+                reply.cancel()
+                raise RemoteError(f"{what} failed while broadcasting: {exc}") from exc
+            return await reply
 
         await retry_transient(call, what, self.patience_seconds, self.on_retry, is_transient_for_a_stream)
 

@@ -10,14 +10,22 @@ loop keeps answering health checks while a large model streams.
 Under FSDP a read is a collective pass over every rank's shards (ranks.Updater.
 streamed_weights), gathering one tensor at a time: every read is closed when it ends,
 early or not, so a pass once begun runs to its end on every rank.
+
+With --weight-sync collective a full update goes as a torch.distributed broadcast
+instead (`CollectiveTransfer`; rft_common.collective has both ends): the UpdateWeights
+call carries only the manifest, and the tensors go straight from the trainer's
+device into the replica's engine workers, gathered and sent one at a time as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from rft.rollout.v1 import rollout_pb2
@@ -98,14 +106,14 @@ class PushPlan:
     a request stream per replica that reads the tensors again."""
 
     def __init__(self, source: TensorSource, served: Mapping[str, str], default_dtype: str) -> None:
-        self._source = source
+        self.source = source
         self._served = dict(served)
         self._default = default_dtype
         self.manifest: rollout_pb2.WeightsManifest | None = None
 
     def reading(self) -> _Reading:
         """A read of the source, for requests(); close it when the stream is over."""
-        return _Reading(self._source, self._served, self._default)
+        return _Reading(self.source, self._served, self._default)
 
     async def prepare(self, algorithm: str = "crc32") -> None:
         """Checksum every tensor (the manifest): one read, in a worker thread."""
@@ -156,3 +164,123 @@ class PushPlan:
             # pass gathers the tensors not sent yet, so the one being sent is dropped first.
             tensor = None
             await asyncio.to_thread(reading.close)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSyncSettings:
+    """How full weights reach the rollout replicas (LearnerConfig's weight_sync_* flags)."""
+
+    mode: str = "stream"
+    """stream: chunks on the UpdateWeights call; collective: a torch.distributed broadcast."""
+    backend: str = "auto"
+    """collective only: gloo, nccl, or auto (nccl when the weights are on CUDA and the replica takes it)."""
+    host: str = ""
+    """Address the replicas reach this learner's TCPStore at; "" = this host's address on the route to each replica."""
+    port: int = 0
+    """TCPStore port; 0 = a free one."""
+    timeout_seconds: float = 300.0
+    """How long a transfer waits for the replica's workers to join, and for each tensor."""
+
+
+STREAM = WeightSyncSettings()
+
+
+def route_address(replica: str) -> str:
+    """This host's address on the route to `replica` (host:port): what the replica can
+    reach us at in most topologies (loopback for a local replica, the pod IP in a cluster)."""
+    host = replica.rpartition(":")[0].strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # UDP: nothing is sent, the kernel only picks a route
+        return probe.getsockname()[0]
+
+
+_stores: dict[int, object] = {}
+_stores_lock = threading.Lock()
+
+
+def _shared_store(port: int, timeout_seconds: float):
+    """The process's TCPStore on `port` (0: one on a free port), made once: every job's
+    pushes share it, each under its own session keys."""
+    from rft_common import collective
+
+    with _stores_lock:
+        if port not in _stores:
+            _stores[port] = collective.host_store("0.0.0.0", port, timeout_seconds)
+        return _stores[port]
+
+
+def pick_backend(requested: str, offered: Sequence[str], on_cuda: bool) -> str:
+    """The backend of a transfer to a replica that takes `offered`; ValueError naming
+    the flag to change when none fits."""
+    if requested == "auto":
+        requested = "nccl" if on_cuda and "nccl" in offered else "gloo"
+    if requested not in offered:
+        raise ValueError(
+            f"--weight-sync-backend {requested}: the replica takes {', '.join(offered) or 'no collective transfers'}"
+            + (" (NCCL needs a GPU rollout)" if requested == "nccl" else "; use --weight-sync stream")
+        )
+    if requested == "nccl" and not on_cuda:
+        raise ValueError("--weight-sync-backend nccl: the trainer's weights are not on CUDA; use gloo or auto")
+    return requested
+
+
+class CollectiveTransfer:
+    """One attempt at a collective update of one replica: the header to send, and the
+    broadcast (`send`, blocking: run it in a worker thread) of the plan's tensors."""
+
+    def __init__(
+        self, settings: WeightSyncSettings, plan: PushPlan, replica: str, backend: str, receivers: int
+    ) -> None:
+        self._settings = settings
+        self._plan = plan
+        self._backend = backend
+        self._world = 1 + receivers
+        self._store = _shared_store(settings.port, settings.timeout_seconds)
+        host = settings.host or route_address(replica)
+        self.session = f"rft-weights/{uuid.uuid4().hex}/"
+        self.store_address = f"[{host}]:{self._store.port}" if ":" in host else f"{host}:{self._store.port}"
+
+    def header(self, version: int) -> rollout_pb2.WeightsHeader:
+        assert self._plan.manifest is not None, "prepare() first"
+        return rollout_pb2.WeightsHeader(
+            version=version,
+            collective=rollout_pb2.CollectiveWeights(
+                manifest=self._plan.manifest,
+                store_address=self.store_address,
+                session=self.session,
+                backend=self._backend,
+                timeout_seconds=self._settings.timeout_seconds,
+            ),
+        )
+
+    def send(self, call_ended: threading.Event) -> bool:
+        """Wait for the replica's workers, then broadcast every tensor in manifest order,
+        cast to its served dtype (on the tensor's device under NCCL, in host memory under
+        gloo). False when the call ended before the workers joined (refused, or a repeat
+        of the update already applied): nothing was sent."""
+        from rft_common import collective
+
+        store = collective.session_store(self._store, self.session)
+        timeout = self._settings.timeout_seconds
+        if not collective.wait_until_ready(store, self._world, timeout, call_ended):
+            return False
+        group = collective.join_group(store, 0, self._world, self._backend, timeout)
+        tensors = iter(self._plan.source())
+        try:
+            specs = self._plan.manifest.tensors  # type: ignore[union-attr]
+            for index, spec in enumerate(specs):
+                pair = next(tensors, None)
+                if pair is None or pair[0] != spec.name:
+                    got = "the end" if pair is None else repr(pair[0])
+                    raise ValueError(f"tensor {index} of the weights is {got}, the manifest announced {spec.name!r}")
+                tensor = pair[1].detach().to(dtype=getattr(torch, dtypes.from_proto(spec.dtype)))
+                if self._backend == "gloo":
+                    tensor = tensor.cpu()
+                collective.broadcast_bytes(group, tensor.contiguous())
+                pair = tensor = None  # dropped before the next one is read (gathered, under FSDP)
+            return True
+        finally:
+            if close := getattr(tensors, "close", None):
+                close()  # a sharded pass runs to its end on every rank
+            del group

@@ -479,6 +479,8 @@ class RolloutCore:
                 for name, server in self.tools.servers.items()
                 if tenant is None or server.config.allows(tenant)
             ),
+            collective_backends=facts.collective_backends,
+            weight_receivers=facts.weight_receivers,
         )
 
 

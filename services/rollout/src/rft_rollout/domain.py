@@ -30,6 +30,11 @@ class WeightsRejected(RolloutError):
     """The engine refused weights that passed validation (FAILED_PRECONDITION)."""
 
 
+class TransferFailed(RolloutError):
+    """A collective weight transfer broke on the way; nothing changed, and the sender
+    may try again (UNAVAILABLE)."""
+
+
 class ToolsUnavailable(RolloutError):
     """A service the episode's tools need (the grader of Python tools) could not answer
     (UNAVAILABLE: retry later)."""
@@ -197,13 +202,26 @@ class UpdateHeader:
     """The first message of a weight update: the new version and either a manifest
     (`tensors` + `checksum_algorithm`: "none", "crc32", "sha256" or an unknown name
     as received) or the path of a safetensors file; neither when the client sent none.
-    `lora` is set when the tensors are a LoRA adapter instead of the whole state dict."""
+    With `collective` the manifest's tensors arrive over torch.distributed instead of
+    chunks. `lora` is set when the tensors are a LoRA adapter instead of the whole
+    state dict."""
 
     version: int
     tensors: tuple[TensorSpec, ...] | None = None
     checksum_algorithm: str = "none"
     safetensors_path: str | None = None
     lora: LoraAdapter | None = None
+    collective: CollectiveTransfer | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectiveTransfer:
+    """Where a collective update's tensors come from (rft.rollout.v1.CollectiveWeights)."""
+
+    store_address: str
+    session: str
+    backend: str
+    timeout_seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +252,8 @@ class ModelInfo:
     max_lora_rank: int  # 0: adapter updates are refused
     lora: LoraAdapter | None  # the adapter serving on top of the weights, if any
     tool_servers: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # (name, kind, tool names)
+    collective_backends: tuple[str, ...] = ()
+    weight_receivers: int = 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,10 +38,19 @@ class EngineFacts:
     max_model_len: int
     eos_token_id: int
     vocab_size: int
+    collective_backends: tuple[str, ...] = ()
+    """torch.distributed backends `receive_weights` joins (rft.rollout.v1.CollectiveWeights)."""
+    weight_receivers: int = 1
+    """Engine workers each collective transfer reaches (tensor x pipeline parallel size)."""
 
 
 class WeightsNotApplied(Exception):
     """The engine checked the weights and refused them before changing anything."""
+
+
+class TransferBroken(Exception):
+    """A collective transfer failed on the way (the sender went away, a timeout);
+    nothing was applied, and the same update may be sent again."""
 
 
 class Engine(Protocol):
@@ -77,6 +86,20 @@ class Engine(Protocol):
         number of aborted requests. WeightsNotApplied if the engine refused the file
         with the old weights (and adapter) intact."""
 
+    async def receive_weights(self, transfer: dict) -> None:
+        """Join a collective transfer on every worker and receive all of its tensors
+        into buffers, serving meanwhile on the old weights (`transfer`: store_address,
+        session, backend, world, timeout_seconds, checksum_algorithm, specs as
+        (name, dtype, shape, size_bytes, checksum)). TransferBroken if the transfer
+        failed on the way, WeightsNotApplied if bytes did not match their checksums;
+        nothing is applied either way."""
+
+    async def swap_received_weights(self, session: str, version_label: str) -> int:
+        """swap_weights for the tensors `receive_weights` received for `session`."""
+
+    async def discard_received_weights(self) -> None:
+        """Drop tensors received and not applied."""
+
     async def swap_lora(self, adapter_dir: str, version_label: str) -> int:
         """Abort in-flight requests, load the PEFT adapter in `adapter_dir` (kept until
         the next swap) as the adapter of every later request in place of the previous
@@ -96,7 +119,7 @@ class VllmEngine:
     request runs with the adapter of the version its tokens are labelled with.
     """
 
-    def __init__(self, llm, name: str) -> None:
+    def __init__(self, llm, name: str, collective_backends: tuple[str, ...] = ()) -> None:
         self._llm = llm
         self._lora = None  # the LoRARequest every request carries; None: no adapter
         self._no_swap = asyncio.Event()  # cleared while a swap runs
@@ -113,6 +136,8 @@ class VllmEngine:
             max_model_len=int(model_config.max_model_len),
             eos_token_id=int(eos) if eos is not None else -1,
             vocab_size=int(model_config.get_vocab_size()),
+            collective_backends=collective_backends,
+            weight_receivers=int(llm.vllm_config.parallel_config.world_size),
         )
 
     # -- prompts ---------------------------------------------------------------------
@@ -276,8 +301,29 @@ class VllmEngine:
     # -- weights ---------------------------------------------------------------------
 
     async def swap_weights(self, path: str, expected_shapes: dict[str, list[int]], version_label: str) -> int:
+        return await self._swap_full("rft_reload_weights", (path, expected_shapes), version_label)
+
+    async def receive_weights(self, transfer: dict) -> None:
+        # Each worker blocks in the broadcast; the engine steps again once all returned.
+        results = await self._llm.collective_rpc("rft_receive_weights", args=(transfer,))
+        failed = [result for result in results if not result["received"]]
+        if failed:
+            await self.discard_received_weights()
+            broken = [result["error"] for result in failed if result["broken"]]
+            if broken:
+                raise TransferBroken(broken[0])
+            raise WeightsNotApplied(failed[0]["error"])
+
+    async def swap_received_weights(self, session: str, version_label: str) -> int:
+        return await self._swap_full("rft_apply_received", (session,), version_label)
+
+    async def discard_received_weights(self) -> None:
+        await self._llm.collective_rpc("rft_discard_received")
+
+    async def _swap_full(self, method: str, args: tuple, version_label: str) -> int:
+        """Paused: full weights through the worker extension's `method`, the adapter dropped."""
         async with self._paused() as aborted:
-            results = await self._llm.collective_rpc("rft_reload_weights", args=(path, expected_shapes))
+            results = await self._llm.collective_rpc(method, args=args)
             refused = [result["error"] for result in results if not result["applied"]]
             if refused:
                 raise WeightsNotApplied(refused[0])
@@ -427,7 +473,9 @@ async def open_vllm_engine(config: RolloutConfig) -> AsyncIterator[VllmEngine]:
     args = _engine_args(config)
     llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
     try:
-        engine = VllmEngine(llm, f"vllm {vllm.__version__}")
+        # gloo moves host memory, so any engine takes it; NCCL only GPU to GPU.
+        backends = ("gloo", "nccl") if current_platform.is_cuda() else ("gloo",)
+        engine = VllmEngine(llm, f"vllm {vllm.__version__}", backends)
         await engine.label_weights("0")
         yield engine
     finally:

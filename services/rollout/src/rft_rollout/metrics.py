@@ -34,7 +34,7 @@ WEIGHT_UPDATE_SECONDS = Histogram(
 WEIGHT_UPDATE_BYTES = Counter("rft_rollout_weight_update_bytes_total", "Tensor bytes of applied weight updates.")
 WEIGHT_UPDATE_FAILURES = Counter(
     "rft_rollout_weight_update_failures_total",
-    "Weight updates refused or failed, by reason (invalid: bad request; engine: the engine failed).",
+    "Weight updates refused or failed, by reason (invalid: bad request; engine: the engine failed; not_ready; transfer: a collective transfer broke).",
     ["reason"],
 )
 

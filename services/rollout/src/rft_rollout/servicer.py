@@ -15,6 +15,7 @@ from rft_common.weights import CHECKSUM_ALGORITHMS
 from rft_rollout.core import RolloutCore
 from rft_rollout.domain import (
     ChatMessage,
+    CollectiveTransfer,
     EpisodeOutcome,
     EpisodeParams,
     InvalidRequest,
@@ -27,6 +28,7 @@ from rft_rollout.domain import (
     Sampling,
     TensorSpec,
     ToolsUnavailable,
+    TransferFailed,
     UpdateHeader,
     UpdateResult,
     WeightsRejected,
@@ -53,7 +55,7 @@ CHECKSUMS: dict[int, str] = {value: name for name, value in CHECKSUM_ALGORITHMS.
 def _status_for(error: RolloutError) -> grpc.StatusCode:
     if isinstance(error, InvalidRequest):
         return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(error, (NotReady, ToolsUnavailable)):
+    if isinstance(error, (NotReady, ToolsUnavailable, TransferFailed)):
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, WeightsRejected):
         return grpc.StatusCode.FAILED_PRECONDITION
@@ -121,13 +123,18 @@ def header_from_proto(first: rollout_pb2.UpdateWeightsRequest | None) -> UpdateH
         base_version = header.lora.base_version if header.lora.HasField("base_version") else None
         lora = LoraAdapter(header.lora.rank, header.lora.alpha, base_version)
     source = header.WhichOneof("source")
-    if source == "manifest":
-        algorithm = header.manifest.checksum_algorithm
+    if source in ("manifest", "collective"):
+        manifest = header.manifest if source == "manifest" else header.collective.manifest
+        collective = None
+        if source == "collective":
+            c = header.collective
+            collective = CollectiveTransfer(c.store_address, c.session, c.backend, c.timeout_seconds)
         return UpdateHeader(
             version=header.version,
-            tensors=tuple(tensor_spec_from_proto(spec) for spec in header.manifest.tensors),
-            checksum_algorithm=CHECKSUMS.get(algorithm, str(algorithm)),
+            tensors=tuple(tensor_spec_from_proto(spec) for spec in manifest.tensors),
+            checksum_algorithm=CHECKSUMS.get(manifest.checksum_algorithm, str(manifest.checksum_algorithm)),
             lora=lora,
+            collective=collective,
         )
     if source == "safetensors_path":
         return UpdateHeader(version=header.version, safetensors_path=header.safetensors_path, lora=lora)
@@ -230,6 +237,8 @@ def model_info_to_proto(info: ModelInfo) -> rollout_pb2.GetModelInfoResponse:
         tool_servers=[
             rollout_pb2.ToolServer(name=name, kind=kind, tools=tools) for name, kind, tools in info.tool_servers
         ],
+        collective_backends=info.collective_backends,
+        weight_receivers=info.weight_receivers,
     )
 
 

@@ -5,8 +5,10 @@ engine is touched; then, under one lock, the engine aborts in-flight requests, l
 the file and labels later tokens with the new version. A LoRA update is staged as a
 PEFT adapter directory (its tensors and an adapter_config.json) that the engine serves
 from; the directory stays while the adapter serves and is removed when a later update
-replaces it (a full update removes the adapter). Plain Python over the `Engine`
-interface; no protobuf.
+replaces it (a full update removes the adapter). A collective update is received by
+the engine's workers themselves, into buffers beside the model, and applied from
+there under the same lock; a repeat of the update last applied is answered without
+joining the transfer. Plain Python over the `Engine` interface; no protobuf.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from typing import TYPE_CHECKING
 
 from rft_rollout import metrics
 from rft_rollout.domain import (
+    CollectiveTransfer,
     InvalidRequest,
     LoraAdapter,
     NotReady,
     TensorSpec,
+    TransferFailed,
     UpdateHeader,
     UpdateResult,
     WeightsRejected,
 )
-from rft_rollout.engine import Engine, WeightsNotApplied, shapes_by_name
+from rft_rollout.engine import Engine, TransferBroken, WeightsNotApplied, shapes_by_name
 from rft_rollout.model_spec import ModelDescription
 from rft_rollout.weights import (
     ADAPTER_FILE,
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Chunk = tuple[int, int, bytes]  # (tensor_index, offset, data)
+MAX_TRANSFER_TIMEOUT_SECONDS = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +93,8 @@ class WeightUpdates:
         self._applied: tuple[tuple, UpdateResult] | None = None
         self._expected = {spec.name: spec for spec in model.tensors}
         self._lock = asyncio.Lock()
+        # The workers hold one received update at a time.
+        self._receiving = asyncio.Lock()
         self._check_serving = check_serving
         self._stop_serving = stop_serving
         metrics.POLICY_VERSION.set(0)
@@ -118,7 +125,10 @@ class WeightUpdates:
             if header.lora is not None:
                 check_lora_header(header.lora, self.settings.max_lora_rank)
                 self._check_base_version(header.lora)
-            if header.tensors is not None:
+            if header.collective is not None:
+                transport = "collective"
+                result = await self._update_from_collective(header, chunks, started)
+            elif header.tensors is not None:
                 transport = "stream"
                 result = await self._update_from_stream(header, chunks, started)
             elif header.safetensors_path is not None:
@@ -174,6 +184,67 @@ class WeightUpdates:
         finally:
             await asyncio.to_thread(self._discard_unless_served, path)
 
+    async def _update_from_collective(self, header: UpdateHeader, chunks: AsyncIterator[Chunk], started: float):
+        """Have the engine's workers receive every tensor over torch.distributed, then
+        apply what they received."""
+        async for _ in chunks:
+            raise InvalidRequest("chunk: no chunks may follow a header with a collective transfer")
+        transfer = header.collective
+        assert transfer is not None and header.tensors is not None
+        if header.lora is not None:
+            raise InvalidRequest(
+                "header.lora: a collective transfer carries full weights only; send an adapter as a manifest stream"
+            )
+        self._check_transfer(transfer)
+        specs = header.tensors
+        algorithm = header.checksum_algorithm
+        if algorithm not in CHECKSUM_ALGORITHMS:
+            raise InvalidRequest(f"header.collective.manifest.checksum_algorithm: unknown value {algorithm}")
+        self._check_tensors(specs, None, "header.collective.manifest.tensors")
+        check_checksums_format(specs, algorithm, "header.collective.manifest.tensors")
+        async with self._receiving:
+            try:
+                await self.engine.receive_weights(
+                    {
+                        "store_address": transfer.store_address,
+                        "session": transfer.session,
+                        "backend": transfer.backend,
+                        "world": 1 + self.engine.facts.weight_receivers,
+                        "timeout_seconds": transfer.timeout_seconds,
+                        "checksum_algorithm": algorithm,
+                        "specs": [(s.name, s.dtype, list(s.shape), s.size_bytes, s.checksum) for s in specs],
+                    }
+                )
+            except WeightsNotApplied as exc:
+                raise InvalidRequest(f"header.collective: {exc}") from None
+            except TransferBroken as exc:
+                raise TransferFailed(f"the collective transfer broke, nothing changed: {exc}") from None
+            received = time.perf_counter() - started
+            total = sum(spec.size_bytes for spec in specs)
+            try:
+                return await self._apply(header, None, [], len(specs), total, received, transfer.session)
+            finally:
+                await self.engine.discard_received_weights()  # a no-op once applied
+
+    def _check_transfer(self, transfer: CollectiveTransfer) -> None:
+        backends = self.engine.facts.collective_backends
+        problems = []
+        if transfer.backend not in backends:
+            takes = ", ".join(backends) if backends else "none: this engine takes no collective transfers"
+            problems.append(f"header.collective.backend: {transfer.backend!r} is not one this replica takes ({takes})")
+        host, _, port = transfer.store_address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"header.collective.store_address: {transfer.store_address!r} is not host:port")
+        if not transfer.session:
+            problems.append("header.collective.session: required, unique per transfer")
+        if not 0 < transfer.timeout_seconds <= MAX_TRANSFER_TIMEOUT_SECONDS:
+            problems.append(
+                f"header.collective.timeout_seconds: {transfer.timeout_seconds:g} must be in "
+                f"(0, {MAX_TRANSFER_TIMEOUT_SECONDS}]"
+            )
+        if problems:
+            raise InvalidRequest("; ".join(problems))
+
     async def _update_from_file(self, header: UpdateHeader, chunks: AsyncIterator[Chunk], started: float):
         """Check a safetensors file inside the weights directory, then apply it. An
         adapter is copied into the staging directory first: the service serves from its
@@ -218,10 +289,19 @@ class WeightUpdates:
             )
 
     async def _apply(
-        self, header: UpdateHeader, path: pathlib.Path, modules: list[str], count: int, total: int, received: float
+        self,
+        header: UpdateHeader,
+        path: pathlib.Path | None,
+        modules: list[str],
+        count: int,
+        total: int,
+        received: float,
+        session: str = "",
     ) -> UpdateResult:
+        """Apply the staged file at `path`, or (`session`) what the workers received."""
         version, lora = header.version, header.lora
         if lora is not None:
+            assert path is not None
             await asyncio.to_thread(write_adapter_config, path.parent, lora, modules)
         async with self._lock:
             self._check_serving()
@@ -233,11 +313,14 @@ class WeightUpdates:
             previous = self.version
             started = time.perf_counter()
             try:
-                if lora is None:
+                if session:
+                    aborted = await self.engine.swap_received_weights(session, str(version))
+                elif lora is None:
                     aborted = await self.engine.swap_weights(
                         str(path), shapes_by_name(self.model.tensors), str(version)
                     )
                 else:
+                    assert path is not None
                     aborted = await self.engine.swap_lora(str(path.parent), str(version))
             except WeightsNotApplied as exc:
                 what = "weights" if lora is None else "adapter"
@@ -257,7 +340,7 @@ class WeightUpdates:
             else:
                 lora = dataclasses.replace(lora, base_version=self.base_version)
             # An adapter replaces the previous one; full weights replace both.
-            retired, self._adapter = self._adapter, None if lora is None else _ServedAdapter(lora, path.parent)
+            retired, self._adapter = self._adapter, None if lora is None else _ServedAdapter(lora, path.parent)  # type: ignore[union-attr]
             result = UpdateResult(version, previous, count, total, received, applied, aborted)
             self._applied = (_fingerprint(header), result)
         if retired is not None:
@@ -305,4 +388,7 @@ def _count_failure():
         raise
     except NotReady:
         metrics.WEIGHT_UPDATE_FAILURES.labels("not_ready").inc()
+        raise
+    except TransferFailed:
+        metrics.WEIGHT_UPDATE_FAILURES.labels("transfer").inc()
         raise

@@ -39,3 +39,64 @@ class WeightReloadExtension:
             return {"applied": False, "error": error}
         self.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)  # type: ignore[attr-defined]
         return {"applied": True, "error": ""}
+
+    def rft_receive_weights(self, transfer: dict) -> dict[str, object]:
+        """Join a CollectiveWeights transfer as rank 1 + this worker's rank and receive
+        every tensor of `transfer["specs"]` (name, dtype, shape, size, checksum) into
+        buffers: host memory under gloo, this worker's device under NCCL. Checksums are
+        checked on host buffers. Nothing is applied: `rft_apply_received` does that, and
+        a failed or refused receive keeps the old weights: {"received": False, "error",
+        "broken"}, broken when the transfer itself failed (the sender went away, a
+        timeout) rather than delivering bytes that do not match their checksum.
+        """
+        import torch
+        from rft_common import collective
+        from rft_common.weights import checksum
+
+        self.rft_discard_received()
+        group = None
+        try:
+            timeout = float(transfer["timeout_seconds"])
+            store = collective.session_store(
+                collective.connect_store(transfer["store_address"], timeout), transfer["session"]
+            )
+            rank = 1 + int(self.rank)  # type: ignore[attr-defined]
+            collective.announce_ready(store, rank)
+            backend = transfer["backend"]
+            group = collective.join_group(store, rank, int(transfer["world"]), backend, timeout)
+            device = self.device if backend == "nccl" else torch.device("cpu")  # type: ignore[attr-defined]
+            received = {}
+            algorithm = transfer["checksum_algorithm"]
+            for name, dtype, shape, size, expected in transfer["specs"]:
+                buffer = torch.empty(size, dtype=torch.uint8, device=device)
+                collective.broadcast_bytes(group, buffer)
+                if expected and algorithm != "none" and buffer.device.type == "cpu":
+                    actual = checksum(memoryview(buffer.numpy()), algorithm)
+                    if actual != expected:
+                        error = f"tensor {name!r}: {algorithm} {actual}, expected {expected}"
+                        return {"received": False, "error": error, "broken": False}
+                received[name] = buffer.view(getattr(torch, dtype)).reshape(shape)
+            self._rft_received = (transfer["session"], received)
+            return {"received": True, "error": "", "broken": False}
+        except Exception as exc:  # noqa: BLE001 - a broken transfer is a refusal, never a dead engine
+            return {
+                "received": False,
+                "error": f"receiving over {transfer.get('backend')} failed: {exc}",
+                "broken": True,
+            }
+        finally:
+            del group  # gloo closes its connections here
+
+    def rft_apply_received(self, session: str) -> dict[str, object]:
+        """Load the tensors `rft_receive_weights` received for `session`, every state-dict
+        key, into the running model; then let the buffers go."""
+        held = getattr(self, "_rft_received", None)
+        if held is None or held[0] != session:
+            return {"applied": False, "error": f"no weights received for transfer {session!r}"}
+        self._rft_received = None
+        self.reload_weights(weights_iterator=iter(held[1].items()), is_checkpoint_format=True)  # type: ignore[attr-defined]
+        return {"applied": True, "error": ""}
+
+    def rft_discard_received(self) -> None:
+        """Drop weights received and not applied."""
+        self._rft_received = None

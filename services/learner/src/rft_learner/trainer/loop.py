@@ -37,6 +37,7 @@ from rft_learner.trainer.evaluate import evaluate
 from rft_learner.trainer.policy import ValueHead, load_model, load_tokenizer
 from rft_learner.trainer.ranks import Updater
 from rft_learner.trainer.rl_step import Collector, JobFailure, RLStepper, episode_params, job_tenant
+from rft_learner.weight_sync import STREAM, WeightSyncSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class TrainerSettings:
     """Padded tokens per forward/backward pass; 0 = a whole minibatch at once."""
     trainer_sharding: str = "none"
     """"fsdp": shard model, reference and value head over the trainer ranks (not LoRA jobs)."""
+    weight_sync: WeightSyncSettings = STREAM
+    """How full weights reach the replicas (--weight-sync*)."""
 
 
 def grader_client(
@@ -113,6 +116,8 @@ def rollout_pool(settings: TrainerSettings, patience_seconds: float) -> RolloutP
         token=settings.rollout_token,
         tls_ca_file=settings.tls_ca_file,
         patience_seconds=patience_seconds,
+        weight_sync=settings.weight_sync,
+        trainer_on_cuda=settings.placement.device.type == "cuda",
     )
 
 

@@ -265,16 +265,32 @@ class LoraAdapter(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[float] = ..., base_version: _Optional[int] = ...) -> None: ...
 
 class WeightsHeader(_message.Message):
-    __slots__ = ("version", "manifest", "safetensors_path", "lora")
+    __slots__ = ("version", "manifest", "safetensors_path", "collective", "lora")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     SAFETENSORS_PATH_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIVE_FIELD_NUMBER: _ClassVar[int]
     LORA_FIELD_NUMBER: _ClassVar[int]
     version: int
     manifest: WeightsManifest
     safetensors_path: str
+    collective: CollectiveWeights
     lora: LoraAdapter
-    def __init__(self, version: _Optional[int] = ..., manifest: _Optional[_Union[WeightsManifest, _Mapping]] = ..., safetensors_path: _Optional[str] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., manifest: _Optional[_Union[WeightsManifest, _Mapping]] = ..., safetensors_path: _Optional[str] = ..., collective: _Optional[_Union[CollectiveWeights, _Mapping]] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ...) -> None: ...
+
+class CollectiveWeights(_message.Message):
+    __slots__ = ("manifest", "store_address", "session", "backend", "timeout_seconds")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    STORE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    manifest: WeightsManifest
+    store_address: str
+    session: str
+    backend: str
+    timeout_seconds: float
+    def __init__(self, manifest: _Optional[_Union[WeightsManifest, _Mapping]] = ..., store_address: _Optional[str] = ..., session: _Optional[str] = ..., backend: _Optional[str] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class WeightsChunk(_message.Message):
     __slots__ = ("tensor_index", "offset", "data")
@@ -349,7 +365,7 @@ class ToolServer(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "architecture", "num_parameters", "vocab_size", "max_model_len", "dtype", "policy_version", "tensors", "limits", "engine", "eos_token_id", "max_lora_rank", "lora", "tool_servers")
+    __slots__ = ("model", "architecture", "num_parameters", "vocab_size", "max_model_len", "dtype", "policy_version", "tensors", "limits", "engine", "eos_token_id", "max_lora_rank", "lora", "tool_servers", "collective_backends", "weight_receivers")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -364,6 +380,8 @@ class GetModelInfoResponse(_message.Message):
     MAX_LORA_RANK_FIELD_NUMBER: _ClassVar[int]
     LORA_FIELD_NUMBER: _ClassVar[int]
     TOOL_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIVE_BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_RECEIVERS_FIELD_NUMBER: _ClassVar[int]
     model: str
     architecture: str
     num_parameters: int
@@ -378,4 +396,6 @@ class GetModelInfoResponse(_message.Message):
     max_lora_rank: int
     lora: LoraAdapter
     tool_servers: _containers.RepeatedCompositeFieldContainer[ToolServer]
-    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., num_parameters: _Optional[int] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., dtype: _Optional[str] = ..., policy_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., engine: _Optional[str] = ..., eos_token_id: _Optional[int] = ..., max_lora_rank: _Optional[int] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ..., tool_servers: _Optional[_Iterable[_Union[ToolServer, _Mapping]]] = ...) -> None: ...
+    collective_backends: _containers.RepeatedScalarFieldContainer[str]
+    weight_receivers: int
+    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., num_parameters: _Optional[int] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., dtype: _Optional[str] = ..., policy_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., limits: _Optional[_Union[RequestLimits, _Mapping]] = ..., engine: _Optional[str] = ..., eos_token_id: _Optional[int] = ..., max_lora_rank: _Optional[int] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ..., tool_servers: _Optional[_Iterable[_Union[ToolServer, _Mapping]]] = ..., collective_backends: _Optional[_Iterable[str]] = ..., weight_receivers: _Optional[int] = ...) -> None: ...

@@ -93,8 +93,10 @@ class RolloutServiceServicer:
 
     def UpdateWeights(self, request_iterator, context):
         """UpdateWeights replaces the policy weights. The first message is a header with
-        the new version and either a manifest of tensors (then chunks follow) or the
-        path of a safetensors file on a shared volume (then nothing follows).
+        the new version and either a manifest of tensors (then chunks follow), the
+        path of a safetensors file on a shared volume (then nothing follows), or a
+        collective transfer (nothing follows: the engine's workers receive the
+        tensors over torch.distributed from the sender while the call is open).
         Everything is checked before anything is applied; on any error the previous
         weights keep serving. Idempotent: re-sending the update last applied (same
         version, same manifest with its checksums, or same file path, same adapter)
