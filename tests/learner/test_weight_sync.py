@@ -34,6 +34,17 @@ def test_tensors_are_cast_to_the_dtype_the_rollout_serves() -> None:
     assert adapter.dtype == "float16"
 
 
+def test_a_manifest_without_checksums_describes_the_served_tensors() -> None:
+    served = {"embed.weight": "bfloat16", "norm.weight": "bfloat16", "position_ids": "int64"}
+    checked, described = PushPlan(WEIGHTS.items, served, "bfloat16"), PushPlan(WEIGHTS.items, served, "bfloat16")
+    asyncio.run(checked.prepare("crc32"))
+    asyncio.run(described.prepare("none"))
+    for spec in checked.manifest.tensors:
+        spec.checksum = ""
+    assert described.manifest.tensors == checked.manifest.tensors  # names, served dtypes, shapes, sizes
+    assert described.manifest.checksum_algorithm == rollout_pb2.CHECKSUM_ALGORITHM_UNSPECIFIED
+
+
 def test_a_push_reads_the_weights_once_for_checksums_and_once_per_stream() -> None:
     reads = []
 

@@ -80,10 +80,42 @@ def plan_of(rollout, weights) -> PushPlan:
     return plan
 
 
+def gpu_engine(rollout) -> bool:
+    return "nccl" in rollout.stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30).collective_backends
+
+
 def test_the_replica_offers_gloo_to_its_one_worker(rollout) -> None:
     info = rollout.stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30)
-    assert list(info.collective_backends) == ["gloo"]  # a CPU engine: no NCCL
+    # NCCL only where vLLM runs on CUDA: gloo (host memory) is always there.
+    expected = ["gloo", "nccl"] if torch.cuda.is_available() and gpu_engine(rollout) else ["gloo"]
+    assert list(info.collective_backends) == expected
     assert info.weight_receivers == 1
+
+
+def test_nccl_from_a_cuda_trainer_serves_the_same_tokens_as_a_stream(rollout, models) -> None:
+    """GPU only: the trainer's CUDA tensors (on cuda:1) broadcast over NCCL into vLLM's
+    worker (on cuda:0): NCCL refuses two ranks of one group on the same GPU."""
+    if not (torch.cuda.device_count() >= 2 and torch.distributed.is_nccl_available() and gpu_engine(rollout)):
+        pytest.skip("needs 2 CUDA devices, a torch build with NCCL and the rollout on vLLM's GPU build")
+    weights = models.weight_sets["C"]
+    rollout.stub.UpdateWeights(weight_update_requests(current_version(rollout.stub) + 1, weights.items()), timeout=120)
+    streamed = outputs(rollout)[1]
+    rollout.stub.UpdateWeights(
+        weight_update_requests(current_version(rollout.stub) + 1, models.weight_sets["B"].items()), timeout=120
+    )
+
+    async def run():
+        settings = WeightSyncSettings(mode="collective", backend="nccl", host="127.0.0.1", timeout_seconds=60)
+        pool = RolloutPool([rollout.proc.address], patience_seconds=30, weight_sync=settings, trainer_on_cuda=True)
+        try:
+            pool.set_weights_source(lambda: ((n, torch.from_numpy(a).to("cuda:1")) for n, a in weights.items()))
+            await pool.push_weights()
+            return pool.version
+        finally:
+            await pool.close()
+
+    version = asyncio.run(run())
+    assert outputs(rollout) == (version, streamed)
 
 
 def test_collective_and_streamed_weights_serve_the_same_tokens(rollout, models) -> None:
@@ -136,7 +168,9 @@ def test_a_transfer_the_sender_abandons_changes_nothing_and_the_next_one_lands(r
     assert isinstance(reply, grpc.RpcError) and reply.code() == grpc.StatusCode.UNAVAILABLE, reply
     assert "broke" in reply.details()
     assert outputs(rollout) == served
-    assert (metric_value(rollout.proc.metrics(), "rft_rollout_weight_update_failures_total", reason="transfer") or 0) >= 1
+    assert (
+        metric_value(rollout.proc.metrics(), "rft_rollout_weight_update_failures_total", reason="transfer") or 0
+    ) >= 1
 
     plan.source = source(weights)
     reply, sent = attempt(rollout, served[0] + 1, plan)

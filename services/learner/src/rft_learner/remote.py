@@ -200,7 +200,7 @@ class RolloutPool:
         assert self._weights_source is not None
         started = time.perf_counter()
         infos = await self.model_info()
-        plan = await self._plan(self._weights_source, infos)
+        plan = await self._plan(self._weights_source, infos, full=self._lora is None)
         latest = max([self.version, *(i.policy_version for i in infos)])
         # A replica that still needs the LoRA base takes it as version - 1.
         needs_base = self._lora is not None and None in self._base_versions
@@ -212,8 +212,12 @@ class RolloutPool:
             await asyncio.gather(*(self._push_one(i, plan) for i in range(len(self._stubs))))
         return time.perf_counter() - started
 
-    async def _plan(self, source: TensorSource, infos: Sequence[rollout_pb2.GetModelInfoResponse]) -> PushPlan:
-        """A push of `source`'s tensors in the dtypes the replicas serve, checksummed once."""
+    async def _plan(
+        self, source: TensorSource, infos: Sequence[rollout_pb2.GetModelInfoResponse], full: bool = True
+    ) -> PushPlan:
+        """A push of `source`'s tensors in the dtypes the replicas serve, checksummed once
+        for a stream. Full weights sent collectively carry no checksums: gloo rides on
+        TCP's, NCCL's receivers are GPUs, and the pass would cost a read of the model."""
         served = [served_dtypes(info) for info in infos]
         if any(s != served[0] for s in served[1:]) or len({info.dtype for info in infos}) > 1:
             listing = ", ".join(f"{a} serves {info.dtype}" for a, info in zip(self.addresses, infos, strict=True))
@@ -221,7 +225,7 @@ class RolloutPool:
                 f"the rollout replicas serve different dtypes ({listing}); start them with the same --dtype"
             )
         plan = PushPlan(source, served[0], infos[0].dtype)
-        await plan.prepare()
+        await plan.prepare("none" if full and self.weight_sync.mode == "collective" else "crc32")
         return plan
 
     async def _push_one(self, index: int, plan: PushPlan) -> None:
@@ -282,7 +286,8 @@ class RolloutPool:
             self._base_versions[index] = None  # it restarted from its model directory
             assert self._weights_source is not None
             async with self.weights_guard:
-                await self._bring_to_version(index, await self._plan(self._weights_source, [info]))
+                plan = await self._plan(self._weights_source, [info], full=self._lora is None)
+                await self._bring_to_version(index, plan)
 
     async def _update(self, index: int, version: int, plan: PushPlan, lora: rollout_pb2.LoraAdapter | None) -> None:
         """One UpdateWeights call, retried on transient errors: the rollout answers a

@@ -52,17 +52,20 @@ def to_wire(name: str, tensor: torch.Tensor, dtype: str) -> WireTensor:
 def wire_tensors(
     tensors: Iterable[tuple[str, torch.Tensor]], served: Mapping[str, str], default_dtype: str
 ) -> Iterator[WireTensor]:
-    """Each tensor cast to its served dtype; a floating tensor the rollout does not list
-    (a LoRA adapter's) takes `default_dtype`, the engine's; others keep their own."""
+    """Each tensor cast to its served dtype (`served_dtype`), as wire bytes."""
     for name, tensor in tensors:
-        if name in served:
-            dtype = served[name]
-        elif tensor.is_floating_point():
-            dtype = default_dtype
-        else:
-            dtype = dtypes.dtype_name(tensor.dtype)
-        yield to_wire(name, tensor, dtype)
+        yield to_wire(name, tensor, served_dtype(name, tensor, served, default_dtype))
         del tensor  # before the next one is read: under FSDP it is gathered then
+
+
+def served_dtype(name: str, tensor: torch.Tensor, served: Mapping[str, str], default_dtype: str) -> str:
+    """The dtype `tensor` goes to the rollout in: the one it serves the name in; a floating
+    tensor it does not list (a LoRA adapter's) takes `default_dtype`; others keep their own."""
+    if name in served:
+        return served[name]
+    if tensor.is_floating_point():
+        return default_dtype
+    return dtypes.dtype_name(tensor.dtype)
 
 
 class _Reading:
@@ -116,7 +119,30 @@ class PushPlan:
         return _Reading(self.source, self._served, self._default)
 
     async def prepare(self, algorithm: str = "crc32") -> None:
-        """Checksum every tensor (the manifest): one read, in a worker thread."""
+        """Checksum every tensor (the manifest): one read, in a worker thread. With
+        algorithm "none" the manifest is names, dtypes and shapes only, and no tensor is
+        cast or copied (under FSDP the pass still gathers each one)."""
+
+        def described() -> rollout_pb2.WeightsManifest:
+            tensors = iter(self.source())
+            try:
+                specs = []
+                for name, tensor in tensors:
+                    dtype = served_dtype(name, tensor, self._served, self._default)
+                    shape = tuple(tensor.shape)
+                    specs.append(
+                        rollout_pb2.TensorSpec(
+                            name=name,
+                            dtype=dtypes.DTYPES[dtype].proto,
+                            shape=list(shape),
+                            size_bytes=dtypes.nbytes(dtype, shape),
+                        )
+                    )
+                    del tensor
+                return rollout_pb2.WeightsManifest(tensors=specs, checksum_algorithm=CHECKSUM_ALGORITHMS["none"])
+            finally:
+                if close := getattr(tensors, "close", None):
+                    close()
 
         def checksums() -> rollout_pb2.WeightsManifest:
             with contextlib.closing(self.reading()) as reading:
@@ -126,7 +152,7 @@ class PushPlan:
                     del tensor  # before the next one is read
                 return rollout_pb2.WeightsManifest(tensors=specs, checksum_algorithm=CHECKSUM_ALGORITHMS[algorithm])
 
-        self.manifest = await asyncio.to_thread(checksums)
+        self.manifest = await asyncio.to_thread(described if algorithm == "none" else checksums)
 
     @property
     def total_bytes(self) -> int:
