@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 from rft.rollout.v1 import rollout_pb2
+from rft_common import collective
 from rft_common.weights import weight_update_requests
 from rft_learner.remote import RemoteError, RolloutPool
-from rft_learner.weight_sync import CollectiveTransfer, PushPlan, WeightSyncSettings, served_dtypes
+from rft_learner.weight_sync import CollectiveTransfer, PushPlan, TransferError, WeightSyncSettings, served_dtypes
 from rollout_helpers import current_version, greedy, metric_value
 
 PROBES = [[5, 6, 7], [40, 41, 42, 43], [70, 3, 71]]
@@ -147,7 +148,7 @@ def test_bytes_that_do_not_match_the_manifest_are_refused_and_the_old_weights_se
     assert isinstance(reply, grpc.RpcError) and reply.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "crc32" in reply.details()
     # The worker stops at the first bad tensor; the sender sees its peer leave.
-    assert isinstance(sent, RuntimeError) and "closed by peer" in str(sent)
+    assert isinstance(sent, TransferError) and "closed by peer" in str(sent)
     assert outputs(rollout) == served
 
 
@@ -164,7 +165,7 @@ def test_a_transfer_the_sender_abandons_changes_nothing_and_the_next_one_lands(r
     plan = plan_of(rollout, weights)
     plan.source = dies_after_three
     reply, sent = attempt(rollout, served[0] + 1, plan)
-    assert isinstance(sent, RuntimeError)
+    assert isinstance(sent, RuntimeError) and "the trainer died" in str(sent)
     assert isinstance(reply, grpc.RpcError) and reply.code() == grpc.StatusCode.UNAVAILABLE, reply
     assert "broke" in reply.details()
     assert outputs(rollout) == served
@@ -201,3 +202,78 @@ def test_a_refused_header_never_blocks_the_sender(rollout, models) -> None:
 def test_a_backend_the_replica_does_not_offer_names_the_flag(rollout, models) -> None:
     with pytest.raises(RemoteError, match="--weight-sync-backend nccl"):
         push(rollout, models.weight_sets["C"], WeightSyncSettings(mode="collective", backend="nccl"))
+
+
+def test_a_push_retries_a_transfer_that_broke_on_the_way_with_a_new_session(rollout, models, monkeypatch) -> None:
+    """The network fails once, mid-broadcast (injected on the learner's side of the
+    group): the replica answers UNAVAILABLE, and the pool's retry lands the weights."""
+    weights = models.weight_sets["D"]
+    rollout.stub.UpdateWeights(weight_update_requests(current_version(rollout.stub) + 1, weights.items()), timeout=120)
+    expected = outputs(rollout)[1]
+    push(rollout, models.weight_sets["B"])
+    broadcasts, real = [], collective.broadcast_bytes
+
+    def fails_once(group, tensor):
+        broadcasts.append(1)
+        if len(broadcasts) == 3:
+            raise RuntimeError("injected: connection reset")
+        real(group, tensor)
+
+    monkeypatch.setattr(collective, "broadcast_bytes", fails_once)
+    messages: list[str] = []
+
+    async def run():
+        pool = RolloutPool([rollout.proc.address], patience_seconds=60, weight_sync=COLLECTIVE)
+        pool.on_retry = messages.append
+        try:
+            pool.set_weights_source(source(weights))
+            await pool.push_weights()
+            return pool.version
+        finally:
+            await pool.close()
+
+    version = asyncio.run(run())
+    assert [m for m in messages if "UNAVAILABLE" in m], messages
+    assert outputs(rollout) == (version, expected)
+
+
+def test_a_cancelled_push_stops_between_tensors_closes_its_read_and_changes_nothing(rollout, models) -> None:
+    served = outputs(rollout)
+    weights = models.weight_sets["C"]
+    reached, release, closed = threading.Event(), threading.Event(), threading.Event()
+    reads = []
+
+    def blocks_at_the_third():  # of the broadcast's read; the manifest's read goes through
+        reads.append(1)
+        broadcast = len(reads) == 2
+        try:
+            for index, (name, array) in enumerate(weights.items()):
+                if index == 2 and broadcast:
+                    reached.set()
+                    release.wait(30)
+                yield name, torch.from_numpy(array)
+        finally:
+            if broadcast:
+                closed.set()
+
+    async def run():
+        pool = RolloutPool([rollout.proc.address], patience_seconds=30, weight_sync=COLLECTIVE)
+        try:
+            pool.set_weights_source(blocks_at_the_third)
+            task = asyncio.ensure_future(pool.push_weights())
+            while not reached.is_set():
+                await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.sleep(0.2)
+            assert not task.done(), "the push returned before its broadcast thread stopped"
+            release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert closed.is_set(), "the read of the weights was left open"
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    assert outputs(rollout) == served
+    pool = push(rollout, weights)  # the replica takes the next transfer
+    assert outputs(rollout)[0] == pool.version

@@ -30,6 +30,7 @@ from rft_learner.weight_sync import (
     CollectiveTransfer,
     PushPlan,
     TensorSource,
+    TransferError,
     WeightSyncSettings,
     pick_backend,
     served_dtypes,
@@ -79,6 +80,31 @@ async def retry_transient(
                 on_retry(message)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _in_own_thread(function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Run `function(*args)` in a new thread; its result or exception in a future."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="rft-weights-broadcast", daemon=True).start()
+    return future
 
 
 def resolve_addresses(spec: str) -> list[str]:
@@ -328,37 +354,57 @@ class RolloutPool:
 
     async def _update_collective(self, index: int, version: int, plan: PushPlan) -> None:
         """One UpdateWeights call that carries the manifest while the tensors go over a
-        torch.distributed broadcast to the replica's workers; each attempt its own group."""
+        torch.distributed broadcast to the replica's workers; each attempt its own group.
+
+        The broadcast runs in a thread of its own (it may take minutes, and one per
+        replica at a time would starve asyncio's shared pool). A cancelled push stops it
+        between tensors and waits for it, so its read of the weights is closed first."""
         stub, address = self._stubs[index], self.addresses[index]
         what = f"rollout {address} UpdateWeights (collective)"
+        settings = self.weight_sync
+        # The call spans the rendezvous, the whole broadcast and the apply: its deadline
+        # grows with the model (at least 50 MB/s), and a missed one is not retried.
+        deadline = 600 + plan.total_bytes / 50e6
 
         async def call():
             info = await self._model_info(index)
             try:
-                backend = pick_backend(self.weight_sync.backend, info.collective_backends, self._trainer_on_cuda)
+                backend = pick_backend(settings.backend, info.collective_backends, self._trainer_on_cuda)
             except ValueError as exc:
                 raise RemoteError(f"{what}: {exc}") from None
-            transfer = CollectiveTransfer(self.weight_sync, plan, address, backend, info.weight_receivers)
+            transfer = await asyncio.to_thread(
+                CollectiveTransfer, settings, plan, address, backend, info.weight_receivers
+            )
             request = rollout_pb2.UpdateWeightsRequest(header=transfer.header(version))
-            ended = threading.Event()
-            reply = asyncio.ensure_future(stub.UpdateWeights(iter([request]), timeout=600))
+            ended, stop = threading.Event(), threading.Event()
+            reply = asyncio.ensure_future(stub.UpdateWeights(iter([request]), timeout=deadline))
             reply.add_done_callback(lambda _: ended.set())
+            sending = _in_own_thread(transfer.send, ended, stop)
             try:
-                await asyncio.to_thread(transfer.send, ended)
-            except Exception as exc:
-                # The replica's end fails too (its group broke): its status says whether
-                # to retry. A reply that does not come means the replica is gone.
+                await asyncio.shield(sending)
+            except TransferError as exc:
+                # The replica's end failed too, or will: its status says whether to retry.
                 try:
-                    await asyncio.wait_for(asyncio.shield(reply), self.weight_sync.timeout_seconds)
+                    await asyncio.wait_for(asyncio.shield(reply), settings.timeout_seconds)
                 except grpc.aio.AioRpcError:
                     raise
                 except Exception:
-                    pass
-                reply.cancel()
+                    reply.cancel()
                 raise RemoteError(f"{what} failed while broadcasting: {exc}") from exc
+            except BaseException as exc:
+                stop.set()
+                reply.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(sending)
+                if isinstance(exc, Exception) and not isinstance(exc, asyncio.CancelledError):
+                    raise RemoteError(f"{what} failed: {exc}") from exc
+                raise
             return await reply
 
-        await retry_transient(call, what, self.patience_seconds, self.on_retry, is_transient_for_a_stream)
+        def retry(exc: grpc.aio.AioRpcError) -> bool:
+            return is_transient_for_a_stream(exc) and exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED
+
+        await retry_transient(call, what, self.patience_seconds, self.on_retry, retry)
 
     async def generate(
         self,

@@ -24,6 +24,8 @@ import contextlib
 import dataclasses
 import socket
 import threading
+import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -221,19 +223,19 @@ def route_address(replica: str) -> str:
         return probe.getsockname()[0]
 
 
-_stores: dict[int, object] = {}
+_stores: dict[tuple[str, int], object] = {}
 _stores_lock = threading.Lock()
 
 
-def _shared_store(port: int, timeout_seconds: float):
-    """The process's TCPStore on `port` (0: one on a free port), made once: every job's
-    pushes share it, each under its own session keys."""
+def _shared_store(bind_host: str, port: int, timeout_seconds: float):
+    """The process's TCPStore on `bind_host:port` (port 0: a free one), made once: every
+    job's pushes share it, each under its own session keys (deleted when it ends)."""
     from rft_common import collective
 
     with _stores_lock:
-        if port not in _stores:
-            _stores[port] = collective.host_store("0.0.0.0", port, timeout_seconds)
-        return _stores[port]
+        if (bind_host, port) not in _stores:
+            _stores[bind_host, port] = collective.HostedStore(bind_host, port, timeout_seconds)
+        return _stores[bind_host, port]
 
 
 def pick_backend(requested: str, offered: Sequence[str], on_cuda: bool) -> str:
@@ -251,9 +253,18 @@ def pick_backend(requested: str, offered: Sequence[str], on_cuda: bool) -> str:
     return requested
 
 
+class TransferError(Exception):
+    """The collective itself failed (the replica went away or gave up, a timeout): the
+    replica's answer to the call says whether to try again."""
+
+
+class TransferStopped(Exception):
+    """The push was cancelled while it broadcast."""
+
+
 class CollectiveTransfer:
     """One attempt at a collective update of one replica: the header to send, and the
-    broadcast (`send`, blocking: run it in a worker thread) of the plan's tensors."""
+    broadcast (`send`, blocking: run it in a thread of its own) of the plan's tensors."""
 
     def __init__(
         self, settings: WeightSyncSettings, plan: PushPlan, replica: str, backend: str, receivers: int
@@ -262,10 +273,11 @@ class CollectiveTransfer:
         self._plan = plan
         self._backend = backend
         self._world = 1 + receivers
-        self._store = _shared_store(settings.port, settings.timeout_seconds)
+        self._hosted = _shared_store(settings.host, settings.port, settings.timeout_seconds)
         host = settings.host or route_address(replica)
-        self.session = f"rft-weights/{uuid.uuid4().hex}/"
-        self.store_address = f"[{host}]:{self._store.port}" if ":" in host else f"{host}:{self._store.port}"
+        self.session = f"rft-weights/{uuid.uuid4().hex}"
+        port = self._hosted.port
+        self.store_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def header(self, version: int) -> rollout_pb2.WeightsHeader:
         assert self._plan.manifest is not None, "prepare() first"
@@ -280,22 +292,51 @@ class CollectiveTransfer:
             ),
         )
 
-    def send(self, call_ended: threading.Event) -> bool:
+    def send(self, call_ended: threading.Event, stop: threading.Event | None = None) -> bool:
         """Wait for the replica's workers, then broadcast every tensor in manifest order,
         cast to its served dtype (on the tensor's device under NCCL, in host memory under
-        gloo). False when the call ended before the workers joined (refused, or a repeat
-        of the update already applied): nothing was sent."""
+        gloo). False when the call ended before the workers announced themselves (refused,
+        or a repeat of the update already applied): nothing was sent.
+
+        TransferError when the collective fails, TransferStopped once `stop` is set; a
+        failure to read the weights, or weights that differ from the manifest, raise as
+        they are. The source is closed either way (a sharded pass runs to its end)."""
         from rft_common import collective
 
-        store = collective.session_store(self._store, self.session)
+        stop = stop or threading.Event()
+        store = collective.session_store(self._hosted.store, self.session)
         timeout = self._settings.timeout_seconds
-        if not collective.wait_until_ready(store, self._world, timeout, call_ended):
-            return False
-        group = collective.join_group(store, 0, self._world, self._backend, timeout)
+        try:
+            try:
+                ready = collective.wait_until_ready(
+                    store, self._world, timeout, lambda: call_ended.is_set() or stop.is_set()
+                )
+            except TimeoutError as exc:
+                raise TransferError(str(exc)) from exc
+            if not ready:
+                if stop.is_set():
+                    raise TransferStopped("the push was cancelled")
+                return False
+            self._broadcast(stop, timeout)
+            return True
+        finally:
+            _forget_later(self._hosted.store, self.session, timeout)
+
+    def _broadcast(self, stop: threading.Event, timeout: float) -> None:
+        from rft_common import collective
+
+        group, failed = None, True
         tensors = iter(self._plan.source())
         try:
+            try:
+                store = collective.session_store(self._hosted.store, self.session)
+                group = collective.join_group(store, 0, self._world, self._backend, timeout)
+            except Exception as exc:
+                raise TransferError(f"joining the {self._backend} group failed: {exc}") from exc
             specs = self._plan.manifest.tensors  # type: ignore[union-attr]
             for index, spec in enumerate(specs):
+                if stop.is_set():
+                    raise TransferStopped(f"the push was cancelled after {index} of {len(specs)} tensors")
                 pair = next(tensors, None)
                 if pair is None or pair[0] != spec.name:
                     got = "the end" if pair is None else repr(pair[0])
@@ -303,10 +344,37 @@ class CollectiveTransfer:
                 tensor = pair[1].detach().to(dtype=getattr(torch, dtypes.from_proto(spec.dtype)))
                 if self._backend == "gloo":
                     tensor = tensor.cpu()
-                collective.broadcast_bytes(group, tensor.contiguous())
+                try:
+                    collective.broadcast_bytes(group, tensor.contiguous())
+                except Exception as exc:
+                    # The traceback's frames hold the group, and a gloo group closes its
+                    # connections only when the last reference goes: clear them, so the
+                    # replica learns at once that the transfer broke.
+                    traceback.clear_frames(exc.__traceback__)
+                    raise TransferError(f"broadcasting {spec.name!r} over {self._backend} failed: {exc}") from exc
                 pair = tensor = None  # dropped before the next one is read (gathered, under FSDP)
-            return True
+            failed = False
         finally:
             if close := getattr(tensors, "close", None):
                 close()  # a sharded pass runs to its end on every rank
-            del group
+            collective.close_group(group, failed)
+            group = None  # gloo closes its connections when the object goes
+
+
+# Sessions whose keys go once every receiver is surely done with them: (when, store, session).
+_forgotten: list[tuple[float, object, str]] = []
+
+
+def _forget_later(store, session: str, timeout: float) -> None:
+    """Delete a session's keys a timeout from now (a receiver may still be reading
+    "abandoned"), and the keys of sessions whose time has come."""
+    from rft_common import collective
+
+    now = time.monotonic()
+    with _stores_lock:
+        _forgotten.append((now + timeout + 5, store, session))
+        due = [entry for entry in _forgotten if entry[0] <= now]
+        _forgotten[:] = [entry for entry in _forgotten if entry[0] > now]
+    for _, old_store, old_session in due:
+        with contextlib.suppress(Exception):
+            collective.delete_session(old_store, old_session)

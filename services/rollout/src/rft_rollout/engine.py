@@ -48,6 +48,10 @@ class WeightsNotApplied(Exception):
     """The engine checked the weights and refused them before changing anything."""
 
 
+class ChecksumMismatch(WeightsNotApplied):
+    """Received bytes did not match the manifest's checksums; nothing was applied."""
+
+
 class TransferBroken(Exception):
     """A collective transfer failed on the way (the sender went away, a timeout);
     nothing was applied, and the same update may be sent again."""
@@ -88,11 +92,12 @@ class Engine(Protocol):
 
     async def receive_weights(self, transfer: dict) -> None:
         """Join a collective transfer on every worker and receive all of its tensors
-        into buffers, serving meanwhile on the old weights (`transfer`: store_address,
-        session, backend, world, timeout_seconds, checksum_algorithm, specs as
-        (name, dtype, shape, size_bytes, checksum)). TransferBroken if the transfer
-        failed on the way, WeightsNotApplied if bytes did not match their checksums;
-        nothing is applied either way."""
+        into buffers beside the model (`transfer`: store_address, session, backend,
+        world, timeout_seconds, checksum_algorithm, specs as (name, dtype, shape,
+        size_bytes, checksum)). The engine does not step meanwhile: requests in flight
+        wait, on the old weights. TransferBroken if the transfer failed on the way,
+        ChecksumMismatch for bytes that do not match, WeightsNotApplied if a worker has
+        no room for them; nothing is applied either way."""
 
     async def swap_received_weights(self, session: str, version_label: str) -> int:
         """swap_weights for the tensors `receive_weights` received for `session`."""
@@ -309,10 +314,11 @@ class VllmEngine:
         failed = [result for result in results if not result["received"]]
         if failed:
             await self.discard_received_weights()
-            broken = [result["error"] for result in failed if result["broken"]]
-            if broken:
-                raise TransferBroken(broken[0])
-            raise WeightsNotApplied(failed[0]["error"])
+            # A worker's own verdict first: the others then only saw their peer leave.
+            for kind in ("checksum", "refused"):
+                if verdict := [result["error"] for result in failed if result["kind"] == kind]:
+                    raise (ChecksumMismatch if kind == "checksum" else WeightsNotApplied)(verdict[0])
+            raise TransferBroken(failed[0]["error"])
 
     async def swap_received_weights(self, session: str, version_label: str) -> int:
         return await self._swap_full("rft_apply_received", (session,), version_label)

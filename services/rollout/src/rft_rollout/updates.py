@@ -36,7 +36,7 @@ from rft_rollout.domain import (
     UpdateResult,
     WeightsRejected,
 )
-from rft_rollout.engine import Engine, TransferBroken, WeightsNotApplied, shapes_by_name
+from rft_rollout.engine import ChecksumMismatch, Engine, TransferBroken, WeightsNotApplied, shapes_by_name
 from rft_rollout.model_spec import ModelDescription
 from rft_rollout.weights import (
     ADAPTER_FILE,
@@ -203,28 +203,34 @@ class WeightUpdates:
         self._check_tensors(specs, None, "header.collective.manifest.tensors")
         check_checksums_format(specs, algorithm, "header.collective.manifest.tensors")
         async with self._receiving:
+            if self._applied is not None and self._applied[0] == _fingerprint(header):
+                return self._repeat(self._applied[1])  # a retry that waited for the first attempt
             try:
-                await self.engine.receive_weights(
-                    {
-                        "store_address": transfer.store_address,
-                        "session": transfer.session,
-                        "backend": transfer.backend,
-                        "world": 1 + self.engine.facts.weight_receivers,
-                        "timeout_seconds": transfer.timeout_seconds,
-                        "checksum_algorithm": algorithm,
-                        "specs": [(s.name, s.dtype, list(s.shape), s.size_bytes, s.checksum) for s in specs],
-                    }
-                )
-            except WeightsNotApplied as exc:
-                raise InvalidRequest(f"header.collective: {exc}") from None
-            except TransferBroken as exc:
-                raise TransferFailed(f"the collective transfer broke, nothing changed: {exc}") from None
-            received = time.perf_counter() - started
-            total = sum(spec.size_bytes for spec in specs)
-            try:
+                try:
+                    await self.engine.receive_weights(
+                        {
+                            "store_address": transfer.store_address,
+                            "session": transfer.session,
+                            "backend": transfer.backend,
+                            "world": 1 + self.engine.facts.weight_receivers,
+                            "timeout_seconds": transfer.timeout_seconds,
+                            "checksum_algorithm": algorithm,
+                            "specs": [(s.name, s.dtype, list(s.shape), s.size_bytes, s.checksum) for s in specs],
+                        }
+                    )
+                except ChecksumMismatch as exc:
+                    raise InvalidRequest(f"header.collective: {exc}") from None
+                except WeightsNotApplied as exc:
+                    raise WeightsRejected(f"the engine refused the weights: {exc}") from None
+                except TransferBroken as exc:
+                    raise TransferFailed(f"the collective transfer broke, nothing changed: {exc}") from None
+                received = time.perf_counter() - started
+                total = sum(spec.size_bytes for spec in specs)
                 return await self._apply(header, None, [], len(specs), total, received, transfer.session)
             finally:
-                await self.engine.discard_received_weights()  # a no-op once applied
+                # Also when this call was cancelled mid-receive: the workers finish the
+                # receive regardless, and must not keep a copy of the model afterwards.
+                await asyncio.shield(self.engine.discard_received_weights())
 
     def _check_transfer(self, transfer: CollectiveTransfer) -> None:
         backends = self.engine.facts.collective_backends

@@ -8,6 +8,8 @@ module must stay importable by the worker: plain imports only.
 
 from __future__ import annotations
 
+import traceback
+
 
 class WeightReloadExtension:
     """Loads a safetensors file into the running model in place."""
@@ -44,17 +46,19 @@ class WeightReloadExtension:
         """Join a CollectiveWeights transfer as rank 1 + this worker's rank and receive
         every tensor of `transfer["specs"]` (name, dtype, shape, size, checksum) into
         buffers: host memory under gloo, this worker's device under NCCL. Checksums are
-        checked on host buffers. Nothing is applied: `rft_apply_received` does that, and
-        a failed or refused receive keeps the old weights: {"received": False, "error",
-        "broken"}, broken when the transfer itself failed (the sender went away, a
-        timeout) rather than delivering bytes that do not match their checksum.
+        checked on host buffers. Nothing is applied: `rft_apply_received` does that.
+
+        Returns {"received", "error", "kind"}: kind "broken" when the transfer itself
+        failed (the sender went away or gave up, a timeout; sending it again may work),
+        "checksum" for bytes that do not match their checksum, "refused" when this
+        worker cannot hold the update (out of memory). The old weights serve on.
         """
         import torch
         from rft_common import collective
         from rft_common.weights import checksum
 
         self.rft_discard_received()
-        group = None
+        group, failed = None, True
         try:
             timeout = float(transfer["timeout_seconds"])
             store = collective.session_store(
@@ -62,6 +66,8 @@ class WeightReloadExtension:
             )
             rank = 1 + int(self.rank)  # type: ignore[attr-defined]
             collective.announce_ready(store, rank)
+            if not collective.wait_for_go(store, timeout):
+                return {"received": False, "error": "the sender abandoned the transfer", "kind": "broken"}
             backend = transfer["backend"]
             group = collective.join_group(store, rank, int(transfer["world"]), backend, timeout)
             device = self.device if backend == "nccl" else torch.device("cpu")  # type: ignore[attr-defined]
@@ -74,18 +80,20 @@ class WeightReloadExtension:
                     actual = checksum(memoryview(buffer.numpy()), algorithm)
                     if actual != expected:
                         error = f"tensor {name!r}: {algorithm} {actual}, expected {expected}"
-                        return {"received": False, "error": error, "broken": False}
+                        return {"received": False, "error": error, "kind": "checksum"}
                 received[name] = buffer.view(getattr(torch, dtype)).reshape(shape)
             self._rft_received = (transfer["session"], received)
-            return {"received": True, "error": "", "broken": False}
+            failed = False
+            return {"received": True, "error": "", "kind": ""}
+        except torch.OutOfMemoryError as exc:
+            return {"received": False, "error": f"no room for the update beside the model: {exc}", "kind": "refused"}
         except Exception as exc:  # noqa: BLE001 - a broken transfer is a refusal, never a dead engine
-            return {
-                "received": False,
-                "error": f"receiving over {transfer.get('backend')} failed: {exc}",
-                "broken": True,
-            }
+            traceback.clear_frames(exc.__traceback__)  # they hold the group; see close_group
+            error = f"receiving over {transfer.get('backend')} failed: {exc}"
+            return {"received": False, "error": error, "kind": "broken"}
         finally:
-            del group  # gloo closes its connections here
+            collective.close_group(group, failed)
+            group = None  # gloo closes its connections when the object goes
 
     def rft_apply_received(self, session: str) -> dict[str, object]:
         """Load the tensors `rft_receive_weights` received for `session`, every state-dict
