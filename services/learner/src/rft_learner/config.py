@@ -53,7 +53,7 @@ class LearnerConfig(ServerConfig):
     weight_sync_backend: Literal["auto", "gloo", "nccl"] = "auto"
     """With --weight-sync collective: nccl when the trainer is on CUDA and the replica offers it (a GPU rollout), else gloo (host memory over TCP)."""
     weight_sync_host: str = ""
-    """With --weight-sync collective: the address replicas reach this learner's TCPStore at; "" = this host's address on the route to each replica (the pod IP in a cluster)."""
+    """With --weight-sync collective: the address replicas reach this learner's TCPStore at, and the one it listens on; "" = it listens on every interface and tells each replica this host's address on the route to it (the pod IP in a cluster)."""
     weight_sync_port: int = pydantic.Field(0, ge=0, le=65535)
     """With --weight-sync collective: port of this learner's TCPStore (the rendezvous); 0 = a free port. The broadcast itself uses ports gloo/NCCL pick."""
     weight_sync_timeout_seconds: float = pydantic.Field(300.0, gt=0, le=3600)
