@@ -12,7 +12,13 @@ import torch
 from rft.rollout.v1 import rollout_pb2, rollout_pb2_grpc
 from rft_common import dtypes
 from rft_common.weights import checksum
-from rft_learner.remote import RemoteError, RolloutPool, is_transient_for_a_stream, retry_transient
+from rft_learner.remote import (
+    RemoteError,
+    RolloutPool,
+    is_transient_for_a_stream,
+    is_transient_for_a_transfer,
+    retry_transient,
+)
 from rft_learner.weight_sync import PushPlan, wire_tensors
 
 WEIGHTS = {
@@ -164,7 +170,7 @@ def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
 
-async def attempts_until_done(failures: list[grpc.aio.AioRpcError]) -> int:
+async def attempts_until_done(failures: list[grpc.aio.AioRpcError], transient=is_transient_for_a_stream) -> int:
     attempts = 0
 
     async def call() -> None:
@@ -174,7 +180,7 @@ async def attempts_until_done(failures: list[grpc.aio.AioRpcError]) -> int:
             raise failures.pop(0)
 
     try:
-        await retry_transient(call, "push", patience_seconds=30, transient=is_transient_for_a_stream)
+        await retry_transient(call, "push", patience_seconds=30, transient=transient)
     except RemoteError:
         return -attempts
     return attempts
@@ -188,3 +194,11 @@ def test_a_push_retries_the_status_grpc_makes_up_for_a_stream_cut_mid_write_only
     assert asyncio.run(attempts_until_done([made_up])) == 2
     assert asyncio.run(attempts_until_done([rpc_error(grpc.StatusCode.INTERNAL, "engine failed")])) == -1
     assert asyncio.run(attempts_until_done([rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "bad shape")])) == -1
+
+
+def test_a_collective_push_retries_a_broken_transfer_but_not_a_missed_deadline() -> None:
+    broke = rpc_error(grpc.StatusCode.UNAVAILABLE, "the collective transfer broke, nothing changed")
+    assert asyncio.run(attempts_until_done([broke], is_transient_for_a_transfer)) == 2
+    late = rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    assert asyncio.run(attempts_until_done([late], is_transient_for_a_transfer)) == -1
+    assert asyncio.run(attempts_until_done([late])) == 2  # a stream's push does retry it

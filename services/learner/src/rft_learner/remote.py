@@ -58,6 +58,12 @@ def is_transient_for_a_stream(exc: grpc.aio.AioRpcError) -> bool:
     return is_transient(exc) or (exc.code() == grpc.StatusCode.INTERNAL and exc.details() == "Internal error from Core")
 
 
+def is_transient_for_a_transfer(exc: grpc.aio.AioRpcError) -> bool:
+    """A collective push's call: as a stream's, but a missed deadline is not retried. The
+    deadline already grows with the model, and a retry would send all of it again."""
+    return is_transient_for_a_stream(exc) and exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 async def retry_transient(
     call: Callable[[], Awaitable[T]],
     what: str,
@@ -401,10 +407,7 @@ class RolloutPool:
                 raise
             return await reply
 
-        def retry(exc: grpc.aio.AioRpcError) -> bool:
-            return is_transient_for_a_stream(exc) and exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED
-
-        await retry_transient(call, what, self.patience_seconds, self.on_retry, retry)
+        await retry_transient(call, what, self.patience_seconds, self.on_retry, is_transient_for_a_transfer)
 
     async def generate(
         self,
