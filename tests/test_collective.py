@@ -54,3 +54,16 @@ def test_ready_receivers_get_their_group_even_if_the_call_ends_at_that_moment() 
     sender = collective.session_store(hosted.store, "s4")
     collective.announce_ready(sender, 1)
     assert collective.wait_until_ready(sender, 2, 10, lambda: True) is True
+
+
+def test_a_finished_transfer_s_keys_are_deleted_once_its_timeout_has_passed() -> None:
+    from rft_learner.weight_sync import _forget_later
+
+    hosted = collective.HostedStore("127.0.0.1", 0, 10)
+    old, recent = collective.session_store(hosted.store, "old"), collective.session_store(hosted.store, "recent")
+    old.set("ready/1", "1")
+    recent.set("ready/1", "1")
+    _forget_later(hosted.store, "recent", 60)  # a receiver may still read it: kept
+    _forget_later(hosted.store, "old", -10)  # its time has passed: deleted now
+    keys = hosted.store.list_keys()
+    assert "recent/ready/1" in keys and not [key for key in keys if key.startswith("old/")]
